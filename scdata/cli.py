@@ -1,0 +1,121 @@
+"""``scdata`` command line: demo-bucket, ingest, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import source as src
+
+
+def _demo_bucket(args) -> int:
+    from .demo import DemoConfig, write_demo_bucket
+
+    config = DemoConfig(
+        n_experiments=args.experiments, min_cells=args.min_cells, max_cells=args.max_cells, n_genes=args.genes,
+        release=args.release, seed=args.seed, workers=args.workers or 0,
+    )
+    root = write_demo_bucket(args.dir, config)
+    print(f"Wrote {config.n_experiments} synthetic experiments; use --source {root}")
+    return 0
+
+
+def _ingest(args) -> int:
+    from .cluster import ClusterConfig
+    from .ingest import IngestConfig, IngestError, ingest
+    from .store import StoreLayout
+
+    layout_kwargs = {k: v for k, v in (("chunk_cells", args.chunk_cells), ("chunk_genes", args.chunk_genes)) if v}
+    config = IngestConfig(
+        source=src.SourceConfig(args.source, args.feature_type, args.organism),
+        store=args.store,
+        cell_count=args.cell_count,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        filters=src.parse_filters(args.filter),
+        cluster=ClusterConfig(scheduler=args.scheduler, workers=args.workers),
+        keep_raw=args.keep_raw,
+        raw_dir=args.raw_dir,
+        scratch_dir=args.scratch_dir,
+        layout=StoreLayout(**layout_kwargs),
+        on_error=args.on_error,
+        progress=not args.no_progress,
+    )
+    try:
+        ingest(config)
+    except (IngestError, src.MetadataError) as exc:
+        print(f"scdata ingest: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _info(args) -> int:
+    from .dataset import StoreError
+    from .info import format_info, store_info
+
+    try:
+        info = store_info(args.store)
+    except StoreError as exc:
+        print(f"scdata info: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        print(format_info(info))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scdata", description="scBaseCount experiments in one chunked Zarr store")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo-bucket", help="write a synthetic offline copy of the bucket layout")
+    demo.add_argument("dir", help="directory to write (the release root is DIR/scbasecount/<release>)")
+    demo.add_argument("--experiments", type=int, default=12)
+    demo.add_argument("--min-cells", type=int, default=600)
+    demo.add_argument("--max-cells", type=int, default=4000)
+    demo.add_argument("--genes", type=int, default=36_601)
+    demo.add_argument("--release", choices=src.RELEASES, default=src.DEFAULT_RELEASE)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=int, default=0, help="generating processes (0: one per core)")
+    demo.set_defaults(func=_demo_bucket)
+
+    ing = sub.add_parser("ingest", help="ingest experiments into the store (resumes an earlier run)")
+    ing.add_argument("--source", default=src.DEFAULT_SOURCE, help="release root: gs://…/scbasecount/<release>, a mirror, any fsspec URL")
+    ing.add_argument("--feature-type", default=src.DEFAULT_FEATURE_TYPE, choices=src.FEATURE_TYPES)
+    ing.add_argument("--organism", default=src.DEFAULT_ORGANISM)
+    ing.add_argument("--cell-count", type=int, default=100_000, help="cell budget; whole experiments are taken")
+    ing.add_argument("--store", "--output-dir", dest="store", default="data/scRNA/store.zarr")
+    ing.add_argument("--batch-size", type=int, default=10, help="experiments per round (one commit each)")
+    ing.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
+    ing.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    ing.add_argument("--seed", type=int, default=42)
+    ing.add_argument("--filter", action="append", metavar="COLUMN=VALUE", help="keep experiments whose metadata matches (repeatable)")
+    ing.add_argument("--keep-raw", action="store_true", help="keep downloaded h5ad files in --raw-dir")
+    ing.add_argument("--raw-dir", default=None, help="where --keep-raw keeps files (default: raw/ beside the store)")
+    ing.add_argument("--scratch-dir", default=None, help="workers' download scratch (default: their temp dir)")
+    ing.add_argument("--chunk-cells", type=int, default=None, help="rows per chunk of a new store")
+    ing.add_argument("--chunk-genes", type=int, default=None, help="genes per chunk of a new store")
+    ing.add_argument("--on-error", choices=("skip", "raise"), default="skip",
+                     help="a bad experiment is recorded as rejected (skip) or stops the run (raise)")
+    ing.add_argument("--no-progress", action="store_true")
+    ing.set_defaults(func=_ingest)
+
+    info = sub.add_parser("info", help="summary of a store (the seed's config.json fields)")
+    info.add_argument("--store", default="data/scRNA/store.zarr")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

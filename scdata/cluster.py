@@ -1,0 +1,60 @@
+"""The Dask cluster an ingest runs on: an embedded LocalCluster or an existing scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """``scheduler`` wins when set; otherwise a LocalCluster of ``workers`` processes."""
+
+    scheduler: str | None = None
+    workers: int | None = None
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+    dashboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers <= 0:
+            raise ValueError(f"workers must be positive, got {self.workers}")
+
+
+@contextlib.contextmanager
+def dask_client(config: ClusterConfig, echo=print) -> Iterator["distributed.Client"]:  # noqa: F821
+    """A connected client; an embedded cluster is started here and stopped on exit."""
+    from distributed import Client, LocalCluster
+
+    if config.scheduler:
+        client = Client(config.scheduler, timeout="30s")
+        echo(f"Dask: using scheduler {config.scheduler} ({len(client.scheduler_info()['workers'])} workers)")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    workers = config.workers or max(1, os.cpu_count() or 1)
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # the embedded cluster's chatter is not the user's business
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=config.threads_per_worker,
+        processes=True,
+        memory_limit=config.memory_limit,
+        dashboard_address=":0" if config.dashboard else None,
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    link = cluster.dashboard_link if config.dashboard else "disabled"
+    echo(f"Dask: LocalCluster with {workers} workers, dashboard {link}")
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

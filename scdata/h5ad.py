@@ -1,0 +1,171 @@
+"""Reading one scBaseCount experiment (h5ad) into rows for the store, with specific errors.
+
+Only ``X``, ``obs`` and ``var`` are read: the 2026-01-12 release adds large fractional layers
+(``UniqueAndMult-EM``…) that the store does not hold, so ``anndata.read_h5ad`` would waste time
+and memory on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .counts import CountRepairs, CountsError, StoredCounts, gene_column_map, to_store_counts
+
+ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+CELL_ANNOTATION_COLUMNS = ("cell_type", "cell_ontology_term_id")
+"""Per-cell annotations some releases carry in the h5ad's obs (kept when present)."""
+
+
+class ExperimentError(ValueError):
+    """An experiment cannot be stored; the message names the experiment, its file and the fault."""
+
+    def __init__(self, accession: str, url: str, problem: str):
+        self.accession, self.url, self.problem = accession, url, problem
+        super().__init__(f"experiment {accession} ({url}): {problem}")
+
+    def __reduce__(self):  # keep the fields across Dask's pickling
+        return (type(self), (self.accession, self.url, self.problem))
+
+
+@dataclass(frozen=True, slots=True)
+class GeneTable:
+    """What the planning pass needs from a file: its genes and optional cell annotations."""
+
+    gene_ids: np.ndarray
+    gene_symbols: np.ndarray
+    annotation_columns: tuple[str, ...]
+    n_cells: int
+
+
+@dataclass(slots=True)
+class LoadedExperiment:
+    """An experiment converted to the store's gene axis, held in a worker until written."""
+
+    accession: str
+    url: str
+    counts: StoredCounts
+    barcodes: np.ndarray
+    annotations: pd.DataFrame
+    file_size: int
+    file_digest: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_cells(self) -> int:
+        return self.counts.n_cells
+
+
+def _open(path: str, accession: str, url: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise ExperimentError(accession, url, f"not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+
+
+def _require(f: h5py.File, name: str, accession: str, url: str):
+    if name not in f:
+        raise ExperimentError(accession, url, f"missing object {name!r} (an h5ad needs X, obs and var)")
+    return f[name]
+
+
+def _read_elem(node, accession: str, url: str):
+    from anndata.io import read_elem
+
+    try:
+        return read_elem(node)
+    except Exception as exc:  # h5py/anndata raise many types for damaged datasets
+        raise ExperimentError(accession, url, f"cannot read {node.name!r}: {exc}") from exc
+
+
+def _gene_table(f: h5py.File, accession: str, url: str) -> GeneTable:
+    var = _read_elem(_require(f, "var", accession, url), accession, url)
+    obs_node = _require(f, "obs", accession, url)
+    ids = np.asarray(var.index.astype(str))
+    bad = next((g for g in ids if not ENSEMBL_ID.match(g)), None)
+    if bad is not None:
+        raise ExperimentError(
+            accession, url, f"var index is not Ensembl gene IDs (found {bad!r}); the store's gene axis is Ensembl IDs"
+        )
+    if len(set(ids)) != len(ids):
+        dup = pd.Index(ids)[pd.Index(ids).duplicated()][0]
+        raise ExperimentError(accession, url, f"gene {dup!r} appears more than once in var")
+    symbols = np.asarray(var["gene_symbols"].astype(str)) if "gene_symbols" in var.columns else ids.copy()
+    columns = tuple(c for c in CELL_ANNOTATION_COLUMNS if c in obs_node)
+    index_key = obs_node.attrs.get("_index", "_index")
+    n_cells = int(obs_node[index_key].shape[0]) if index_key in obs_node else 0
+    return GeneTable(ids, symbols, columns, n_cells)
+
+
+def read_gene_table(path_or_file, accession: str, url: str) -> GeneTable:
+    """Genes of one file (cheap: reads var and the obs index only)."""
+    with _open(path_or_file, accession, url) as f:
+        return _gene_table(f, accession, url)
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "blake2b").hexdigest()[:32]
+
+
+def read_experiment(
+    path: str,
+    accession: str,
+    url: str,
+    axis_index: dict[str, int],
+    n_axis_genes: int,
+    expected_cells: int | None = None,
+) -> LoadedExperiment:
+    """Read, validate and convert one experiment onto the store's gene axis."""
+    import os
+
+    with _open(path, accession, url) as f:
+        genes = _gene_table(f, accession, url)
+        x_node = _require(f, "X", accession, url)
+        obs = _read_elem(f["obs"], accession, url)
+        matrix = _read_elem(x_node, accession, url)
+    if not sp.issparse(matrix):
+        matrix = sp.csr_matrix(np.asarray(matrix))
+    if matrix.shape != (len(obs), len(genes.gene_ids)):
+        raise ExperimentError(
+            accession, url, f"X has shape {matrix.shape} but obs has {len(obs)} cells and var {len(genes.gene_ids)} genes"
+        )
+    if matrix.shape[0] == 0:
+        raise ExperimentError(accession, url, "the experiment has no cells")
+    barcodes = np.asarray(obs.index.astype(str))
+    if pd.Index(barcodes).has_duplicates:
+        dup = pd.Index(barcodes)[pd.Index(barcodes).duplicated()][0]
+        raise ExperimentError(accession, url, f"cell barcode {dup!r} appears more than once in obs")
+    try:
+        counts = to_store_counts(matrix, gene_column_map(genes.gene_ids, axis_index), n_axis_genes)
+    except CountsError as exc:
+        raise ExperimentError(accession, url, str(exc)) from exc
+
+    warnings = []
+    if expected_cells is not None and expected_cells != counts.n_cells:
+        warnings.append(f"metadata obs_count is {expected_cells} but the file has {counts.n_cells} cells")
+    annotations = pd.DataFrame(index=pd.RangeIndex(counts.n_cells))
+    for column in genes.annotation_columns:
+        annotations[column] = np.asarray(obs[column].astype(str))
+    return LoadedExperiment(
+        accession=accession,
+        url=url,
+        counts=counts,
+        barcodes=barcodes,
+        annotations=annotations,
+        file_size=os.path.getsize(path),
+        file_digest=file_digest(path),
+        warnings=warnings,
+    )
+
+
+__all__ = [
+    "CELL_ANNOTATION_COLUMNS", "CountRepairs", "ExperimentError", "GeneTable", "LoadedExperiment",
+    "read_experiment", "read_gene_table",
+]

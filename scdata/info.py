@@ -1,0 +1,61 @@
+"""``scdata info``: the seed's config.json fields, computed from the store's manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .dataset import _committed
+from .store import layout_of, store_nbytes
+
+
+def store_info(store: str) -> dict:
+    """Summary of a store with the seed's ``config.json`` keys plus storage figures."""
+    root, manifest = _committed(store)
+    n_cells, n_genes = manifest.n_committed, manifest.n_genes
+    nbytes = store_nbytes(store)
+    requested = max((r.get("cell_count", 0) for r in manifest.runs), default=0)
+    return {
+        "store": store,
+        "manifest_version": manifest.version,
+        "total_cells_requested": requested,
+        "total_cells_downloaded": n_cells,
+        "total_samples": len(manifest.experiments),
+        "download_timestamp": manifest.runs[-1].get("finished", manifest.runs[-1]["started"]) if manifest.runs else None,
+        "n_genes": n_genes,
+        "gene_list": [str(g) for g in root["var/_index"][:]],
+        "max_expression_value": manifest.max_value,
+        "sparsity": 1.0 - manifest.nnz / (n_cells * n_genes) if n_cells and n_genes else None,
+        "saturated_values": sum(e["counters"]["n_saturated"] for e in manifest.experiments),
+        "rounded_values": sum(e["counters"]["n_fractional"] for e in manifest.experiments),
+        "bytes_on_disk": nbytes,
+        "bytes_per_cell": nbytes / n_cells if n_cells else None,
+        "chunk_shape": list(root["X"].chunks),
+        "layout": asdict(layout_of(root)),
+        "samples": [
+            {"srx_accession": e["accession"], "file_path": e["source_url"], "obs_count": e["n_cells"],
+             "rows": [e["row_start"], e["row_stop"]], "counters": e["counters"],
+             **{k: e["metadata"].get(k) for k in ("tissue", "tech_10x", "cell_prep", "disease", "perturbation")}}
+            for e in manifest.experiments
+        ],
+        "rejected": manifest.rejected,
+    }
+
+
+def format_info(info: dict) -> str:
+    """Human-readable summary (the JSON form has every field)."""
+    lines = [
+        f"store:            {info['store']} (manifest v{info['manifest_version']})",
+        f"cells:            {info['total_cells_downloaded']:,} committed ({info['total_cells_requested']:,} requested)",
+        f"experiments:      {info['total_samples']} committed, {len(info['rejected'])} rejected",
+        f"genes:            {info['n_genes']:,}",
+        f"chunk shape:      {tuple(info['chunk_shape'])} {info['layout']['cname']}-{info['layout']['clevel']} {info['layout']['shuffle']}",
+        f"max expression:   {info['max_expression_value']:g} ({info['saturated_values']} values saturated at 32767, {info['rounded_values']} rounded)",
+    ]
+    if info["sparsity"] is not None:
+        lines.append(f"sparsity:         {info['sparsity']:.2%} zeros")
+    lines.append(f"bytes on disk:    {info['bytes_on_disk']:,}")
+    if info["bytes_per_cell"]:
+        lines.append(f"bytes per cell:   {info['bytes_per_cell']:,.0f}")
+    for r in info["rejected"]:
+        lines.append(f"rejected:         {r['accession']}: {r['reason']}")
+    return "\n".join(lines)

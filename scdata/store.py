@@ -1,0 +1,214 @@
+"""The store's on-disk layout (Zarr v3, AnnData conventions) and its low-level writers.
+
+Layout::
+
+    store.zarr/
+      zarr.json        group attrs: AnnData encoding + ``sczarr`` (layout, gene-axis digest)
+      X                int16 (cell, gene), Blosc, chunk shape from ``StoreLayout``
+      obs/             dataframe: _index (cell id "<accession>:<barcode>"), barcode, umi_count,
+                       gene_count, and categoricals (srx_accession, tissue, tech_10x, ...)
+      var/             dataframe: _index (Ensembl id), gene_symbol
+      obsm/, uns/      AnnData dict groups (derived data lands here)
+      manifest.json    committed state (see ``manifest``)
+
+Every array carries ``dimension_names`` so xarray opens each group, and AnnData's
+``encoding-type`` attributes so ``anndata.read_zarr`` reads the store directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from . import remote
+
+STORE_FORMAT = 1
+ARRAY_ATTRS = {"encoding-type": "array", "encoding-version": "0.2.0"}
+STRING_ATTRS = {"encoding-type": "string-array", "encoding-version": "0.2.0"}
+CATEGORICAL_ATTRS = {"encoding-type": "categorical", "encoding-version": "0.2.0", "ordered": False}
+DICT_ATTRS = {"encoding-type": "dict", "encoding-version": "0.1.0"}
+OBS_STRING_COLUMNS = ("barcode",)
+OBS_NUMERIC_COLUMNS = {"umi_count": "int64", "gene_count": "int32"}
+
+warnings.filterwarnings("ignore", message=".*autosharding.*", category=UserWarning)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLayout:
+    """Chunking and compression of X; recorded in the store's attributes.
+
+    Defaults come from ``benchmarks/bench_ingest.py``'s chunk study (see README).
+    """
+
+    chunk_cells: int = 1024
+    chunk_genes: int = 2048
+    cname: str = "zstd"
+    clevel: int = 3
+    shuffle: str = "bitshuffle"
+    obs_chunk: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.chunk_cells <= 0 or self.chunk_genes <= 0 or self.obs_chunk <= 0:
+            raise ValueError(f"chunk sizes must be positive: {self}")
+        if self.shuffle not in ("noshuffle", "shuffle", "bitshuffle"):
+            raise ValueError(f"shuffle must be noshuffle, shuffle or bitshuffle, got {self.shuffle!r}")
+
+    def codec(self) -> BloscCodec:
+        return BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=BloscShuffle[self.shuffle])
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "StoreLayout":
+        return cls(**attrs)
+
+
+def open_root(url: str, mode: str = "r") -> zarr.Group:
+    """The store's root group for any fsspec URL."""
+    if remote.is_local(url):
+        return zarr.open_group(remote.local_path(url), mode=mode, zarr_format=3)
+    return zarr.open_group(url, mode=mode, zarr_format=3, storage_options=remote.storage_options(url))
+
+
+def gene_axis_digest(gene_ids: np.ndarray) -> str:
+    return hashlib.blake2b("\n".join(map(str, gene_ids)).encode(), digest_size=16).hexdigest()
+
+
+def _string_array(group: zarr.Group, name: str, values: np.ndarray, chunk: int, dim: str) -> zarr.Array:
+    arr = group.create_array(
+        name, shape=(len(values),), chunks=(chunk,), dtype=str,
+        dimension_names=(dim,), attributes=STRING_ATTRS,
+    )
+    if len(values):
+        arr[:] = np.asarray(values, dtype=str)
+    return arr
+
+
+def create_store(
+    url: str,
+    gene_ids: np.ndarray,
+    gene_symbols: np.ndarray,
+    categorical_columns: list[str],
+    layout: StoreLayout,
+) -> zarr.Group:
+    """An empty store with a fixed gene axis and obs schema (no cells committed)."""
+    root = open_root(url, mode="w")
+    n_genes = len(gene_ids)
+    columns = ["barcode", "srx_accession", "umi_count", "gene_count", *categorical_columns]
+    root.attrs.update(
+        {
+            "encoding-type": "anndata",
+            "encoding-version": "0.1.0",
+            "sczarr": {
+                "format": STORE_FORMAT,
+                "layout": asdict(layout),
+                "gene_axis_digest": gene_axis_digest(gene_ids),
+                "n_genes": n_genes,
+            },
+        }
+    )
+    root.create_array(
+        "X", shape=(0, n_genes), chunks=(layout.chunk_cells, min(layout.chunk_genes, n_genes)), dtype="int16",
+        fill_value=0, compressors=layout.codec(), dimension_names=("cell", "gene"), attributes=ARRAY_ATTRS,
+    )
+    obs = root.create_group(
+        "obs", attributes={"_index": "_index", "column-order": columns, "encoding-type": "dataframe", "encoding-version": "0.2.0"}
+    )
+    _string_array(obs, "_index", np.array([], dtype=str), layout.obs_chunk, "cell")
+    _string_array(obs, "barcode", np.array([], dtype=str), layout.obs_chunk, "cell")
+    obs["_index"].attrs.update(STRING_ATTRS)
+    for name, dtype in OBS_NUMERIC_COLUMNS.items():
+        obs.create_array(name, shape=(0,), chunks=(layout.obs_chunk,), dtype=dtype, dimension_names=("cell",), attributes=ARRAY_ATTRS)
+    for name in ["srx_accession", *categorical_columns]:
+        cat = obs.create_group(name, attributes=CATEGORICAL_ATTRS)
+        cat.create_array("codes", shape=(0,), chunks=(layout.obs_chunk,), dtype="int32", fill_value=-1,
+                         dimension_names=("cell",), attributes=ARRAY_ATTRS)
+        _string_array(cat, "categories", np.array([], dtype=str), 4096, f"{name}_category")
+    var = root.create_group(
+        "var", attributes={"_index": "_index", "column-order": ["gene_symbol"], "encoding-type": "dataframe", "encoding-version": "0.2.0"}
+    )
+    _string_array(var, "_index", np.asarray(gene_ids, dtype=str), n_genes, "gene")
+    _string_array(var, "gene_symbol", np.asarray(gene_symbols, dtype=str), n_genes, "gene")
+    root.create_group("obsm", attributes=DICT_ATTRS)
+    root.create_group("uns", attributes=DICT_ATTRS)
+    return root
+
+
+def layout_of(root: zarr.Group) -> StoreLayout:
+    return StoreLayout.from_attrs(root.attrs["sczarr"]["layout"])
+
+
+def categorical_columns(root: zarr.Group) -> list[str]:
+    obs = root["obs"]
+    return [c for c in obs.attrs["column-order"] if isinstance(obs.get(c), zarr.Group)]
+
+
+def read_categories(root: zarr.Group, column: str, n: int | None = None) -> list[str]:
+    cats = root[f"obs/{column}/categories"]
+    stop = cats.shape[0] if n is None else min(n, cats.shape[0])
+    return [str(v) for v in cats[:stop]] if stop else []
+
+
+def truncate(root: zarr.Group, n_committed: int, categories: dict[str, int]) -> None:
+    """Drop scratch rows (and uncommitted categories) left by an unfinished round."""
+    x = root["X"]
+    if x.shape[0] != n_committed:
+        x.resize((n_committed, x.shape[1]))
+    obs = root["obs"]
+    for name in ["_index", *OBS_STRING_COLUMNS, *OBS_NUMERIC_COLUMNS]:
+        if obs[name].shape[0] != n_committed:
+            obs[name].resize((n_committed,))
+    for column in categorical_columns(root):
+        codes = obs[f"{column}/codes"]
+        if codes.shape[0] != n_committed:
+            codes.resize((n_committed,))
+        cats = obs[f"{column}/categories"]
+        keep = categories.get(column, 0)
+        if cats.shape[0] != keep:
+            cats.resize((keep,))
+
+
+def append_obs(root: zarr.Group, start: int, frame: pd.DataFrame) -> dict[str, int]:
+    """Write a round's cells at rows ``[start, start+len(frame))``; returns category counts.
+
+    Called by the driver only (one writer), so unaligned 1-D writes are safe here.
+    """
+    stop = start + len(frame)
+    obs = root["obs"]
+    for name in ["_index", *OBS_STRING_COLUMNS]:
+        arr = obs[name]
+        arr.resize((stop,))
+        arr[start:stop] = np.asarray(frame[name].astype(str), dtype=str)
+    for name in OBS_NUMERIC_COLUMNS:
+        arr = obs[name]
+        arr.resize((stop,))
+        arr[start:stop] = frame[name].to_numpy(dtype=arr.dtype)
+    counts: dict[str, int] = {}
+    for column in categorical_columns(root):
+        categories = read_categories(root, column)
+        lookup = {c: i for i, c in enumerate(categories)}
+        values = frame[column] if column in frame.columns else pd.Series([None] * len(frame))
+        new = [v for v in pd.unique(values.dropna().astype(str)) if v not in lookup]
+        if new:
+            cats = obs[f"{column}/categories"]
+            cats.resize((len(categories) + len(new),))
+            cats[len(categories):] = np.asarray(new, dtype=str)
+            for v in new:
+                lookup[v] = len(lookup)
+        codes = np.fromiter((-1 if v is None or (isinstance(v, float) and np.isnan(v)) else lookup[str(v)] for v in values),
+                            dtype=np.int32, count=len(frame))
+        arr = obs[f"{column}/codes"]
+        arr.resize((stop,))
+        arr[start:stop] = codes
+        counts[column] = len(lookup)
+    return counts
+
+
+def store_nbytes(url: str) -> int:
+    """Bytes on disk (or in the bucket) of everything under the store."""
+    fs, path = remote.url_to_fs(url)
+    return int(fs.du(path, total=True))

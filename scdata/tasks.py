@@ -1,0 +1,157 @@
+"""Functions that run on Dask workers: fetch and convert experiments, write chunk-aligned rows.
+
+Each is a plain module-level function of picklable arguments so it runs the same on an embedded
+``LocalCluster`` and on remote ``dask worker`` processes. Workers open the store by URL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import remote
+from .counts import dense_rows
+from .h5ad import ExperimentError, GeneTable, LoadedExperiment, read_experiment, read_gene_table
+from .plan import COMMITTED, Write
+from .remote import SourceError
+from .source import Experiment
+from .store import open_root
+
+
+def scratch_dir(configured: str | None) -> str:
+    """Where a worker keeps downloads: configured, or its own temporary directory."""
+    path = configured or os.path.join(tempfile.gettempdir(), "sczarr-scratch")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _local_copy(exp: Experiment, keep_dir: str | None, scratch: str | None) -> tuple[str, bool]:
+    """A local path for the experiment's h5ad and whether it is a temporary copy."""
+    if remote.is_local(exp.url) and not keep_dir:
+        path = remote.local_path(exp.url)
+        if not os.path.exists(path):
+            raise SourceError(f"missing object: {exp.url} does not exist")
+        return path, False
+    directory = keep_dir or scratch_dir(scratch)
+    dest = os.path.join(directory, f"{exp.accession}.h5ad")
+    remote.download(exp.url, dest)
+    return dest, keep_dir is None
+
+
+def _as_experiment_error(exp: Experiment, exc: SourceError) -> ExperimentError:
+    return ExperimentError(exp.accession, exp.url, str(exc))
+
+
+def gene_table_task(exp: Experiment) -> GeneTable:
+    """Planning pass: the genes of one experiment, read in place (no full download)."""
+    if remote.is_local(exp.url):
+        path = remote.local_path(exp.url)
+        if not os.path.exists(path):
+            raise ExperimentError(exp.accession, exp.url, "missing object: the h5ad does not exist")
+        return read_gene_table(path, exp.accession, exp.url)
+    fs, path = remote.url_to_fs(exp.url)
+    try:
+        handle = remote.with_retries(lambda: fs.open(path, "rb", block_size=2**20), f"open {exp.url}")
+    except (FileNotFoundError, SourceError) as exc:
+        raise ExperimentError(exp.accession, exp.url, f"missing object: {exc}") from exc
+    with handle:
+        return read_gene_table(handle, exp.accession, exp.url)
+
+
+def load_task(
+    exp: Experiment, gene_ids: np.ndarray, keep_dir: str | None = None, scratch: str | None = None
+) -> LoadedExperiment:
+    """Fetch (verified), read and convert one experiment onto the store's gene axis."""
+    try:
+        path, temporary = _local_copy(exp, keep_dir, scratch)
+    except SourceError as exc:
+        if "missing object" in str(exc):
+            raise _as_experiment_error(exp, exc) from exc
+        raise
+    try:
+        axis_index = {g: i for i, g in enumerate(gene_ids)}
+        return read_experiment(path, exp.accession, exp.url, axis_index, len(gene_ids), exp.obs_count)
+    finally:
+        if temporary and os.path.exists(path):
+            os.remove(path)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSummary:
+    """Everything the driver needs from a loaded experiment except its count matrix."""
+
+    accession: str
+    n_cells: int
+    barcodes: np.ndarray
+    umi_count: np.ndarray
+    gene_count: np.ndarray
+    annotations: pd.DataFrame
+    repairs: dict
+    nnz: int
+    rows_digest: str
+    file_size: int
+    file_digest: str
+    warnings: tuple[str, ...]
+
+
+def summarize_task(loaded: LoadedExperiment) -> ExperimentSummary:
+    counts = loaded.counts
+    return ExperimentSummary(
+        accession=loaded.accession,
+        n_cells=loaded.n_cells,
+        barcodes=loaded.barcodes,
+        umi_count=counts.umi_count,
+        gene_count=counts.gene_count,
+        annotations=loaded.annotations,
+        repairs=counts.repairs.as_dict(),
+        nnz=int(counts.matrix.nnz),
+        rows_digest=counts.checksum(),
+        file_size=loaded.file_size,
+        file_digest=loaded.file_digest,
+        warnings=tuple(loaded.warnings),
+    )
+
+
+def rows_task(loaded: LoadedExperiment, start: int, stop: int) -> sp.csr_matrix:
+    """A slice of an experiment's rows, sent to the task that writes a shared chunk."""
+    return loaded.counts.matrix[start:stop]
+
+
+def _write_blocks(store_url: str, start: int, stop: int, block_source) -> None:
+    """Write rows ``[start, stop)`` of X one chunk row-block at a time (bounded memory)."""
+    x = open_root(store_url, mode="r+")["X"]
+    step = x.chunks[0]
+    if start % step:
+        raise AssertionError(f"unaligned write at row {start} (chunk rows {step})")
+    for lo in range(start, stop, step):
+        hi = min(lo + step, stop)
+        x[lo:hi, :] = block_source(lo, hi)
+
+
+def write_own_task(loaded: LoadedExperiment, write: Write, store_url: str) -> int:
+    """Write the chunk-aligned region that only this experiment fills."""
+    (piece,) = write.pieces
+    offset = piece.src_start - write.start
+
+    _write_blocks(store_url, write.start, write.stop, lambda lo, hi: dense_rows(loaded.counts.matrix, lo + offset, hi + offset))
+    return write.stop - write.start
+
+
+def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | None]) -> int:
+    """Write one chunk shared by several contributors (committed rows are re-read first)."""
+    root = open_root(store_url, mode="r+")
+    x = root["X"]
+    block = np.zeros((write.stop - write.start, x.shape[1]), dtype=np.int16)
+    for piece, part in zip(write.pieces, parts):
+        lo = piece.dest_start - write.start
+        if piece.owner == COMMITTED:
+            block[lo : lo + piece.n_rows] = x[piece.src_start : piece.src_stop, :]
+        else:
+            block[lo : lo + piece.n_rows] = part.toarray()
+    x[write.start : write.stop, :] = block
+    return write.stop - write.start
