@@ -48,7 +48,7 @@ def dask_client(config: ClusterConfig, echo=print) -> Iterator["distributed.Clie
         processes=True,
         memory_limit=config.memory_limit,
         dashboard_address=":0" if config.dashboard else None,
-        silence_logs=logging.ERROR,
+        silence_logs=logging.CRITICAL,  # failures are reported by the ingest, naming the experiment
     )
     client = Client(cluster)
     link = cluster.dashboard_link if config.dashboard else "disabled"

@@ -24,7 +24,7 @@ class StoreError(ValueError):
 def _committed(store: str) -> tuple[zarr.Group, Manifest]:
     manifest = read_manifest(store)
     if manifest is None:
-        raise StoreError(f"{store} has no manifest.json: not a sczarr store, or its ingest never committed a round")
+        raise StoreError(f"{store} has no manifest (uns/sczarr_manifest): not a sczarr store, or its ingest never committed a round")
     return open_root(store, mode="r"), manifest
 
 

@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 from . import remote
 
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = "uns/sczarr_manifest/zarr.json"
+"""A Zarr group document whose attributes hold the manifest: one object, replaced atomically,
+that Zarr, AnnData and xarray all recognise (a stray file in the store makes them warn)."""
 FORMAT = "sczarr-manifest/1"
 
 
@@ -44,14 +46,19 @@ class Manifest:
         return {e["accession"] for e in self.rejected}
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        document = {
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": {"encoding-type": "dict", "encoding-version": "0.1.0", "sczarr_manifest": asdict(self)},
+        }
+        return json.dumps(document, indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "Manifest":
         try:
-            raw = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where} is not valid JSON: {exc}") from exc
+            raw = json.loads(data)["attributes"]["sczarr_manifest"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{where} is not a sczarr manifest: {exc}") from exc
         if raw.get("format") != FORMAT:
             raise ValueError(f"{where} has format {raw.get('format')!r}; this sczarr reads {FORMAT!r}")
         known = set(cls.__dataclass_fields__)

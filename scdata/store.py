@@ -9,7 +9,7 @@ Layout::
                        gene_count, and categoricals (srx_accession, tissue, tech_10x, ...)
       var/             dataframe: _index (Ensembl id), gene_symbol
       obsm/, uns/      AnnData dict groups (derived data lands here)
-      manifest.json    committed state (see ``manifest``)
+      uns/sczarr_manifest  committed state (see ``manifest``)
 
 Every array carries ``dimension_names`` so xarray opens each group, and AnnData's
 ``encoding-type`` attributes so ``anndata.read_zarr`` reads the store directly.
@@ -88,6 +88,19 @@ def _string_array(group: zarr.Group, name: str, values: np.ndarray, chunk: int, 
     return arr
 
 
+def ensure_replaceable(url: str) -> None:
+    """Refuse to overwrite anything but an absent path or an sczarr store that never committed."""
+    fs, path = remote.url_to_fs(url)
+    if not fs.exists(path) or (fs.isdir(path) and not fs.ls(path)):
+        return
+    try:
+        attrs = open_root(url, mode="r").attrs.asdict()
+    except Exception:  # not a Zarr group at all
+        attrs = {}
+    if "sczarr" not in attrs:
+        raise FileExistsError(f"{url} exists and is not a sczarr store; choose another --store or remove it")
+
+
 def create_store(
     url: str,
     gene_ids: np.ndarray,
@@ -96,6 +109,7 @@ def create_store(
     layout: StoreLayout,
 ) -> zarr.Group:
     """An empty store with a fixed gene axis and obs schema (no cells committed)."""
+    ensure_replaceable(url)
     root = open_root(url, mode="w")
     n_genes = len(gene_ids)
     columns = ["barcode", "srx_accession", "umi_count", "gene_count", *categorical_columns]
