@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   synthetic offline bucket -> ingest -> store summary (-> HVG -> training as they land)
+#   make test   the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= data/demo
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev,torch]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m scdata demo-bucket $(DEMO)/bucket --experiments 12
+	$(BIN)/python -m scdata ingest --source $(DEMO)/bucket/scbasecount/2026-01-12 --store $(DEMO)/store.zarr \
+		--cell-count 20000 --batch-size 4 --workers 2
+	$(BIN)/python -m scdata info --store $(DEMO)/store.zarr
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py
+
+clean-demo:
+	rm -rf $(DEMO)
