@@ -148,10 +148,11 @@ def _experiment(args) -> tuple[str, pd.DataFrame, dict]:
     matrix = sp.vstack([b for _, b in blocks]).tocsr()[np.argsort(order)]
     if index % 5 == 1:  # a few huge counts, as in real high-depth cells
         cells = rng.choice(n, size=3, replace=False)
-        matrix = matrix.tolil()
-        for c in cells:
-            matrix[c, int(np.argmax(biology.profiles[0]))] = 40_000 + int(rng.integers(0, 5000))
-        matrix = matrix.tocsr()
+        gene = int(np.argmax(biology.profiles[0]))
+        target = 40_000 + rng.integers(0, 5000, size=3)
+        current = matrix[cells, gene].toarray().ravel()
+        bump = sp.csr_matrix(((target - current).astype(np.float32), (cells, np.full(3, gene))), shape=matrix.shape)
+        matrix = (matrix + bump).tocsr()
 
     gene_idx = np.arange(config.n_genes)
     if index % 4 == 3:  # some genes absent from this experiment's var

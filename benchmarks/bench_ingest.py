@@ -1,0 +1,177 @@
+"""Ingest benchmark: sczarr versus the seed's approach on the same synthetic bucket, side by side.
+
+Measures cells/s, bytes on disk per cell and peak RSS (the whole process tree, Dask workers
+included) at several data sizes, then a chunk-shape/codec study over the same cells for the
+three access patterns that matter: shuffled row batches of all genes (training), 2,000 scattered
+genes (HVG subsets) and one gene across all cells (exploration).
+
+    python benchmarks/bench_ingest.py                 # full run (~20-30 min on 2 cores)
+    python benchmarks/bench_ingest.py --quick         # small sizes, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.common import WORK, du, md_table, run_measured, write_results  # noqa: E402
+
+PY = sys.executable
+
+
+def ensure_bucket(path: str, n_experiments: int) -> str:
+    release = os.path.join(path, "scbasecount", "2025-02-25")
+    if not os.path.exists(os.path.join(release, "metadata")):
+        subprocess_args = [PY, "-m", "scdata", "demo-bucket", path, "--experiments", str(n_experiments), "--min-cells", "2000",
+                           "--max-cells", "14000", "--release", "2025-02-25", "--seed", "7"]
+        m = run_measured(subprocess_args)
+        if m.returncode:
+            raise SystemExit(m.output)
+    return release
+
+
+def bench_sczarr(source: str, size: int, workers: int) -> dict:
+    store = os.path.join(WORK, f"sczarr-{size}.zarr")
+    shutil.rmtree(store, ignore_errors=True)
+    m = run_measured([PY, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", str(size),
+                      "--workers", str(workers), "--no-progress"])
+    if m.returncode:
+        raise SystemExit(m.output)
+    import scdata
+
+    cells = scdata.read_manifest(store).n_committed
+    return {"tool": "sczarr", "requested": size, "cells": cells, "seconds": m.seconds, "cells_per_s": cells / m.seconds,
+            "peak_rss_bytes": m.peak_rss_bytes, "bytes_on_disk": du(store), "bytes_per_cell": du(store) / cells, "path": store}
+
+
+def bench_seed(source: str, size: int) -> dict:
+    out = os.path.join(WORK, f"seed-{size}")
+    shutil.rmtree(out, ignore_errors=True)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baselines", "seed_download.py")
+    m = run_measured([PY, script, "--source", source, "--output-dir", out, "--cell-count", str(size)])
+    if m.returncode:
+        raise SystemExit(m.output)
+    with open(os.path.join(out, "config.json")) as f:
+        cells = json.load(f)["total_cells_downloaded"]
+    nbytes = du(os.path.join(out, "processed"))
+    return {"tool": "seed (scanpy concat -> dense int16 -> h5py gzip-4)", "requested": size, "cells": cells,
+            "seconds": m.seconds, "cells_per_s": cells / m.seconds, "peak_rss_bytes": m.peak_rss_bytes,
+            "bytes_on_disk": nbytes, "bytes_per_cell": nbytes / cells, "path": out}
+
+
+CANDIDATES = {
+    "1024x36601 zstd3-bit": dict(chunks=(1024, None), cname="zstd", clevel=3, shuffle="bitshuffle"),
+    "256x36601 zstd3-bit": dict(chunks=(256, None), cname="zstd", clevel=3, shuffle="bitshuffle"),
+    "1024x2048 zstd3-bit": dict(chunks=(1024, 2048), cname="zstd", clevel=3, shuffle="bitshuffle"),
+    "1024x4096 zstd3-bit": dict(chunks=(1024, 4096), cname="zstd", clevel=3, shuffle="bitshuffle"),
+    "4096x1024 zstd3-bit": dict(chunks=(4096, 1024), cname="zstd", clevel=3, shuffle="bitshuffle"),
+    "1024x2048 zstd1-bit": dict(chunks=(1024, 2048), cname="zstd", clevel=1, shuffle="bitshuffle"),
+    "1024x2048 lz4-byte": dict(chunks=(1024, 2048), cname="lz4", clevel=5, shuffle="shuffle"),
+}
+
+
+def chunk_study(store: str, n_cells: int) -> list[dict]:
+    """Rewrite the same cells under each candidate layout and time the three access patterns."""
+    import zarr
+
+    from scdata.store import StoreLayout
+
+    source = zarr.open_group(store, mode="r")["X"]
+    n_cells = min(n_cells, source.shape[0])
+    dense = source[:n_cells]
+    n_genes = dense.shape[1]
+    rng = np.random.default_rng(0)
+    genes = np.sort(rng.choice(n_genes, size=2000, replace=False))
+    block = 1024
+    rows = []
+    for name, spec in CANDIDATES.items():
+        path = os.path.join(WORK, "chunks", name.replace(" ", "_") + ".zarr")
+        shutil.rmtree(path, ignore_errors=True)
+        chunk_rows, chunk_genes = spec["chunks"]
+        layout = StoreLayout(chunk_cells=chunk_rows, chunk_genes=chunk_genes or n_genes, cname=spec["cname"],
+                             clevel=spec["clevel"], shuffle=spec["shuffle"])
+        t = time.perf_counter()
+        arr = zarr.create_array(path, shape=dense.shape, chunks=(chunk_rows, chunk_genes or n_genes), dtype="int16",
+                                compressors=layout.codec(), fill_value=0)
+        arr[:] = dense
+        write_s = time.perf_counter() - t
+        arr = zarr.open_array(path, mode="r")
+        starts = rng.permutation(np.arange(0, n_cells - block + 1, block))
+        t = time.perf_counter()
+        for s in starts:
+            arr[s : s + block]
+        rows_cps = len(starts) * block / (time.perf_counter() - t)
+        t = time.perf_counter()
+        arr.get_orthogonal_selection((slice(0, n_cells), genes))
+        genes_cps = n_cells / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for g in genes[:5]:
+            arr[:, int(g)]
+        one_gene_ms = (time.perf_counter() - t) / 5 * 1000
+        rows.append({"layout": name, "bytes_per_cell": du(path) / n_cells, "write_s": write_s,
+                     "row_batches_cells_per_s": rows_cps, "hvg2000_cells_per_s": genes_cps, "one_gene_ms": one_gene_ms})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 200_000, 400_000], help="sczarr cell budgets")
+    p.add_argument("--seed-sizes", type=int, nargs="+", default=[100_000, 200_000], help="seed pipeline cell budgets")
+    p.add_argument("--experiments", type=int, default=50, help="experiments in the synthetic bucket (~8k cells each)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--chunk-cells", type=int, default=16384, help="cells in the chunk study")
+    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    a = p.parse_args()
+    if a.quick:
+        a.sizes, a.seed_sizes, a.experiments, a.chunk_cells = [10_000, 20_000], [10_000], 6, 4096
+    os.makedirs(WORK, exist_ok=True)
+    source = ensure_bucket(os.path.join(WORK, "bucket" if not a.quick else "bucket-quick"), a.experiments)
+
+    results = []
+    for size in sorted(set(a.sizes) | set(a.seed_sizes)):
+        if size in a.seed_sizes:
+            results.append(bench_seed(source, size))
+            print(results[-1], flush=True)
+        if size in a.sizes:
+            results.append(bench_sczarr(source, size, a.workers))
+            print(results[-1], flush=True)
+    chunks = chunk_study(next(r["path"] for r in results if r["tool"] == "sczarr"), a.chunk_cells)
+
+    by = {(r["tool"].split()[0], r["requested"]): r for r in results}
+    ratios = []
+    for size in a.seed_sizes:
+        s, z = by.get(("seed", size)), by.get(("sczarr", size))
+        if s and z:
+            ratios.append({"cells": size, "speedup": z["cells_per_s"] / s["cells_per_s"],
+                           "bytes_ratio": z["bytes_per_cell"] / s["bytes_per_cell"],
+                           "peak_rss_ratio": z["peak_rss_bytes"] / s["peak_rss_bytes"]})
+    sczarr_rss = {r["cells"]: r["peak_rss_bytes"] for r in results if r["tool"] == "sczarr"}
+
+    gib = 2**30
+    table = "### Ingest (same bucket, same 2 cores)\n\n" + md_table(
+        ["tool", "cells", "cells/s", "bytes/cell", "peak RSS (GiB)", "wall (s)"],
+        [[r["tool"], f"{r['cells']:,}", f"{r['cells_per_s']:,.0f}", f"{r['bytes_per_cell']:,.0f}",
+          f"{r['peak_rss_bytes'] / gib:.2f}", f"{r['seconds']:.1f}"] for r in results],
+    )
+    table += "\n\n" + md_table(["cells", "sczarr speed-up", "sczarr bytes / seed bytes", "sczarr RSS / seed RSS"],
+                               [[f"{r['cells']:,}", f"{r['speedup']:.1f}x", f"{r['bytes_ratio']:.2f}", f"{r['peak_rss_ratio']:.2f}"]
+                                for r in ratios])
+    table += "\n\n### Chunk shape and codec (same cells)\n\n" + md_table(
+        ["layout", "bytes/cell", "write (s)", "row batches (cells/s)", "2,000 genes (cells/s)", "one gene (ms)"],
+        [[c["layout"], f"{c['bytes_per_cell']:,.0f}", f"{c['write_s']:.1f}", f"{c['row_batches_cells_per_s']:,.0f}",
+          f"{c['hvg2000_cells_per_s']:,.0f}", f"{c['one_gene_ms']:.0f}"] for c in chunks],
+    )
+    write_results("bench_ingest" if not a.quick else "bench_ingest_quick",
+                  {"results": results, "ratios": ratios, "sczarr_peak_rss_by_cells": sczarr_rss, "chunk_study": chunks}, table)
+
+
+if __name__ == "__main__":
+    main()

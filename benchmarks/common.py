@@ -1,0 +1,86 @@
+"""Shared benchmark plumbing: run a command, sample its process tree's RSS, write results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+WORK = os.path.join(HERE, ".work")
+
+
+@dataclass
+class Measured:
+    seconds: float
+    peak_rss_bytes: int
+    returncode: int
+    output: str
+
+
+def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> Measured:
+    """Run ``cmd``; peak RSS is the largest sum over the process and all its descendants."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak = max(peak, total)
+            except psutil.Error:
+                pass
+            time.sleep(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    output, _ = proc.communicate()
+    stop.set()
+    thread.join()
+    return Measured(time.perf_counter() - start, peak, proc.returncode, output)
+
+
+def du(path: str) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            total += os.path.getsize(os.path.join(dirpath, name))
+    return total
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def write_results(name: str, payload: dict, table: str) -> None:
+    os.makedirs(RESULTS, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), **payload}
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
+        json.dump(payload, f, indent=1)
+    with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
+        f.write(table.rstrip() + "\n")
+    print(table)
+
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
