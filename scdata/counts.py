@@ -8,7 +8,7 @@ The store holds exact counts where they fit in int16. Anything else is repaired 
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,11 +55,14 @@ class StoredCounts:
         return self.matrix.shape[0]
 
     def checksum(self) -> str:
-        """Content hash of the stored rows (independent of how they were chunked)."""
-        h = hashlib.blake2b(digest_size=16)
+        """CRC-32 of the stored rows (CSR arrays), independent of how they were chunked.
+
+        An integrity check, not a security one: CRC-32 runs at memory speed on this hot path.
+        """
+        crc = 0
         for part in (self.matrix.indptr.astype(np.int64), self.matrix.indices.astype(np.int32), self.matrix.data):
-            h.update(np.ascontiguousarray(part).tobytes())
-        return h.hexdigest()
+            crc = zlib.crc32(np.ascontiguousarray(part).view(np.uint8), crc)
+        return f"crc32:{crc:08x}"
 
 
 def gene_column_map(source_genes: np.ndarray, axis_index: dict[str, int]) -> np.ndarray:
@@ -67,45 +70,64 @@ def gene_column_map(source_genes: np.ndarray, axis_index: dict[str, int]) -> np.
     return np.fromiter((axis_index.get(g, -1) for g in source_genes), dtype=np.int64, count=len(source_genes))
 
 
+def _row_sums(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """Per-row sums of CSR values, exact in float64 for integer counts."""
+    out = np.zeros(len(indptr) - 1, dtype=np.float64)
+    nonempty = np.flatnonzero(np.diff(indptr) > 0)
+    if nonempty.size:
+        sums = np.add.reduceat(data, indptr[:-1][nonempty])  # native dtype: no cast of every value
+        if data.dtype != np.float64 and sums.max() >= 2**24:  # float32 stops being exact for integers
+            sums = np.add.reduceat(data, indptr[:-1][nonempty], dtype=np.float64)
+        out[nonempty] = sums
+    return out
+
+
 def to_store_counts(matrix: sp.spmatrix, column_map: np.ndarray, n_axis_genes: int) -> StoredCounts:
     """Round, validate, reindex and saturate one experiment's counts.
 
     Raises ``CountsError`` for negative or non-finite values: a store of counts cannot
-    represent them and guessing would hide a broken file.
+    represent them and guessing would hide a broken file. Works on the CSR arrays directly with
+    fast paths for the common case (integer counts, the file's genes equal to the axis): this
+    runs once per value of every ingest.
     """
-    csr = sp.csr_matrix(matrix)
-    csr.sum_duplicates()
-    values = np.asarray(csr.data, dtype=np.float64)
-    if values.size and not np.isfinite(values).all():
-        raise CountsError(f"{int((~np.isfinite(values)).sum())} counts are NaN or infinite")
-    if values.size and values.min() < 0:
-        n_neg = int((values < 0).sum())
-        raise CountsError(f"{n_neg} counts are negative (smallest {values.min():g}); counts must be >= 0")
+    csr = matrix if sp.isspmatrix_csr(matrix) else sp.csr_matrix(matrix)
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    values = csr.data if csr.data.dtype in (np.float32, np.float64) else csr.data.astype(np.float64)
+    if values.size:
+        smallest = values.min()
+        if not np.isfinite(smallest) or not np.isfinite(values.max()):
+            raise CountsError(f"{int((~np.isfinite(values)).sum())} counts are NaN or infinite")
+        if smallest < 0:
+            raise CountsError(f"{int((values < 0).sum())} counts are negative (smallest {smallest:g}); counts must be >= 0")
     rounded = np.rint(values)
-    n_fractional = int(np.count_nonzero(rounded != values))
+    fractional = rounded != values
+    n_fractional = int(np.count_nonzero(fractional))
 
-    cols = column_map[csr.indices]
-    keep = cols >= 0
-    dropped_genes = int(np.count_nonzero(column_map < 0))
-    dropped_umis = int(rounded[~keep].sum()) if (~keep).any() else 0
+    identity = len(column_map) == n_axis_genes and np.array_equal(column_map, np.arange(n_axis_genes))
+    cols = csr.indices if identity else column_map[csr.indices]
+    on_axis = None if identity else cols >= 0
+    keep = rounded != 0 if (n_fractional or not values.all()) else None
+    if on_axis is not None:
+        keep = on_axis if keep is None else keep & on_axis
+    dropped_umis = int(rounded[~on_axis].sum()) if on_axis is not None and not on_axis.all() else 0
+    if keep is None or keep.all():
+        indptr, indices, data = csr.indptr, cols, rounded
+    else:
+        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+        indptr, indices, data = kept_before[csr.indptr], cols[keep], rounded[keep]
+    umi_count = _row_sums(data, indptr).astype(np.int64)
+    gene_count = np.diff(indptr).astype(np.int32)
+    max_value = float(data.max()) if data.size else 0.0
+    n_saturated = int(np.count_nonzero(data > INT16_MAX)) if max_value > INT16_MAX else 0
+    stored = (np.minimum(data, INT16_MAX) if n_saturated else data).astype(np.int16)
 
-    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    rows, cols, rounded = rows[keep], cols[keep], rounded[keep]
-    nonzero = rounded != 0
-    rows, cols, rounded = rows[nonzero], cols[nonzero], rounded[nonzero]
-
-    umi_count = np.bincount(rows, weights=rounded, minlength=csr.shape[0]).astype(np.int64)
-    gene_count = np.bincount(rows, minlength=csr.shape[0]).astype(np.int32)
-    max_value = float(rounded.max()) if rounded.size else 0.0
-    n_saturated = int(np.count_nonzero(rounded > INT16_MAX))
-    data = np.minimum(rounded, INT16_MAX).astype(np.int16)
-
-    out = sp.csr_matrix((data, (rows, cols)), shape=(csr.shape[0], n_axis_genes), dtype=np.int16)
-    out.sort_indices()
-    repairs = CountRepairs(n_fractional, n_saturated, max_value, dropped_genes, dropped_umis)
+    out = sp.csr_matrix((stored, indices.astype(np.int32, copy=False), indptr), shape=(csr.shape[0], n_axis_genes))
+    if not identity:
+        kept_map = column_map[column_map >= 0]
+        if not np.all(kept_map[1:] > kept_map[:-1]):  # file order differs from the axis order
+            out.sort_indices()
+    out.has_sorted_indices = True
+    repairs = CountRepairs(n_fractional, n_saturated, max_value, int(np.count_nonzero(column_map < 0)), dropped_umis)
     return StoredCounts(out, umi_count, gene_count, repairs)
-
-
-def dense_rows(matrix: sp.csr_matrix, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` as a dense int16 block, the unit Zarr writes."""
-    return matrix[start:stop].toarray().astype(np.int16, copy=False)

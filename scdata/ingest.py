@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,7 @@ from .store import StoreLayout, append_obs, create_store, gene_axis_digest, open
 from .tasks import gene_table_task, load_task, rows_task, summarize_task, write_own_task, write_seam_task
 
 log = logging.getLogger(__name__)
+PREFETCH_ROUNDS = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,16 +150,27 @@ def _obs_frame(exp: Experiment, summary, source: SourceConfig) -> pd.DataFrame:
     return frame
 
 
-def _run_round(client, config: IngestConfig, manifest: Manifest, round_exps: list[Experiment], gene_ids_future, echo):
-    """Load, write and commit one round; returns (added, rejected)."""
+@dataclass(slots=True)
+class _Round:
+    """A round whose load tasks are submitted (they run while the previous round writes)."""
+
+    experiments: list[Experiment]
+    loads: list
+    summaries: list
+
+
+def _submit_round(client, config: IngestConfig, round_exps: list[Experiment], gene_ids_future) -> _Round:
     loads = [
-        client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir, key=f"load-{exp.accession}-{manifest.version}", pure=False)
+        client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir, pure=False)
         for exp in round_exps
     ]
-    summaries = [client.submit(summarize_task, f, pure=False) for f in loads]
-    kept: list[tuple[Experiment, object, object]] = []
-    rejected: list[dict] = []
-    for exp, load, summ in zip(round_exps, loads, summaries):
+    return _Round(round_exps, loads, [client.submit(summarize_task, f, pure=False) for f in loads])
+
+
+def _collect(config: IngestConfig, manifest: Manifest, pending: _Round, echo):
+    """Wait for a round's loads; returns the kept (experiment, load, summary) and the rejected."""
+    kept, rejected = [], []
+    for exp, load, summ in zip(pending.experiments, pending.loads, pending.summaries):
         try:
             summary = summ.result()
         except ExperimentError as exc:
@@ -174,14 +187,17 @@ def _run_round(client, config: IngestConfig, manifest: Manifest, round_exps: lis
         for warning in summary.warnings:
             echo(f"  warning: experiment {exp.accession}: {warning}")
         kept.append((exp, load, summary))
+    return kept, rejected
 
+
+def _write_round(client, config: IngestConfig, manifest: Manifest, kept: list):
+    """Grow X and submit one writer per touched chunk; returns (plan, write futures)."""
     root = open_root(config.store, mode="r+")
-    start = manifest.n_committed
-    plan = plan_round(start, [s.n_cells for _, _, s in kept], config.layout.chunk_cells)
+    plan = plan_round(manifest.n_committed, [s.n_cells for _, _, s in kept], config.layout.chunk_cells)
     x = root["X"]
     x.resize((plan.stop, x.shape[1]))
     writes = []
-    for (exp, load, _), own in zip(kept, plan.own_writes):
+    for (_, load, _), own in zip(kept, plan.own_writes):
         writes += [client.submit(write_own_task, load, w, config.store, pure=False) for w in own]
     for seam in plan.seam_writes:
         parts = [
@@ -189,16 +205,19 @@ def _run_round(client, config: IngestConfig, manifest: Manifest, round_exps: lis
             for p in seam.pieces
         ]
         writes.append(client.submit(write_seam_task, config.store, seam, parts, pure=False))
+    return root, plan, writes
+
+
+def _commit_round(config: IngestConfig, manifest: Manifest, root, plan, writes, kept, rejected) -> list[str]:
+    """Wait for the writes, append obs, replace the manifest: after this the rows are the store."""
     written = sum(f.result() for f in writes)
     expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if kept else 0
     if written != expected:
         raise IngestError(f"round wrote {written} rows but the plan covers {expected}")
-    del loads, writes
-
-    entries = []
     if kept:
         frame = pd.concat([_obs_frame(exp, s, config.source) for exp, _, s in kept], ignore_index=True)
-        manifest.categories = append_obs(root, start, frame)
+        manifest.categories = append_obs(root, plan.start, frame)
+    entries = []
     for (exp, _, s), (lo, hi) in zip(kept, plan.experiment_rows):
         entries.append(
             {
@@ -217,7 +236,7 @@ def _run_round(client, config: IngestConfig, manifest: Manifest, round_exps: lis
     manifest.n_committed = plan.stop
     manifest.version += 1
     write_manifest(config.store, manifest)
-    return [e["accession"] for e in entries], rejected
+    return [e["accession"] for e in entries]
 
 
 def ingest(config: IngestConfig, echo=print) -> IngestReport:
@@ -247,11 +266,19 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
         )
         added, rejected = [], []
         bar = _progress(config.progress, sum(e.obs_count for e in todo), len(todo))
+        rounds = split_rounds(todo, config.batch_size)
         try:
-            for round_exps in split_rounds(todo, config.batch_size):
-                a, r = _run_round(client, config, manifest, round_exps, gene_ids_future, echo)
-                added += a
+            # Later rounds load while round r writes (PREFETCH_ROUNDS ahead); commits stay in
+            # order, and at most PREFETCH_ROUNDS + 1 rounds of experiments are held in memory.
+            pending = deque(_submit_round(client, config, exps, gene_ids_future) for exps in rounds[:PREFETCH_ROUNDS])
+            for i, round_exps in enumerate(rounds):
+                kept, r = _collect(config, manifest, pending.popleft(), echo)
+                root, plan, writes = _write_round(client, config, manifest, kept)
+                if i + PREFETCH_ROUNDS < len(rounds):
+                    pending.append(_submit_round(client, config, rounds[i + PREFETCH_ROUNDS], gene_ids_future))
+                added += _commit_round(config, manifest, root, plan, writes, kept, r)
                 rejected += r
+                del kept, writes
                 if bar is not None:
                     bar.update(sum(e.obs_count for e in round_exps))
                     bar.set_postfix(experiments=f"{len(added) + len(rejected)}/{len(todo)}", committed=f"{manifest.n_committed:,}")

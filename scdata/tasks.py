@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import remote
-from .counts import dense_rows
+from .chunkio import ChunkWriter
 from .h5ad import ExperimentError, GeneTable, LoadedExperiment, read_experiment, read_gene_table
 from .plan import COMMITTED, Write
 from .remote import SourceError
@@ -122,36 +122,26 @@ def rows_task(loaded: LoadedExperiment, start: int, stop: int) -> sp.csr_matrix:
     return loaded.counts.matrix[start:stop]
 
 
-def _write_blocks(store_url: str, start: int, stop: int, block_source) -> None:
-    """Write rows ``[start, stop)`` of X one chunk row-block at a time (bounded memory)."""
-    x = open_root(store_url, mode="r+")["X"]
-    step = x.chunks[0]
-    if start % step:
-        raise AssertionError(f"unaligned write at row {start} (chunk rows {step})")
-    for lo in range(start, stop, step):
-        hi = min(lo + step, stop)
-        x[lo:hi, :] = block_source(lo, hi)
-
-
 def write_own_task(loaded: LoadedExperiment, write: Write, store_url: str) -> int:
-    """Write the chunk-aligned region that only this experiment fills."""
+    """Write the chunk-aligned region that only this experiment fills, one chunk row at a time."""
     (piece,) = write.pieces
     offset = piece.src_start - write.start
-
-    _write_blocks(store_url, write.start, write.stop, lambda lo, hi: dense_rows(loaded.counts.matrix, lo + offset, hi + offset))
+    writer = ChunkWriter(open_root(store_url, mode="r+")["X"])
+    for lo in range(write.start, write.stop, writer.chunk_rows):
+        hi = min(lo + writer.chunk_rows, write.stop)
+        writer.write_rows(lo, loaded.counts.matrix[lo + offset : hi + offset])
     return write.stop - write.start
 
 
 def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | None]) -> int:
     """Write one chunk shared by several contributors (committed rows are re-read first)."""
-    root = open_root(store_url, mode="r+")
-    x = root["X"]
+    x = open_root(store_url, mode="r+")["X"]
     block = np.zeros((write.stop - write.start, x.shape[1]), dtype=np.int16)
     for piece, part in zip(write.pieces, parts):
         lo = piece.dest_start - write.start
         if piece.owner == COMMITTED:
             block[lo : lo + piece.n_rows] = x[piece.src_start : piece.src_stop, :]
         else:
-            block[lo : lo + piece.n_rows] = part.toarray()
-    x[write.start : write.stop, :] = block
+            block[lo : lo + piece.n_rows] = part.toarray()  # seams are one chunk: dense is fine
+    ChunkWriter(x).write_rows(write.start, block)
     return write.stop - write.start

@@ -1,0 +1,49 @@
+"""ChunkWriter writes exactly the bytes Zarr's own write path writes."""
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import zarr
+
+from scdata.chunkio import ChunkWriter
+from scdata.store import StoreLayout
+
+from .helpers import store_bytes
+
+
+@pytest.mark.parametrize("transpose", [True, False])
+@pytest.mark.parametrize("cname,shuffle", [("zstd", "bitshuffle"), ("lz4", "shuffle")])
+def test_same_bytes_as_zarr(tmp_path, transpose, cname, shuffle):
+    rng = np.random.default_rng(0)
+    data = (rng.poisson(0.2, size=(300, 130)) * rng.integers(1, 40, size=(300, 130))).astype(np.int16)
+    data[128:256] = 0  # an all-zero chunk row is not stored
+    layout = StoreLayout(chunk_cells=128, chunk_genes=48, cname=cname, clevel=2, shuffle=shuffle, transpose=transpose)
+    paths = {}
+    for name in ("zarr", "writer"):
+        root = zarr.open_group(str(tmp_path / name), mode="w", zarr_format=3)
+        arr = root.create_array("X", shape=data.shape, chunks=(128, 48), dtype="int16", fill_value=0,
+                                filters=layout.filters(), compressors=layout.codec())
+        if name == "zarr":
+            arr[:] = data
+        else:
+            arr.resize((0, data.shape[1]))
+            arr.resize(data.shape)
+            writer = ChunkWriter(arr)
+            writer.write_rows(0, data[:256])
+            writer.write_rows(256, sp.csr_matrix(data[256:]))  # sparse input, same bytes
+        paths[name] = str(tmp_path / name)
+        np.testing.assert_array_equal(zarr.open_group(paths[name])["X"][:], data)
+    assert store_bytes(paths["zarr"], ("X",)) == store_bytes(paths["writer"], ("X",))
+    assert not os.path.exists(os.path.join(paths["writer"], "X", "c", "1", "0"))
+
+
+def test_rejects_unaligned(tmp_path):
+    arr = zarr.create_array(str(tmp_path / "a"), shape=(300, 10), chunks=(128, 10), dtype="int16", fill_value=0,
+                            compressors=StoreLayout().codec())
+    writer = ChunkWriter(arr)
+    with pytest.raises(ValueError, match="not aligned"):
+        writer.write_rows(5, np.zeros((10, 10), np.int16))
+    with pytest.raises(ValueError, match="partial chunk"):
+        writer.write_rows(0, np.zeros((10, 10), np.int16))
