@@ -98,3 +98,56 @@ class ChunkWriter:
                     slab = padded
                 payload = self._blosc.encode(np.ascontiguousarray(slab).view(np.uint8).reshape(-1))
                 sync(self._store.set(key, self._prototype.buffer.from_bytes(payload)))
+
+
+class ChunkReader:
+    """Decode row blocks of a 2-D int16 array straight from its chunks, as sparse matrices.
+
+    Whole-row reductions (gene statistics, HVG passes) want every gene of a block of cells and
+    only its non-zeros. Zarr's read path would decode, transpose back to row-major and copy;
+    here each chunk is decoded once and its non-zeros taken in the chunk's own memory order
+    (gene-major for the transposed layout, which is already CSC order).
+    """
+
+    def __init__(self, array: zarr.Array):
+        self.writer = ChunkWriter(array)  # validates the codec chain and knows the keys
+        self.array = array
+        self.chunk_rows, self.chunk_genes = array.chunks
+
+    def _chunk(self, i: int, j: int) -> np.ndarray | None:
+        """Chunk (i, j) in storage order: (genes, rows) if transposed, else (rows, genes)."""
+        raw = sync(self.writer._store.get(self.writer._key(i, j), prototype=self.writer._prototype))
+        if raw is None:
+            return None
+        data = np.frombuffer(self.writer._blosc.decode(raw.to_bytes()), dtype="<i2")
+        shape = (self.chunk_genes, self.chunk_rows) if self.writer.transpose else (self.chunk_rows, self.chunk_genes)
+        return data.reshape(shape)
+
+    def read_csc(self, start: int, stop: int) -> sp.csc_matrix:
+        """Rows ``[start, stop)`` (one chunk row, aligned) as a (cells, genes) CSC matrix of int16."""
+        if start % self.chunk_rows or stop - start > self.chunk_rows or stop > self.array.shape[0]:
+            raise ValueError(f"rows [{start}, {stop}) are not within one chunk row of {self.chunk_rows}")
+        n_rows, n_genes = stop - start, self.array.shape[1]
+        i = start // self.chunk_rows
+        genes, cells, values = [], [], []
+        for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)):
+            chunk = self._chunk(i, j)
+            if chunk is None:
+                continue
+            width = min(self.chunk_genes, n_genes - g0)
+            if self.writer.transpose:
+                slab = chunk[:width, :n_rows]
+                g, c = np.nonzero(slab)
+            else:
+                slab = chunk[:n_rows, :width]
+                c, g = np.nonzero(slab)
+                order = np.lexsort((c, g))
+                c, g = c[order], g[order]
+            values.append(slab[g, c] if self.writer.transpose else slab[c, g])
+            genes.append(g + g0)
+            cells.append(c)
+        if not values:
+            return sp.csc_matrix((n_rows, n_genes), dtype=np.int16)
+        g = np.concatenate(genes)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(g, minlength=n_genes))])
+        return sp.csc_matrix((np.concatenate(values), np.concatenate(cells).astype(np.int32), indptr), shape=(n_rows, n_genes))

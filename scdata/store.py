@@ -159,6 +159,13 @@ def create_store(
     return root
 
 
+def read_strings(arr: zarr.Array, stop: int | None = None) -> np.ndarray:
+    """A string array as numpy objects (Zarr returns numpy's StringDType, which pandas and
+    xarray do not all accept)."""
+    values = arr[: arr.shape[0] if stop is None else stop]
+    return np.asarray(values, dtype=object)
+
+
 def layout_of(root: zarr.Group) -> StoreLayout:
     return StoreLayout.from_attrs(root.attrs["sczarr"]["layout"])
 

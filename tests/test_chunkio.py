@@ -47,3 +47,23 @@ def test_rejects_unaligned(tmp_path):
         writer.write_rows(5, np.zeros((10, 10), np.int16))
     with pytest.raises(ValueError, match="partial chunk"):
         writer.write_rows(0, np.zeros((10, 10), np.int16))
+
+
+@pytest.mark.parametrize("transpose", [True, False])
+def test_reader_matches_zarr(tmp_path, transpose):
+    from scdata.chunkio import ChunkReader
+
+    rng = np.random.default_rng(1)
+    data = (rng.poisson(0.3, size=(300, 130)) * rng.integers(1, 9, size=(300, 130))).astype(np.int16)
+    data[:, 50:100] = 0  # an all-zero chunk column is not stored
+    layout = StoreLayout(chunk_cells=128, chunk_genes=48, transpose=transpose)
+    arr = zarr.create_array(str(tmp_path / "a"), shape=data.shape, chunks=(128, 48), dtype="int16", fill_value=0,
+                            filters=layout.filters(), compressors=layout.codec())
+    arr[:] = data
+    reader = ChunkReader(arr)
+    for lo in (0, 128, 256):
+        block = reader.read_csc(lo, min(lo + 128, 300))
+        assert block.has_sorted_indices  # computed from the arrays: CSC order within each gene
+        np.testing.assert_array_equal(block.toarray(), data[lo : lo + 128])
+    with pytest.raises(ValueError, match="one chunk row"):
+        reader.read_csc(10, 20)

@@ -1,0 +1,230 @@
+"""Per-gene statistics of a store in one Dask pass: chunk / combine / aggregate, tree-reduced.
+
+Every task reads one chunk row of X (all genes of up to ``chunk_cells`` cells) as a sparse
+block and returns a partial: moments of the raw counts, of normalize_total(target_sum) values
+and of their log1p (the three scales the HVG flavors use), non-zero counts, maxima, per-cell
+totals, and the same moments per batch (experiment, or any categorical obs column) when asked.
+Partials merge with Chan's formula (``moments``), so memory depends on genes and batches, never
+on cells. A second pass gives Seurat v3's clipped sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .chunkio import ChunkReader
+from .dataset import _committed
+from .moments import Moments, clipped_sums, empty_moments, merge_moments, sparse_moments, variance
+from .moments import mean as mean_of
+from .store import categorical_columns, open_root, read_categories, read_strings
+
+SCALES = ("counts", "normalized", "log1p")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatsConfig:
+    """What one statistics pass computes."""
+
+    target_sum: float = 1e4
+    """normalize_total's target: every cell scaled to this many counts (scanpy's 1e4)."""
+    batch_key: str | None = None
+    """A categorical obs column (e.g. ``srx_accession``): moments per category as well."""
+    split_every: int = 8
+    """Fan-in of the tree reduction."""
+
+    def __post_init__(self) -> None:
+        if self.target_sum <= 0:
+            raise ValueError(f"target_sum must be positive, got {self.target_sum}")
+        if self.split_every < 2:
+            raise ValueError(f"split_every must be at least 2, got {self.split_every}")
+
+
+@dataclass(slots=True)
+class GeneStats:
+    """Aggregated statistics of the committed cells of one manifest version."""
+
+    manifest_version: int
+    n_cells: int
+    gene_ids: np.ndarray
+    target_sum: float
+    moments: dict[str, Moments]
+    n_cells_expressed: np.ndarray
+    max_count: np.ndarray
+    cell_totals: np.ndarray
+    batch_key: str | None = None
+    batches: list[str] = field(default_factory=list)
+    batch_moments: list[dict[str, Moments]] = field(default_factory=list)
+    batch_expressed: list[np.ndarray] = field(default_factory=list)
+
+    def mean(self, scale: str = "counts") -> np.ndarray:
+        return mean_of(self.moments[scale])
+
+    def var(self, scale: str = "counts", ddof: int = 1) -> np.ndarray:
+        return variance(self.moments[scale], ddof)
+
+
+def _normalized_data(block: sp.csc_matrix, totals: np.ndarray, target_sum: float) -> np.ndarray:
+    """normalize_total's values for the block's non-zeros (scanpy: x / (total / target_sum))."""
+    return block.data.astype(np.float64) / (totals[block.indices] / target_sum)
+
+
+def _block_partial(block: sp.csc_matrix, totals: np.ndarray, target_sum: float) -> dict:
+    normalized = sp.csc_matrix((_normalized_data(block, totals, target_sum), block.indices, block.indptr), shape=block.shape)
+    logged = sp.csc_matrix((np.log1p(normalized.data), block.indices, block.indptr), shape=block.shape)
+    return {
+        "moments": {"counts": sparse_moments(block), "normalized": sparse_moments(normalized), "log1p": sparse_moments(logged)},
+        "expressed": np.diff(block.indptr).astype(np.int64),
+    }
+
+
+def stats_chunk(store: str, start: int, stop: int, target_sum: float, batch_key: str | None) -> dict:
+    """Partial for rows ``[start, stop)``: one chunk row of X."""
+    root = open_root(store, mode="r")
+    block = ChunkReader(root["X"]).read_csc(start, stop)
+    totals = np.asarray(block.sum(axis=1, dtype=np.float64)).ravel()
+    partial = _block_partial(block, totals, target_sum)
+    max_count = np.zeros(block.shape[1], dtype=np.int64)
+    genes = np.repeat(np.arange(block.shape[1]), np.diff(block.indptr))
+    np.maximum.at(max_count, genes, block.data)
+    partial.update({"max": max_count, "totals": [(start, totals)], "batches": {}})
+    if batch_key is not None:
+        codes = root[f"obs/{batch_key}/codes"][start:stop]
+        rows = block.tocsr()
+        for code in np.unique(codes):
+            mask = codes == code
+            sub = rows[mask].tocsc()
+            partial["batches"][int(code)] = _block_partial(sub, totals[mask], target_sum)
+    return partial
+
+
+def _merge_block_partials(a: dict, b: dict) -> dict:
+    return {
+        "moments": {s: merge_moments(a["moments"][s], b["moments"][s]) for s in SCALES},
+        "expressed": a["expressed"] + b["expressed"],
+    }
+
+
+def stats_combine(*partials: dict) -> dict:
+    """Merge partials (any order, any grouping)."""
+    out = partials[0]
+    for p in partials[1:]:
+        merged = _merge_block_partials(out, p)
+        batches = dict(out["batches"])
+        for code, part in p["batches"].items():
+            batches[code] = _merge_block_partials(batches[code], part) if code in batches else part
+        merged.update({"max": np.maximum(out["max"], p["max"]), "totals": out["totals"] + p["totals"], "batches": batches})
+        out = merged
+    return out
+
+
+def clipped_chunk(store: str, start: int, stop: int, batch_key: str | None, clips: dict[int, np.ndarray]) -> dict:
+    """Seurat v3's second pass: per batch, sums and squared sums of counts clipped per gene."""
+    root = open_root(store, mode="r")
+    block = ChunkReader(root["X"]).read_csc(start, stop)
+    codes = root[f"obs/{batch_key}/codes"][start:stop] if batch_key else np.zeros(stop - start, dtype=np.int32)
+    rows = block.tocsr()
+    out = {}
+    for code in np.unique(codes):
+        sub = rows[codes == code].tocsc()
+        out[int(code)] = clipped_sums(sub, clips[int(code)])
+    return out
+
+
+def clipped_combine(*parts: dict) -> dict:
+    out: dict = {}
+    for part in parts:
+        for code, (s, s2) in part.items():
+            if code in out:
+                out[code] = (out[code][0] + s, out[code][1] + s2)
+            else:
+                out[code] = (s, s2)
+    return out
+
+
+def tree_reduce(leaves: list, combine, split_every: int):
+    """A Dask tree reduction of delayed partials (``split_every`` children per node)."""
+    import dask
+
+    level = leaves
+    while len(level) > 1:
+        level = [dask.delayed(combine)(*level[i : i + split_every]) for i in range(0, len(level), split_every)]
+    return level[0]
+
+
+def _blocks(store: str) -> tuple[list[tuple[int, int]], int, np.ndarray]:
+    root, manifest = _committed(store)
+    n = manifest.n_committed
+    step = root["X"].chunks[0]
+    return [(lo, min(lo + step, n)) for lo in range(0, n, step)], manifest.version, read_strings(root["var/_index"])
+
+
+def _compute(client, graph):
+    if client is None:
+        return graph.compute(scheduler="threads")
+    return client.compute(graph).result()
+
+
+def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=None) -> GeneStats:
+    """Statistics of the committed cells (``client``: a distributed Client; None runs threaded)."""
+    import dask
+
+    blocks, version, gene_ids = _blocks(store)
+    root = open_root(store, mode="r")
+    batches: list[str] = []
+    if config.batch_key is not None:
+        if config.batch_key not in categorical_columns(root):
+            raise ValueError(
+                f"batch_key {config.batch_key!r} is not a categorical obs column of {store}; "
+                f"choose one of {categorical_columns(root)}"
+            )
+        batches = read_categories(root, config.batch_key)
+    if not blocks:
+        raise ValueError(f"{store} has no committed cells")
+    leaves = [dask.delayed(stats_chunk)(store, lo, hi, config.target_sum, config.batch_key) for lo, hi in blocks]
+    total = _compute(client, tree_reduce(leaves, stats_combine, config.split_every))
+    totals = np.concatenate([t for _, t in sorted(total["totals"], key=lambda p: p[0])])
+    codes_present = sorted(total["batches"])
+    return GeneStats(
+        manifest_version=version,
+        n_cells=int(total["moments"]["counts"]["n"]),
+        gene_ids=gene_ids,
+        target_sum=config.target_sum,
+        moments=total["moments"],
+        n_cells_expressed=total["expressed"],
+        max_count=total["max"],
+        cell_totals=totals,
+        batch_key=config.batch_key,
+        batches=[batches[c] for c in codes_present],
+        batch_moments=[total["batches"][c]["moments"] for c in codes_present],
+        batch_expressed=[total["batches"][c]["expressed"] for c in codes_present],
+    )
+
+
+def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], client=None,
+                         split_every: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per batch (in ``stats.batches`` order) clipped sums; one clip vector per batch."""
+    import dask
+
+    blocks, version, _ = _blocks(store)
+    if version != stats.manifest_version:
+        from .manifest import StaleError
+
+        raise StaleError(f"statistics are from manifest v{stats.manifest_version}, the store is at v{version}")
+    root = open_root(store, mode="r")
+    if stats.batch_key:
+        categories = read_categories(root, stats.batch_key)
+        code_of = {c: i for i, c in enumerate(categories)}
+        by_code = {code_of[b]: clip for b, clip in zip(stats.batches, clips)}
+    else:
+        by_code = {0: clips[0]}
+    shared = dask.delayed(by_code, traverse=False)
+    leaves = [dask.delayed(clipped_chunk)(store, lo, hi, stats.batch_key, shared) for lo, hi in blocks]
+    total = _compute(client, tree_reduce(leaves, clipped_combine, split_every))
+    order = sorted(by_code)
+    return [total[c] for c in order]
+
+
+__all__ = ["GeneStats", "SCALES", "StatsConfig", "compute_clipped_sums", "compute_gene_stats", "empty_moments"]

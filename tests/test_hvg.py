@@ -1,0 +1,94 @@
+"""HVG flavors against scanpy.pp.highly_variable_genes on the same cells loaded into memory."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+import scdata
+from scdata.hvg import HVGConfig, run_hvg
+from scdata.stats import StatsConfig, compute_gene_stats
+
+from .conftest import ingest_config
+
+N_TOP = 300
+
+
+@pytest.fixture(scope="module", params=[("demo", 0), ("random", 11)])
+def store(request, demo_bucket, tmp_path_factory):
+    kind, seed = request.param
+    if kind == "demo":
+        source = demo_bucket
+    else:
+        from scdata.demo import DemoConfig, write_demo_bucket
+
+        source = write_demo_bucket(str(tmp_path_factory.mktemp("rand")), DemoConfig(
+            n_experiments=4, min_cells=80, max_cells=400, n_genes=1500, seed=seed, release="2025-02-25"))
+    path = str(tmp_path_factory.mktemp("hvgstore") / "s.zarr")
+    scdata.ingest(ingest_config(source, path, cell_count=10**9), echo=lambda *_: None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def adata(store):
+    a = scdata.to_anndata(store)
+    a.X = a.X.astype(np.float64)
+    return a
+
+
+def _reference(adata, flavor, batch_key):
+    ref = adata.copy()
+    if flavor in ("seurat", "cell_ranger"):
+        sc.pp.normalize_total(ref, target_sum=1e4)
+        sc.pp.log1p(ref)
+    return sc.pp.highly_variable_genes(ref, flavor=flavor, n_top_genes=N_TOP, batch_key=batch_key, inplace=False)
+
+
+def _tied_at_cutoff(ref: pd.DataFrame, column: str, ascending: bool) -> set:
+    """Genes whose ranking value is within 1e-9 (relative) of the last selected gene's value."""
+    values = ref[column].astype(float)
+    chosen = values[ref["highly_variable"]]
+    cut = chosen.max() if ascending else chosen.min()
+    return set(ref.index[np.isclose(values, cut, rtol=1e-9, atol=0)])
+
+
+@pytest.mark.parametrize("flavor", ["seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper"])
+@pytest.mark.parametrize("batch_key", [None, "srx_accession"])
+def test_same_genes_as_scanpy(store, adata, flavor, batch_key):
+    ours, _ = run_hvg(store, HVGConfig(flavor=flavor, n_top_genes=N_TOP, batch_key=batch_key))
+    ref = _reference(adata, flavor, batch_key)
+    ref.index = adata.var_names
+    got, want = set(ours.index[ours["highly_variable"]]), set(ref.index[ref["highly_variable"]])
+    if flavor.startswith("seurat_v3"):
+        column, ascending = "highly_variable_rank", True
+    else:
+        column, ascending = ("dispersions_norm", False) if batch_key is None else ("dispersions_norm", False)
+    differing = got ^ want
+    if differing:  # only genes tied with the cut-off value may differ, and the test names them
+        tied = _tied_at_cutoff(ref, column, ascending) if batch_key is None or not flavor.startswith("seurat") else set()
+        assert differing <= tied, f"{len(differing)} genes differ and are not ties at the cut-off: {sorted(differing)[:10]}"
+    for col in ("means", "dispersions", "dispersions_norm", "variances", "variances_norm", "highly_variable_nbatches"):
+        if col in ref.columns:
+            np.testing.assert_allclose(ours[col].to_numpy(float), ref[col].to_numpy(float), rtol=1e-6, atol=1e-12,
+                                       equal_nan=True, err_msg=col)
+    if flavor.startswith("seurat_v3"):
+        np.testing.assert_allclose(ours["highly_variable_rank"].to_numpy(float), ref["highly_variable_rank"].to_numpy(float),
+                                   equal_nan=True)
+
+
+def test_stats_match_numpy(store, adata):
+    stats = compute_gene_stats(store, StatsConfig(batch_key="srx_accession"))
+    x = adata.X.toarray()
+    np.testing.assert_allclose(stats.mean("counts"), x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.var("counts"), x.var(axis=0, ddof=1), rtol=1e-10, atol=1e-12)
+    totals = x.sum(axis=1)
+    norm = x / (totals[:, None] / 1e4)
+    np.testing.assert_allclose(stats.var("normalized"), norm.var(axis=0, ddof=1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats.var("log1p"), np.log1p(norm).var(axis=0, ddof=1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(stats.n_cells_expressed, (x > 0).sum(axis=0))
+    np.testing.assert_array_equal(stats.max_count, x.max(axis=0))
+    np.testing.assert_array_equal(stats.cell_totals, totals)
+    for name, m in zip(stats.batches, stats.batch_moments):
+        rows = x[adata.obs["srx_accession"].to_numpy() == name]
+        np.testing.assert_allclose(m["counts"]["mean"], rows.mean(axis=0), rtol=1e-12)
+        assert m["counts"]["n"] == len(rows)
