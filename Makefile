@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   synthetic offline bucket -> ingest -> store summary (-> HVG -> training as they land)
+#   make demo   synthetic offline bucket -> ingest -> store summary -> HVGs (-> training as it lands)
 #   make test   the test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python -m scdata ingest --source $(DEMO)/bucket/scbasecount/2026-01-12 --store $(DEMO)/store.zarr \
 		--cell-count 20000 --batch-size 4 --workers 2
 	$(BIN)/python -m scdata info --store $(DEMO)/store.zarr
+	$(BIN)/python -m scdata hvg --store $(DEMO)/store.zarr --n-hvgs 2000 --materialize --workers 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -29,6 +30,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_hvg.py
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -1,4 +1,4 @@
-"""``scdata`` command line: demo-bucket, ingest, info."""
+"""``scdata`` command line: demo-bucket, ingest, hvg, info."""
 
 from __future__ import annotations
 
@@ -67,6 +67,29 @@ def _info(args) -> int:
     return 0
 
 
+def _cluster(args):
+    from .cluster import ClusterConfig
+
+    return ClusterConfig(scheduler=args.scheduler, workers=args.workers)
+
+
+def _hvg(args) -> int:
+    from .dataset import StoreError
+    from .hvg import HVGConfig
+    from .hvg_job import HVGJob, run_hvg_job
+
+    config = HVGConfig(flavor=args.flavor, n_top_genes=args.n_hvgs, batch_key=args.batch_key,
+                       min_cells_pct=args.min_cells_pct, target_sum=args.target_sum, span=args.span, n_bins=args.n_bins)
+    job = HVGJob(store=args.store, config=config, output_dir=args.output_dir, force=args.force,
+                 materialize=args.materialize, cluster=_cluster(args))
+    try:
+        run_hvg_job(job)
+    except (StoreError, ValueError, FileNotFoundError) as exc:
+        print(f"scdata hvg: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scdata", description="scBaseCount experiments in one chunked Zarr store")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -103,6 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a bad experiment is recorded as rejected (skip) or stops the run (raise)")
     ing.add_argument("--no-progress", action="store_true")
     ing.set_defaults(func=_ingest)
+
+    from .hvg import FLAVORS
+
+    hvg = sub.add_parser("hvg", help="gene statistics and highly variable genes (scanpy's flavors, out of core)")
+    hvg.add_argument("--store", default="data/scRNA/store.zarr")
+    hvg.add_argument("--n-hvgs", type=int, default=2000)
+    hvg.add_argument("--flavor", choices=FLAVORS, default="seurat_v3",
+                     help="seurat_v3 (counts, default), seurat/cell_ranger (normalize_total+log1p), dispersion (the seed's)")
+    hvg.add_argument("--batch-key", default=None, help="categorical obs column for batch-aware selection, e.g. srx_accession")
+    hvg.add_argument("--min-cells-pct", type=float, default=0.1, help="dispersion flavor: min %% of cells expressing a gene")
+    hvg.add_argument("--target-sum", type=float, default=1e4)
+    hvg.add_argument("--span", type=float, default=0.3, help="seurat_v3 loess span")
+    hvg.add_argument("--n-bins", type=int, default=20, help="seurat mean bins")
+    hvg.add_argument("--output-dir", default=None, help="hvg_info.json and hvg_analysis.png (default: beside the store)")
+    hvg.add_argument("--force", action="store_true", help="recompute even when the results are up to date")
+    hvg.add_argument("--materialize", action="store_true", help="write obsm/X_hvg (cells x HVGs) for fast training reads")
+    hvg.add_argument("--workers", type=int, default=None)
+    hvg.add_argument("--scheduler", default=None)
+    hvg.set_defaults(func=_hvg)
 
     info = sub.add_parser("info", help="summary of a store (the seed's config.json fields)")
     info.add_argument("--store", default="data/scRNA/store.zarr")

@@ -155,11 +155,11 @@ def _dispersion_flavor(stats: GeneStats, config: HVGConfig) -> pd.DataFrame:
 # --- Seurat v3 -----------------------------------------------------------------------------------
 
 
-def seurat_v3_clips(stats: GeneStats, span: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def seurat_v3_clips(stats: GeneStats, span: float, batched: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per batch: the regularised standard deviation and the clip value of each gene."""
     from skmisc.loess import loess
 
-    batches = stats.batch_moments if stats.batch_key else [stats.moments]
+    batches = stats.batch_moments if batched else [stats.moments]
     reg_stds, clips = [], []
     for m in batches:
         mean, var = mean_of(m["counts"]), variance(m["counts"])
@@ -176,7 +176,8 @@ def seurat_v3_clips(stats: GeneStats, span: float) -> tuple[list[np.ndarray], li
 
 def _seurat_v3_flavor(stats: GeneStats, config: HVGConfig, clipped: list[tuple[np.ndarray, np.ndarray]],
                       reg_stds: list[np.ndarray]) -> pd.DataFrame:
-    batches = stats.batch_moments if stats.batch_key else [stats.moments]
+    batched = config.batch_key is not None
+    batches = stats.batch_moments if batched else [stats.moments]
     norm_vars = []
     for m, reg_std, (s, s2) in zip(batches, reg_stds, clipped):
         n, mean = m["counts"]["n"], mean_of(m["counts"])
@@ -200,7 +201,7 @@ def _seurat_v3_flavor(stats: GeneStats, config: HVGConfig, clipped: list[tuple[n
     order = df[cols].sort_values(cols, ascending=ascending, na_position="last").index
     df["highly_variable"] = False
     df.loc[order[:n_top], "highly_variable"] = True
-    if stats.batch_key is None:
+    if not batched:
         df = df.drop(columns="highly_variable_nbatches")
     return df
 
@@ -230,26 +231,33 @@ def select_hvgs(stats: GeneStats, config: HVGConfig, clipped=None) -> pd.DataFra
     Seurat v3 flavors need ``clipped`` (per-batch clipped sums from ``compute_clipped_sums`` with
     the clip values of ``seurat_v3_clips``); ``run_hvg`` does both passes.
     """
-    if (config.batch_key or None) != (stats.batch_key or None) and config.flavor != "dispersion":
+    if config.batch_key is not None and config.batch_key != stats.batch_key:
         raise ValueError(f"statistics were computed with batch_key={stats.batch_key!r}, the selection asks {config.batch_key!r}")
     if config.flavor == "dispersion":
         return _seed_dispersion(stats, config)
     if config.flavor in ("seurat", "cell_ranger"):
         return _dispersion_flavor(stats, config)
-    reg_stds, _ = seurat_v3_clips(stats, config.span)
+    reg_stds, _ = seurat_v3_clips(stats, config.span, config.batch_key is not None)
     if clipped is None:
         raise ValueError("seurat_v3 needs the clipped second pass (use run_hvg)")
     return _seurat_v3_flavor(stats, config, clipped, reg_stds)
 
 
-def run_hvg(store: str, config: HVGConfig, client=None, stats: GeneStats | None = None) -> tuple[pd.DataFrame, GeneStats]:
-    """Statistics (one pass, two for Seurat v3) and the selection for a store."""
+def run_hvg(store: str, config: HVGConfig, client=None, stats: GeneStats | None = None,
+            stats_batch_key: str | None = None) -> tuple[pd.DataFrame, GeneStats]:
+    """Statistics (one pass, two for Seurat v3) and the selection for a store.
+
+    ``stats_batch_key`` asks for per-batch moments even when the selection ignores batches (the
+    batch-effect panel of ``hvg_analysis.png`` uses them).
+    """
     from .stats import StatsConfig, compute_clipped_sums, compute_gene_stats
 
-    if stats is None or stats.batch_key != config.batch_key or stats.target_sum != config.target_sum:
-        stats = compute_gene_stats(store, StatsConfig(target_sum=config.target_sum, batch_key=config.batch_key), client)
+    batch_key = config.batch_key or stats_batch_key
+    if stats is None or stats.batch_key != batch_key or stats.target_sum != config.target_sum:
+        stats = compute_gene_stats(store, StatsConfig(target_sum=config.target_sum, batch_key=batch_key), client)
     clipped = None
     if config.flavor in ("seurat_v3", "seurat_v3_paper"):
-        _, clips = seurat_v3_clips(stats, config.span)
-        clipped = compute_clipped_sums(store, stats, clips, client)
+        batched = config.batch_key is not None
+        _, clips = seurat_v3_clips(stats, config.span, batched)
+        clipped = compute_clipped_sums(store, stats, clips, client, batched=batched)
     return select_hvgs(stats, config, clipped), stats

@@ -204,8 +204,8 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
 
 
 def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], client=None,
-                         split_every: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per batch (in ``stats.batches`` order) clipped sums; one clip vector per batch."""
+                         split_every: int = 8, batched: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Clipped sums per batch (``stats.batches`` order, one clip vector each), or overall."""
     import dask
 
     blocks, version, _ = _blocks(store)
@@ -214,14 +214,15 @@ def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], 
 
         raise StaleError(f"statistics are from manifest v{stats.manifest_version}, the store is at v{version}")
     root = open_root(store, mode="r")
-    if stats.batch_key:
+    batch_key = stats.batch_key if batched else None
+    if batch_key:
         categories = read_categories(root, stats.batch_key)
         code_of = {c: i for i, c in enumerate(categories)}
         by_code = {code_of[b]: clip for b, clip in zip(stats.batches, clips)}
     else:
         by_code = {0: clips[0]}
     shared = dask.delayed(by_code, traverse=False)
-    leaves = [dask.delayed(clipped_chunk)(store, lo, hi, stats.batch_key, shared) for lo, hi in blocks]
+    leaves = [dask.delayed(clipped_chunk)(store, lo, hi, batch_key, shared) for lo, hi in blocks]
     total = _compute(client, tree_reduce(leaves, clipped_combine, split_every))
     order = sorted(by_code)
     return [total[c] for c in order]

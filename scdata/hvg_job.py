@@ -1,0 +1,89 @@
+"""``scdata hvg``: statistics -> selection -> var columns, hvg_info.json, hvg_analysis.png, X_hvg."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import remote
+from .cluster import ClusterConfig, dask_client
+from .hvg import HVGConfig, run_hvg
+from .hvg_io import (
+    hvg_info, load_hvg, materialize, previous_info, ranked_hvgs, write_json, write_var_columns,
+)
+from .manifest import StaleError
+from .plots import plot_hvg_analysis
+from .store import open_root, read_strings
+
+PANEL_BATCH_KEY = "srx_accession"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HVGJob:
+    store: str
+    config: HVGConfig = field(default_factory=HVGConfig)
+    output_dir: str | None = None
+    """Where hvg_info.json and hvg_analysis.png go (default: beside the store, as in the seed)."""
+    force: bool = False
+    materialize: bool = False
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    @property
+    def out(self) -> str:
+        if self.output_dir:
+            return self.output_dir
+        if not remote.is_local(self.store):
+            raise ValueError("a remote store needs --output-dir for hvg_info.json")
+        return os.path.dirname(os.path.abspath(remote.local_path(self.store)))
+
+
+def _up_to_date(job: HVGJob) -> bool:
+    info = previous_info(os.path.join(job.out, "hvg_info.json"))
+    if info is None or info.get("parameters") != job.config.as_dict():
+        return False
+    try:
+        stored = load_hvg(job.store)
+    except (FileNotFoundError, StaleError):
+        return False
+    if stored["params"] != job.config.as_dict() or info.get("manifest_version") != stored["manifest_version"]:
+        return False
+    if job.materialize:
+        from .hvg_io import open_hvg_matrix
+
+        try:
+            open_hvg_matrix(job.store)
+        except (FileNotFoundError, StaleError):
+            return False
+    return True
+
+
+def run_hvg_job(job: HVGJob, echo=print) -> dict:
+    """Run the whole HVG step; returns the hvg_info payload."""
+    info_path = os.path.join(job.out, "hvg_info.json")
+    if not job.force and _up_to_date(job):
+        echo(f"{info_path} is up to date with the store (use --force to recompute)")
+        return previous_info(info_path)
+    config = job.config
+    with dask_client(job.cluster, echo=echo) as client:
+        df, stats = run_hvg(job.store, config, client, stats_batch_key=PANEL_BATCH_KEY)
+        order = ranked_hvgs(df, config)
+        echo(f"Selected {len(order):,} HVGs ({config.flavor}{', batch_key=' + config.batch_key if config.batch_key else ''}) "
+             f"from {stats.n_cells:,} cells x {len(stats.gene_ids):,} genes (manifest v{stats.manifest_version})")
+        write_var_columns(job.store, df, config, stats.manifest_version, order)
+        if job.materialize:
+            materialize(job.store, order, stats.manifest_version, client)
+            echo(f"Materialized obsm/X_hvg ({stats.n_cells:,} x {len(order):,} int16)")
+    info = hvg_info(job.store, df, stats, config, order)
+    write_json(info_path, info)
+    symbols = read_strings(open_root(job.store)["var/gene_symbol"])
+    score_name = {"seurat": "normalised dispersion", "cell_ranger": "normalised dispersion",
+                  "dispersion": "dispersion (variance / mean)"}.get(config.flavor, "normalised variance")
+    score_col = {"seurat": "dispersions_norm", "cell_ranger": "dispersions_norm", "dispersion": "dispersions"}.get(
+        config.flavor, "variances_norm")
+    plot_path = os.path.join(job.out, "hvg_analysis.png")
+    plot_hvg_analysis(plot_path, stats, order, symbols, np.asarray(df[score_col], dtype=float), score_name,
+                      f"{len(order):,} HVGs ({config.flavor}) from {stats.n_cells:,} cells, {len(stats.batches)} experiments")
+    echo(f"Wrote {info_path} and {plot_path}")
+    return info
