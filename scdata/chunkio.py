@@ -123,9 +123,10 @@ class ChunkReader:
         shape = (self.chunk_genes, self.chunk_rows) if self.writer.transpose else (self.chunk_rows, self.chunk_genes)
         return data.reshape(shape)
 
-    def read_csc(self, start: int, stop: int) -> sp.csc_matrix:
-        """Rows ``[start, stop)`` (one chunk row, aligned) as a (cells, genes) CSC matrix of int16."""
-        if start % self.chunk_rows or stop - start > self.chunk_rows or stop > self.array.shape[0]:
+    def read_entries(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Non-zeros of rows ``[start, stop)`` (one aligned chunk row) as ``(gene, cell, value)``
+        arrays, sorted by gene then cell; ``cell`` counts from ``start``."""
+        if start % self.chunk_rows or stop - start > self.chunk_rows or stop > self.array.shape[0] or stop < start:
             raise ValueError(f"rows [{start}, {stop}) are not within one chunk row of {self.chunk_rows}")
         n_rows, n_genes = stop - start, self.array.shape[1]
         i = start // self.chunk_rows
@@ -136,18 +137,27 @@ class ChunkReader:
                 continue
             width = min(self.chunk_genes, n_genes - g0)
             if self.writer.transpose:
-                slab = chunk[:width, :n_rows]
-                g, c = np.nonzero(slab)
+                slab = np.ascontiguousarray(chunk[:width, :n_rows]) if n_rows < self.chunk_rows else chunk[:width]
+                flat = slab.reshape(-1)
+                where = np.flatnonzero(flat != 0)  # ~6x faster than np.nonzero on 2-D
+                g, c = np.divmod(where, n_rows)
             else:
-                slab = chunk[:n_rows, :width]
-                c, g = np.nonzero(slab)
+                slab = np.ascontiguousarray(chunk[:n_rows, :width])
+                flat = slab.reshape(-1)
+                where = np.flatnonzero(flat != 0)
+                c, g = np.divmod(where, width)
                 order = np.lexsort((c, g))
-                c, g = c[order], g[order]
-            values.append(slab[g, c] if self.writer.transpose else slab[c, g])
-            genes.append(g + g0)
-            cells.append(c)
+                where, c, g = where[order], c[order], g[order]
+            genes.append((g + g0).astype(np.int32))
+            cells.append(c.astype(np.int32))
+            values.append(flat[where])
         if not values:
-            return sp.csc_matrix((n_rows, n_genes), dtype=np.int16)
-        g = np.concatenate(genes)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(g, minlength=n_genes))])
-        return sp.csc_matrix((np.concatenate(values), np.concatenate(cells).astype(np.int32), indptr), shape=(n_rows, n_genes))
+            return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int16)
+        return np.concatenate(genes), np.concatenate(cells), np.concatenate(values)
+
+    def read_csc(self, start: int, stop: int) -> sp.csc_matrix:
+        """Rows ``[start, stop)`` (one chunk row, aligned) as a (cells, genes) CSC matrix of int16."""
+        genes, cells, values = self.read_entries(start, stop)
+        n_genes = self.array.shape[1]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(genes, minlength=n_genes))])
+        return sp.csc_matrix((values, cells, indptr), shape=(stop - start, n_genes))

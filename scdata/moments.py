@@ -31,14 +31,28 @@ def sparse_moments(block: sp.csc_matrix) -> Moments:
     n, n_genes = block.shape
     if n == 0:
         return empty_moments(n_genes)
-    data = block.data.astype(np.float64, copy=False)
-    per_gene = np.diff(block.indptr)
-    genes = np.repeat(np.arange(n_genes), per_gene)
-    total = np.bincount(genes, weights=data, minlength=n_genes)
-    mean = total / n
-    deviation = data - mean[genes]
-    m2 = np.bincount(genes, weights=deviation * deviation, minlength=n_genes) + (n - per_gene) * mean * mean
-    return {"n": n, "sum": total, "mean": mean, "m2": m2}
+    genes = np.repeat(np.arange(n_genes), np.diff(block.indptr))
+    return entry_moments(genes, block.data.astype(np.float64, copy=False), n, n_genes)
+
+
+def entry_moments(genes: np.ndarray, values: np.ndarray, n: int, n_genes: int) -> Moments:
+    """Two-pass moments over ``n`` cells from their non-zeros, given as (gene, value) entries
+    sorted by gene (segment sums instead of scattered ``bincount`` adds: the hot loop of a pass)."""
+    if n == 0:
+        return empty_moments(n_genes)
+    total = np.zeros(n_genes)
+    m2 = np.zeros(n_genes)
+    if len(genes):
+        starts = np.flatnonzero(np.r_[True, genes[1:] != genes[:-1]])
+        present = genes[starts]
+        per_gene = np.diff(np.r_[starts, len(genes)])
+        sums = np.add.reduceat(values, starts)
+        means = sums / n
+        deviation = values - np.repeat(means, per_gene)
+        # zeros of a present gene deviate by -mean each; absent genes have m2 = 0
+        m2[present] = np.add.reduceat(deviation * deviation, starts) + (n - per_gene) * means * means
+        total[present] = sums
+    return {"n": n, "sum": total, "mean": total / n, "m2": m2}
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:
@@ -66,13 +80,11 @@ def variance(m: Moments, ddof: int = 1) -> np.ndarray:
     return m["m2"] / (m["n"] - ddof)
 
 
-def clipped_sums(block: sp.csc_matrix, clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene sum and sum of squares of ``min(x, clip)`` over a block's non-zeros.
+def clipped_sums(genes: np.ndarray, values: np.ndarray, clip: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene sum and sum of squares of ``min(x, clip)`` over non-zero (gene, value) entries.
 
     Zeros contribute nothing (``clip`` >= 0), which is what Seurat v3's clipped variance needs.
     """
-    n_genes = block.shape[1]
-    genes = np.repeat(np.arange(n_genes), np.diff(block.indptr))
-    values = np.minimum(block.data.astype(np.float64), clip[genes])
+    values = np.minimum(values.astype(np.float64), clip[genes])
     return (np.bincount(genes, weights=values, minlength=n_genes),
             np.bincount(genes, weights=values * values, minlength=n_genes))

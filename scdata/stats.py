@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
 from .chunkio import ChunkReader
 from .dataset import _committed
-from .moments import Moments, clipped_sums, empty_moments, merge_moments, sparse_moments, variance
+from .moments import Moments, clipped_sums, empty_moments, entry_moments, merge_moments, variance
 from .moments import mean as mean_of
 from .store import categorical_columns, open_root, read_categories, read_strings
 
@@ -66,37 +65,45 @@ class GeneStats:
         return variance(self.moments[scale], ddof)
 
 
-def _normalized_data(block: sp.csc_matrix, totals: np.ndarray, target_sum: float) -> np.ndarray:
-    """normalize_total's values for the block's non-zeros (scanpy: x / (total / target_sum))."""
-    return block.data.astype(np.float64) / (totals[block.indices] / target_sum)
-
-
-def _block_partial(block: sp.csc_matrix, totals: np.ndarray, target_sum: float) -> dict:
-    normalized = sp.csc_matrix((_normalized_data(block, totals, target_sum), block.indices, block.indptr), shape=block.shape)
-    logged = sp.csc_matrix((np.log1p(normalized.data), block.indices, block.indptr), shape=block.shape)
+def _entries_partial(genes: np.ndarray, counts: np.ndarray, totals_per_entry: np.ndarray, n: int, n_genes: int,
+                     target_sum: float) -> dict:
+    """Moments on the three scales from one group of cells' non-zero entries."""
+    normalized = counts / (totals_per_entry / target_sum)  # scanpy: x / (total / target_sum)
     return {
-        "moments": {"counts": sparse_moments(block), "normalized": sparse_moments(normalized), "log1p": sparse_moments(logged)},
-        "expressed": np.diff(block.indptr).astype(np.int64),
+        "moments": {
+            "counts": entry_moments(genes, counts, n, n_genes),
+            "normalized": entry_moments(genes, normalized, n, n_genes),
+            "log1p": entry_moments(genes, np.log1p(normalized), n, n_genes),
+        },
+        "expressed": np.bincount(genes, minlength=n_genes).astype(np.int64),
     }
 
 
 def stats_chunk(store: str, start: int, stop: int, target_sum: float, batch_key: str | None) -> dict:
     """Partial for rows ``[start, stop)``: one chunk row of X."""
     root = open_root(store, mode="r")
-    block = ChunkReader(root["X"]).read_csc(start, stop)
-    totals = np.asarray(block.sum(axis=1, dtype=np.float64)).ravel()
-    partial = _block_partial(block, totals, target_sum)
-    max_count = np.zeros(block.shape[1], dtype=np.int64)
-    genes = np.repeat(np.arange(block.shape[1]), np.diff(block.indptr))
-    np.maximum.at(max_count, genes, block.data)
+    genes, cells, values = ChunkReader(root["X"]).read_entries(start, stop)
+    n, n_genes = stop - start, root["X"].shape[1]
+    counts = values.astype(np.float64)
+    totals = np.bincount(cells, weights=counts, minlength=n)
+    per_entry = totals[cells]
+    partial = _entries_partial(genes, counts, per_entry, n, n_genes, target_sum)
+    max_count = np.zeros(n_genes, dtype=np.int64)
+    if len(genes):
+        starts = np.flatnonzero(np.r_[True, genes[1:] != genes[:-1]])  # entries are sorted by gene
+        max_count[genes[starts]] = np.maximum.reduceat(values, starts)
     partial.update({"max": max_count, "totals": [(start, totals)], "batches": {}})
     if batch_key is not None:
         codes = root[f"obs/{batch_key}/codes"][start:stop]
-        rows = block.tocsr()
-        for code in np.unique(codes):
-            mask = codes == code
-            sub = rows[mask].tocsc()
-            partial["batches"][int(code)] = _block_partial(sub, totals[mask], target_sum)
+        present = np.unique(codes)
+        if len(present) == 1:  # the usual block: inside one experiment, its batch partial is the block's
+            partial["batches"][int(present[0])] = {"moments": partial["moments"], "expressed": partial["expressed"]}
+        else:
+            entry_codes = codes[cells]
+            for code in present:
+                mask = entry_codes == code
+                partial["batches"][int(code)] = _entries_partial(
+                    genes[mask], counts[mask], per_entry[mask], int(np.count_nonzero(codes == code)), n_genes, target_sum)
     return partial
 
 
@@ -123,13 +130,14 @@ def stats_combine(*partials: dict) -> dict:
 def clipped_chunk(store: str, start: int, stop: int, batch_key: str | None, clips: dict[int, np.ndarray]) -> dict:
     """Seurat v3's second pass: per batch, sums and squared sums of counts clipped per gene."""
     root = open_root(store, mode="r")
-    block = ChunkReader(root["X"]).read_csc(start, stop)
+    genes, cells, values = ChunkReader(root["X"]).read_entries(start, stop)
+    n_genes = root["X"].shape[1]
     codes = root[f"obs/{batch_key}/codes"][start:stop] if batch_key else np.zeros(stop - start, dtype=np.int32)
-    rows = block.tocsr()
+    entry_codes = codes[cells]
     out = {}
     for code in np.unique(codes):
-        sub = rows[codes == code].tocsc()
-        out[int(code)] = clipped_sums(sub, clips[int(code)])
+        mask = entry_codes == code
+        out[int(code)] = clipped_sums(genes[mask], values[mask], clips[int(code)], n_genes)
     return out
 
 

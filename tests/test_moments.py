@@ -37,7 +37,9 @@ def test_merge_matches_numpy_two_pass(seed, n, g, cuts, order):
 def test_clipped_sums():
     x = np.array([[0, 5, 1], [3, 0, 9], [0, 0, 2]], dtype=np.float64)
     clip = np.array([2.0, 10.0, 4.0])
-    s, s2 = clipped_sums(sp.csc_matrix(x), clip)
+    block = sp.csc_matrix(x)
+    genes = np.repeat(np.arange(3), np.diff(block.indptr))
+    s, s2 = clipped_sums(genes, block.data, clip, 3)
     c = np.minimum(x, clip)
     np.testing.assert_array_equal(s, c.sum(axis=0))
     np.testing.assert_array_equal(s2, (c * c).sum(axis=0))

@@ -1,0 +1,117 @@
+"""HVG benchmark: sczarr (out of core, Dask) versus scanpy in memory and the seed's dispersion path.
+
+Same cells for every tool, at several sizes; wall time and peak RSS of the whole process tree.
+
+    python benchmarks/bench_hvg.py                       # 100k, 300k, 1M cells (~40 min on 2 cores)
+    python benchmarks/bench_hvg.py --sizes 20000 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.common import WORK, md_table, run_measured, write_results  # noqa: E402
+
+PY = sys.executable
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCANPY_MAX_CELLS = 400_000
+"""Above this scanpy's in-memory copy would not fit beside the OS on a 24 GiB machine (est. ~20 GB at 1M)."""
+
+
+def bucket(path: str, experiments: int, seed: int) -> str:
+    release = os.path.join(path, "scbasecount", "2025-02-25")
+    if not os.path.exists(os.path.join(release, "metadata")):
+        m = run_measured([PY, "-m", "scdata", "demo-bucket", path, "--experiments", str(experiments), "--min-cells", "2000",
+                          "--max-cells", "14000", "--release", "2025-02-25", "--seed", str(seed)])
+        if m.returncode:
+            raise SystemExit(m.output)
+    return release
+
+
+def store_of(source: str, size: int) -> str:
+    store = os.path.join(WORK, f"hvg-{size}.zarr")
+    import scdata
+
+    manifest = scdata.read_manifest(store) if os.path.exists(store) else None
+    if manifest is None or manifest.runs[-1].get("cell_count") != size:
+        shutil.rmtree(store, ignore_errors=True)
+        m = run_measured([PY, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", str(size),
+                          "--workers", "2", "--no-progress"])
+        if m.returncode:
+            raise SystemExit(m.output)
+    return store
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    p.add_argument("--flavors", nargs="+", default=["seurat_v3", "seurat"])
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args()
+    os.makedirs(WORK, exist_ok=True)
+    small = bucket(os.path.join(WORK, "bucket"), 50, 7)
+    rows = []
+    for size in a.sizes:
+        source = small if size <= 380_000 else bucket(os.path.join(WORK, "bucket-1m"), 125, 8)
+        store = store_of(source, size)
+        import scdata
+
+        cells = scdata.read_manifest(store).n_committed
+        for flavor in a.flavors:
+            out = os.path.join(WORK, f"hvg-out-{size}-{flavor}")
+            m = run_measured([PY, "-m", "scdata", "hvg", "--store", store, "--flavor", flavor, "--n-hvgs", "2000",
+                              "--output-dir", out, "--force", "--workers", "2"])
+            if m.returncode:
+                raise SystemExit(m.output)
+            rows.append({"tool": "sczarr", "flavor": flavor, "cells": cells, "seconds": m.seconds, "peak_rss_bytes": m.peak_rss_bytes})
+            print(rows[-1], flush=True)
+        if cells <= SCANPY_MAX_CELLS:
+            m = run_measured([PY, os.path.join(HERE, "baselines", "scanpy_hvg.py"), "--store", store, "--flavors", *a.flavors])
+            if m.returncode:
+                rows.append({"tool": "scanpy", "flavor": ",".join(a.flavors), "cells": cells, "error": m.output[-500:]})
+            else:
+                res = json.loads(m.output.strip().splitlines()[-1])
+                for flavor in a.flavors:
+                    rows.append({"tool": "scanpy (in memory)", "flavor": flavor, "cells": cells,
+                                 "seconds": res["load_s"] + res["compute_s"][flavor], "compute_only_s": res["compute_s"][flavor],
+                                 "load_s": res["load_s"], "peak_rss_bytes": m.peak_rss_bytes,
+                                 "note": "one process: load once, both flavors; peak RSS covers both"})
+            print(rows[-1], flush=True)
+        else:
+            rows.append({"tool": "scanpy (in memory)", "flavor": "-", "cells": cells, "skipped":
+                         f"not run: its in-memory matrix and copies exceed this 24 GiB machine above {SCANPY_MAX_CELLS:,} cells"})
+        seed_dir = os.path.join(WORK, f"seed-{size}", "processed")
+        if os.path.isdir(seed_dir):
+            m = run_measured([PY, os.path.join(HERE, "baselines", "seed_hvg.py"), "--data-dir", seed_dir])
+            res = json.loads(m.output.strip().splitlines()[-1])
+            rows.append({"tool": "seed (dense batch files, Welford)", "flavor": "dispersion", "cells": res["cells"],
+                         "seconds": m.seconds, "peak_rss_bytes": m.peak_rss_bytes})
+            print(rows[-1], flush=True)
+
+    gib = 2**30
+    table = "### HVG selection (same cells, same 2 cores)\n\n" + md_table(
+        ["tool", "flavor", "cells", "wall (s)", "peak RSS (GiB)", "note"],
+        [[r["tool"], r["flavor"], f"{r['cells']:,}", f"{r['seconds']:.1f}" if "seconds" in r else "-",
+          f"{r['peak_rss_bytes'] / gib:.2f}" if "peak_rss_bytes" in r else "-",
+          r.get("skipped") or r.get("error", "")[:80] or (f"compute only {r['compute_only_s']:.1f} s, load {r['load_s']:.1f} s"
+                                                          if "compute_only_s" in r else "")] for r in rows],
+    )
+    ratios = []
+    for r in rows:
+        if r["tool"].startswith("scanpy") and "seconds" in r:
+            ours = next((o for o in rows if o["tool"] == "sczarr" and o["flavor"] == r["flavor"] and o["cells"] == r["cells"]), None)
+            if ours:
+                ratios.append([r["flavor"], f"{r['cells']:,}", f"{r['seconds'] / ours['seconds']:.2f}x",
+                               f"{r['compute_only_s'] / ours['seconds']:.2f}x", f"{ours['peak_rss_bytes'] / r['peak_rss_bytes']:.2f}"])
+    table += "\n\n" + md_table(["flavor", "cells", "scanpy time / sczarr time", "scanpy compute-only / sczarr",
+                                "sczarr RSS / scanpy RSS"], ratios)
+    write_results("bench_hvg" if not a.quick else "bench_hvg_quick", {"results": rows}, table)
+
+
+if __name__ == "__main__":
+    main()
