@@ -47,6 +47,7 @@ class StoredCounts:
 
     matrix: sp.csr_matrix  # (cells, store genes) int16, sorted indices
     umi_count: np.ndarray  # int64, from rounded counts before saturation
+    total_counts: np.ndarray  # int64, sum of the stored (saturated) row: what normalization divides by
     gene_count: np.ndarray  # int32
     repairs: CountRepairs
 
@@ -130,4 +131,5 @@ def to_store_counts(matrix: sp.spmatrix, column_map: np.ndarray, n_axis_genes: i
             out.sort_indices()
     out.has_sorted_indices = True
     repairs = CountRepairs(n_fractional, n_saturated, max_value, int(np.count_nonzero(column_map < 0)), dropped_umis)
-    return StoredCounts(out, umi_count, gene_count, repairs)
+    total_counts = umi_count if not n_saturated else _row_sums(stored.astype(np.float64), indptr).astype(np.int64)
+    return StoredCounts(out, umi_count, total_counts, gene_count, repairs)

@@ -139,6 +139,7 @@ def _obs_frame(exp: Experiment, summary, source: SourceConfig) -> pd.DataFrame:
             "barcode": summary.barcodes,
             "srx_accession": exp.accession,
             "umi_count": summary.umi_count,
+            "total_counts": summary.total_counts,
             "gene_count": summary.gene_count,
         }
     )

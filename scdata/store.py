@@ -34,7 +34,8 @@ STRING_ATTRS = {"encoding-type": "string-array", "encoding-version": "0.2.0"}
 CATEGORICAL_ATTRS = {"encoding-type": "categorical", "encoding-version": "0.2.0", "ordered": False}
 DICT_ATTRS = {"encoding-type": "dict", "encoding-version": "0.1.0"}
 OBS_STRING_COLUMNS = ("barcode",)
-OBS_NUMERIC_COLUMNS = {"umi_count": "int64", "gene_count": "int32"}
+OBS_NUMERIC_COLUMNS = {"umi_count": "int64", "gene_count": "int32", "total_counts": "int64"}
+"""``umi_count``: true total (rounded, before saturation); ``total_counts``: total of the stored row."""
 
 warnings.filterwarnings("ignore", message=".*autosharding.*", category=UserWarning)
 
@@ -118,7 +119,7 @@ def create_store(
     ensure_replaceable(url)
     root = open_root(url, mode="w")
     n_genes = len(gene_ids)
-    columns = ["barcode", "srx_accession", "umi_count", "gene_count", *categorical_columns]
+    columns = ["barcode", "srx_accession", *OBS_NUMERIC_COLUMNS, *categorical_columns]
     root.attrs.update(
         {
             "encoding-type": "anndata",

@@ -89,6 +89,7 @@ class ExperimentSummary:
     n_cells: int
     barcodes: np.ndarray
     umi_count: np.ndarray
+    total_counts: np.ndarray
     gene_count: np.ndarray
     annotations: pd.DataFrame
     repairs: dict
@@ -106,6 +107,7 @@ def summarize_task(loaded: LoadedExperiment) -> ExperimentSummary:
         n_cells=loaded.n_cells,
         barcodes=loaded.barcodes,
         umi_count=counts.umi_count,
+        total_counts=counts.total_counts,
         gene_count=counts.gene_count,
         annotations=loaded.annotations,
         repairs=counts.repairs.as_dict(),

@@ -35,6 +35,7 @@ def assert_store_matches_sources(store: str, local_source_root: str | None = Non
         expected = expected_rows(url, gene_ids)
         np.testing.assert_array_equal(rows, np.minimum(expected, 32767), err_msg=exp["accession"])
         np.testing.assert_array_equal(ds.umi_count.values[exp["row_start"] : exp["row_stop"]], expected.sum(axis=1))
+        np.testing.assert_array_equal(ds.total_counts.values[exp["row_start"] : exp["row_stop"]], rows.sum(axis=1))
         source = ad.read_h5ad(url, backed="r")
         cells = ds.cell.values[exp["row_start"] : exp["row_stop"]].astype(str)
         assert list(cells) == [f"{exp['accession']}:{b}" for b in source.obs_names]

@@ -14,6 +14,7 @@ def test_reindex_round_saturate_and_count():
     assert out.matrix.dtype == np.int16
     np.testing.assert_array_equal(out.umi_count, [3, 40000])  # before saturation, dropped gene excluded
     np.testing.assert_array_equal(out.gene_count, [2, 1])
+    np.testing.assert_array_equal(out.total_counts, [3, 32767])  # what the stored row sums to
     r = out.repairs
     assert (r.n_fractional, r.n_saturated, r.max_value, r.n_genes_dropped, r.n_umis_dropped) == (1, 1, 40000.0, 1, 7)
 

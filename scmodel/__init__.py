@@ -1,0 +1,1 @@
+"""sczarr's training backend: datasets over the store, tokenizers, diffusion models."""

@@ -1,0 +1,143 @@
+"""The training loader: exactly-once coverage, seeded order, exact resume, scanpy's normalization."""
+
+import numpy as np
+import pytest
+import scanpy as sc
+import torch
+
+import scdata
+from scdata.hvg import HVGConfig
+from scdata.hvg_job import HVGJob, run_hvg_job
+from scmodel.data import LoaderConfig, StoreDataLoader, StoreDataset, create_hvg_dataloader
+from scmodel.tokenize import BinnedTokenizer, DirectTokenizer, LogScaleTokenizer
+
+from .conftest import ingest_config
+
+
+@pytest.fixture(scope="module")
+def store(demo_bucket, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("loader") / "store.zarr")
+    scdata.ingest(ingest_config(demo_bucket, path, cell_count=10**9), echo=lambda *_: None)
+    run_hvg_job(HVGJob(store=path, config=HVGConfig(n_top_genes=200), materialize=True,
+                       cluster=scdata.ClusterConfig(workers=1, dashboard=False)), echo=lambda *_: None)
+    return path
+
+
+def _rows(loader):
+    return [b[1]["row"].numpy() for b in loader]
+
+
+def test_exactly_once_ranks_workers_epochs(store, monkeypatch):
+    n = scdata.read_manifest(store).n_committed
+    for epoch in range(2):
+        per_rank = []
+        for rank in range(2):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("WORLD_SIZE", "2")
+            ds = StoreDataset(LoaderConfig(store=store, batch_size=50, buffer_blocks=3, seed=4))
+            loader = StoreDataLoader(ds, num_workers=2)  # default start method
+            loader.set_epoch(epoch)
+            rows = np.concatenate(_rows(loader))
+            assert len(loader) == len(_rows(loader))
+            per_rank.append(rows)
+        assert len(per_rank[0]) == len(per_rank[1]) == n // 2
+        everything = np.concatenate(per_rank)
+        assert len(np.unique(everything)) == len(everything) == 2 * (n // 2)
+
+
+def test_order_seeded_and_changes_by_epoch(store):
+    def order(seed, epoch):
+        loader = StoreDataLoader(StoreDataset(LoaderConfig(store=store, batch_size=64, seed=seed)))
+        loader.set_epoch(epoch)
+        return np.concatenate(_rows(loader))
+
+    a = order(1, 0)
+    np.testing.assert_array_equal(a, order(1, 0))
+    assert not np.array_equal(a, order(1, 1)) and not np.array_equal(a, order(2, 0))
+    assert sorted(a) == list(range(scdata.read_manifest(store).n_committed))
+    experiments_per_batch = np.mean([len(np.unique(r // 128)) for r in np.array_split(a, len(a) // 64)])
+    assert experiments_per_batch > 2  # batches mix several chunks, not one run of cells
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch(store, workers):
+    def fresh():
+        loader = StoreDataLoader(StoreDataset(LoaderConfig(store=store, batch_size=40, seed=9)), num_workers=workers)
+        loader.set_epoch(1)
+        return loader
+
+    full = _rows(fresh())
+    first = fresh()
+    seen = []
+    for k, (_, meta) in enumerate(first):
+        seen.append(meta["row"].numpy())
+        if k == 6:
+            state = first.state_dict()
+            break
+    resumed = fresh()
+    resumed.load_state_dict(state)
+    rest = _rows(resumed)
+    assert len(seen) + len(rest) == len(full)
+    for got, want in zip(seen + rest, full):
+        np.testing.assert_array_equal(got, want)
+    bad = StoreDataLoader(StoreDataset(LoaderConfig(store=store, batch_size=40, seed=10)), num_workers=workers)
+    with pytest.raises(ValueError, match="cannot resume exactly"):
+        bad.load_state_dict(state)
+
+
+def test_normalized_values_equal_scanpy(store):
+    adata = scdata.to_anndata(store)
+    adata.X = adata.X.astype(np.float64)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    loader = create_hvg_dataloader(store, batch_size=100)
+    hvg_ids = list(loader.dataset.feature_ids)
+    reference = adata[:, hvg_ids].X.toarray()
+    for x, meta in loader:
+        np.testing.assert_allclose(x.numpy(), reference[meta["row"].numpy()], rtol=1e-5, atol=1e-5)
+        assert meta["cell_id"][0] == adata.obs_names[int(meta["row"][0])]
+
+
+def test_filters_and_split(store):
+    manifest = scdata.read_manifest(store)
+    first = manifest.experiments[0]
+    ds = StoreDataset(LoaderConfig(store=store, experiments=(first["accession"],), features="all"))
+    assert len(ds.rows) == first["n_cells"]
+    train = StoreDataset(LoaderConfig(store=store, split="train", val_fraction=0.25))
+    val = StoreDataset(LoaderConfig(store=store, split="val", val_fraction=0.25))
+    assert len(set(train.rows) & set(val.rows)) == 0 and len(train.rows) + len(val.rows) == manifest.n_committed
+    x, meta = next(iter(StoreDataLoader(val)))
+    assert set(meta["srx_accession"]) <= {e["accession"] for e in manifest.experiments
+                                          if e["row_start"] in set(val.rows)}
+
+
+def test_gene_selection_reads_x(store):
+    ds = scdata.open_store(store)
+    genes = tuple(ds.gene.values[[5, 17, 300]])
+    loader = StoreDataLoader(StoreDataset(LoaderConfig(store=store, features="genes", genes=genes, normalize="none",
+                                                       batch_size=32)))
+    x, meta = next(iter(loader))
+    expected = ds.counts.sel(gene=list(genes)).values[meta["row"].numpy()]
+    np.testing.assert_array_equal(x.numpy(), expected)
+
+
+def test_tokenizers_round_trip():
+    counts = torch.tensor([[0, 1, 2, 7, 100, 5000]], dtype=torch.float32)
+    direct = DirectTokenizer(n_tokens=64)
+    assert direct.tokenize(counts).tolist() == [[0, 1, 2, 7, 63, 63]]
+    assert direct.detokenize(direct.tokenize(counts[:, :4])).tolist() == counts[:, :4].tolist()
+    logscale = LogScaleTokenizer(n_tokens=16)
+    tokens = logscale.tokenize(counts)
+    assert tokens[0, 0] == 0 and (tokens[0, 1:] > 0).all()
+    back = logscale.detokenize(tokens)
+    assert torch.all((back[0, 1:] / counts[0, 1:]).log2().abs() <= 0.6)  # within half a log2 bucket
+    values = torch.log1p(torch.tensor([[0.0, 0.5, 3.0, 40.0, 900.0]]))
+    fixed = BinnedTokenizer(n_tokens=64)
+    t = fixed.tokenize(values)
+    assert t[0, 0] == 0 and torch.all(t[0, 1:] > 0) and torch.all(t[0, 1:].diff() >= 0)
+    assert torch.all((fixed.detokenize(t) - values)[0, 1:].abs() <= fixed.max_value / fixed.n_bins)
+    quantile = BinnedTokenizer(n_tokens=5, edges="quantile")
+    t = quantile.tokenize(values)
+    assert t.tolist() == [[0, 1, 2, 3, 4]]
+    edges = quantile.cell_edges(values)
+    assert torch.all(quantile.detokenize(t, edges)[0, 1:].diff() > 0)
