@@ -88,6 +88,9 @@ def main() -> None:
         seed_dir = os.path.join(WORK, f"seed-{size}", "processed")
         if os.path.isdir(seed_dir):
             m = run_measured([PY, os.path.join(HERE, "baselines", "seed_hvg.py"), "--data-dir", seed_dir])
+            if m.returncode:
+                rows.append({"tool": "seed", "flavor": "dispersion", "cells": cells, "error": m.output[-300:] or f"exit {m.returncode}"})
+                continue
             res = json.loads(m.output.strip().splitlines()[-1])
             rows.append({"tool": "seed (dense batch files, Welford)", "flavor": "dispersion", "cells": res["cells"],
                          "seconds": m.seconds, "peak_rss_bytes": m.peak_rss_bytes})

@@ -13,6 +13,14 @@ import h5py
 import numpy as np
 
 
+def _slices(paths, rows: int = 4096):
+    """The seed read its batch files incrementally; slices keep float64 copies small."""
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            for lo in range(0, f["X"].shape[0], rows):
+                yield f["X"][lo : lo + rows].astype(np.float64)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", required=True, help="the seed's processed/ directory")
@@ -21,9 +29,7 @@ def main() -> None:
     a = p.parse_args()
     t = time.perf_counter()
     n, mean, m2, nnz = 0, None, None, None
-    for path in sorted(glob.glob(os.path.join(a.data_dir, "batch_*.h5"))):
-        with h5py.File(path, "r") as f:
-            x = f["X"][:].astype(np.float64)
+    for x in _slices(sorted(glob.glob(os.path.join(a.data_dir, "batch_*.h5")))):
         nb = x.shape[0]
         mb = x.mean(axis=0)
         m2b = ((x - mb) ** 2).sum(axis=0)

@@ -1,0 +1,70 @@
+"""The mini discrete diffusion transformer: one token per gene position (HVGs), gene identity +
+value token + timestep, predicting the original value token at masked positions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .layers import Block, BlockConfig, timestep_embedding
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MiniConfig:
+    n_genes: int = 2000
+    """Sequence length: the gene positions (the HVGs) each cell is a sequence of."""
+    n_tokens: int = 64
+    """Value vocabulary; the mask token is ``n_tokens``."""
+    dim: int = 512
+    n_heads: int = 8
+    n_kv_heads: int = 8
+    n_layers: int = 6
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+    @property
+    def mask_id(self) -> int:
+        return self.n_tokens
+
+    def block(self, cross_attention: bool = False) -> BlockConfig:
+        return BlockConfig(dim=self.dim, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, mlp_ratio=self.mlp_ratio,
+                           dropout=self.dropout, cross_attention=cross_attention)
+
+
+class Backbone(nn.Module):
+    """Embeddings, blocks and the output head shared by the mini and conditional models."""
+
+    def __init__(self, cfg: MiniConfig, cross_attention: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.token_emb = nn.Embedding(cfg.n_tokens + 1, cfg.dim)  # + mask token
+        self.gene_emb = nn.Embedding(cfg.n_genes, cfg.dim)
+        self.time_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.blocks = nn.ModuleList(Block(cfg.block(cross_attention)) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.n_tokens)
+        nn.init.normal_(self.token_emb.weight, std=0.02)
+        nn.init.normal_(self.gene_emb.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
+                gene_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``gene_index`` (L,): which gene positions the L tokens are (a random subset when
+        training on subsampled context); default: all ``n_genes`` in order."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device) if gene_index is None else gene_index
+        x = self.token_emb(tokens) + self.gene_emb(positions).unsqueeze(0)  # (B, L, D)
+        t_emb = self.time_mlp(timestep_embedding(t, self.cfg.dim))  # (B, D)
+        for block in self.blocks:
+            x = block(x, t_emb, context)
+        return self.head(self.norm(x))  # (B, G, n_tokens)
+
+
+class MiniDiffusionModel(nn.Module):
+    def __init__(self, cfg: MiniConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = Backbone(cfg)
+
+    def forward(self, tokens: torch.Tensor, t: torch.Tensor, gene_index: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        return self.backbone(tokens, t, gene_index=gene_index)

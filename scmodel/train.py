@@ -1,0 +1,420 @@
+"""``python -m scmodel.train``: train a diffusion model on a store's materialized HVG matrix.
+
+    python -m scmodel.train --config mini-tiny --store data/demo/store.zarr --max-steps 200 --out runs/demo
+    python -m scmodel.train --config mini-tiny --store ... --out runs/demo --resume       # exact continuation
+    torchrun --nproc_per_node 2 -m scmodel.train --config mini-tiny --store ... --out runs/ddp
+
+Writes ``metrics.jsonl`` (one line per logged step with ``loss``; evaluation lines with
+``"eval": true``), ``checkpoint.pt`` (model, optimizer, scheduler, RNG and loader position) and
+``curves.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_times, seed_schedule
+from .models import MODELS, count_parameters
+from .tokenize import BinnedTokenizer
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run (presets in ``CONFIGS``; any field can be overridden with ``--set``)."""
+
+    model: str = "mini"
+    store: str = "data/scRNA/store.zarr"
+    out: str = "runs/mini"
+    max_steps: int = 1000
+    epochs: int | None = None
+    """Stop after this many epochs (the seed's pretrain 50 / fine-tune 20) unless max_steps comes first."""
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    n_tokens: int = 64
+    tokenizer_max: float = 8.0
+    """Top of the fixed log1p bins; bins are (tokenizer_max / (n_tokens - 1)) wide."""
+    context_genes: int | None = None
+    """Train on a random subset of this many gene positions per batch (attention cost grows with
+    the square of the positions; the tiny CPU configs use 256 of the 2,000 HVGs)."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    seed: int = 0
+    num_workers: int = 0
+    val_fraction: float = 0.15
+    log_every: int = 10
+    eval_every: int = 200
+    eval_batches: int = 4
+    save_every: int = 200
+    bf16: str = "auto"
+    """"auto": bf16 autocast on GPUs that support it; "on"/"off" force it."""
+    init_from: str | None = None
+    """Fine-tuning: start from this checkpoint's weights (optimizer and data position start fresh)."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model {self.model!r} is not one of {', '.join(MODELS)}")
+        if self.max_steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
+            raise ValueError("max_steps, batch_size and grad_accum must be positive")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ValueError("bf16 must be auto, on or off")
+
+
+CONFIGS: dict[str, TrainConfig] = {
+    "mini": TrainConfig(model="mini", out="runs/mini"),
+    "mini-tiny": TrainConfig(model="mini-tiny", out="runs/mini-tiny", batch_size=32, lr=3e-3, warmup_steps=20,
+                             log_every=5, eval_every=50, save_every=50, eval_batches=4, context_genes=256, n_tokens=16),
+    "conditional": TrainConfig(model="conditional", out="runs/conditional"),
+    "conditional-tiny": TrainConfig(model="conditional-tiny", out="runs/conditional-tiny", batch_size=32, lr=3e-3,
+                                    warmup_steps=20, log_every=5, eval_every=50, save_every=50, eval_batches=4,
+                                    context_genes=256, n_tokens=16),
+    "mini-seed": TrainConfig(model="mini", out="runs/mini-seed", diffusion=seed_schedule()),
+    "pretrain": TrainConfig(model="conditional", out="runs/pretrain", epochs=50, max_steps=10**9),
+    "finetune": TrainConfig(model="conditional", out="runs/finetune", epochs=20, max_steps=10**9, lr=1e-4,
+                            init_from="runs/pretrain/checkpoint.pt"),
+}
+
+
+def lr_lambda(config: TrainConfig):
+    def f(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return f
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _loaders(config: TrainConfig, tokenizer):
+    from .data import LoaderConfig, StoreDataLoader, StoreDataset
+
+    common = dict(store=config.store, features="hvg", batch_size=config.batch_size, seed=config.seed,
+                  tokenizer=tokenizer, val_fraction=config.val_fraction, drop_last=True)
+    train = StoreDataLoader(StoreDataset(LoaderConfig(split="train", **common)), num_workers=config.num_workers)
+    val = StoreDataLoader(StoreDataset(LoaderConfig(split="val", shuffle=False, **{**common, "drop_last": False})))
+    return train, val
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Parse -> build -> train -> close; one instance per process (rank)."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False, echo=print):
+        self.config = config
+        self.echo = echo
+        self.rank, self.world, self.device = _setup_distributed()
+        torch.manual_seed(config.seed)
+        self.tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
+        self.train_loader, self.val_loader = _loaders(config, self.tokenizer)
+        n_genes = self.train_loader.dataset.n_features
+        self.model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens).to(self.device)
+        self.mask_id = config.n_tokens
+        if config.init_from:
+            self.model.load_state_dict(torch.load(config.init_from, map_location=self.device, weights_only=False)["model"])
+        self.ddp = self.model
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.step = 0
+        self.epoch = 0
+        self.bf16 = config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        os.makedirs(config.out, exist_ok=True)
+        self.checkpoint_path = os.path.join(config.out, "checkpoint.pt")
+        self.metrics_path = os.path.join(config.out, "metrics.jsonl")
+        if resume:
+            self._load()
+        self.train_loader.set_epoch(self.epoch) if not resume else None
+        if self.rank == 0:
+            self.echo(f"{config.model}: {count_parameters(self.model):,} parameters; {n_genes} genes x {config.n_tokens} tokens; "
+                      f"{len(self.train_loader.dataset.rows):,} training cells, {len(self.val_loader.dataset.rows):,} held out; "
+                      f"device {self.device}{' bf16' if self.bf16 else ''}; world {self.world}")
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if not os.path.exists(self.checkpoint_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.train_loader.load_state_dict(state["loader"][self.rank])
+        _set_rng_state(state["rng"])
+        self.echo(f"Resumed from {self.checkpoint_path} at step {self.step} (epoch {self.epoch})")
+
+    def save(self) -> None:
+        loader_states = [self.train_loader.state_dict()]
+        if self.world > 1:
+            gathered = [None] * self.world
+            torch.distributed.all_gather_object(gathered, loader_states[0])
+            loader_states = gathered
+        if self.rank == 0:
+            _save(self.checkpoint_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                         "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
+                                         "loader": loader_states, "rng": _rng_state(),
+                                         "config": dataclasses.asdict(self.config)})
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def _batches(self):
+        while True:
+            for tokens, _ in self.train_loader:
+                yield tokens
+            self.epoch += 1
+            if self.config.epochs is not None and self.epoch >= self.config.epochs:
+                return
+            self.train_loader.set_epoch(self.epoch)
+
+    def train_step(self, micro_batches: list[torch.Tensor]) -> float:
+        cfg = self.config
+        total = 0.0
+        for i, tokens in enumerate(micro_batches):
+            tokens = tokens.to(self.device, non_blocking=True)
+            gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + self.step * 131 + i + 7919 * self.rank)
+            gene_index = None
+            if cfg.context_genes and cfg.context_genes < tokens.shape[1]:
+                gene_index = torch.randperm(tokens.shape[1], generator=gen)[: cfg.context_genes].sort().values
+                tokens = tokens[:, gene_index.to(self.device)]
+                gene_index = gene_index.to(self.device)
+            t = sample_times(tokens.shape[0], cfg.diffusion, gen).to(self.device)
+            noisy, mask = corrupt(tokens.cpu(), t.cpu(), cfg.diffusion, self.mask_id, gen)
+            noisy, mask = noisy.to(self.device), mask.to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.ddp(noisy, t, gene_index=gene_index)
+            loss = diffusion_loss(logits, tokens, mask, t, cfg.diffusion) / len(micro_batches)
+            loss.backward()
+            total += float(loss.detach())
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total
+
+    def _log(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def evaluate(self) -> dict:
+        from .evaluate import evaluate, gene_majority
+
+        val = []
+        for tokens, _ in self.val_loader:
+            val.append(tokens)
+            if len(val) >= self.config.eval_batches:
+                break
+        if not hasattr(self, "_majority"):
+            seen = []
+            self.val_loader.dataset.resume_batches = 0
+            probe = self.train_loader.__class__(self.train_loader.dataset.__class__(
+                dataclasses.replace(self.train_loader.dataset.config, shuffle=False)))
+            for tokens, _ in probe:
+                seen.append(tokens)
+                if len(seen) >= 20:
+                    break
+            self._majority = gene_majority(seen, val[0].shape[1], self.config.n_tokens)
+        genes = val[0].shape[1]
+        gene_index = None
+        if self.config.context_genes and self.config.context_genes < genes:  # a fixed held-out subset of positions
+            gene_index = torch.randperm(genes, generator=torch.Generator().manual_seed(self.config.seed))[
+                : self.config.context_genes].sort().values
+            val = [v[:, gene_index] for v in val]
+        result = evaluate(self.model, val, self._majority if gene_index is None else self._majority[gene_index],
+                          self.config.diffusion, self.mask_id, self.tokenizer, seed=self.config.seed, device=self.device,
+                          gene_index=gene_index)
+        result["_step"] = self.step
+        return result
+
+    def fit(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        batches = self._batches()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", disable=self.rank != 0 or not sys.stderr.isatty())
+        last_eval = {}
+        t_start = time.perf_counter()
+        while self.step < cfg.max_steps:
+            wait0 = time.perf_counter()
+            micro = []
+            for _ in range(cfg.grad_accum):
+                try:
+                    micro.append(next(batches))
+                except StopIteration:
+                    break
+            if not micro:
+                break
+            wait = time.perf_counter() - wait0
+            t0 = time.perf_counter()
+            loss = self.train_step(micro)
+            compute = time.perf_counter() - t0
+            cells = sum(m.shape[0] for m in micro) * self.world
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == 1:
+                self._log({"step": self.step, "epoch": self.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                           "cells_per_s": cells / (wait + compute), "tokens_per_s": cells * micro[0].shape[1] / (wait + compute),
+                           "data_wait_fraction": wait / (wait + compute), "elapsed_s": time.perf_counter() - t_start})
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if self.step % cfg.eval_every == 0 and self.rank == 0:
+                last_eval = self.evaluate()
+                self._log({"step": self.step, "eval": True, **{k: v for k, v in last_eval.items() if k != "_step"}})
+            if self.step % cfg.save_every == 0:
+                self.save()
+        bar.close()
+        if self.rank == 0 and (not last_eval or last_eval.get("_step") != self.step):
+            last_eval = self.evaluate()
+            self._log({"step": self.step, "eval": True, **{k: v for k, v in last_eval.items() if k != "_step"}})
+        self.save()
+        if self.rank == 0:
+            plot_curves(self.metrics_path, os.path.join(cfg.out, "curves.png"))
+            self.echo(f"step {self.step}: masked-token accuracy {last_eval['masked_accuracy']:.3f} vs per-gene majority "
+                      f"{last_eval['baseline_accuracy']:.3f}; Pearson {last_eval['pearson']:.3f}; "
+                      f"MMD(PCA) samples {last_eval['mmd_pca_samples']:.4f} vs gene-shuffled {last_eval['mmd_pca_gene_shuffled']:.4f}")
+        return last_eval
+
+    def close(self) -> None:
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def plot_curves(metrics_path: str, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in open(metrics_path)]
+    train = [r for r in rows if not r.get("eval")]
+    evals = [r for r in rows if r.get("eval")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train])
+    axes[0].set(xlabel="step", ylabel="masked-token cross-entropy", title="Training loss")
+    if evals:
+        steps = [r["step"] for r in evals]
+        axes[1].plot(steps, [r["masked_accuracy"] for r in evals], "o-", label="model")
+        axes[1].plot(steps, [r["baseline_accuracy"] for r in evals], "s--", label="per-gene majority")
+        axes[1].set(xlabel="step", ylabel="accuracy at 50% masking", title="Held-out masked-token accuracy")
+        axes[1].legend()
+        last = evals[-1]["by_mask_ratio"]
+        ratios = sorted(last, key=float)
+        axes[2].plot([float(r) for r in ratios], [last[r]["accuracy"] for r in ratios], "o-", label="model")
+        axes[2].plot([float(r) for r in ratios], [last[r]["baseline_accuracy"] for r in ratios], "s--", label="majority")
+        axes[2].set(xlabel="mask ratio", ylabel="accuracy", title=f"By mask ratio (step {evals[-1]['step']})")
+        axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def _coerce(value: str, current):
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    if current is None:
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+    return value
+
+
+def build_config(args) -> TrainConfig:
+    config = CONFIGS[args.config]
+    overrides = {k: v for k, v in (("store", args.store), ("out", args.out), ("max_steps", args.max_steps),
+                                   ("batch_size", args.batch_size), ("lr", args.lr), ("num_workers", args.num_workers),
+                                   ("seed", args.seed), ("eval_every", args.eval_every), ("save_every", args.save_every))
+                 if v is not None}
+    for item in args.set or ():
+        key, value = item.split("=", 1)
+        if key.startswith("diffusion."):
+            sub = key.split(".", 1)[1]
+            overrides["diffusion"] = replace(overrides.get("diffusion", config.diffusion),
+                                             **{sub: _coerce(value, getattr(config.diffusion, sub))})
+        elif key in {f.name for f in dataclasses.fields(TrainConfig)}:
+            overrides[key] = _coerce(value, getattr(config, key))
+        else:
+            raise SystemExit(f"--set {key}: TrainConfig has no such field")
+    return replace(config, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scmodel.train", description="train a discrete diffusion model on a store")
+    p.add_argument("--config", choices=sorted(CONFIGS), default="mini")
+    p.add_argument("--store")
+    p.add_argument("--out")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any TrainConfig field (diffusion.X too)")
+    args = p.parse_args(argv)
+    config = build_config(args)
+    trainer = Trainer(config, resume=args.resume)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
