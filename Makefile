@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   synthetic offline bucket -> ingest -> store summary -> HVGs (-> training as it lands)
+#   make demo   synthetic offline bucket -> ingest -> store summary -> HVGs -> short training run + evaluation
 #   make test   the test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,6 +21,8 @@ demo: $(STAMP)
 		--cell-count 20000 --batch-size 4 --workers 2
 	$(BIN)/python -m scdata info --store $(DEMO)/store.zarr
 	$(BIN)/python -m scdata hvg --store $(DEMO)/store.zarr --n-hvgs 2000 --materialize --workers 2
+	$(BIN)/python -m scmodel.train --config mini-tiny --store $(DEMO)/store.zarr --out $(DEMO)/run \
+		--max-steps 300 --eval-every 150
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -31,6 +33,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_hvg.py
+	$(BIN)/python benchmarks/bench_loader.py
 
 clean-demo:
 	rm -rf $(DEMO)

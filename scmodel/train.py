@@ -61,6 +61,8 @@ class TrainConfig:
     save_every: int = 200
     bf16: str = "auto"
     """"auto": bf16 autocast on GPUs that support it; "on"/"off" force it."""
+    stop_at_step: int | None = None
+    """Stop (and checkpoint) at this step without changing the schedule, e.g. for time-limited jobs."""
     init_from: str | None = None
     """Fine-tuning: start from this checkpoint's weights (optimizer and data position start fresh)."""
 
@@ -172,6 +174,8 @@ class Trainer:
         self.metrics_path = os.path.join(config.out, "metrics.jsonl")
         if resume:
             self._load()
+        elif self.rank == 0 and os.path.exists(self.metrics_path):
+            os.remove(self.metrics_path)  # a fresh run starts a fresh log
         self.train_loader.set_epoch(self.epoch) if not resume else None
         if self.rank == 0:
             self.echo(f"{config.model}: {count_parameters(self.model):,} parameters; {n_genes} genes x {config.n_tokens} tokens; "
@@ -248,7 +252,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def evaluate(self) -> dict:
-        from .evaluate import evaluate, gene_majority
+        from .evaluate import evaluate, gene_marginals
 
         val = []
         for tokens, _ in self.val_loader:
@@ -264,14 +268,14 @@ class Trainer:
                 seen.append(tokens)
                 if len(seen) >= 20:
                     break
-            self._majority = gene_majority(seen, val[0].shape[1], self.config.n_tokens)
+            self._marginals = gene_marginals(seen, val[0].shape[1], self.config.n_tokens)
         genes = val[0].shape[1]
         gene_index = None
         if self.config.context_genes and self.config.context_genes < genes:  # a fixed held-out subset of positions
             gene_index = torch.randperm(genes, generator=torch.Generator().manual_seed(self.config.seed))[
                 : self.config.context_genes].sort().values
             val = [v[:, gene_index] for v in val]
-        result = evaluate(self.model, val, self._majority if gene_index is None else self._majority[gene_index],
+        result = evaluate(self.model, val, self._marginals if gene_index is None else self._marginals[gene_index],
                           self.config.diffusion, self.mask_id, self.tokenizer, seed=self.config.seed, device=self.device,
                           gene_index=gene_index)
         result["_step"] = self.step
@@ -285,7 +289,8 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", disable=self.rank != 0 or not sys.stderr.isatty())
         last_eval = {}
         t_start = time.perf_counter()
-        while self.step < cfg.max_steps:
+        stop = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
+        while self.step < stop:
             wait0 = time.perf_counter()
             micro = []
             for _ in range(cfg.grad_accum):
@@ -318,7 +323,8 @@ class Trainer:
         self.save()
         if self.rank == 0:
             plot_curves(self.metrics_path, os.path.join(cfg.out, "curves.png"))
-            self.echo(f"step {self.step}: masked-token accuracy {last_eval['masked_accuracy']:.3f} vs per-gene majority "
+            self.echo(f"step {self.step}: held-out masked-token loss {last_eval['eval_loss']:.3f} vs per-gene marginal "
+                      f"{last_eval['baseline_loss']:.3f}; accuracy {last_eval['masked_accuracy']:.3f} vs per-gene majority "
                       f"{last_eval['baseline_accuracy']:.3f}; Pearson {last_eval['pearson']:.3f}; "
                       f"MMD(PCA) samples {last_eval['mmd_pca_samples']:.4f} vs gene-shuffled {last_eval['mmd_pca_gene_shuffled']:.4f}")
         return last_eval
@@ -342,9 +348,9 @@ def plot_curves(metrics_path: str, out: str) -> None:
     axes[0].set(xlabel="step", ylabel="masked-token cross-entropy", title="Training loss")
     if evals:
         steps = [r["step"] for r in evals]
-        axes[1].plot(steps, [r["masked_accuracy"] for r in evals], "o-", label="model")
-        axes[1].plot(steps, [r["baseline_accuracy"] for r in evals], "s--", label="per-gene majority")
-        axes[1].set(xlabel="step", ylabel="accuracy at 50% masking", title="Held-out masked-token accuracy")
+        axes[1].plot(steps, [r["eval_loss"] for r in evals], "o-", label="model")
+        axes[1].plot(steps, [r["baseline_loss"] for r in evals], "s--", label="per-gene marginal")
+        axes[1].set(xlabel="step", ylabel="cross-entropy at 50% masking", title="Held-out masked-token loss")
         axes[1].legend()
         last = evals[-1]["by_mask_ratio"]
         ratios = sorted(last, key=float)

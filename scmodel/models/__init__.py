@@ -11,7 +11,7 @@ def mini(n_genes: int = 2000, n_tokens: int = 64):
 
 
 def mini_tiny(n_genes: int = 2000, n_tokens: int = 64):
-    return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_ratio=2.0))
+    return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=128, n_heads=4, n_kv_heads=4, n_layers=3, mlp_ratio=2.0))
 
 
 def conditional(n_genes: int = 2000, n_tokens: int = 64):
