@@ -30,10 +30,19 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(STAMP)
+PY312 ?= $(shell command -v python3.12 || echo $(HOME)/.pyenv/versions/3.12.1/bin/python)
+PEERS := benchmarks/.work/venv312
+
+$(PEERS)/bin/python:
+	$(PY312) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet annbatch psutil
+
+bench: $(STAMP) $(PEERS)/bin/python
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_hvg.py
 	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean-demo:
 	rm -rf $(DEMO)
