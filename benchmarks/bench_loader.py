@@ -53,6 +53,20 @@ def prepare(size: int) -> tuple[str, str, str]:
     return store, genes_file, h5ad
 
 
+def measured_row(label: str, workers: int, cmd: list[str]) -> dict:
+    """Run one loader process; its JSON line, cells/s and peak RSS (or the error it ended with)."""
+    m = run_measured(cmd)
+    row = {"loader": label, "workers": workers, "peak_rss_bytes": m.peak_rss_bytes}
+    if m.returncode:
+        row["error"] = m.output.strip().splitlines()[-1][:200] if m.output.strip() else f"exit {m.returncode}"
+    else:
+        res = json.loads(m.output.strip().splitlines()[-1])
+        row.update(res)
+        row["cells_per_s"] = res["cells"] / res["seconds"]
+    print(row, flush=True)
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=100_000)
@@ -72,30 +86,13 @@ def main() -> None:
                "--genes-file", genes_file, "--workers", str(workers), "--max-cells", str(max_cells), *extra]
         if name == "seed-h5py":
             cmd += ["--seed-dir", seed_dir]
-        m = run_measured(cmd)
-        row = {"loader": label, "workers": workers, "peak_rss_bytes": m.peak_rss_bytes}
-        if m.returncode:
-            row["error"] = m.output.strip().splitlines()[-1][:160] if m.output.strip() else f"exit {m.returncode}"
-        else:
-            res = json.loads(m.output.strip().splitlines()[-1])
-            row.update(res)
-            row["cells_per_s"] = res["cells"] / res["seconds"]
-        rows.append(row)
-        print(row, flush=True)
+        rows.append(measured_row(label, workers, cmd))
     if os.path.exists(PY312):
         collection = os.path.join(WORK, f"annbatch-{a.size}.zarr")
         for chunk, preload, label in ((32, 256, "annbatch (its collection; chunk 32 x preload 256)"),):
-            m = run_measured([PY312, os.path.join(HERE, "baselines", "annbatch_loader.py"), "--h5ad", h5ad,
-                              "--collection", collection, "--chunk-size", str(chunk), "--preload-nchunks", str(preload)])
-            row = {"loader": label, "workers": 0, "peak_rss_bytes": m.peak_rss_bytes}
-            if m.returncode:
-                row["error"] = m.output.strip().splitlines()[-1][:200] if m.output.strip() else f"exit {m.returncode}"
-            else:
-                res = json.loads(m.output.strip().splitlines()[-1])
-                row.update(res)
-                row["cells_per_s"] = res["cells"] / res["seconds"]
-            rows.append(row)
-            print(row, flush=True)
+            rows.append(measured_row(label, 0, [PY312, os.path.join(HERE, "baselines", "annbatch_loader.py"), "--h5ad",
+                                                h5ad, "--collection", collection, "--chunk-size", str(chunk),
+                                                "--preload-nchunks", str(preload)]))
 
     import scdata
 

@@ -46,5 +46,17 @@ def mutable_bucket(demo_bucket, tmp_path) -> str:
     return str(dest)
 
 
+def materialized_store(source: str, directory, n_hvgs: int) -> str:
+    """A store of every demo experiment with ``n_hvgs`` seurat_v3 HVGs materialized in obsm/X_hvg."""
+    from scdata.hvg import HVGConfig
+    from scdata.hvg_job import HVGJob, run_hvg_job
+
+    path = str(directory / "store.zarr")
+    scdata.ingest(ingest_config(source, path, cell_count=10**9), echo=lambda *_: None)
+    run_hvg_job(HVGJob(store=path, config=HVGConfig(n_top_genes=n_hvgs), materialize=True,
+                       cluster=scdata.ClusterConfig(workers=1, dashboard=False)), echo=lambda *_: None)
+    return path
+
+
 def h5ad_dir(release_root: str) -> str:
     return os.path.join(release_root, "h5ad", "GeneFull_Ex50pAS", "Homo_sapiens")

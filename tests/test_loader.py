@@ -6,21 +6,15 @@ import scanpy as sc
 import torch
 
 import scdata
-from scdata.hvg import HVGConfig
-from scdata.hvg_job import HVGJob, run_hvg_job
 from scmodel.data import LoaderConfig, StoreDataLoader, StoreDataset, create_hvg_dataloader
 from scmodel.tokenize import BinnedTokenizer, DirectTokenizer, LogScaleTokenizer
 
-from .conftest import ingest_config
+from .conftest import materialized_store
 
 
 @pytest.fixture(scope="module")
 def store(demo_bucket, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("loader") / "store.zarr")
-    scdata.ingest(ingest_config(demo_bucket, path, cell_count=10**9), echo=lambda *_: None)
-    run_hvg_job(HVGJob(store=path, config=HVGConfig(n_top_genes=200), materialize=True,
-                       cluster=scdata.ClusterConfig(workers=1, dashboard=False)), echo=lambda *_: None)
-    return path
+    return materialized_store(demo_bucket, tmp_path_factory.mktemp("loader"), n_hvgs=200)
 
 
 def _rows(loader):

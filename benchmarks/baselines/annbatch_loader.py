@@ -34,7 +34,10 @@ def main() -> None:
     from annbatch import DatasetCollection, Loader
 
     t = time.perf_counter()
-    if not os.path.exists(a.collection):
+    if not os.path.exists(a.collection) or DatasetCollection(a.collection).is_empty:
+        import shutil
+
+        shutil.rmtree(a.collection, ignore_errors=True)
         DatasetCollection(a.collection).add_adatas([a.h5ad], shuffle=True)
     build_s = time.perf_counter() - t
     collection = DatasetCollection(a.collection, mode="r")
