@@ -53,6 +53,11 @@ class BinnedTokenizer:
     """``fixed``: the top of the log1p range (log1p(1e4 * 0.3) ~ 8: a gene at 30% of a cell)."""
     input: str = "log1p"
 
+    @property
+    def elementwise(self) -> bool:
+        """Fixed bins map each value on its own; quantile bins need the whole cell."""
+        return self.edges == "fixed"
+
     def __post_init__(self) -> None:
         if self.edges not in ("fixed", "quantile"):
             raise ValueError(f"edges must be 'fixed' or 'quantile', got {self.edges!r}")
