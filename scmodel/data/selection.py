@@ -1,0 +1,44 @@
+"""Which committed cells a dataset serves: experiment and obs filters, train/validation splits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scdata.manifest import Manifest
+from scdata.store import categorical_columns, read_categories
+
+
+def split_experiments(manifest: Manifest, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Experiments (accessions) for training and validation: a seeded split by experiment, so no
+    experiment contributes cells to both sides."""
+    accessions = [e["accession"] for e in manifest.experiments]
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = np.random.default_rng([seed, 7]).permutation(len(accessions))
+    n_val = int(np.ceil(val_fraction * len(accessions))) if val_fraction > 0 else 0
+    if len(accessions) > 1:
+        n_val = min(n_val, len(accessions) - 1)
+    val = sorted(accessions[i] for i in order[:n_val])
+    return [a for a in accessions if a not in set(val)], val
+
+
+def selected_rows(root, manifest: Manifest, experiments=None, obs_filters: dict | None = None) -> np.ndarray:
+    """Sorted global rows of the committed cells that pass the filters."""
+    n = manifest.n_committed
+    keep = np.zeros(n, dtype=bool)
+    wanted = None if experiments is None else set(experiments)
+    known = {e["accession"] for e in manifest.experiments}
+    if wanted is not None and wanted - known:
+        raise ValueError(f"experiments not in the store: {sorted(wanted - known)[:5]}")
+    for e in manifest.experiments:
+        if wanted is None or e["accession"] in wanted:
+            keep[e["row_start"] : e["row_stop"]] = True
+    columns = categorical_columns(root)
+    for column, values in (obs_filters or {}).items():
+        if column not in columns:
+            raise ValueError(f"cannot filter on {column!r}: categorical obs columns are {columns}")
+        categories = read_categories(root, column, manifest.categories.get(column))
+        codes = {i for i, c in enumerate(categories) if c in set(values)}
+        column_codes = root[f"obs/{column}/codes"][:n]
+        keep &= np.isin(column_codes, list(codes))
+    return np.flatnonzero(keep)
