@@ -74,8 +74,8 @@ def main() -> None:
     store, genes_file, h5ad = prepare(a.size)
     seed_dir = os.path.join(WORK, f"seed-{a.size}", "processed")
     runs = [("ceiling (Blosc decode only)", "ceiling", 0, 10**9, [])]
-    runs += [(f"sczarr X_hvg", "sczarr", w, 10**9, []) for w in (0, 1, 2)]
-    runs += [(f"sczarr X full width, gene selection", "sczarr", w, 30_000, ["--variant", "genes"]) for w in (0, 2)]
+    runs += [("sczarr X_hvg", "sczarr", w, 10**9, []) for w in (0, 1, 2)]
+    runs += [("sczarr X full width, gene selection", "sczarr", w, 30_000, ["--variant", "genes"]) for w in (0, 2)]
     runs += [("scDataset (backed h5ad, block 64, fetch 64)", "scdataset", w, 50_000, []) for w in (0, 1, 2)]
     runs += [("AnnLoader (backed h5ad)", "anndata-loader", w, 20_000, []) for w in (0, 2)]
     if os.path.isdir(seed_dir):

@@ -17,7 +17,6 @@ import sys
 
 import h5py
 import numpy as np
-import pandas as pd
 import scanpy as sc
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
