@@ -231,14 +231,42 @@ class _BlockSource:
         self.n_committed = _committed(cfg.store)[1].n_committed
         self.cache: dict[int, tuple] = {}
         self.categorical = {c: read_categories(self.root, c) for c in categorical_columns(self.root) if c in cfg.metadata}
+        # Per-cell numbers are small (a few bytes a cell): read each column once per worker instead
+        # of once per block, which leaves one store request per block for the cell IDs.
+        obs = self.root["obs"]
+        n = self.n_committed
+        self.numeric = {"total_counts": obs["total_counts"][:n]}
+        for name in ("umi_count", "gene_count"):
+            if name in cfg.metadata:
+                self.numeric[name] = obs[name][:n]
+        for name, cats in self.categorical.items():
+            self.numeric[name] = np.asarray(cats + [""], dtype=object)[obs[f"{name}/codes"][:n]]
+        self.hvg_chunks = ChunkReader(self.matrix) if self.matrix is not None else None
+        self.id_chunks: dict[int, np.ndarray] = {}
+
+    def _cell_ids(self, lo: int, hi: int) -> np.ndarray:
+        """Cell IDs of rows [lo, hi): string chunks decode whole, so keep a few decoded ones."""
+        ids = self.root["obs/_index"]
+        step = ids.chunks[0]
+        parts = []
+        for k in range(lo // step, (hi - 1) // step + 1):
+            if k not in self.id_chunks:
+                if len(self.id_chunks) >= max(2, self.cfg.buffer_blocks):
+                    self.id_chunks.pop(next(iter(self.id_chunks)))
+                self.id_chunks[k] = np.asarray(ids[k * step : min((k + 1) * step, self.n_committed)], dtype=object)
+            a, b = max(lo, k * step) - k * step, min(hi, (k + 1) * step) - k * step
+            parts.append(self.id_chunks[k][a:b])
+        return np.concatenate(parts)
 
     def _block(self, b: int):
         if b not in self.cache:
             if len(self.cache) >= self.cfg.buffer_blocks:  # buffer moved on: drop the oldest block
                 self.cache.pop(next(iter(self.cache)))
             lo, hi = b * self.block_rows, min((b + 1) * self.block_rows, self.n_committed)
-            if self.matrix is not None:
-                data = self.matrix[lo:hi]
+            if self.matrix is not None:  # whole chunk rows, decoded directly (no generic read path)
+                chunk = self.hvg_chunks._chunk(b, 0)
+                data = (np.zeros((hi - lo, self.matrix.shape[1]), np.int16) if chunk is None
+                        else chunk[: hi - lo, : self.matrix.shape[1]])
             else:
                 genes, cells, values = self.reader.read_entries(lo, hi)
                 import scipy.sparse as sp
@@ -246,16 +274,9 @@ class _BlockSource:
                 data = sp.csr_matrix((values, (cells, genes)), shape=(hi - lo, self.root["X"].shape[1]))
                 if self.columns is not None:
                     data = data[:, self.columns]
-            obs = self.root["obs"]
-            meta = {"total_counts": obs["total_counts"][lo:hi]}
+            meta = {name: values[lo:hi] for name, values in self.numeric.items()}
             if "cell_id" in self.cfg.metadata:
-                meta["cell_id"] = np.asarray(obs["_index"][lo:hi], dtype=object)
-            for name in ("umi_count", "gene_count"):
-                if name in self.cfg.metadata:
-                    meta[name] = obs[name][lo:hi]
-            for name, cats in self.categorical.items():
-                lookup = np.asarray(cats + [""], dtype=object)
-                meta[name] = lookup[obs[f"{name}/codes"][lo:hi]]
+                meta["cell_id"] = self._cell_ids(lo, hi)
             if isinstance(data, np.ndarray):  # dense (X_hvg): transform the whole block once
                 data = transform_block(self.cfg, data, meta["total_counts"])
             self.cache[b] = (lo, data, meta)
