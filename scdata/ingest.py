@@ -132,7 +132,7 @@ def _plan_store(client, experiments: list[Experiment], config: IngestConfig, ech
     return manifest
 
 
-def _obs_frame(exp: Experiment, summary, source: SourceConfig) -> pd.DataFrame:
+def _obs_frame(exp: Experiment, summary) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "_index": [f"{exp.accession}:{b}" for b in summary.barcodes],
@@ -216,7 +216,7 @@ def _commit_round(config: IngestConfig, manifest: Manifest, root, plan, writes, 
     if written != expected:
         raise IngestError(f"round wrote {written} rows but the plan covers {expected}")
     if kept:
-        frame = pd.concat([_obs_frame(exp, s, config.source) for exp, _, s in kept], ignore_index=True)
+        frame = pd.concat([_obs_frame(exp, s) for exp, _, s in kept], ignore_index=True)
         manifest.categories = append_obs(root, plan.start, frame)
     entries = []
     for (exp, _, s), (lo, hi) in zip(kept, plan.experiment_rows):
