@@ -33,6 +33,8 @@ class StatsConfig:
     """A categorical obs column (e.g. ``srx_accession``): moments per category as well."""
     split_every: int = 8
     """Fan-in of the tree reduction."""
+    chunks_per_task: int = 8
+    """Chunk rows each task reads and merges locally before its partial travels."""
 
     def __post_init__(self) -> None:
         if self.target_sum <= 0:
@@ -77,6 +79,20 @@ def _entries_partial(genes: np.ndarray, counts: np.ndarray, totals_per_entry: np
         },
         "expressed": np.bincount(genes, minlength=n_genes).astype(np.int64),
     }
+
+
+def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, batch_key: str | None) -> dict:
+    """One task's partial over several chunk rows, merged where they are read: fewer, larger
+    tasks send fewer partials (megabytes each) between worker processes."""
+    return stats_combine(*(stats_chunk(store, lo, hi, target_sum, batch_key) for lo, hi in ranges))
+
+
+def clipped_task(store: str, ranges: list[tuple[int, int]], batch_key: str | None, clips: dict[int, np.ndarray]) -> dict:
+    return clipped_combine(*(clipped_chunk(store, lo, hi, batch_key, clips) for lo, hi in ranges))
+
+
+def _grouped(blocks: list[tuple[int, int]], per_task: int) -> list[list[tuple[int, int]]]:
+    return [blocks[i : i + per_task] for i in range(0, len(blocks), per_task)]
 
 
 def stats_chunk(store: str, start: int, stop: int, target_sum: float, batch_key: str | None) -> dict:
@@ -191,7 +207,8 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
         batches = read_categories(root, config.batch_key)
     if not blocks:
         raise ValueError(f"{store} has no committed cells")
-    leaves = [dask.delayed(stats_chunk)(store, lo, hi, config.target_sum, config.batch_key) for lo, hi in blocks]
+    leaves = [dask.delayed(stats_task)(store, group, config.target_sum, config.batch_key)
+              for group in _grouped(blocks, config.chunks_per_task)]
     total = _compute(client, tree_reduce(leaves, stats_combine, config.split_every))
     totals = np.concatenate([t for _, t in sorted(total["totals"], key=lambda p: p[0])])
     codes_present = sorted(total["batches"])
@@ -230,7 +247,7 @@ def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], 
     else:
         by_code = {0: clips[0]}
     shared = dask.delayed(by_code, traverse=False)
-    leaves = [dask.delayed(clipped_chunk)(store, lo, hi, batch_key, shared) for lo, hi in blocks]
+    leaves = [dask.delayed(clipped_task)(store, group, batch_key, shared) for group in _grouped(blocks, 8)]
     total = _compute(client, tree_reduce(leaves, clipped_combine, split_every))
     order = sorted(by_code)
     return [total[c] for c in order]
