@@ -16,7 +16,7 @@ import pandas as pd
 from .chunkio import ChunkReader, ChunkWriter
 from .dataset import _committed
 from .hvg import HVGConfig
-from .manifest import StaleError, read_manifest
+from .manifest import StaleError
 from .stats import GeneStats
 from .store import ARRAY_ATTRS, StoreLayout, open_root, read_strings
 
@@ -177,8 +177,3 @@ def previous_info(path: str) -> dict | None:
         return None
     with open(path) as f:
         return json.load(f)
-
-
-def current_version(store: str) -> int:
-    manifest = read_manifest(store)
-    return -1 if manifest is None else manifest.version

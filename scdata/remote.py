@@ -27,6 +27,10 @@ class SourceError(OSError):
     """An object in the source cannot be read (missing, truncated, unreachable)."""
 
 
+class MissingObjectError(SourceError):
+    """The object does not exist (a fault of the source, not a transient one)."""
+
+
 def storage_options(url: str) -> dict:
     """Default options per protocol: the scBaseCount bucket is public, so GCS is anonymous."""
     protocol = fsspec.utils.get_protocol(url)
@@ -82,7 +86,7 @@ def object_size(url: str) -> int:
     try:
         return int(with_retries(lambda: fs.info(path), f"stat {url}")["size"])
     except FileNotFoundError as exc:
-        raise SourceError(f"missing object: {url} does not exist") from exc
+        raise MissingObjectError(f"missing object: {url} does not exist") from exc
 
 
 def download(url: str, dest: str) -> int:

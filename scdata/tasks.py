@@ -18,7 +18,7 @@ from . import remote
 from .chunkio import ChunkWriter
 from .h5ad import ExperimentError, GeneTable, LoadedExperiment, read_experiment, read_gene_table
 from .plan import COMMITTED, Write
-from .remote import SourceError
+from .remote import MissingObjectError
 from .source import Experiment
 from .store import open_root
 
@@ -35,16 +35,12 @@ def _local_copy(exp: Experiment, keep_dir: str | None, scratch: str | None) -> t
     if remote.is_local(exp.url) and not keep_dir:
         path = remote.local_path(exp.url)
         if not os.path.exists(path):
-            raise SourceError(f"missing object: {exp.url} does not exist")
+            raise MissingObjectError(f"missing object: {exp.url} does not exist")
         return path, False
     directory = keep_dir or scratch_dir(scratch)
     dest = os.path.join(directory, f"{exp.accession}.h5ad")
     remote.download(exp.url, dest)
     return dest, keep_dir is None
-
-
-def _as_experiment_error(exp: Experiment, exc: SourceError) -> ExperimentError:
-    return ExperimentError(exp.accession, exp.url, str(exc))
 
 
 def gene_table_task(exp: Experiment) -> GeneTable:
@@ -57,7 +53,7 @@ def gene_table_task(exp: Experiment) -> GeneTable:
     fs, path = remote.url_to_fs(exp.url)
     try:
         handle = remote.with_retries(lambda: fs.open(path, "rb", block_size=2**20), f"open {exp.url}")
-    except (FileNotFoundError, SourceError) as exc:
+    except (FileNotFoundError, MissingObjectError) as exc:
         raise ExperimentError(exp.accession, exp.url, f"missing object: {exc}") from exc
     with handle:
         return read_gene_table(handle, exp.accession, exp.url)
@@ -69,10 +65,8 @@ def load_task(
     """Fetch (verified), read and convert one experiment onto the store's gene axis."""
     try:
         path, temporary = _local_copy(exp, keep_dir, scratch)
-    except SourceError as exc:
-        if "missing object" in str(exc):
-            raise _as_experiment_error(exp, exc) from exc
-        raise
+    except MissingObjectError as exc:  # a data fault; transient errors propagate and stop the run
+        raise ExperimentError(exp.accession, exp.url, str(exc)) from exc
     try:
         axis_index = {g: i for i, g in enumerate(gene_ids)}
         return read_experiment(path, exp.accession, exp.url, axis_index, len(gene_ids), exp.obs_count)
