@@ -38,15 +38,15 @@ class ChunkWriter:
         if not supported:
             raise ValueError(f"ChunkWriter supports int16 arrays with [transpose] + bytes + blosc codecs, not {meta.codecs}")
         blosc = compressors[0]
-        self._blosc = Blosc.from_config(
+        self.blosc = Blosc.from_config(
             {"cname": blosc.cname.name, "clevel": blosc.clevel, "shuffle": _SHUFFLE[blosc.shuffle.name],
              "blocksize": blosc.blocksize, "typesize": blosc.typesize}
         )
         self.array = array
         self.chunk_rows, self.chunk_genes = array.chunks
-        self._store = array.store
+        self.store = array.store
         self._prefix = f"{array.path}/" if array.path else ""
-        self._prototype = default_buffer_prototype()
+        self.prototype = default_buffer_prototype()
         self._buffer: np.ndarray | None = None
 
     def _gene_major(self, part: sp.csr_matrix) -> np.ndarray:
@@ -58,7 +58,7 @@ class ChunkWriter:
             self._buffer.fill(0)
         return part.tocsc().T.toarray(out=self._buffer)
 
-    def _key(self, i: int, j: int) -> str:
+    def key(self, i: int, j: int) -> str:
         return self._prefix + self.array.metadata.encode_chunk_key((i, j))
 
     def write_rows(self, start: int, block: np.ndarray | sp.csr_matrix) -> None:
@@ -88,16 +88,16 @@ class ChunkWriter:
                 slabs = ((j, dense[:, g0 : g0 + self.chunk_genes]) for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)))
                 shape = (self.chunk_rows, self.chunk_genes)
             for j, slab in slabs:
-                key = self._key(i, j)
+                key = self.key(i, j)
                 if not slab.any():  # Zarr stores no chunk that is all fill value
-                    sync(self._store.delete(key))
+                    sync(self.store.delete(key))
                     continue
                 if slab.shape != shape:  # edge chunk: zero padding, as Zarr pads it
                     padded = np.zeros(shape, dtype=np.int16)
                     padded[: slab.shape[0], : slab.shape[1]] = slab
                     slab = padded
-                payload = self._blosc.encode(np.ascontiguousarray(slab).view(np.uint8).reshape(-1))
-                sync(self._store.set(key, self._prototype.buffer.from_bytes(payload)))
+                payload = self.blosc.encode(np.ascontiguousarray(slab).view(np.uint8).reshape(-1))
+                sync(self.store.set(key, self.prototype.buffer.from_bytes(payload)))
 
 
 class ChunkReader:
@@ -116,10 +116,10 @@ class ChunkReader:
 
     def _chunk(self, i: int, j: int) -> np.ndarray | None:
         """Chunk (i, j) in storage order: (genes, rows) if transposed, else (rows, genes)."""
-        raw = sync(self.writer._store.get(self.writer._key(i, j), prototype=self.writer._prototype))
+        raw = sync(self.writer.store.get(self.writer.key(i, j), prototype=self.writer.prototype))
         if raw is None:
             return None
-        data = np.frombuffer(self.writer._blosc.decode(raw.to_bytes()), dtype="<i2")
+        data = np.frombuffer(self.writer.blosc.decode(raw.to_bytes()), dtype="<i2")
         shape = (self.chunk_genes, self.chunk_rows) if self.writer.transpose else (self.chunk_rows, self.chunk_genes)
         return data.reshape(shape)
 

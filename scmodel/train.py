@@ -168,6 +168,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.step = 0
         self.epoch = 0
+        self._marginals = None
         self.bf16 = config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         os.makedirs(config.out, exist_ok=True)
         self.checkpoint_path = os.path.join(config.out, "checkpoint.pt")
@@ -251,24 +252,28 @@ class Trainer:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def _training_marginals(self, n_genes: int, n_batches: int = 20):
+        from .data import StoreDataLoader, StoreDataset
+        from .evaluate import gene_marginals
+
+        probe = StoreDataLoader(StoreDataset(dataclasses.replace(self.train_loader.dataset.config, shuffle=False)))
+        seen = []
+        for tokens, _ in probe:
+            seen.append(tokens)
+            if len(seen) >= n_batches:
+                break
+        return gene_marginals(seen, n_genes, self.config.n_tokens)
+
     def evaluate(self) -> dict:
-        from .evaluate import evaluate, gene_marginals
+        from .evaluate import evaluate
 
         val = []
         for tokens, _ in self.val_loader:
             val.append(tokens)
             if len(val) >= self.config.eval_batches:
                 break
-        if not hasattr(self, "_majority"):
-            seen = []
-            self.val_loader.dataset.resume_batches = 0
-            probe = self.train_loader.__class__(self.train_loader.dataset.__class__(
-                dataclasses.replace(self.train_loader.dataset.config, shuffle=False)))
-            for tokens, _ in probe:
-                seen.append(tokens)
-                if len(seen) >= 20:
-                    break
-            self._marginals = gene_marginals(seen, val[0].shape[1], self.config.n_tokens)
+        if self._marginals is None:  # the baseline: per-gene token frequencies of training cells, once
+            self._marginals = self._training_marginals(val[0].shape[1])
         genes = val[0].shape[1]
         gene_index = None
         if self.config.context_genes and self.config.context_genes < genes:  # a fixed held-out subset of positions

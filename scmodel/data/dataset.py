@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch.utils.data import IterableDataset
 
@@ -269,8 +270,6 @@ class _BlockSource:
                         else chunk[: hi - lo, : self.matrix.shape[1]])
             else:
                 genes, cells, values = self.reader.read_entries(lo, hi)
-                import scipy.sparse as sp
-
                 data = sp.csr_matrix((values, (cells, genes)), shape=(hi - lo, self.root["X"].shape[1]))
                 if self.columns is not None:
                     data = data[:, self.columns]
