@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python -m scdata info --store $(DEMO)/store.zarr
 	$(BIN)/python -m scdata hvg --store $(DEMO)/store.zarr --n-hvgs 2000 --materialize --workers 2
 	$(BIN)/python -m scmodel.train --config mini-tiny --store $(DEMO)/store.zarr --out $(DEMO)/run \
-		--max-steps 300 --eval-every 150
+		--max-steps 400 --eval-every 200
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -30,7 +30,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-PY312 ?= $(shell command -v python3.12 || echo $(HOME)/.pyenv/versions/3.12.1/bin/python)
+# the first Python 3.12 that actually runs (a pyenv shim may exist without a 3.12 selected)
+PY312 ?= $(shell for p in $$(command -v python3.12) $(HOME)/.pyenv/versions/3.12*/bin/python; do "$$p" -c '' 2>/dev/null && echo "$$p" && break; done)
 PEERS := benchmarks/.work/venv312
 
 $(PEERS)/bin/python:

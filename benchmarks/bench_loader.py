@@ -22,6 +22,7 @@ from benchmarks.common import WORK, md_table, run_measured, write_results  # noq
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY312 = os.path.join(WORK, "venv312", "bin", "python")
+REPEAT = 3
 
 
 def prepare(size: int) -> tuple[str, str, str]:
@@ -80,13 +81,25 @@ def main() -> None:
     runs += [("AnnLoader (backed h5ad)", "anndata-loader", w, 20_000, []) for w in (0, 2)]
     if os.path.isdir(seed_dir):
         runs += [("seed HVGDataset (h5py, one cell at a time)", "seed-h5py", 0, 3_200, [])]
-    rows = []
-    for label, name, workers, max_cells, extra in runs:
+    def command(name, workers, max_cells, extra):
         cmd = [PY, os.path.join(HERE, "baselines", "loaders.py"), name, "--store", store, "--h5ad", h5ad,
                "--genes-file", genes_file, "--workers", str(workers), "--max-cells", str(max_cells), *extra]
-        if name == "seed-h5py":
-            cmd += ["--seed-dir", seed_dir]
-        rows.append(measured_row(label, workers, cmd))
+        return cmd + (["--seed-dir", seed_dir] if name == "seed-h5py" else [])
+
+    # The headline ratio (sczarr X_hvg in-process vs the ceiling) is noisy on a shared 2-core
+    # machine: both are run alternately REPEAT times and each row keeps its median run.
+    repeated = {0: [], 1: []}
+    for _ in range(REPEAT):
+        for k in repeated:
+            label, name, workers, max_cells, extra = runs[k]
+            repeated[k].append(measured_row(label, workers, command(name, workers, max_cells, extra)))
+    rows = []
+    for k, (label, name, workers, max_cells, extra) in enumerate(runs):
+        if k in repeated:
+            done = sorted(repeated[k], key=lambda r: r.get("cells_per_s", 0))
+            rows.append({**done[len(done) // 2], "note": f"median of {REPEAT} runs"})
+        else:
+            rows.append(measured_row(label, workers, command(name, workers, max_cells, extra)))
     if os.path.exists(PY312):
         collection = os.path.join(WORK, f"annbatch-{a.size}.zarr")
         for chunk, preload, label in ((32, 256, "annbatch (its collection; chunk 32 x preload 256)"),):
@@ -118,7 +131,7 @@ def main() -> None:
     table += md_table(["loader", "workers", "cells/s", "peak RSS (GiB)", "experiments per batch", "note"],
                       [[r["loader"], r["workers"], f"{r['cells_per_s']:,.0f}" if "cells_per_s" in r else "failed",
                         f"{r['peak_rss_bytes'] / gib:.2f}", f"{r['experiments_per_batch']:.1f}" if "experiments_per_batch" in r else "",
-                        r.get("error", "") or (f"collection built in {r['build_s']:.0f} s" if r.get("build_s") else "")]
+                        r.get("error", "") or r.get("note", "") or (f"collection built in {r['build_s']:.0f} s" if r.get("build_s") else "")]
                        for r in rows])
     table += f"\n\nA random permutation mixes {random_mix:.1f} experiments per batch of 64."
     if "vs_fastest_peer" in summary:

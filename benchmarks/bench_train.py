@@ -31,7 +31,7 @@ def main() -> None:
     from scmodel.models import count_parameters
     from scmodel.train import CONFIGS, Trainer
 
-    runs = [("mini-tiny", {"context_genes": 256, "batch_size": 32}, "256 of 2,000 HVGs"),
+    runs = [("mini-tiny", {"batch_size": 32}, "top 256 HVGs"),
             ("mini", {"context_genes": 256, "batch_size": 16}, "256 of 2,000 HVGs"),
             ("mini", {"context_genes": None, "batch_size": 4}, "all 2,000 HVGs")]
     rows = []

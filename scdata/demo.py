@@ -72,10 +72,14 @@ def _biology(config: DemoConfig) -> _Biology:
     base = rng.lognormal(mean=0.0, sigma=2.2, size=g)
     base[anchors[0]] *= 400.0  # a MALAT1-like gene that dominates some cells
     profiles = np.tile(base, (len(CELL_TYPES), 1))
+    # Markers and silenced genes come from the expressed genes, as in real data (CD3E, MS4A1, LYZ are
+    # well expressed where they are on): a marker drawn from the whole axis would stay near zero
+    # counts even at 60-fold, leaving cell types almost invisible per gene.
+    expressed = np.setdiff1d(np.argsort(base)[::-1][: min(g, 2000)], anchors[:1])
     for k in range(len(CELL_TYPES)):
-        markers = rng.choice(g, size=120, replace=False)
-        profiles[k, markers] *= rng.uniform(8, 60, size=120)
-        silenced = rng.choice(g, size=300, replace=False)
+        markers = rng.choice(expressed, size=min(150, len(expressed)), replace=False)
+        profiles[k, markers] *= rng.uniform(10, 80, size=len(markers))
+        silenced = rng.choice(expressed, size=min(300, len(expressed)), replace=False)
         profiles[k, silenced] *= 0.05
     profiles /= profiles.sum(axis=1, keepdims=True)
     tissue_effect = rng.lognormal(0.0, 0.35, size=(len(TISSUES), g))
@@ -98,7 +102,7 @@ def _barcodes(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.array(["AAAC" + "".join(row) + "GT-1" for row in letters[digits]])
 
 
-def _sample_counts(rng, profile: np.ndarray, depths: np.ndarray, theta: float = 2.0) -> sp.csr_matrix:
+def _sample_counts(rng, profile: np.ndarray, depths: np.ndarray, theta: float = 8.0) -> sp.csr_matrix:
     """NB counts for the most expressed genes, a Poisson/multinomial tail for the rest."""
     n, g = len(depths), len(profile)
     top = np.argsort(profile)[::-1][: min(N_TOP, g)]

@@ -155,18 +155,30 @@ def _dispersion_flavor(stats: GeneStats, config: HVGConfig) -> pd.DataFrame:
 # --- Seurat v3 -----------------------------------------------------------------------------------
 
 
+class SeuratV3FitError(ValueError):
+    """The Seurat v3 mean-variance loess cannot be fitted for some batch (too few or too similar genes)."""
+
+
 def seurat_v3_clips(stats: GeneStats, span: float, batched: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per batch: the regularised standard deviation and the clip value of each gene."""
     from skmisc.loess import loess
 
     batches = stats.batch_moments if batched else [stats.moments]
+    names = stats.batches if batched else ["all cells"]
     reg_stds, clips = [], []
-    for m in batches:
+    for name, m in zip(names, batches):
         mean, var = mean_of(m["counts"]), variance(m["counts"])
         not_const = var > 0
         estimated = np.zeros(len(mean), dtype=np.float64)
         model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
-        model.fit()
+        try:
+            model.fit()
+        except ValueError as exc:  # skmisc's loess: a numerically singular local fit
+            raise SeuratV3FitError(
+                f"seurat_v3: the loess fit of log variance on log mean failed for batch {name!r} "
+                f"({int(m['counts']['n'])} cells, {int(not_const.sum())} genes with variance > 0): {exc!s}. "
+                "scanpy's seurat_v3 fails on the same data; use larger batches (or none), a larger --span, "
+                "or another flavor") from exc
         estimated[not_const] = model.outputs.fitted_values
         reg_std = np.sqrt(10**estimated)
         reg_stds.append(reg_std)

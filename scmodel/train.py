@@ -48,6 +48,8 @@ class TrainConfig:
     n_tokens: int = 64
     tokenizer_max: float = 8.0
     """Top of the fixed log1p bins; bins are (tokenizer_max / (n_tokens - 1)) wide."""
+    n_hvgs: int | None = None
+    """Model only the top N HVGs by rank (all of the store's materialized HVGs when unset)."""
     context_genes: int | None = None
     """Train on a random subset of this many gene positions per batch (attention cost grows with
     the square of the positions; the tiny CPU configs use 256 of the 2,000 HVGs)."""
@@ -77,8 +79,10 @@ class TrainConfig:
 
 CONFIGS: dict[str, TrainConfig] = {
     "mini": TrainConfig(model="mini", out="runs/mini"),
+    # The CPU demo models the 256 most variable genes (every position in every batch, so each gene's
+    # embedding learns from every cell) with 8 coarse log1p bins.
     "mini-tiny": TrainConfig(model="mini-tiny", out="runs/mini-tiny", batch_size=32, lr=3e-3, warmup_steps=20,
-                             log_every=5, eval_every=50, save_every=50, eval_batches=4, context_genes=256, n_tokens=16),
+                             log_every=5, eval_every=50, save_every=50, eval_batches=16, n_hvgs=256, n_tokens=8),
     "conditional": TrainConfig(model="conditional", out="runs/conditional"),
     "conditional-tiny": TrainConfig(model="conditional-tiny", out="runs/conditional-tiny", batch_size=32, lr=3e-3,
                                     warmup_steps=20, log_every=5, eval_every=50, save_every=50, eval_batches=4,
@@ -113,10 +117,15 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
 
 
 def _loaders(config: TrainConfig, tokenizer):
+    from scdata.hvg_io import open_hvg_matrix
+
     from .data import LoaderConfig, StoreDataLoader, StoreDataset
 
-    common = dict(store=config.store, features="hvg", batch_size=config.batch_size, seed=config.seed,
-                  tokenizer=tokenizer, val_fraction=config.val_fraction, drop_last=True)
+    n_hvgs = config.n_hvgs
+    if n_hvgs is not None:  # "the top N": a store with fewer materialized HVGs gives all of them
+        n_hvgs = min(n_hvgs, len(open_hvg_matrix(config.store)[1]))
+    common = dict(store=config.store, features="hvg", n_hvgs=n_hvgs, batch_size=config.batch_size, seed=config.seed,
+                  tokenizer=tokenizer, val_fraction=config.val_fraction, drop_last=True, token_dtype="compact")
     train = StoreDataLoader(StoreDataset(LoaderConfig(split="train", **common)), num_workers=config.num_workers)
     val = StoreDataLoader(StoreDataset(LoaderConfig(split="val", shuffle=False, **{**common, "drop_last": False})))
     return train, val
@@ -224,7 +233,7 @@ class Trainer:
         cfg = self.config
         total = 0.0
         for i, tokens in enumerate(micro_batches):
-            tokens = tokens.to(self.device, non_blocking=True)
+            tokens = tokens.to(self.device, non_blocking=True).long()  # compact (uint8) on the wire
             gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + self.step * 131 + i + 7919 * self.rank)
             gene_index = None
             if cfg.context_genes and cfg.context_genes < tokens.shape[1]:
@@ -252,15 +261,18 @@ class Trainer:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def _training_marginals(self, n_genes: int, n_batches: int = 20):
+    def _training_marginals(self, n_genes: int, max_cells: int = 65_536):
+        """Per-gene token frequencies over a shuffled sample of up to ``max_cells`` training cells
+        (all of them on small stores): the per-gene majority/marginal baseline of the evaluation."""
         from .data import StoreDataLoader, StoreDataset
         from .evaluate import gene_marginals
 
-        probe = StoreDataLoader(StoreDataset(dataclasses.replace(self.train_loader.dataset.config, shuffle=False)))
-        seen = []
+        probe = StoreDataLoader(StoreDataset(dataclasses.replace(self.train_loader.dataset.config, drop_last=False)))
+        seen, n = [], 0
         for tokens, _ in probe:
-            seen.append(tokens)
-            if len(seen) >= n_batches:
+            seen.append(tokens.long())
+            n += len(tokens)
+            if n >= max_cells:
                 break
         return gene_marginals(seen, n_genes, self.config.n_tokens)
 
@@ -269,7 +281,7 @@ class Trainer:
 
         val = []
         for tokens, _ in self.val_loader:
-            val.append(tokens)
+            val.append(tokens.long())
             if len(val) >= self.config.eval_batches:
                 break
         if self._marginals is None:  # the baseline: per-gene token frequencies of training cells, once
@@ -369,6 +381,8 @@ def plot_curves(metrics_path: str, out: str) -> None:
 
 
 def _coerce(value: str, current):
+    if value.lower() == "none":  # optional fields (n_hvgs, context_genes, epochs...) can be unset
+        return None
     if isinstance(current, bool):
         return value.lower() in ("1", "true", "yes", "on")
     if isinstance(current, int) and not isinstance(current, bool):

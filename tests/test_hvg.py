@@ -6,7 +6,7 @@ import pytest
 import scanpy as sc
 
 import scdata
-from scdata.hvg import HVGConfig, run_hvg
+from scdata.hvg import HVGConfig, SeuratV3FitError, run_hvg
 from scdata.stats import StatsConfig, compute_gene_stats
 
 from .conftest import ingest_config
@@ -55,8 +55,14 @@ def _tied_at_cutoff(ref: pd.DataFrame, column: str, ascending: bool) -> set:
 @pytest.mark.parametrize("flavor", ["seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper"])
 @pytest.mark.parametrize("batch_key", [None, "srx_accession"])
 def test_same_genes_as_scanpy(store, adata, flavor, batch_key):
+    try:
+        ref = _reference(adata, flavor, batch_key)
+    except ValueError as exc:  # scanpy's loess is singular for a tiny batch: ours must fail there too, clearly
+        assert flavor.startswith("seurat_v3") and "reciprocal condition number" in str(exc)
+        with pytest.raises(SeuratV3FitError, match="failed for batch"):
+            run_hvg(store, HVGConfig(flavor=flavor, n_top_genes=N_TOP, batch_key=batch_key))
+        return
     ours, _ = run_hvg(store, HVGConfig(flavor=flavor, n_top_genes=N_TOP, batch_key=batch_key))
-    ref = _reference(adata, flavor, batch_key)
     ref.index = adata.var_names
     got, want = set(ours.index[ours["highly_variable"]]), set(ref.index[ref["highly_variable"]])
     if flavor.startswith("seurat_v3"):

@@ -53,30 +53,55 @@ def test_order_seeded_and_changes_by_epoch(store):
     assert experiments_per_batch > 2  # batches mix several chunks, not one run of cells
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_mid_epoch(store, workers):
-    def fresh():
-        loader = StoreDataLoader(StoreDataset(LoaderConfig(store=store, batch_size=40, seed=9)), num_workers=workers)
+@pytest.mark.parametrize("workers,buffer_blocks,stop_at", [(0, 8, 6), (2, 8, 6), (0, 2, 25), (2, 1, 31)])
+def test_resume_mid_epoch(store, workers, buffer_blocks, stop_at):
+    """The resumed loader yields exactly the remaining batches: same rows, tokens and cell IDs
+    (small buffers make the resume skip whole buffers without reading them)."""
+    def fresh(seed=9):
+        config = LoaderConfig(store=store, batch_size=40, seed=seed, buffer_blocks=buffer_blocks,
+                              tokenizer=BinnedTokenizer(16), token_dtype="compact")
+        loader = StoreDataLoader(StoreDataset(config), num_workers=workers)
         loader.set_epoch(1)
         return loader
 
-    full = _rows(fresh())
+    def key(batch):
+        x, meta = batch
+        return meta["row"].numpy(), x.numpy(), list(meta["cell_id"])
+
+    full = [key(b) for b in fresh()]
     first = fresh()
     seen = []
-    for k, (_, meta) in enumerate(first):
-        seen.append(meta["row"].numpy())
-        if k == 6:
+    for k, batch in enumerate(first):
+        seen.append(key(batch))
+        if k == stop_at:
             state = first.state_dict()
             break
     resumed = fresh()
     resumed.load_state_dict(state)
-    rest = _rows(resumed)
+    rest = [key(b) for b in resumed]
     assert len(seen) + len(rest) == len(full)
     for got, want in zip(seen + rest, full):
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[2] == want[2]
     bad = StoreDataLoader(StoreDataset(LoaderConfig(store=store, batch_size=40, seed=10)), num_workers=workers)
     with pytest.raises(ValueError, match="cannot resume exactly"):
         bad.load_state_dict(state)
+
+
+def test_batches_carry_store_cell_ids_and_compact_tokens(store):
+    """Metadata rows match the store's obs, token dtypes follow ``token_dtype``, and reading
+    ahead on threads changes nothing."""
+    ids = np.asarray(scdata.open_store(store)["cell"].values).astype(str)
+    batches = {}
+    for dtype, threads in (("int64", 0), ("compact", 2), ("int32", 1)):
+        config = LoaderConfig(store=store, batch_size=64, seed=3, buffer_blocks=2, tokenizer=BinnedTokenizer(16),
+                              token_dtype=dtype, read_threads=threads)
+        batches[dtype] = list(StoreDataLoader(StoreDataset(config)))
+    for (x64, m64), (x8, m8), (x32, _) in zip(batches["int64"], batches["compact"], batches["int32"]):
+        assert x64.dtype == torch.int64 and x8.dtype == torch.uint8 and x32.dtype == torch.int32
+        assert torch.equal(x64, x8.long()) and torch.equal(x64, x32.long())
+        assert list(m64["cell_id"]) == list(ids[m64["row"].numpy()]) == list(m8["cell_id"])
 
 
 def test_normalized_values_equal_scanpy(store):

@@ -20,7 +20,7 @@ def transform(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32)
     t = x.sum(axis=1, keepdims=True) / 1e4
     y = np.log1p(x / np.where(t == 0, 1, t))
-    return np.where(y > 0, np.searchsorted(EDGES, y, side="right") + 1, 0)
+    return np.where(y > 0, np.searchsorted(EDGES, y, side="right") + 1, 0).astype(np.uint8)
 
 
 def main() -> None:

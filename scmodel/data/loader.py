@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import torch
 from torch.utils.data import DataLoader
 
 from .dataset import StoreDataset
+
+
+def pin_memory(batch):
+    """Page-locked copies of a batch's tensors (what DataLoader's ``pin_memory`` does), when CUDA is there."""
+    if not torch.cuda.is_available():
+        return batch
+    x, meta = batch
+    return x.pin_memory(), {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
 
 
 class StoreDataLoader:
@@ -29,9 +38,12 @@ class StoreDataLoader:
         self.consumed = 0
 
     def __iter__(self):
-        extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers and self.prefetch_factor else {}
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            multiprocessing_context=self.multiprocessing_context if self.num_workers else None, **extra)
+        if self.num_workers:
+            extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor else {}
+            loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                multiprocessing_context=self.multiprocessing_context, **extra)
+        else:  # in-process: the dataset's batches are already tensors, DataLoader would only add overhead
+            loader = map(pin_memory, iter(self.dataset)) if self.pin_memory else iter(self.dataset)
         self.consumed = self.dataset.resume_batches
         for batch in loader:
             self.consumed += 1
