@@ -33,6 +33,7 @@ def _ingest(args) -> int:
         store=args.store,
         cell_count=args.cell_count,
         batch_size=args.batch_size,
+        round_cells=args.round_cells or None,
         seed=args.seed,
         filters=src.parse_filters(args.filter),
         cluster=ClusterConfig(scheduler=args.scheduler, workers=args.workers),
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--cell-count", type=int, default=100_000, help="cell budget; whole experiments are taken")
     ing.add_argument("--store", "--output-dir", dest="store", default="data/scRNA/store.zarr")
     ing.add_argument("--batch-size", type=int, default=10, help="experiments per round (one commit each)")
+    ing.add_argument("--round-cells", type=int, default=40_000,
+                     help="at most this many cells per round, bounding memory (0: no bound)")
     ing.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
     ing.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     ing.add_argument("--seed", type=int, default=42)

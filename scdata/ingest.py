@@ -51,6 +51,9 @@ class IngestConfig:
     cell_count: int = 100_000
     batch_size: int = 10
     """Experiments per round (one commit per round)."""
+    round_cells: int | None = 40_000
+    """At most this many cells per round (by metadata; a larger experiment is a round alone), so
+    the memory of the rounds in flight does not depend on which experiments come together."""
     seed: int = 42
     filters: dict[str, list[str]] = field(default_factory=dict)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -68,6 +71,8 @@ class IngestConfig:
             raise ValueError(f"cell_count must be positive, got {self.cell_count}")
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.round_cells is not None and self.round_cells <= 0:
+            raise ValueError(f"round_cells must be positive, got {self.round_cells}")
         if self.on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
 
@@ -267,7 +272,7 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
         )
         added, rejected = [], []
         bar = _progress(config.progress, sum(e.obs_count for e in todo), len(todo))
-        rounds = split_rounds(todo, config.batch_size)
+        rounds = split_rounds(todo, config.batch_size, [e.obs_count for e in todo], config.round_cells)
         try:
             # Later rounds load while round r writes (PREFETCH_ROUNDS ahead); commits stay in
             # order, and at most PREFETCH_ROUNDS + 1 rounds of experiments are held in memory.

@@ -121,8 +121,27 @@ def _extend_own(writes: list[Write], write: Write) -> None:
         writes.append(write)
 
 
-def split_rounds(items: list, batch_size: int) -> list[list]:
-    """Consecutive rounds of ``batch_size`` items (the last may be shorter)."""
+def split_rounds(items: list, batch_size: int, sizes: list[int] | None = None, max_cells: int | None = None) -> list[list]:
+    """Consecutive rounds of at most ``batch_size`` items and, when ``sizes`` (cells per item) are
+    given, at most ``max_cells`` cells; an item larger than ``max_cells`` is a round of its own.
+
+    Bounding the cells keeps the memory of the rounds in flight the same whatever the store size
+    and however the experiments' sizes fall."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if max_cells is not None and max_cells <= 0:
+        raise ValueError(f"max_cells must be positive, got {max_cells}")
+    rounds: list[list] = []
+    current: list = []
+    cells = 0
+    for i, item in enumerate(items):
+        size = sizes[i] if sizes is not None else 0
+        full = len(current) >= batch_size or (max_cells is not None and current and cells + size > max_cells)
+        if full:
+            rounds.append(current)
+            current, cells = [], 0
+        current.append(item)
+        cells += size
+    if current:
+        rounds.append(current)
+    return rounds

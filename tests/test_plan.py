@@ -64,3 +64,6 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="at least one row"):
         plan_round(0, [5, 0], 8)
     assert split_rounds(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    # a cell bound closes rounds early; an experiment larger than the bound is a round of its own
+    assert split_rounds(list("abcdef"), 10, [5, 5, 20, 3, 3, 3], max_cells=10) == [["a", "b"], ["c"], ["d", "e", "f"]]
+    assert split_rounds(list("abc"), 2, [1, 1, 1], max_cells=100) == [["a", "b"], ["c"]]
