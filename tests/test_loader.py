@@ -160,3 +160,16 @@ def test_tokenizers_round_trip():
     assert t.tolist() == [[0, 1, 2, 3, 4]]
     edges = quantile.cell_edges(values)
     assert torch.all(quantile.detokenize(t, edges)[0, 1:].diff() > 0)
+
+
+@pytest.mark.parametrize("n_tokens", [8, 16, 64, 200])
+def test_numpy_tokenizer_path_equals_torch(n_tokens):
+    """The loader's in-place numpy binning gives the torch tokenizer's tokens, on bin edges too."""
+    tokenizer = BinnedTokenizer(n_tokens=n_tokens)
+    width = np.float32(tokenizer.max_value / tokenizer.n_bins)
+    edges = (np.arange(1, n_tokens) * width).astype(np.float32)
+    values = np.concatenate([np.random.default_rng(n_tokens).uniform(1e-6, 9.5, 200_000).astype(np.float32), edges,
+                             np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(20))])
+    expected = tokenizer.tokenize(torch.from_numpy(values.copy())).numpy()
+    got = tokenizer.tokenize_positive(values.copy(), np.int64)
+    np.testing.assert_array_equal(got, expected)
