@@ -114,7 +114,7 @@ class ChunkReader:
         self.array = array
         self.chunk_rows, self.chunk_genes = array.chunks
 
-    def _chunk(self, i: int, j: int) -> np.ndarray | None:
+    def chunk(self, i: int, j: int) -> np.ndarray | None:
         """Chunk (i, j) in storage order: (genes, rows) if transposed, else (rows, genes)."""
         raw = sync(self.writer.store.get(self.writer.key(i, j), prototype=self.writer.prototype))
         if raw is None:
@@ -132,7 +132,7 @@ class ChunkReader:
         i = start // self.chunk_rows
         genes, cells, values = [], [], []
         for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)):
-            chunk = self._chunk(i, j)
+            chunk = self.chunk(i, j)
             if chunk is None:
                 continue
             width = min(self.chunk_genes, n_genes - g0)

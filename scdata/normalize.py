@@ -19,7 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def _scale(totals: np.ndarray, target_sum: float) -> np.ndarray:
+def depth_scale(totals: np.ndarray, target_sum: float) -> np.ndarray:
+    """Each cell's divisor ``total / target_sum`` (scanpy's), 1 for a cell with no counts."""
     scale = totals / target_sum
     return np.where(scale == 0, 1.0, scale)  # a cell with no counts stays all zero
 
@@ -33,14 +34,14 @@ def normalize_total(x, target_sum: float = 1e4):
 @normalize_total.register
 def _(x: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    return x / _scale(x.sum(axis=1, keepdims=True), target_sum)
+    return x / depth_scale(x.sum(axis=1, keepdims=True), target_sum)
 
 
 @normalize_total.register(sp.spmatrix)
 @normalize_total.register(sp.sparray)
 def _(x, target_sum: float = 1e4):
     csr = sp.csr_matrix(x, dtype=np.float64, copy=True)
-    scale = _scale(np.asarray(csr.sum(axis=1)).ravel(), target_sum)
+    scale = depth_scale(np.asarray(csr.sum(axis=1)).ravel(), target_sum)
     csr.data /= np.repeat(scale, np.diff(csr.indptr))
     return csr
 

@@ -158,7 +158,7 @@ def run_ceiling(a) -> dict:
     t = time.perf_counter()
     cells = 0
     for i in np.random.default_rng(0).permutation(n_chunks):
-        reader._chunk(int(i), 0)
+        reader.chunk(int(i), 0)
         cells += min(arr.chunks[0], arr.shape[0] - int(i) * arr.chunks[0])
         if cells >= a.max_cells:
             break

@@ -22,7 +22,8 @@ from torch.utils.data import IterableDataset
 from scdata.chunkio import ChunkReader
 from scdata.dataset import _committed
 from scdata.hvg_io import open_hvg_matrix
-from scdata.store import categorical_columns, read_categories, read_strings
+from scdata.normalize import depth_scale
+from scdata.store import categorical_columns, open_root, read_categories, read_strings
 
 from .partition import batches_consumed_per_worker, epoch_plan, segments, worker_range
 from .ranks import rank_and_world, worker_and_count
@@ -84,6 +85,11 @@ class LoaderConfig:
         if self.split not in (None, "train", "val"):
             raise ValueError(f"split must be None, 'train' or 'val', got {self.split!r}")
 
+    @property
+    def target(self) -> float | None:
+        """normalize_total's target of the chosen normalization (None: raw counts)."""
+        return {"none": None, "log1p": self.target_sum, "log_cpm": 1e6}[self.normalize]
+
 
 class StoreDataset(IterableDataset):
     """Batches of ``(expression, metadata)`` from the committed cells of a store."""
@@ -100,24 +106,28 @@ class StoreDataset(IterableDataset):
         if config.split is not None:
             train, val = split_experiments(manifest, config.val_fraction, config.seed)
             chosen = train if config.split == "train" else val
-            experiments = chosen if experiments is None else [e for e in experiments if e in set(chosen)]
+            chosen = set(chosen)
+            experiments = chosen if experiments is None else [e for e in experiments if e in chosen]
         self.rows = selected_rows(root, manifest, experiments, config.obs_filters)
-        self.feature_ids = self._feature_ids(root)
+        self.n_committed = manifest.n_committed
+        self.feature_ids, self.columns = self._features(root)
 
-    def _feature_ids(self, root) -> np.ndarray:
+    def _features(self, root) -> tuple[np.ndarray, np.ndarray | None]:
+        """The served genes' IDs and, for a gene list, their columns in X (so workers need not
+        read the gene axis again)."""
         gene_ids = read_strings(root["var/_index"])
         if self.config.features == "hvg":
             _, indices = open_hvg_matrix(self.config.store)
             if self.config.n_hvgs is not None and self.config.n_hvgs > len(indices):
                 raise ValueError(f"n_hvgs={self.config.n_hvgs} but {self.config.store} has {len(indices)} HVGs materialized")
-            return gene_ids[indices[: self.config.n_hvgs]]
+            return gene_ids[indices[: self.config.n_hvgs]], None
         if self.config.features == "all":
-            return gene_ids
+            return gene_ids, None
         index = {g: i for i, g in enumerate(gene_ids)}
         missing = [g for g in self.config.genes if g not in index]
         if missing:
             raise ValueError(f"genes not on the store's axis: {missing[:5]}")
-        return np.asarray(self.config.genes, dtype=object)
+        return np.asarray(self.config.genes, dtype=object), np.asarray([index[g] for g in self.config.genes])
 
     @property
     def n_features(self) -> int:
@@ -126,10 +136,6 @@ class StoreDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.resume_batches = 0
-
-    def cells_per_rank(self) -> int:
-        _, world = rank_and_world()
-        return len(self.rows) // world
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (across its DataLoader workers)."""
@@ -166,7 +172,7 @@ class StoreDataset(IterableDataset):
         needed = [(b - lo - 1) // cfg.batch_size >= skip for a, b in pieces]
         wanted = [np.unique(plan.order[a:b] // self.block_rows) if need else None
                   for (a, b), need in zip(pieces, needed)]
-        reader = _BlockSource(cfg, self.block_rows, self.feature_ids)
+        reader = _BlockSource(cfg, self.block_rows, self.n_committed, len(self.feature_ids), self.columns)
         try:
             pending: list[tuple[torch.Tensor, dict, np.ndarray]] = []
             pending_n = 0
@@ -232,27 +238,23 @@ def transform_block(config: LoaderConfig, counts: np.ndarray, totals: np.ndarray
         out = np.zeros(counts.shape, dtype=dtype)
     else:
         out.fill(0)
+    scale = None if config.target is None else depth_scale(totals.astype(np.float32), np.float32(config.target))
     if tokenizer is not None and not getattr(tokenizer, "elementwise", True):  # per-cell quantiles need rows
         x = torch.from_numpy(counts.astype(np.float32))
-        if config.normalize != "none":
-            target = config.target_sum if config.normalize == "log1p" else 1e6
-            scale = torch.from_numpy(totals.astype(np.float32)).unsqueeze(1) / target
-            x = torch.log1p(x / torch.where(scale == 0, torch.ones_like(scale), scale))
+        if scale is not None:
+            x = torch.log1p(x / torch.from_numpy(scale).unsqueeze(1))
         out[...] = tokenizer.tokenize(x).numpy()
         return torch.from_numpy(out)
     counts = np.ascontiguousarray(counts)
     flat = counts.reshape(-1)
     where = np.flatnonzero(flat != 0)  # via a boolean mask: ~4x faster than on int16 directly
     values = flat[where].astype(np.float32)
-    if config.normalize != "none":
-        target = config.target_sum if config.normalize == "log1p" else 1e6
-        scale = totals.astype(np.float32) / np.float32(target)
-        scale[scale == 0] = 1
+    if scale is not None:
         per_row = np.diff(np.searchsorted(where, np.arange(counts.shape[0] + 1) * counts.shape[1]))
         np.divide(values, np.repeat(scale, per_row), out=values)
         np.log1p(values, out=values)
     if tokenizer is not None:
-        if hasattr(tokenizer, "tokenize_positive") and tokenizer.elementwise and config.normalize != "none":
+        if hasattr(tokenizer, "tokenize_positive"):  # values here are positive: the in-place numpy binning
             values = tokenizer.tokenize_positive(values, dtype)
         else:
             values = tokenizer.tokenize(torch.from_numpy(values)).numpy().astype(dtype)
@@ -268,38 +270,28 @@ class _BlockSource:
     segment needs them: memory is about two buffers.
     """
 
-    def __init__(self, cfg: LoaderConfig, block_rows: int, feature_ids: np.ndarray):
-        from scdata.store import open_root
-
+    def __init__(self, cfg: LoaderConfig, block_rows: int, n_committed: int, n_columns: int,
+                 columns: np.ndarray | None):
         self.cfg = cfg
         self.block_rows = block_rows
+        self.n_committed = n_committed
+        self.n_columns = n_columns
+        self.columns = columns  # a gene list's columns in X; None: every gene (or the HVG matrix)
         self.root = open_root(cfg.store, mode="r")
-        if cfg.features == "hvg":
-            self.matrix, _ = open_hvg_matrix(cfg.store)
-            self.reader = None
-        else:
-            self.matrix = None
-            self.reader = ChunkReader(self.root["X"])
-            if cfg.features == "genes":
-                ids = read_strings(self.root["var/_index"])
-                index = {g: i for i, g in enumerate(ids)}
-                self.columns = np.asarray([index[g] for g in feature_ids])
-            else:
-                self.columns = None
-        self.n_committed = _committed(cfg.store)[1].n_committed
-        self.categorical = {c: read_categories(self.root, c) for c in categorical_columns(self.root) if c in cfg.metadata}
+        self.matrix = open_hvg_matrix(cfg.store)[0] if cfg.features == "hvg" else None
+        self.reader = ChunkReader(self.matrix if self.matrix is not None else self.root["X"])
         # Per-cell numbers are small (a few bytes a cell): read each column once per worker instead
         # of once per block, which leaves one store request per block for the cell IDs.
         obs = self.root["obs"]
-        n = self.n_committed
+        n = n_committed
         self.numeric = {"total_counts": obs["total_counts"][:n]}
         for name in ("umi_count", "gene_count"):
             if name in cfg.metadata:
                 self.numeric[name] = obs[name][:n]
-        for name, cats in self.categorical.items():
-            self.numeric[name] = np.asarray(cats + [""], dtype=object)[obs[f"{name}/codes"][:n]]
-        self.hvg_chunks = ChunkReader(self.matrix) if self.matrix is not None else None
-        self.n_columns = len(feature_ids)
+        for name in categorical_columns(self.root):
+            if name in cfg.metadata:
+                categories = read_categories(self.root, name)
+                self.numeric[name] = np.asarray(categories + [""], dtype=object)[obs[f"{name}/codes"][:n]]
         self.blocks: dict[int, dict] = {}  # first block of a scheduled segment -> its stack and read jobs
         self.id_chunks: dict[int, np.ndarray] = {}
         self.id_lock = threading.Lock()
@@ -333,7 +325,7 @@ class _BlockSource:
         lo, hi = b * self.block_rows, min((b + 1) * self.block_rows, self.n_committed)
         ids = self._cell_ids(lo, hi) if "cell_id" in self.cfg.metadata else None
         if self.matrix is not None:  # whole chunk rows, decoded directly (no generic read path)
-            chunk = self.hvg_chunks._chunk(b, 0)
+            chunk = self.reader.chunk(b, 0)
             data = (np.zeros((hi - lo, self.n_columns), np.int16) if chunk is None
                     else chunk[: hi - lo, : self.n_columns])
             totals = self.numeric["total_counts"][lo:hi]
@@ -355,7 +347,7 @@ class _BlockSource:
         for slot, b in enumerate(blocks):
             out = None if stack is None else stack[slot * self.block_rows : (slot + 1) * self.block_rows]
             jobs.append(self.pool.submit(self._load, int(b), out) if self.pool is not None else (int(b), out))
-        self.blocks[key] = entry = {"blocks": blocks, "stack": stack, "jobs": jobs}
+        self.blocks[key] = entry = {"stack": stack, "jobs": jobs}
         return entry
 
     def rows(self, rows: np.ndarray, blocks: np.ndarray, ahead: np.ndarray | None) -> tuple[torch.Tensor, dict]:

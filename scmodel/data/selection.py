@@ -19,7 +19,8 @@ def split_experiments(manifest: Manifest, val_fraction: float, seed: int) -> tup
     if len(accessions) > 1:
         n_val = min(n_val, len(accessions) - 1)
     val = sorted(accessions[i] for i in order[:n_val])
-    return [a for a in accessions if a not in set(val)], val
+    held_out = set(val)
+    return [a for a in accessions if a not in held_out], val
 
 
 def selected_rows(root, manifest: Manifest, experiments=None, obs_filters: dict | None = None) -> np.ndarray:
@@ -38,7 +39,8 @@ def selected_rows(root, manifest: Manifest, experiments=None, obs_filters: dict 
         if column not in columns:
             raise ValueError(f"cannot filter on {column!r}: categorical obs columns are {columns}")
         categories = read_categories(root, column, manifest.categories.get(column))
-        codes = {i for i, c in enumerate(categories) if c in set(values)}
+        wanted_values = set(values)
+        codes = [i for i, c in enumerate(categories) if c in wanted_values]
         column_codes = root[f"obs/{column}/codes"][:n]
-        keep &= np.isin(column_codes, list(codes))
+        keep &= np.isin(column_codes, codes)
     return np.flatnonzero(keep)
