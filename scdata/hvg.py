@@ -223,9 +223,7 @@ def _seurat_v3_flavor(stats: GeneStats, config: HVGConfig, clipped: list[tuple[n
 
 def _seed_dispersion(stats: GeneStats, config: HVGConfig) -> pd.DataFrame:
     mean, var = stats.mean("counts"), stats.var("counts")
-    pct = 100.0 * stats.n_cells_expressed / max(stats.n_cells, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dispersion = np.where(mean > 0, var / mean, 0.0)
+    pct, dispersion = stats.pct_cells(), stats.dispersion()
     candidate = pct >= config.min_cells_pct
     score = np.where(candidate, dispersion, -np.inf)
     order = np.argsort(-score, kind="stable")[: min(config.n_top_genes, int(candidate.sum()))]
@@ -237,11 +235,12 @@ def _seed_dispersion(stats: GeneStats, config: HVGConfig) -> pd.DataFrame:
                          "highly_variable_rank": rank, "highly_variable": hv}, index=pd.Index(stats.gene_ids))
 
 
-def select_hvgs(stats: GeneStats, config: HVGConfig, clipped=None) -> pd.DataFrame:
+def select_hvgs(stats: GeneStats, config: HVGConfig, clipped=None, reg_stds: list[np.ndarray] | None = None) -> pd.DataFrame:
     """The selection table (scanpy's columns) from statistics already computed.
 
     Seurat v3 flavors need ``clipped`` (per-batch clipped sums from ``compute_clipped_sums`` with
-    the clip values of ``seurat_v3_clips``); ``run_hvg`` does both passes.
+    the clip values of ``seurat_v3_clips``) and take that call's ``reg_stds`` to skip refitting
+    the loess; ``run_hvg`` does both passes.
     """
     if config.batch_key is not None and config.batch_key != stats.batch_key:
         raise ValueError(f"statistics were computed with batch_key={stats.batch_key!r}, the selection asks {config.batch_key!r}")
@@ -249,9 +248,10 @@ def select_hvgs(stats: GeneStats, config: HVGConfig, clipped=None) -> pd.DataFra
         return _seed_dispersion(stats, config)
     if config.flavor in ("seurat", "cell_ranger"):
         return _dispersion_flavor(stats, config)
-    reg_stds, _ = seurat_v3_clips(stats, config.span, config.batch_key is not None)
     if clipped is None:
         raise ValueError("seurat_v3 needs the clipped second pass (use run_hvg)")
+    if reg_stds is None:
+        reg_stds, _ = seurat_v3_clips(stats, config.span, config.batch_key is not None)
     return _seurat_v3_flavor(stats, config, clipped, reg_stds)
 
 
@@ -267,9 +267,9 @@ def run_hvg(store: str, config: HVGConfig, client=None, stats: GeneStats | None 
     batch_key = config.batch_key or stats_batch_key
     if stats is None or stats.batch_key != batch_key or stats.target_sum != config.target_sum:
         stats = compute_gene_stats(store, StatsConfig(target_sum=config.target_sum, batch_key=batch_key), client)
-    clipped = None
+    clipped = reg_stds = None
     if config.flavor in ("seurat_v3", "seurat_v3_paper"):
         batched = config.batch_key is not None
-        _, clips = seurat_v3_clips(stats, config.span, batched)
+        reg_stds, clips = seurat_v3_clips(stats, config.span, batched)
         clipped = compute_clipped_sums(store, stats, clips, client, batched=batched)
-    return select_hvgs(stats, config, clipped), stats
+    return select_hvgs(stats, config, clipped, reg_stds), stats

@@ -18,7 +18,7 @@ from .dataset import _committed
 from .hvg import HVGConfig
 from .manifest import StaleError
 from .stats import GeneStats
-from .store import ARRAY_ATTRS, StoreLayout, open_root, read_strings
+from .store import ARRAY_ATTRS, StoreLayout, open_root
 
 HVG_ATTR = "sczarr_hvg"
 X_HVG_LAYOUT = StoreLayout(cname="zstd", clevel=1, shuffle="bitshuffle", transpose=False)
@@ -124,15 +124,12 @@ def open_hvg_matrix(store: str):
     return arr, np.asarray(info["hvg_indices"])
 
 
-def hvg_info(store: str, df: pd.DataFrame, stats: GeneStats, config: HVGConfig, order: np.ndarray) -> dict:
-    """The seed's ``hvg_info.json`` fields, plus the flavor, its parameters and provenance."""
-    root = open_root(store, mode="r")
+def hvg_info(store: str, stats: GeneStats, config: HVGConfig, order: np.ndarray, symbols: np.ndarray) -> dict:
+    """The seed's ``hvg_info.json`` fields, plus the flavor, its parameters and provenance
+    (``symbols``: the store's gene symbols, in gene-axis order)."""
     gene_ids = stats.gene_ids
-    symbols = read_strings(root["var/gene_symbol"])
-    mean, var = stats.mean("counts"), stats.var("counts")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dispersion = np.where(mean > 0, var / mean, 0.0)
-    pct = 100.0 * stats.n_cells_expressed / max(stats.n_cells, 1)
+    mean = stats.mean("counts")
+    dispersion, pct = stats.dispersion(), stats.pct_cells()
     expressed = int(np.count_nonzero(pct >= config.min_cells_pct))
     d = dispersion[order]
     top = order[:10]

@@ -11,7 +11,7 @@ from . import remote
 from .cluster import ClusterConfig, dask_client
 from .hvg import HVGConfig, run_hvg
 from .hvg_io import (
-    hvg_info, load_hvg, materialize, previous_info, ranked_hvgs, write_json, write_var_columns,
+    hvg_info, load_hvg, materialize, open_hvg_matrix, previous_info, ranked_hvgs, write_json, write_var_columns,
 )
 from .manifest import StaleError
 from .plots import plot_hvg_analysis
@@ -50,8 +50,6 @@ def _up_to_date(job: HVGJob) -> bool:
     if stored["params"] != job.config.as_dict() or info.get("manifest_version") != stored["manifest_version"]:
         return False
     if job.materialize:
-        from .hvg_io import open_hvg_matrix
-
         try:
             open_hvg_matrix(job.store)
         except (FileNotFoundError, StaleError):
@@ -75,9 +73,9 @@ def run_hvg_job(job: HVGJob, echo=print) -> dict:
         if job.materialize:
             materialize(job.store, order, stats.manifest_version, client)
             echo(f"Materialized obsm/X_hvg ({stats.n_cells:,} x {len(order):,} int16)")
-    info = hvg_info(job.store, df, stats, config, order)
-    write_json(info_path, info)
     symbols = read_strings(open_root(job.store)["var/gene_symbol"])
+    info = hvg_info(job.store, stats, config, order, symbols)
+    write_json(info_path, info)
     score_name = {"seurat": "normalised dispersion", "cell_ranger": "normalised dispersion",
                   "dispersion": "dispersion (variance / mean)"}.get(config.flavor, "normalised variance")
     score_col = {"seurat": "dispersions_norm", "cell_ranger": "dispersions_norm", "dispersion": "dispersions"}.get(

@@ -28,10 +28,8 @@ def plot_hvg_analysis(path: str, stats: GeneStats, order: np.ndarray, symbols: n
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mean, var = stats.mean("counts"), stats.var("counts")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dispersion = np.where(mean > 0, var / mean, np.nan)
-    pct = 100.0 * stats.n_cells_expressed / max(stats.n_cells, 1)
+    mean = stats.mean("counts")
+    dispersion, pct = stats.dispersion(unexpressed=np.nan), stats.pct_cells()
     hv = np.zeros(len(mean), dtype=bool)
     hv[order] = True
     expressed = mean > 0

@@ -66,6 +66,16 @@ class GeneStats:
     def var(self, scale: str = "counts", ddof: int = 1) -> np.ndarray:
         return variance(self.moments[scale], ddof)
 
+    def dispersion(self, unexpressed: float = 0.0) -> np.ndarray:
+        """The seed's dispersion: variance / mean of raw counts (``unexpressed`` where the mean is 0)."""
+        mean, var = self.mean("counts"), self.var("counts")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(mean > 0, var / mean, unexpressed)
+
+    def pct_cells(self) -> np.ndarray:
+        """Per gene, the % of cells with a non-zero count."""
+        return 100.0 * self.n_cells_expressed / max(self.n_cells, 1)
+
 
 def _entries_partial(genes: np.ndarray, counts: np.ndarray, totals_per_entry: np.ndarray, n: int, n_genes: int,
                      target_sum: float) -> dict:
@@ -81,25 +91,34 @@ def _entries_partial(genes: np.ndarray, counts: np.ndarray, totals_per_entry: np
     }
 
 
+def _open_for_task(store: str, batch_key: str | None):
+    """What a task's chunk rows are read from, opened once per task: X's chunk reader and the
+    batch codes (None without a batch key)."""
+    root = open_root(store, mode="r")
+    return ChunkReader(root["X"]), (root[f"obs/{batch_key}/codes"] if batch_key else None)
+
+
 def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, batch_key: str | None) -> dict:
     """One task's partial over several chunk rows, merged where they are read: fewer, larger
     tasks send fewer partials (megabytes each) between worker processes."""
-    return stats_combine(*(stats_chunk(store, lo, hi, target_sum, batch_key) for lo, hi in ranges))
+    reader, codes = _open_for_task(store, batch_key)
+    return stats_combine(*(stats_chunk(reader, codes, lo, hi, target_sum) for lo, hi in ranges))
 
 
 def clipped_task(store: str, ranges: list[tuple[int, int]], batch_key: str | None, clips: dict[int, np.ndarray]) -> dict:
-    return clipped_combine(*(clipped_chunk(store, lo, hi, batch_key, clips) for lo, hi in ranges))
+    reader, codes = _open_for_task(store, batch_key)
+    return clipped_combine(*(clipped_chunk(reader, codes, lo, hi, clips) for lo, hi in ranges))
 
 
 def _grouped(blocks: list[tuple[int, int]], per_task: int) -> list[list[tuple[int, int]]]:
     return [blocks[i : i + per_task] for i in range(0, len(blocks), per_task)]
 
 
-def stats_chunk(store: str, start: int, stop: int, target_sum: float, batch_key: str | None) -> dict:
-    """Partial for rows ``[start, stop)``: one chunk row of X."""
-    root = open_root(store, mode="r")
-    genes, cells, values = ChunkReader(root["X"]).read_entries(start, stop)
-    n, n_genes = stop - start, root["X"].shape[1]
+def stats_chunk(reader: ChunkReader, batch_codes, start: int, stop: int, target_sum: float) -> dict:
+    """Partial for rows ``[start, stop)``: one chunk row of X (``batch_codes``: the batch key's
+    codes array, or None)."""
+    genes, cells, values = reader.read_entries(start, stop)
+    n, n_genes = stop - start, reader.array.shape[1]
     counts = values.astype(np.float64)
     totals = np.bincount(cells, weights=counts, minlength=n)
     per_entry = totals[cells]
@@ -109,8 +128,8 @@ def stats_chunk(store: str, start: int, stop: int, target_sum: float, batch_key:
         starts = np.flatnonzero(np.r_[True, genes[1:] != genes[:-1]])  # entries are sorted by gene
         max_count[genes[starts]] = np.maximum.reduceat(values, starts)
     partial.update({"max": max_count, "totals": [(start, totals)], "batches": {}})
-    if batch_key is not None:
-        codes = root[f"obs/{batch_key}/codes"][start:stop]
+    if batch_codes is not None:
+        codes = batch_codes[start:stop]
         present = np.unique(codes)
         if len(present) == 1:  # the usual block: inside one experiment, its batch partial is the block's
             partial["batches"][int(present[0])] = {"moments": partial["moments"], "expressed": partial["expressed"]}
@@ -143,12 +162,11 @@ def stats_combine(*partials: dict) -> dict:
     return out
 
 
-def clipped_chunk(store: str, start: int, stop: int, batch_key: str | None, clips: dict[int, np.ndarray]) -> dict:
+def clipped_chunk(reader: ChunkReader, batch_codes, start: int, stop: int, clips: dict[int, np.ndarray]) -> dict:
     """Seurat v3's second pass: per batch, sums and squared sums of counts clipped per gene."""
-    root = open_root(store, mode="r")
-    genes, cells, values = ChunkReader(root["X"]).read_entries(start, stop)
-    n_genes = root["X"].shape[1]
-    codes = root[f"obs/{batch_key}/codes"][start:stop] if batch_key else np.zeros(stop - start, dtype=np.int32)
+    genes, cells, values = reader.read_entries(start, stop)
+    n_genes = reader.array.shape[1]
+    codes = batch_codes[start:stop] if batch_codes is not None else np.zeros(stop - start, dtype=np.int32)
     entry_codes = codes[cells]
     out = {}
     for code in np.unique(codes):
@@ -229,7 +247,8 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
 
 
 def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], client=None,
-                         split_every: int = 8, batched: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+                         split_every: int = 8, batched: bool = True,
+                         chunks_per_task: int = StatsConfig.chunks_per_task) -> list[tuple[np.ndarray, np.ndarray]]:
     """Clipped sums per batch (``stats.batches`` order, one clip vector each), or overall."""
     import dask
 
@@ -247,7 +266,7 @@ def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], 
     else:
         by_code = {0: clips[0]}
     shared = dask.delayed(by_code, traverse=False)
-    leaves = [dask.delayed(clipped_task)(store, group, batch_key, shared) for group in _grouped(blocks, 8)]
+    leaves = [dask.delayed(clipped_task)(store, group, batch_key, shared) for group in _grouped(blocks, chunks_per_task)]
     total = _compute(client, tree_reduce(leaves, clipped_combine, split_every))
     order = sorted(by_code)
     return [total[c] for c in order]
