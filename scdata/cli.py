@@ -23,7 +23,6 @@ def _demo_bucket(args) -> int:
 
 
 def _ingest(args) -> int:
-    from .cluster import ClusterConfig
     from .ingest import IngestConfig, IngestError, ingest
     from .store import StoreLayout
 
@@ -36,7 +35,7 @@ def _ingest(args) -> int:
         round_cells=args.round_cells or None,
         seed=args.seed,
         filters=src.parse_filters(args.filter),
-        cluster=ClusterConfig(scheduler=args.scheduler, workers=args.workers),
+        cluster=_cluster(args),
         keep_raw=args.keep_raw,
         raw_dir=args.raw_dir,
         scratch_dir=args.scratch_dir,

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import remote
-from .chunkio import ChunkWriter
+from .chunkio import ChunkReader, ChunkWriter
 from .h5ad import ExperimentError, GeneTable, LoadedExperiment, read_experiment, read_gene_table
 from .plan import COMMITTED, Write
 from .remote import MissingObjectError
@@ -135,8 +135,8 @@ def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | No
     block = np.zeros((write.stop - write.start, x.shape[1]), dtype=np.int16)
     for piece, part in zip(write.pieces, parts):
         lo = piece.dest_start - write.start
-        if piece.owner == COMMITTED:
-            block[lo : lo + piece.n_rows] = x[piece.src_start : piece.src_stop, :]
+        if piece.owner == COMMITTED:  # the chunk's first rows: decoded directly, as the readers do
+            block[lo : lo + piece.n_rows] = ChunkReader(x).read_csc(piece.src_start, piece.src_stop).toarray()
         else:
             block[lo : lo + piece.n_rows] = part.toarray()  # seams are one chunk: dense is fine
     ChunkWriter(x).write_rows(write.start, block)
