@@ -178,6 +178,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self._marginals = None
+        self._held_out: list[torch.Tensor] | None = None
         self.bf16 = config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         os.makedirs(config.out, exist_ok=True)
         self.checkpoint_path = os.path.join(config.out, "checkpoint.pt")
@@ -279,11 +280,13 @@ class Trainer:
     def evaluate(self) -> dict:
         from .evaluate import evaluate
 
-        val = []
-        for tokens, _ in self.val_loader:
-            val.append(tokens.long())
-            if len(val) >= self.config.eval_batches:
-                break
+        if self._held_out is None:  # the same unshuffled held-out batches at every evaluation: read once
+            self._held_out = []
+            for tokens, _ in self.val_loader:
+                self._held_out.append(tokens.long())
+                if len(self._held_out) >= self.config.eval_batches:
+                    break
+        val = self._held_out
         if self._marginals is None:  # the baseline: per-gene token frequencies of training cells, once
             self._marginals = self._training_marginals(val[0].shape[1])
         genes = val[0].shape[1]
