@@ -15,22 +15,12 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks.common import WORK, md_table, run_measured, write_results  # noqa: E402
+from benchmarks.common import WORK, ensure_bucket, md_table, run_checked, run_measured, write_results  # noqa: E402
 
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCANPY_MAX_CELLS = 400_000
 """Above this scanpy's in-memory copy would not fit beside the OS on a 24 GiB machine (est. ~20 GB at 1M)."""
-
-
-def bucket(path: str, experiments: int, seed: int) -> str:
-    release = os.path.join(path, "scbasecount", "2025-02-25")
-    if not os.path.exists(os.path.join(release, "metadata")):
-        m = run_measured([PY, "-m", "scdata", "demo-bucket", path, "--experiments", str(experiments), "--min-cells", "2000",
-                          "--max-cells", "14000", "--release", "2025-02-25", "--seed", str(seed)])
-        if m.returncode:
-            raise SystemExit(m.output)
-    return release
 
 
 def store_of(source: str, size: int) -> str:
@@ -40,10 +30,8 @@ def store_of(source: str, size: int) -> str:
     manifest = scdata.read_manifest(store) if os.path.exists(store) else None
     if manifest is None or manifest.runs[-1].get("cell_count") != size:
         shutil.rmtree(store, ignore_errors=True)
-        m = run_measured([PY, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", str(size),
-                          "--workers", "2", "--no-progress"])
-        if m.returncode:
-            raise SystemExit(m.output)
+        run_checked([PY, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", str(size),
+                     "--workers", "2", "--no-progress"])
     return store
 
 
@@ -54,20 +42,18 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
     os.makedirs(WORK, exist_ok=True)
-    small = bucket(os.path.join(WORK, "bucket"), 50, 7)
+    small = ensure_bucket(os.path.join(WORK, "bucket"), 50)
     rows = []
     for size in a.sizes:
-        source = small if size <= 380_000 else bucket(os.path.join(WORK, "bucket-1m"), 125, 8)
+        source = small if size <= 380_000 else ensure_bucket(os.path.join(WORK, "bucket-1m"), 125, seed=8)
         store = store_of(source, size)
         import scdata
 
         cells = scdata.read_manifest(store).n_committed
         for flavor in a.flavors:
             out = os.path.join(WORK, f"hvg-out-{size}-{flavor}")
-            m = run_measured([PY, "-m", "scdata", "hvg", "--store", store, "--flavor", flavor, "--n-hvgs", "2000",
-                              "--output-dir", out, "--force", "--workers", "2"])
-            if m.returncode:
-                raise SystemExit(m.output)
+            m = run_checked([PY, "-m", "scdata", "hvg", "--store", store, "--flavor", flavor, "--n-hvgs", "2000",
+                             "--output-dir", out, "--force", "--workers", "2"])
             rows.append({"tool": "sczarr", "flavor": flavor, "cells": cells, "seconds": m.seconds, "peak_rss_bytes": m.peak_rss_bytes})
             print(rows[-1], flush=True)
         if cells <= SCANPY_MAX_CELLS:

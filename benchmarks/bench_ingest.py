@@ -21,29 +21,16 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks.common import WORK, du, md_table, run_measured, write_results  # noqa: E402
+from benchmarks.common import WORK, du, ensure_bucket, md_table, run_checked, write_results  # noqa: E402
 
 PY = sys.executable
-
-
-def ensure_bucket(path: str, n_experiments: int) -> str:
-    release = os.path.join(path, "scbasecount", "2025-02-25")
-    if not os.path.exists(os.path.join(release, "metadata")):
-        subprocess_args = [PY, "-m", "scdata", "demo-bucket", path, "--experiments", str(n_experiments), "--min-cells", "2000",
-                           "--max-cells", "14000", "--release", "2025-02-25", "--seed", "7"]
-        m = run_measured(subprocess_args)
-        if m.returncode:
-            raise SystemExit(m.output)
-    return release
 
 
 def bench_sczarr(source: str, size: int, workers: int) -> dict:
     store = os.path.join(WORK, f"sczarr-{size}.zarr")
     shutil.rmtree(store, ignore_errors=True)
-    m = run_measured([PY, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", str(size),
-                      "--workers", str(workers), "--no-progress"])
-    if m.returncode:
-        raise SystemExit(m.output)
+    m = run_checked([PY, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", str(size),
+                     "--workers", str(workers), "--no-progress"])
     import scdata
 
     cells = scdata.read_manifest(store).n_committed
@@ -55,9 +42,7 @@ def bench_seed(source: str, size: int) -> dict:
     out = os.path.join(WORK, f"seed-{size}")
     shutil.rmtree(out, ignore_errors=True)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baselines", "seed_download.py")
-    m = run_measured([PY, script, "--source", source, "--output-dir", out, "--cell-count", str(size)])
-    if m.returncode:
-        raise SystemExit(m.output)
+    m = run_checked([PY, script, "--source", source, "--output-dir", out, "--cell-count", str(size)])
     with open(os.path.join(out, "config.json")) as f:
         cells = json.load(f)["total_cells_downloaded"]
     nbytes = du(os.path.join(out, "processed"))

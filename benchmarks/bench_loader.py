@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks.common import WORK, md_table, run_measured, write_results  # noqa: E402
+from benchmarks.common import WORK, ensure_bucket, md_table, run_checked, run_measured, write_results  # noqa: E402
 
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,16 +29,14 @@ def prepare(size: int) -> tuple[str, str, str]:
     import scdata
 
     store = os.path.join(WORK, f"loader-{size}.zarr")
-    source = os.path.join(WORK, "bucket", "scbasecount", "2025-02-25")
+    source = ensure_bucket(os.path.join(WORK, "bucket"), 50)  # bench_ingest's bucket
     if scdata.read_manifest(store) is None if os.path.exists(store) else True:
         shutil.rmtree(store, ignore_errors=True)
         for cmd in ([PY, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", str(size),
                      "--workers", "2", "--no-progress"],
                     [PY, "-m", "scdata", "hvg", "--store", store, "--n-hvgs", "2000", "--materialize", "--workers", "2",
                      "--output-dir", os.path.join(WORK, "loader-hvg")]):
-            m = run_measured(cmd)
-            if m.returncode:
-                raise SystemExit(m.output)
+            run_checked(cmd)
     from scdata.hvg_io import open_hvg_matrix
     from scdata.store import open_root, read_strings
 

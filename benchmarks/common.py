@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -55,6 +56,24 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05
     stop.set()
     thread.join()
     return Measured(time.perf_counter() - start, peak, proc.returncode, output)
+
+
+def run_checked(cmd: list[str], env: dict | None = None) -> Measured:
+    """``run_measured`` for a step that must succeed (set-up, or the tool being measured)."""
+    m = run_measured(cmd, env)
+    if m.returncode:
+        raise SystemExit(m.output)
+    return m
+
+
+def ensure_bucket(path: str, n_experiments: int, seed: int = 7) -> str:
+    """The synthetic 2025-02-25 bucket the benchmarks share (experiments of 2,000-14,000 cells),
+    written once; returns its release root."""
+    release = os.path.join(path, "scbasecount", "2025-02-25")
+    if not os.path.exists(os.path.join(release, "metadata")):
+        run_checked([sys.executable, "-m", "scdata", "demo-bucket", path, "--experiments", str(n_experiments),
+                     "--min-cells", "2000", "--max-cells", "14000", "--release", "2025-02-25", "--seed", str(seed)])
+    return release
 
 
 def du(path: str) -> int:
