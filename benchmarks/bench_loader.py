@@ -3,7 +3,7 @@ same cells for every loader, side by side: sczarr (X_hvg and full-width X), the 
 h5py dataset, AnnLoader, scDataset, annbatch (on a collection it builds with its own tools), and
 the ceiling (raw Blosc decompression of the same chunks). cells/s and peak RSS with 0/1/2 workers.
 
-    python benchmarks/bench_loader.py            (~10 min on 2 cores; needs bench_ingest's bucket)
+    python benchmarks/bench_loader.py            (~10 min on 2 cores; writes bench_ingest's bucket if missing)
 """
 
 from __future__ import annotations
