@@ -70,7 +70,7 @@ def _info(args) -> int:
 def _cluster(args):
     from .cluster import ClusterConfig
 
-    return ClusterConfig(scheduler=args.scheduler, workers=args.workers)
+    return ClusterConfig(scheduler=args.scheduler, workers=args.workers, processes=getattr(args, "processes", True))
 
 
 def _hvg(args) -> int:
@@ -144,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     hvg.add_argument("--output-dir", default=None, help="hvg_info.json and hvg_analysis.png (default: beside the store)")
     hvg.add_argument("--force", action="store_true", help="recompute even when the results are up to date")
     hvg.add_argument("--materialize", action="store_true", help="write obsm/X_hvg (cells x HVGs) for fast training reads")
-    hvg.add_argument("--workers", type=int, default=None)
-    hvg.add_argument("--scheduler", default=None)
+    hvg.add_argument("--workers", type=int, default=None, help="LocalCluster threads (default: cores)")
+    hvg.add_argument("--processes", action="store_true",
+                     help="run the LocalCluster as worker processes (default: threads of one process, faster here)")
+    hvg.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     hvg.set_defaults(func=_hvg)
 
     info = sub.add_parser("info", help="summary of a store (the seed's config.json fields)")

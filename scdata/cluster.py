@@ -1,4 +1,9 @@
-"""The Dask cluster an ingest runs on: an embedded LocalCluster or an existing scheduler."""
+"""The Dask cluster a job runs on: an embedded LocalCluster or an existing scheduler.
+
+Ingest wants worker processes (h5py holds a global lock while it decodes a file); the statistics
+passes are numpy and Blosc work that releases the GIL, so they run fastest as threads of one
+process, where no partial is pickled between processes and the interpreter is loaded once.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    """``scheduler`` wins when set; otherwise a LocalCluster of ``workers`` processes."""
+    """``scheduler`` wins when set; otherwise a LocalCluster of ``workers`` processes, or of one
+    in-process worker with ``workers`` threads when ``processes`` is False."""
 
     scheduler: str | None = None
     workers: int | None = None
     threads_per_worker: int = 1
+    processes: bool = True
     memory_limit: str = "auto"
     dashboard: bool = True
 
@@ -43,16 +50,17 @@ def dask_client(config: ClusterConfig, echo=print) -> Iterator["distributed.Clie
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
         logging.getLogger(name).setLevel(logging.ERROR)  # the embedded cluster's chatter is not the user's business
     cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=config.threads_per_worker,
-        processes=True,
+        n_workers=workers if config.processes else 1,
+        threads_per_worker=config.threads_per_worker if config.processes else workers * config.threads_per_worker,
+        processes=config.processes,
         memory_limit=config.memory_limit,
         dashboard_address=":0" if config.dashboard else None,
         silence_logs=logging.CRITICAL,  # failures are reported by the ingest, naming the experiment
     )
     client = Client(cluster)
     link = cluster.dashboard_link if config.dashboard else "disabled"
-    echo(f"Dask: LocalCluster with {workers} workers, dashboard {link}")
+    shape = f"{workers} workers" if config.processes else f"one in-process worker, {workers} threads"
+    echo(f"Dask: LocalCluster with {shape}, dashboard {link}")
     try:
         yield client
     finally:

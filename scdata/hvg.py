@@ -131,6 +131,7 @@ def _dispersion_flavor(stats: GeneStats, config: HVGConfig) -> pd.DataFrame:
     if config.batch_key is None:
         df = _single_batch(stats.mean(scale), stats.var(scale), stats.n_cells_expressed, genes, config, False)
         return df[["means", "dispersions", "dispersions_norm", "highly_variable"]]
+    stats.require_batch_scale(scale)
     frames = [
         _single_batch(mean_of(m[scale]), variance(m[scale]), e, genes, config, True)
         for m, e in zip(stats.batch_moments, stats.batch_expressed)
@@ -163,6 +164,8 @@ def seurat_v3_clips(stats: GeneStats, span: float, batched: bool) -> tuple[list[
     """Per batch: the regularised standard deviation and the clip value of each gene."""
     from skmisc.loess import loess
 
+    if batched:
+        stats.require_batch_scale("counts")
     batches = stats.batch_moments if batched else [stats.moments]
     names = stats.batches if batched else ["all cells"]
     reg_stds, clips = [], []
@@ -255,18 +258,39 @@ def select_hvgs(stats: GeneStats, config: HVGConfig, clipped=None, reg_stds: lis
     return _seurat_v3_flavor(stats, config, clipped, reg_stds)
 
 
+FLAVOR_SCALE = {"dispersion": "counts", "seurat": "normalized", "cell_ranger": "log1p", "seurat_v3": "counts",
+                "seurat_v3_paper": "counts"}
+"""The scale whose moments a flavor's (per-batch) selection reads."""
+PANEL_SCALE = "log1p"
+"""The scale of the batch-effect panel of ``hvg_analysis.png``."""
+
+
+def batch_scales_for(config: HVGConfig, panel: bool) -> tuple[str, ...]:
+    """Per-batch scales a selection (and optionally the batch-effect panel) needs."""
+    needed = set()
+    if config.batch_key is not None and config.flavor != "dispersion":
+        needed.add(FLAVOR_SCALE[config.flavor])
+    if panel:
+        needed.add(PANEL_SCALE)
+    return tuple(s for s in ("counts", "normalized", "log1p") if s in needed) or ("counts",)
+
+
 def run_hvg(store: str, config: HVGConfig, client=None, stats: GeneStats | None = None,
             stats_batch_key: str | None = None) -> tuple[pd.DataFrame, GeneStats]:
     """Statistics (one pass, two for Seurat v3) and the selection for a store.
 
     ``stats_batch_key`` asks for per-batch moments even when the selection ignores batches (the
-    batch-effect panel of ``hvg_analysis.png`` uses them).
+    batch-effect panel of ``hvg_analysis.png`` uses them, on the log1p scale only).
     """
     from .stats import StatsConfig, compute_clipped_sums, compute_gene_stats
 
     batch_key = config.batch_key or stats_batch_key
-    if stats is None or stats.batch_key != batch_key or stats.target_sum != config.target_sum:
-        stats = compute_gene_stats(store, StatsConfig(target_sum=config.target_sum, batch_key=batch_key), client)
+    scales = batch_scales_for(config, panel=stats_batch_key is not None)
+    have = set(stats.batch_moments[0]) if stats is not None and stats.batch_moments else set()
+    if (stats is None or stats.batch_key != batch_key or stats.target_sum != config.target_sum
+            or (batch_key is not None and not set(scales) <= have)):
+        stats = compute_gene_stats(
+            store, StatsConfig(target_sum=config.target_sum, batch_key=batch_key, batch_scales=scales), client)
     clipped = reg_stds = None
     if config.flavor in ("seurat_v3", "seurat_v3_paper"):
         batched = config.batch_key is not None

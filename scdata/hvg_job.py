@@ -28,7 +28,8 @@ class HVGJob:
     """Where hvg_info.json and hvg_analysis.png go (default: beside the store, as in the seed)."""
     force: bool = False
     materialize: bool = False
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    cluster: ClusterConfig = field(default_factory=lambda: ClusterConfig(processes=False))
+    """Threads of one process by default: the passes release the GIL and their partials stay put."""
 
     @property
     def out(self) -> str:

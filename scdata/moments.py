@@ -1,13 +1,13 @@
 """Per-gene moments of sparse blocks and their exact parallel merge (pure numpy).
 
-A block's partial is ``{"n": cells, "sum": (G,), "mean": (G,), "m2": (G,)}`` in float64, where
-``m2`` is the sum of squared deviations from the block mean. The plain ``sum`` is kept beside the
-running mean because for counts it is exact, and ``sum / n`` is then bit-identical to what an
-in-memory tool computes (loess fits downstream amplify 1e-16 differences between tied genes). Partials merge with the pairwise update of
-Chan, Golub & LeVeque (1979), as generalised by Pébay (2008):
+A block's partial is ``{"n": cells, "sum": (G,), "m2": (G,)}`` in float64, where ``m2`` is the
+sum of squared deviations from the block mean. The mean is ``sum / n``: for counts the sum is
+exact, so the mean is bit-identical to what an in-memory tool computes (loess fits downstream
+amplify 1e-16 differences between tied genes), and no running mean travels beside it. Partials
+merge with the pairwise update of Chan, Golub & LeVeque (1979), as generalised by Pébay (2008):
 
-    n = na + nb,  delta = mean_b - mean_a,
-    mean = mean_a + delta * nb / n,
+    n = na + nb,  delta = sum_b / nb - sum_a / na,
+    sum = sum_a + sum_b,
     m2 = m2_a + m2_b + delta**2 * na * nb / n
 
 which is exact in exact arithmetic and stable in floating point, so any split of the cells and
@@ -19,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-Moments = dict  # {"n": int, "sum": ndarray, "mean": ndarray, "m2": ndarray}
+Moments = dict  # {"n": int, "sum": ndarray, "m2": ndarray}
 
 
 def empty_moments(n_genes: int) -> Moments:
-    return {"n": 0, "sum": np.zeros(n_genes), "mean": np.zeros(n_genes), "m2": np.zeros(n_genes)}
+    return {"n": 0, "sum": np.zeros(n_genes), "m2": np.zeros(n_genes)}
 
 
 def sparse_moments(block: sp.csc_matrix) -> Moments:
@@ -52,7 +52,7 @@ def entry_moments(genes: np.ndarray, values: np.ndarray, n: int, n_genes: int) -
         # zeros of a present gene deviate by -mean each; absent genes have m2 = 0
         m2[present] = np.add.reduceat(deviation * deviation, starts) + (n - per_gene) * means * means
         total[present] = sums
-    return {"n": n, "sum": total, "mean": total / n, "m2": m2}
+    return {"n": n, "sum": total, "m2": m2}
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:
@@ -62,10 +62,9 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
     if b["n"] == 0:
         return a
     n = a["n"] + b["n"]
-    delta = b["mean"] - a["mean"]
-    mean = a["mean"] + delta * (b["n"] / n)
+    delta = b["sum"] / b["n"] - a["sum"] / a["n"]
     m2 = a["m2"] + b["m2"] + delta * delta * (a["n"] * b["n"] / n)
-    return {"n": n, "sum": a["sum"] + b["sum"], "mean": mean, "m2": m2}
+    return {"n": n, "sum": a["sum"] + b["sum"], "m2": m2}
 
 
 def mean(m: Moments) -> np.ndarray:
@@ -76,15 +75,5 @@ def mean(m: Moments) -> np.ndarray:
 def variance(m: Moments, ddof: int = 1) -> np.ndarray:
     """Per-gene variance (ddof=1: the unbiased estimator scanpy and Seurat report)."""
     if m["n"] - ddof <= 0:
-        return np.full_like(m["mean"], np.nan)
+        return np.full_like(m["sum"], np.nan)
     return m["m2"] / (m["n"] - ddof)
-
-
-def clipped_sums(genes: np.ndarray, values: np.ndarray, clip: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene sum and sum of squares of ``min(x, clip)`` over non-zero (gene, value) entries.
-
-    Zeros contribute nothing (``clip`` >= 0), which is what Seurat v3's clipped variance needs.
-    """
-    values = np.minimum(values.astype(np.float64), clip[genes])
-    return (np.bincount(genes, weights=values, minlength=n_genes),
-            np.bincount(genes, weights=values * values, minlength=n_genes))

@@ -10,7 +10,7 @@ from .stats import GeneStats
 
 def between_batch_fraction(stats: GeneStats, scale: str = "log1p") -> np.ndarray | None:
     """Per gene, the share of its total sum of squares that lies between batch means."""
-    if not stats.batch_moments:
+    if not stats.batch_moments or scale not in stats.batch_moments[0]:
         return None
     overall = mean_of(stats.moments[scale])
     between = np.zeros_like(overall)

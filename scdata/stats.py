@@ -5,7 +5,9 @@ block and returns a partial: moments of the raw counts, of normalize_total(targe
 and of their log1p (the three scales the HVG flavors use), non-zero counts, maxima, per-cell
 totals, and the same moments per batch (experiment, or any categorical obs column) when asked.
 Partials merge with Chan's formula (``moments``), so memory depends on genes and batches, never
-on cells. A second pass gives Seurat v3's clipped sums.
+on cells. Per-batch moments are kept only on the scales asked for (``batch_scales``): with a
+hundred experiments they are most of what travels between tasks. A second pass gives Seurat v3's
+clipped sums.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 
 from .chunkio import ChunkReader
 from .dataset import _committed
-from .moments import Moments, clipped_sums, empty_moments, entry_moments, merge_moments, variance
+from .moments import Moments, empty_moments, merge_moments, variance
 from .moments import mean as mean_of
+from .stat_kernels import clipped_gene_sums, gene_moments
 from .store import categorical_columns, open_root, read_categories, read_strings
 
 SCALES = ("counts", "normalized", "log1p")
@@ -35,8 +38,13 @@ class StatsConfig:
     """Fan-in of the tree reduction."""
     chunks_per_task: int = 8
     """Chunk rows each task reads and merges locally before its partial travels."""
+    batch_scales: tuple[str, ...] = SCALES
+    """Scales with per-batch moments (each costs batches x genes x 3 float64 in every partial)."""
 
     def __post_init__(self) -> None:
+        unknown = set(self.batch_scales) - set(SCALES)
+        if unknown or not self.batch_scales:
+            raise ValueError(f"batch_scales must be a non-empty subset of {SCALES}, got {self.batch_scales}")
         if self.target_sum <= 0:
             raise ValueError(f"target_sum must be positive, got {self.target_sum}")
         if self.split_every < 2:
@@ -76,75 +84,97 @@ class GeneStats:
         """Per gene, the % of cells with a non-zero count."""
         return 100.0 * self.n_cells_expressed / max(self.n_cells, 1)
 
-
-def _entries_partial(genes: np.ndarray, counts: np.ndarray, totals_per_entry: np.ndarray, n: int, n_genes: int,
-                     target_sum: float) -> dict:
-    """Moments on the three scales from one group of cells' non-zero entries."""
-    normalized = counts / (totals_per_entry / target_sum)  # scanpy: x / (total / target_sum)
-    return {
-        "moments": {
-            "counts": entry_moments(genes, counts, n, n_genes),
-            "normalized": entry_moments(genes, normalized, n, n_genes),
-            "log1p": entry_moments(genes, np.log1p(normalized), n, n_genes),
-        },
-        "expressed": np.bincount(genes, minlength=n_genes).astype(np.int64),
-    }
+    def require_batch_scale(self, scale: str) -> None:
+        """Fail clearly when per-batch moments on ``scale`` were not computed."""
+        if self.batch_moments and scale not in self.batch_moments[0]:
+            raise ValueError(f"these statistics have per-batch moments on {sorted(self.batch_moments[0])} only, not "
+                             f"{scale!r}: compute them with StatsConfig(batch_scales=...) including {scale!r}")
 
 
-def _open_for_task(store: str, batch_key: str | None):
-    """What a task's chunk rows are read from, opened once per task: X's chunk reader and the
-    batch codes (None without a batch key)."""
+@dataclass(slots=True)
+class _TaskInputs:
+    """What a task's chunk rows are read from, opened once per task."""
+
+    reader: ChunkReader
+    totals: "zarr.Array"  # noqa: F821
+    """obs/total_counts: each cell's stored-row total, what normalize_total divides by."""
+    codes: "zarr.Array | None"  # noqa: F821
+    """The batch key's category codes (None without a batch key)."""
+
+
+def _open_for_task(store: str, batch_key: str | None) -> _TaskInputs:
     root = open_root(store, mode="r")
-    return ChunkReader(root["X"]), (root[f"obs/{batch_key}/codes"] if batch_key else None)
+    return _TaskInputs(ChunkReader(root["X"]), root["obs/total_counts"], root[f"obs/{batch_key}/codes"] if batch_key else None)
 
 
-def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, batch_key: str | None) -> dict:
+def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, batch_key: str | None,
+               batch_scales: tuple[str, ...] = SCALES) -> dict:
     """One task's partial over several chunk rows, merged where they are read: fewer, larger
     tasks send fewer partials (megabytes each) between worker processes."""
-    reader, codes = _open_for_task(store, batch_key)
-    return stats_combine(*(stats_chunk(reader, codes, lo, hi, target_sum) for lo, hi in ranges))
+    inputs = _open_for_task(store, batch_key)
+    return stats_combine(*(stats_chunk(inputs, lo, hi, target_sum, batch_scales) for lo, hi in ranges))
 
 
 def clipped_task(store: str, ranges: list[tuple[int, int]], batch_key: str | None, clips: dict[int, np.ndarray]) -> dict:
-    reader, codes = _open_for_task(store, batch_key)
-    return clipped_combine(*(clipped_chunk(reader, codes, lo, hi, clips) for lo, hi in ranges))
+    inputs = _open_for_task(store, batch_key)
+    return clipped_combine(*(clipped_chunk(inputs, lo, hi, clips) for lo, hi in ranges))
 
 
 def _grouped(blocks: list[tuple[int, int]], per_task: int) -> list[list[tuple[int, int]]]:
     return [blocks[i : i + per_task] for i in range(0, len(blocks), per_task)]
 
 
-def stats_chunk(reader: ChunkReader, batch_codes, start: int, stop: int, target_sum: float) -> dict:
-    """Partial for rows ``[start, stop)``: one chunk row of X (``batch_codes``: the batch key's
-    codes array, or None)."""
-    genes, cells, values = reader.read_entries(start, stop)
+def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
+                batch_scales: tuple[str, ...] = SCALES) -> dict:
+    """Partial for rows ``[start, stop)``: one chunk row of X, per batch when ``inputs.codes`` is
+    set (per-batch moments on ``batch_scales``).
+
+    Each gene chunk is decoded once into a reused buffer and scanned once by a compiled kernel
+    that gives every group's moments on the three scales (normalize_total divides by the
+    cells' stored totals, ``obs/total_counts``).
+    """
+    reader, batch_codes = inputs.reader, inputs.codes
     n, n_genes = stop - start, reader.array.shape[1]
-    counts = values.astype(np.float64)
-    totals = np.bincount(cells, weights=counts, minlength=n)
-    per_entry = totals[cells]
-    partial = _entries_partial(genes, counts, per_entry, n, n_genes, target_sum)
+    totals = np.asarray(inputs.totals[start:stop], dtype=np.float64)
+    codes = batch_codes[start:stop] if batch_codes is not None else np.zeros(n, dtype=np.int32)
+    present, group = np.unique(codes, return_inverse=True)
+    group_n = np.bincount(group, minlength=len(present)).astype(np.float64)
+    sums = np.zeros((len(SCALES), len(present), n_genes))
+    m2 = np.zeros_like(sums)
+    nnz = np.zeros((len(present), n_genes), dtype=np.int64)
     max_count = np.zeros(n_genes, dtype=np.int64)
-    if len(genes):
-        starts = np.flatnonzero(np.r_[True, genes[1:] != genes[:-1]])  # entries are sorted by gene
-        max_count[genes[starts]] = np.maximum.reduceat(values, starts)
-    partial.update({"max": max_count, "totals": [(start, totals)], "batches": {}})
+    divisor = totals / target_sum  # scanpy: x / (total / target_sum)
+    group = group.astype(np.int64)
+    for g0, block in reader.gene_blocks(start, stop):
+        g1 = g0 + block.shape[0]
+        gene_moments(block, divisor, group, group_n, sums[:, :, g0:g1], m2[:, :, g0:g1], nnz[:, g0:g1], max_count[g0:g1])
+    groups = [
+        {"moments": {scale: {"n": int(group_n[k]), "sum": sums[s, k], "m2": m2[s, k]}
+                     for s, scale in enumerate(SCALES)},
+         "expressed": nnz[k]}
+        for k in range(len(present))
+    ]
+    partial = groups[0] if len(groups) == 1 else {
+        "moments": {scale: _merge_all([g["moments"][scale] for g in groups]) for scale in SCALES},
+        "expressed": nnz.sum(axis=0),
+    }
+    partial = {**partial, "max": max_count, "totals": [(start, totals)], "batches": {}}
     if batch_codes is not None:
-        codes = batch_codes[start:stop]
-        present = np.unique(codes)
-        if len(present) == 1:  # the usual block: inside one experiment, its batch partial is the block's
-            partial["batches"][int(present[0])] = {"moments": partial["moments"], "expressed": partial["expressed"]}
-        else:
-            entry_codes = codes[cells]
-            for code in present:
-                mask = entry_codes == code
-                partial["batches"][int(code)] = _entries_partial(
-                    genes[mask], counts[mask], per_entry[mask], int(np.count_nonzero(codes == code)), n_genes, target_sum)
+        for code, g in zip(present, groups):
+            partial["batches"][int(code)] = {"moments": {s: g["moments"][s] for s in batch_scales}, "expressed": g["expressed"]}
     return partial
+
+
+def _merge_all(parts: list[Moments]) -> Moments:
+    out = parts[0]
+    for part in parts[1:]:
+        out = merge_moments(out, part)
+    return out
 
 
 def _merge_block_partials(a: dict, b: dict) -> dict:
     return {
-        "moments": {s: merge_moments(a["moments"][s], b["moments"][s]) for s in SCALES},
+        "moments": {s: merge_moments(a["moments"][s], b["moments"][s]) for s in a["moments"]},
         "expressed": a["expressed"] + b["expressed"],
     }
 
@@ -162,17 +192,20 @@ def stats_combine(*partials: dict) -> dict:
     return out
 
 
-def clipped_chunk(reader: ChunkReader, batch_codes, start: int, stop: int, clips: dict[int, np.ndarray]) -> dict:
+def clipped_chunk(inputs: _TaskInputs, start: int, stop: int, clips: dict[int, np.ndarray]) -> dict:
     """Seurat v3's second pass: per batch, sums and squared sums of counts clipped per gene."""
-    genes, cells, values = reader.read_entries(start, stop)
-    n_genes = reader.array.shape[1]
-    codes = batch_codes[start:stop] if batch_codes is not None else np.zeros(stop - start, dtype=np.int32)
-    entry_codes = codes[cells]
-    out = {}
-    for code in np.unique(codes):
-        mask = entry_codes == code
-        out[int(code)] = clipped_sums(genes[mask], values[mask], clips[int(code)], n_genes)
-    return out
+    reader, batch_codes = inputs.reader, inputs.codes
+    n, n_genes = stop - start, reader.array.shape[1]
+    codes = batch_codes[start:stop] if batch_codes is not None else np.zeros(n, dtype=np.int32)
+    present, group = np.unique(codes, return_inverse=True)
+    group = group.astype(np.int64)
+    clip_rows = np.stack([clips[int(code)] for code in present])
+    sums = np.zeros((len(present), n_genes))
+    squares = np.zeros_like(sums)
+    for g0, block in reader.gene_blocks(start, stop):
+        g1 = g0 + block.shape[0]
+        clipped_gene_sums(block, group, clip_rows[:, g0:g1], sums[:, g0:g1], squares[:, g0:g1])
+    return {int(code): (sums[k], squares[k]) for k, code in enumerate(present)}
 
 
 def clipped_combine(*parts: dict) -> dict:
@@ -225,7 +258,7 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
         batches = read_categories(root, config.batch_key)
     if not blocks:
         raise ValueError(f"{store} has no committed cells")
-    leaves = [dask.delayed(stats_task)(store, group, config.target_sum, config.batch_key)
+    leaves = [dask.delayed(stats_task)(store, group, config.target_sum, config.batch_key, config.batch_scales)
               for group in _grouped(blocks, config.chunks_per_task)]
     total = _compute(client, tree_reduce(leaves, stats_combine, config.split_every))
     totals = np.concatenate([t for _, t in sorted(total["totals"], key=lambda p: p[0])])

@@ -96,5 +96,27 @@ def test_stats_match_numpy(store, adata):
     np.testing.assert_array_equal(stats.cell_totals, totals)
     for name, m in zip(stats.batches, stats.batch_moments):
         rows = x[adata.obs["srx_accession"].to_numpy() == name]
-        np.testing.assert_allclose(m["counts"]["mean"], rows.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(m["counts"]["sum"] / m["counts"]["n"], rows.mean(axis=0), rtol=1e-12)
         assert m["counts"]["n"] == len(rows)
+
+
+def test_batch_scales_subset(store):
+    """Per-batch moments restricted to one scale equal the full pass's on that scale; a flavor that
+    needs a scale that was left out says so."""
+    from scdata.hvg import batch_scales_for, select_hvgs
+
+    full = compute_gene_stats(store, StatsConfig(batch_key="srx_accession"))
+    only_log = compute_gene_stats(store, StatsConfig(batch_key="srx_accession", batch_scales=("log1p",)))
+    assert only_log.batches == full.batches
+    for a, b in zip(only_log.batch_moments, full.batch_moments):
+        assert set(a) == {"log1p"}
+        for key in ("sum", "m2"):
+            np.testing.assert_array_equal(a["log1p"][key], b["log1p"][key])
+    for scale in ("counts", "normalized", "log1p"):
+        np.testing.assert_array_equal(only_log.moments[scale]["m2"], full.moments[scale]["m2"])
+    with pytest.raises(ValueError, match="per-batch moments on \\['log1p'\\] only, not 'normalized'"):
+        select_hvgs(only_log, HVGConfig(flavor="seurat", n_top_genes=N_TOP, batch_key="srx_accession"))
+    with pytest.raises(ValueError, match="batch_scales must be"):
+        StatsConfig(batch_scales=("raw",))
+    assert batch_scales_for(HVGConfig(flavor="seurat_v3", batch_key="srx_accession"), panel=True) == ("counts", "log1p")
+    assert batch_scales_for(HVGConfig(flavor="seurat"), panel=True) == ("log1p",)

@@ -1,0 +1,93 @@
+"""Compiled kernels for the statistics passes: one scan of each decoded chunk, no entry lists.
+
+Each chunk of X is decoded into a (genes, rows) int16 block (the store's gene-major chunk order).
+Extracting its non-zeros as (gene, cell, value) arrays and reducing those with numpy costs more
+than decoding it; these kernels read each block once, in memory order, and accumulate per gene
+directly. They release the GIL, so the threads of one Dask worker run them in parallel.
+
+Per gene and per group of rows (the batches present in the chunk row) the moments kernel makes
+two passes over the gene's values, which sit together in cache: sums first, then squared
+deviations from the group mean (zeros contribute ``(n - nnz) * mean**2``), the same two-pass
+formula ``moments.entry_moments`` uses, with values summed in the same (cell) order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+N_SCALES = 3
+"""counts, normalize_total values, and their log1p (``stats.SCALES`` order)."""
+
+
+@njit(cache=True, nogil=True)
+def gene_moments(block: np.ndarray, divisor: np.ndarray, group: np.ndarray, group_n: np.ndarray,
+                 sums: np.ndarray, m2: np.ndarray, nnz: np.ndarray, max_count: np.ndarray) -> None:
+    """Per-gene moments of one (genes, rows) block on the three scales.
+
+    ``divisor[r]``: cell r's total / target_sum (normalized value = count / divisor); ``group[r]``:
+    its group in ``0..n_groups-1`` with ``group_n`` rows each. Outputs (written, not added):
+    ``sums``/``m2`` (3, n_groups, genes), ``nnz`` (n_groups, genes), ``max_count`` (genes,).
+    """
+    n_genes, n_rows = block.shape
+    n_groups = group_n.shape[0]
+    local_sum = np.zeros((N_SCALES, n_groups))
+    local_nnz = np.zeros(n_groups, dtype=np.int64)
+    rows = np.empty(n_rows, dtype=np.int64)
+    values = np.empty((N_SCALES, n_rows))
+    for g in range(n_genes):
+        local_sum[:] = 0.0
+        local_nnz[:] = 0
+        top = 0
+        found = 0
+        for r in range(n_rows):  # first pass: the gene's non-zeros, kept for the second, and sums
+            x = block[g, r]
+            if x != 0:
+                k = group[r]
+                value = np.float64(x)
+                normalized = value / divisor[r]
+                logged = np.log1p(normalized)
+                rows[found] = r
+                values[0, found] = value
+                values[1, found] = normalized
+                values[2, found] = logged
+                found += 1
+                local_sum[0, k] += value
+                local_sum[1, k] += normalized
+                local_sum[2, k] += logged
+                local_nnz[k] += 1
+                if x > top:
+                    top = x
+        max_count[g] = top
+        for k in range(n_groups):
+            nnz[k, g] = local_nnz[k]
+            for s in range(N_SCALES):
+                sums[s, k, g] = local_sum[s, k]
+                m2[s, k, g] = 0.0
+        for i in range(found):  # second pass: squared deviations from the group means
+            k = group[rows[i]]
+            for s in range(N_SCALES):
+                d = values[s, i] - local_sum[s, k] / group_n[k]
+                m2[s, k, g] += d * d
+        for k in range(n_groups):  # the zeros' share: (n - nnz) * mean**2
+            zeros = group_n[k] - local_nnz[k]
+            if zeros and local_nnz[k]:
+                for s in range(N_SCALES):
+                    mean = local_sum[s, k] / group_n[k]
+                    m2[s, k, g] += zeros * mean * mean
+
+
+@njit(cache=True, nogil=True)
+def clipped_gene_sums(block: np.ndarray, group: np.ndarray, clips: np.ndarray, sums: np.ndarray,
+                      squares: np.ndarray) -> None:
+    """Seurat v3's clipped sums: per group k and gene g, add ``min(x, clips[k, g])`` and its square
+    over the block's non-zeros (zeros add nothing since clips are >= 0)."""
+    n_genes, n_rows = block.shape
+    for g in range(n_genes):
+        for r in range(n_rows):
+            x = block[g, r]
+            if x != 0:
+                k = group[r]
+                value = min(np.float64(x), clips[k, g])
+                sums[k, g] += value
+                squares[k, g] += value * value
