@@ -148,9 +148,10 @@ class ChunkReader:
         if start % self.chunk_rows or stop - start > self.chunk_rows or stop > self.array.shape[0] or stop < start:
             raise ValueError(f"rows [{start}, {stop}) are not within one chunk row of {self.chunk_rows}")
 
-    def gene_blocks(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
-        """The stored chunks of rows ``[start, stop)`` (one aligned chunk row), one at a time, as
-        ``(first gene, (genes, rows) int16 view)``; chunks never written (all zeros) are skipped.
+    def gene_blocks(self, start: int, stop: int, gene_chunks: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The stored chunks of rows ``[start, stop)`` (one aligned chunk row; only the chunk
+        columns ``gene_chunks`` when given), one at a time, as ``(first gene, (genes, rows) int16
+        view)``; chunks never written (all zeros) are skipped.
 
         Each view is valid until the next one is produced: they share one buffer, since a fresh
         4 MiB allocation per chunk costs a page fault per 4 KiB, as long as decoding it."""
@@ -159,7 +160,8 @@ class ChunkReader:
         i = start // self.chunk_rows
         if self._buffer is None:
             self._buffer = np.empty(self.chunk_rows * self.chunk_genes, dtype="<i2")
-        for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)):
+        for j in range(-(-n_genes // self.chunk_genes)) if gene_chunks is None else gene_chunks:
+            g0 = j * self.chunk_genes
             chunk = self.chunk(i, j, out=self._buffer)
             if chunk is None:
                 continue

@@ -127,8 +127,8 @@ def to_store_counts(matrix: sp.spmatrix, column_map: np.ndarray, n_axis_genes: i
     out = sp.csr_matrix((stored, indices.astype(np.int32, copy=False), indptr), shape=(csr.shape[0], n_axis_genes))
     if not identity:
         kept_map = column_map[column_map >= 0]
-        if not np.all(kept_map[1:] > kept_map[:-1]):  # file order differs from the axis order
-            out.sort_indices()
+        if not np.all(kept_map[1:] > kept_map[:-1]):  # file order differs from the axis order:
+            out = out.tocsc().tocsr()  # two linear passes, ~2x faster than a per-row sort
     out.has_sorted_indices = True
     repairs = CountRepairs(n_fractional, n_saturated, max_value, int(np.count_nonzero(column_map < 0)), dropped_umis)
     total_counts = umi_count if not n_saturated else _row_sums(stored.astype(np.float64), indptr).astype(np.int64)

@@ -15,6 +15,7 @@ Seurat v3) and returns a DataFrame with scanpy's columns, so that the selection 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -24,6 +25,8 @@ import pandas as pd
 from .moments import mean as mean_of
 from .moments import variance
 from .stats import GeneStats
+
+log = logging.getLogger(__name__)
 
 FLAVORS = ("dispersion", "seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
 
@@ -282,18 +285,41 @@ def run_hvg(store: str, config: HVGConfig, client=None, stats: GeneStats | None 
     ``stats_batch_key`` asks for per-batch moments even when the selection ignores batches (the
     batch-effect panel of ``hvg_analysis.png`` uses them, on the log1p scale only).
     """
-    from .stats import StatsConfig, compute_clipped_sums, compute_gene_stats
+    from .stats import StatsConfig, compute_gene_stats
 
     batch_key = config.batch_key or stats_batch_key
     scales = batch_scales_for(config, panel=stats_batch_key is not None)
+    seurat_v3 = config.flavor in ("seurat_v3", "seurat_v3_paper")
+    top_counts = TOP_COUNTS if seurat_v3 and config.batch_key is None else 0
     have = set(stats.batch_moments[0]) if stats is not None and stats.batch_moments else set()
     if (stats is None or stats.batch_key != batch_key or stats.target_sum != config.target_sum
             or (batch_key is not None and not set(scales) <= have)):
-        stats = compute_gene_stats(
-            store, StatsConfig(target_sum=config.target_sum, batch_key=batch_key, batch_scales=scales), client)
+        stats = compute_gene_stats(store, StatsConfig(target_sum=config.target_sum, batch_key=batch_key,
+                                                      batch_scales=scales, top_counts=top_counts), client)
     clipped = reg_stds = None
-    if config.flavor in ("seurat_v3", "seurat_v3_paper"):
+    if seurat_v3:
         batched = config.batch_key is not None
         reg_stds, clips = seurat_v3_clips(stats, config.span, batched)
-        clipped = compute_clipped_sums(store, stats, clips, client, batched=batched)
+        clipped = _clipped_sums(store, stats, clips, client, batched)
     return select_hvgs(stats, config, clipped, reg_stds), stats
+
+
+TOP_COUNTS = 64
+"""Largest counts kept per gene by the first pass so Seurat v3 (without batches) can clip them
+there: a second pass is needed only for genes with more than this many counts above the clip."""
+
+
+def _clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], client, batched: bool):
+    """Seurat v3's clipped sums: from the kept largest counts where they suffice, otherwise (per
+    batch, or for the genes they do not resolve) from a second pass over X."""
+    from .stats import clipped_sums_from_top, compute_clipped_sums
+
+    if batched or stats.top_counts is None:
+        return compute_clipped_sums(store, stats, clips, client, batched=batched)
+    sums, squares, unresolved = clipped_sums_from_top(stats, clips[0])
+    log.debug("seurat_v3: %d genes need the second pass", int(unresolved.sum()))
+    if unresolved.any():
+        ((pass_sums, pass_squares),) = compute_clipped_sums(store, stats, clips, client, batched=False, genes=unresolved)
+        sums = np.where(unresolved, pass_sums, sums)
+        squares = np.where(unresolved, pass_squares, squares)
+    return [(sums, squares)]

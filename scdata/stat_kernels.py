@@ -21,24 +21,49 @@ N_SCALES = 3
 
 
 @njit(cache=True, nogil=True)
+def _replace_heap_root(heap: np.ndarray, x) -> None:
+    """Put ``x`` in place of the smallest value of the min-heap ``heap`` (``x`` > ``heap[0]``)."""
+    size = heap.shape[0]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and heap[child + 1] < heap[child]:
+            child += 1
+        if heap[child] >= x:
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = x
+
+
+@njit(cache=True, nogil=True)
 def gene_moments(block: np.ndarray, divisor: np.ndarray, group: np.ndarray, group_n: np.ndarray,
-                 sums: np.ndarray, m2: np.ndarray, nnz: np.ndarray, max_count: np.ndarray) -> None:
+                 sums: np.ndarray, m2: np.ndarray, nnz: np.ndarray, max_count: np.ndarray,
+                 squares: np.ndarray, top: np.ndarray) -> None:
     """Per-gene moments of one (genes, rows) block on the three scales.
 
     ``divisor[r]``: cell r's total / target_sum (normalized value = count / divisor); ``group[r]``:
     its group in ``0..n_groups-1`` with ``group_n`` rows each. Outputs (written, not added):
-    ``sums``/``m2`` (3, n_groups, genes), ``nnz`` (n_groups, genes), ``max_count`` (genes,).
+    ``sums``/``m2`` (3, n_groups, genes), ``nnz`` (n_groups, genes), ``max_count`` (genes,),
+    ``squares`` (n_groups, genes): sums of squared counts (exact for integers). ``top`` (genes, M)
+    is updated, not written: per gene a min-heap of the M largest counts seen (0: an empty slot),
+    so Seurat v3 can clip the few counts above its cut-off without reading X again.
     """
     n_genes, n_rows = block.shape
     n_groups = group_n.shape[0]
     local_sum = np.zeros((N_SCALES, n_groups))
+    local_squares = np.zeros(n_groups)
     local_nnz = np.zeros(n_groups, dtype=np.int64)
+    keep_top = top.shape[1] > 0
     rows = np.empty(n_rows, dtype=np.int64)
     values = np.empty((N_SCALES, n_rows))
     for g in range(n_genes):
         local_sum[:] = 0.0
+        local_squares[:] = 0.0
         local_nnz[:] = 0
-        top = 0
+        largest = 0
         found = 0
         for r in range(n_rows):  # first pass: the gene's non-zeros, kept for the second, and sums
             x = block[g, r]
@@ -55,12 +80,16 @@ def gene_moments(block: np.ndarray, divisor: np.ndarray, group: np.ndarray, grou
                 local_sum[0, k] += value
                 local_sum[1, k] += normalized
                 local_sum[2, k] += logged
+                local_squares[k] += value * value
                 local_nnz[k] += 1
-                if x > top:
-                    top = x
-        max_count[g] = top
+                if x > largest:
+                    largest = x
+                if keep_top and x > top[g, 0]:
+                    _replace_heap_root(top[g], x)
+        max_count[g] = largest
         for k in range(n_groups):
             nnz[k, g] = local_nnz[k]
+            squares[k, g] = local_squares[k]
             for s in range(N_SCALES):
                 sums[s, k, g] = local_sum[s, k]
                 m2[s, k, g] = 0.0

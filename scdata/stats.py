@@ -39,9 +39,15 @@ class StatsConfig:
     chunks_per_task: int = 8
     """Chunk rows each task reads and merges locally before its partial travels."""
     batch_scales: tuple[str, ...] = SCALES
-    """Scales with per-batch moments (each costs batches x genes x 3 float64 in every partial)."""
+    """Scales with per-batch moments (each costs batches x genes x 2 float64 in every partial)."""
+    top_counts: int = 0
+    """Per gene, keep this many of the largest counts (int16; 0: none). Seurat v3 clips counts at
+    a cut-off known only after this pass; with the few counts above it at hand, it needs no
+    second pass over X."""
 
     def __post_init__(self) -> None:
+        if self.top_counts < 0:
+            raise ValueError(f"top_counts must be >= 0, got {self.top_counts}")
         unknown = set(self.batch_scales) - set(SCALES)
         if unknown or not self.batch_scales:
             raise ValueError(f"batch_scales must be a non-empty subset of {SCALES}, got {self.batch_scales}")
@@ -67,6 +73,10 @@ class GeneStats:
     batches: list[str] = field(default_factory=list)
     batch_moments: list[dict[str, Moments]] = field(default_factory=list)
     batch_expressed: list[np.ndarray] = field(default_factory=list)
+    count_squares: np.ndarray | None = None
+    """Per gene, the sum of squared counts (exact in float64 below 2**53)."""
+    top_counts: np.ndarray | None = None
+    """(genes, M) int16: per gene its M largest counts, unordered, 0 filling unused slots."""
 
     def mean(self, scale: str = "counts") -> np.ndarray:
         return mean_of(self.moments[scale])
@@ -108,16 +118,20 @@ def _open_for_task(store: str, batch_key: str | None) -> _TaskInputs:
 
 
 def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, batch_key: str | None,
-               batch_scales: tuple[str, ...] = SCALES) -> dict:
+               batch_scales: tuple[str, ...] = SCALES, top_counts: int = 0) -> dict:
     """One task's partial over several chunk rows, merged where they are read: fewer, larger
-    tasks send fewer partials (megabytes each) between worker processes."""
+    tasks send fewer partials (megabytes each) between worker processes. One top-counts heap
+    per task collects the largest counts of all its rows."""
     inputs = _open_for_task(store, batch_key)
-    return stats_combine(*(stats_chunk(inputs, lo, hi, target_sum, batch_scales) for lo, hi in ranges))
+    top = np.zeros((inputs.reader.array.shape[1], top_counts), dtype=np.int16)
+    partial = stats_combine(*(stats_chunk(inputs, lo, hi, target_sum, batch_scales, top) for lo, hi in ranges))
+    return {**partial, "top": top} if top_counts else partial
 
 
-def clipped_task(store: str, ranges: list[tuple[int, int]], batch_key: str | None, clips: dict[int, np.ndarray]) -> dict:
+def clipped_task(store: str, ranges: list[tuple[int, int]], batch_key: str | None, clips: dict[int, np.ndarray],
+                 gene_chunks: list[int] | None = None) -> dict:
     inputs = _open_for_task(store, batch_key)
-    return clipped_combine(*(clipped_chunk(inputs, lo, hi, clips) for lo, hi in ranges))
+    return clipped_combine(*(clipped_chunk(inputs, lo, hi, clips, gene_chunks) for lo, hi in ranges))
 
 
 def _grouped(blocks: list[tuple[int, int]], per_task: int) -> list[list[tuple[int, int]]]:
@@ -125,13 +139,14 @@ def _grouped(blocks: list[tuple[int, int]], per_task: int) -> list[list[tuple[in
 
 
 def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
-                batch_scales: tuple[str, ...] = SCALES) -> dict:
+                batch_scales: tuple[str, ...] = SCALES, top: np.ndarray | None = None) -> dict:
     """Partial for rows ``[start, stop)``: one chunk row of X, per batch when ``inputs.codes`` is
     set (per-batch moments on ``batch_scales``).
 
     Each gene chunk is decoded once into a reused buffer and scanned once by a compiled kernel
     that gives every group's moments on the three scales (normalize_total divides by the
-    cells' stored totals, ``obs/total_counts``).
+    cells' stored totals, ``obs/total_counts``). ``top`` (genes, M), when given, is updated with
+    the rows' largest counts.
     """
     reader, batch_codes = inputs.reader, inputs.codes
     n, n_genes = stop - start, reader.array.shape[1]
@@ -142,12 +157,15 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
     sums = np.zeros((len(SCALES), len(present), n_genes))
     m2 = np.zeros_like(sums)
     nnz = np.zeros((len(present), n_genes), dtype=np.int64)
+    squares = np.zeros((len(present), n_genes))
     max_count = np.zeros(n_genes, dtype=np.int64)
+    top = np.zeros((n_genes, 0), dtype=np.int16) if top is None else top
     divisor = totals / target_sum  # scanpy: x / (total / target_sum)
     group = group.astype(np.int64)
     for g0, block in reader.gene_blocks(start, stop):
         g1 = g0 + block.shape[0]
-        gene_moments(block, divisor, group, group_n, sums[:, :, g0:g1], m2[:, :, g0:g1], nnz[:, g0:g1], max_count[g0:g1])
+        gene_moments(block, divisor, group, group_n, sums[:, :, g0:g1], m2[:, :, g0:g1], nnz[:, g0:g1], max_count[g0:g1],
+                     squares[:, g0:g1], top[g0:g1])
     groups = [
         {"moments": {scale: {"n": int(group_n[k]), "sum": sums[s, k], "m2": m2[s, k]}
                      for s, scale in enumerate(SCALES)},
@@ -158,7 +176,7 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
         "moments": {scale: _merge_all([g["moments"][scale] for g in groups]) for scale in SCALES},
         "expressed": nnz.sum(axis=0),
     }
-    partial = {**partial, "max": max_count, "totals": [(start, totals)], "batches": {}}
+    partial = {**partial, "max": max_count, "squares": squares.sum(axis=0), "totals": [(start, totals)], "batches": {}}
     if batch_codes is not None:
         for code, g in zip(present, groups):
             partial["batches"][int(code)] = {"moments": {s: g["moments"][s] for s in batch_scales}, "expressed": g["expressed"]}
@@ -187,13 +205,25 @@ def stats_combine(*partials: dict) -> dict:
         batches = dict(out["batches"])
         for code, part in p["batches"].items():
             batches[code] = _merge_block_partials(batches[code], part) if code in batches else part
-        merged.update({"max": np.maximum(out["max"], p["max"]), "totals": out["totals"] + p["totals"], "batches": batches})
+        merged.update({"max": np.maximum(out["max"], p["max"]), "squares": out["squares"] + p["squares"],
+                       "totals": out["totals"] + p["totals"], "batches": batches})
+        if "top" in out:
+            merged["top"] = merge_top_counts(out["top"], p["top"])
         out = merged
     return out
 
 
-def clipped_chunk(inputs: _TaskInputs, start: int, stop: int, clips: dict[int, np.ndarray]) -> dict:
-    """Seurat v3's second pass: per batch, sums and squared sums of counts clipped per gene."""
+def merge_top_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per gene, the M largest of two sets of M largest counts."""
+    m = a.shape[1]
+    both = np.concatenate([a, b], axis=1)
+    return np.partition(both, m, axis=1)[:, m:] if m else both
+
+
+def clipped_chunk(inputs: _TaskInputs, start: int, stop: int, clips: dict[int, np.ndarray],
+                  gene_chunks: list[int] | None = None) -> dict:
+    """Seurat v3's second pass: per batch, sums and squared sums of counts clipped per gene (over
+    the chunks of ``gene_chunks`` only, when given; other genes' sums stay 0)."""
     reader, batch_codes = inputs.reader, inputs.codes
     n, n_genes = stop - start, reader.array.shape[1]
     codes = batch_codes[start:stop] if batch_codes is not None else np.zeros(n, dtype=np.int32)
@@ -202,7 +232,7 @@ def clipped_chunk(inputs: _TaskInputs, start: int, stop: int, clips: dict[int, n
     clip_rows = np.stack([clips[int(code)] for code in present])
     sums = np.zeros((len(present), n_genes))
     squares = np.zeros_like(sums)
-    for g0, block in reader.gene_blocks(start, stop):
+    for g0, block in reader.gene_blocks(start, stop, gene_chunks):
         g1 = g0 + block.shape[0]
         clipped_gene_sums(block, group, clip_rows[:, g0:g1], sums[:, g0:g1], squares[:, g0:g1])
     return {int(code): (sums[k], squares[k]) for k, code in enumerate(present)}
@@ -258,7 +288,8 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
         batches = read_categories(root, config.batch_key)
     if not blocks:
         raise ValueError(f"{store} has no committed cells")
-    leaves = [dask.delayed(stats_task)(store, group, config.target_sum, config.batch_key, config.batch_scales)
+    leaves = [dask.delayed(stats_task)(store, group, config.target_sum, config.batch_key, config.batch_scales,
+                                       config.top_counts)
               for group in _grouped(blocks, config.chunks_per_task)]
     total = _compute(client, tree_reduce(leaves, stats_combine, config.split_every))
     totals = np.concatenate([t for _, t in sorted(total["totals"], key=lambda p: p[0])])
@@ -276,13 +307,38 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
         batches=[batches[c] for c in codes_present],
         batch_moments=[total["batches"][c]["moments"] for c in codes_present],
         batch_expressed=[total["batches"][c]["expressed"] for c in codes_present],
+        count_squares=total["squares"],
+        top_counts=total.get("top"),
     )
+
+
+def clipped_sums_from_top(stats: GeneStats, clip: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seurat v3's clipped sums over all cells from the first pass alone, where they are exact.
+
+    ``sum min(x, c) = sum x - sum over x > c of (x - c)`` (and likewise for squares): only the
+    counts above the clip matter, and the kept largest counts hold all of them unless every kept
+    count exceeds the clip (more such counts may exist). Returns the sums, the squared sums and
+    a mask of those unresolved genes, which need ``compute_clipped_sums``.
+    """
+    if stats.top_counts is None or stats.count_squares is None:
+        raise ValueError("these statistics kept no top counts: compute them with StatsConfig(top_counts=M)")
+    top = stats.top_counts.astype(np.float64)
+    above = top > clip[:, None]
+    unresolved = (top > 0).all(axis=1) & above.all(axis=1) if top.shape[1] else np.ones(len(clip), dtype=bool)
+    excess = np.where(above, top - clip[:, None], 0.0).sum(axis=1)
+    excess_squares = np.where(above, top * top - (clip * clip)[:, None], 0.0).sum(axis=1)
+    return stats.moments["counts"]["sum"] - excess, stats.count_squares - excess_squares, unresolved
 
 
 def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], client=None,
                          split_every: int = 8, batched: bool = True,
-                         chunks_per_task: int = StatsConfig.chunks_per_task) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Clipped sums per batch (``stats.batches`` order, one clip vector each), or overall."""
+                         chunks_per_task: int = StatsConfig.chunks_per_task,
+                         genes: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Clipped sums per batch (``stats.batches`` order, one clip vector each), or overall.
+
+    ``genes`` (a boolean mask) limits the pass to the gene chunks holding those genes; the sums of
+    genes outside those chunks are then 0.
+    """
     import dask
 
     blocks, version, _ = _blocks(store)
@@ -299,10 +355,18 @@ def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], 
     else:
         by_code = {0: clips[0]}
     shared = dask.delayed(by_code, traverse=False)
-    leaves = [dask.delayed(clipped_task)(store, group, batch_key, shared) for group in _grouped(blocks, chunks_per_task)]
+    gene_chunks = None
+    if genes is not None:
+        gene_chunks = sorted(set((np.flatnonzero(genes) // root["X"].chunks[1]).tolist()))
+        if not gene_chunks:
+            n_genes = len(stats.gene_ids)
+            return [(np.zeros(n_genes), np.zeros(n_genes)) for _ in by_code]
+    leaves = [dask.delayed(clipped_task)(store, group, batch_key, shared, gene_chunks)
+              for group in _grouped(blocks, chunks_per_task)]
     total = _compute(client, tree_reduce(leaves, clipped_combine, split_every))
     order = sorted(by_code)
     return [total[c] for c in order]
 
 
-__all__ = ["GeneStats", "SCALES", "StatsConfig", "compute_clipped_sums", "compute_gene_stats", "empty_moments"]
+__all__ = ["GeneStats", "SCALES", "StatsConfig", "clipped_sums_from_top", "compute_clipped_sums", "compute_gene_stats",
+           "empty_moments"]

@@ -120,3 +120,22 @@ def test_batch_scales_subset(store):
         StatsConfig(batch_scales=("raw",))
     assert batch_scales_for(HVGConfig(flavor="seurat_v3", batch_key="srx_accession"), panel=True) == ("counts", "log1p")
     assert batch_scales_for(HVGConfig(flavor="seurat"), panel=True) == ("log1p",)
+
+
+@pytest.mark.parametrize("top_counts", [1, 4, 64])
+def test_clipped_sums_from_top_counts(store, top_counts):
+    """Seurat v3's clipped sums from the first pass's largest counts, with the second pass only
+    for the genes they leave unresolved, equal a full second pass (a tiny M forces some)."""
+    from scdata.hvg import _clipped_sums, seurat_v3_clips
+    from scdata.stats import clipped_sums_from_top, compute_clipped_sums
+
+    stats = compute_gene_stats(store, StatsConfig(top_counts=top_counts))
+    _, clips = seurat_v3_clips(stats, 0.3, False)
+    clips = [clips[0] / 50]  # low clips: many counts above them, some genes unresolved
+    ((want_s, want_s2),) = compute_clipped_sums(store, stats, clips, batched=False)
+    _, _, unresolved = clipped_sums_from_top(stats, clips[0])
+    if top_counts == 1:
+        assert unresolved.any()
+    ((got_s, got_s2),) = _clipped_sums(store, stats, clips, None, batched=False)
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-12)
+    np.testing.assert_allclose(got_s2, want_s2, rtol=1e-12)

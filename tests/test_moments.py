@@ -52,7 +52,9 @@ def test_kernels_match_numpy(seed, n, g, n_groups, transposed):
     divisor = totals / 1e4
     sums, m2 = np.zeros((3, n_groups, g)), np.full((3, n_groups, g), 7.0)  # outputs are written, not added
     nnz, top = np.zeros((n_groups, g), np.int64), np.zeros(g, np.int64)
-    gene_moments(block, divisor, group, group_n, sums, m2, nnz, top)
+    squares, heap = np.zeros((n_groups, g)), np.zeros((g, 3), np.int16)
+    gene_moments(block, divisor, group, group_n, sums, m2, nnz, top, squares, heap[:, :0])
+    gene_moments(block, divisor, group, group_n, sums, m2, nnz, top, squares, heap)  # same outputs, heap filled
     counts = x.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         normalized = np.where(counts > 0, counts / divisor[:, None], 0.0)
@@ -64,7 +66,10 @@ def test_kernels_match_numpy(seed, n, g, n_groups, transposed):
             expected_m2 = ((v - v.mean(axis=0)) ** 2).sum(axis=0) if rows.any() else np.zeros(g)
             np.testing.assert_allclose(m2[s, k], expected_m2, rtol=1e-10, atol=1e-9)
         np.testing.assert_array_equal(nnz[k], (x[rows] != 0).sum(axis=0))
+        np.testing.assert_array_equal(squares[k], (counts[rows] ** 2).sum(axis=0))
     np.testing.assert_array_equal(top, x.max(axis=0))
+    three_largest = np.sort(np.vstack([x, np.zeros((3, g), np.int16)]), axis=0)[-3:].T  # zeros fill short columns
+    np.testing.assert_array_equal(np.sort(heap, axis=1), three_largest)
     clips = rng.uniform(0, 8, size=(n_groups, g))
     s1, s2 = np.zeros((n_groups, g)), np.zeros((n_groups, g))
     clipped_gene_sums(block, group, clips, s1, s2)
@@ -72,3 +77,11 @@ def test_kernels_match_numpy(seed, n, g, n_groups, transposed):
         c = np.minimum(counts[group == k], clips[k])
         np.testing.assert_allclose(s1[k], c.sum(axis=0), rtol=1e-12)
         np.testing.assert_allclose(s2[k], (c * c).sum(axis=0), rtol=1e-12)
+
+
+def test_merge_top_counts():
+    from scdata.stats import merge_top_counts
+
+    a = np.array([[5, 1, 0], [9, 9, 2]], np.int16)
+    b = np.array([[3, 7, 0], [1, 9, 8]], np.int16)
+    np.testing.assert_array_equal(np.sort(merge_top_counts(a, b), axis=1), [[3, 5, 7], [9, 9, 9]])
