@@ -133,3 +133,24 @@ def to_store_counts(matrix: sp.spmatrix, column_map: np.ndarray, n_axis_genes: i
     repairs = CountRepairs(n_fractional, n_saturated, max_value, int(np.count_nonzero(column_map < 0)), dropped_umis)
     total_counts = umi_count if not n_saturated else _row_sums(stored.astype(np.float64), indptr).astype(np.int64)
     return StoredCounts(out, umi_count, total_counts, gene_count, repairs)
+
+
+def concat_stored_counts(parts: list[StoredCounts]) -> StoredCounts:
+    """Row blocks of one experiment, converted separately, as one (identical to converting it whole).
+
+    ``n_genes_dropped`` describes the file's gene list, the same for every block.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    matrix = sp.vstack([p.matrix for p in parts], format="csr")
+    matrix.has_sorted_indices = True  # each block's rows are sorted; stacking keeps rows intact
+    repairs = CountRepairs(
+        n_fractional=sum(p.repairs.n_fractional for p in parts),
+        n_saturated=sum(p.repairs.n_saturated for p in parts),
+        max_value=max(p.repairs.max_value for p in parts),
+        n_genes_dropped=parts[0].repairs.n_genes_dropped,
+        n_umis_dropped=sum(p.repairs.n_umis_dropped for p in parts),
+    )
+    return StoredCounts(matrix, np.concatenate([p.umi_count for p in parts]),
+                        np.concatenate([p.total_counts for p in parts]),
+                        np.concatenate([p.gene_count for p in parts]), repairs)

@@ -2,7 +2,8 @@
 
 Only ``X``, ``obs`` and ``var`` are read: the 2026-01-12 release adds large fractional layers
 (``UniqueAndMult-EM``…) that the store does not hold, so ``anndata.read_h5ad`` would waste time
-and memory on them.
+and memory on them. A CSR ``X`` is read and converted in row blocks of bounded size, so a
+worker's memory does not depend on how large an experiment is beyond its converted int16 rows.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .counts import CountRepairs, CountsError, StoredCounts, gene_column_map, to_store_counts
+from .counts import CountRepairs, CountsError, StoredCounts, concat_stored_counts, gene_column_map, to_store_counts
 
 ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+BLOCK_NNZ = 1 << 21
+"""Stored values per row block read from a CSR ``X`` (~40 MB of temporaries each to convert)."""
 CELL_ANNOTATION_COLUMNS = ("cell_type", "cell_ontology_term_id")
 """Per-cell annotations some releases carry in the h5ad's obs (kept when present)."""
 
@@ -118,6 +121,61 @@ def file_digest(path: str) -> str:
     return f"crc32:{crc:08x}"
 
 
+def _is_csr(node) -> bool:
+    return isinstance(node, h5py.Group) and node.attrs.get("encoding-type") == "csr_matrix"
+
+
+def _check_shape(shape: tuple[int, int], n_obs: int, genes: GeneTable, accession: str, url: str) -> None:
+    if tuple(shape) != (n_obs, len(genes.gene_ids)):
+        raise ExperimentError(
+            accession, url, f"X has shape {tuple(shape)} but obs has {n_obs} cells and var {len(genes.gene_ids)} genes"
+        )
+    if shape[0] == 0:
+        raise ExperimentError(accession, url, "the experiment has no cells")
+
+
+def _convert(matrix: sp.spmatrix, column_map: np.ndarray, n_axis_genes: int, accession: str, url: str) -> StoredCounts:
+    try:
+        return to_store_counts(matrix, column_map, n_axis_genes)
+    except CountsError as exc:
+        raise ExperimentError(accession, url, str(exc)) from exc
+
+
+def _whole_counts(matrix, n_obs: int, genes: GeneTable, column_map: np.ndarray, n_axis_genes: int,
+                  accession: str, url: str) -> StoredCounts:
+    """A dense or CSC ``X`` (rare in the bucket): read whole, then converted."""
+    if not sp.issparse(matrix):
+        matrix = sp.csr_matrix(np.asarray(matrix))
+    _check_shape(matrix.shape, n_obs, genes, accession, url)
+    return _convert(matrix, column_map, n_axis_genes, accession, url)
+
+
+def _csr_counts_in_blocks(node: h5py.Group, n_obs: int, genes: GeneTable, column_map: np.ndarray, n_axis_genes: int,
+                          accession: str, url: str) -> StoredCounts:
+    """A CSR ``X`` read and converted ``BLOCK_NNZ`` values at a time (whole rows per block)."""
+    try:
+        shape = tuple(int(v) for v in node.attrs["shape"])
+        data, indices = node["data"], node["indices"]
+        indptr = np.asarray(node["indptr"][:], dtype=np.int64)
+    except Exception as exc:  # h5py raises many types for damaged groups
+        raise ExperimentError(accession, url, f"cannot read 'X': {exc}") from exc
+    _check_shape(shape, n_obs, genes, accession, url)
+    if len(indptr) != shape[0] + 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] > data.shape[0]:
+        raise ExperimentError(accession, url, f"X's CSR index pointer is inconsistent with its {data.shape[0]} values")
+    parts, start = [], 0
+    while start < shape[0]:
+        stop = max(start + 1, int(np.searchsorted(indptr, indptr[start] + BLOCK_NNZ, side="right")) - 1)
+        stop = min(stop, shape[0])
+        lo, hi = int(indptr[start]), int(indptr[stop])
+        try:
+            block = sp.csr_matrix((data[lo:hi], indices[lo:hi], indptr[start : stop + 1] - lo), shape=(stop - start, shape[1]))
+        except Exception as exc:
+            raise ExperimentError(accession, url, f"cannot read 'X' rows {start}-{stop}: {exc}") from exc
+        parts.append(_convert(block, column_map, n_axis_genes, accession, url))
+        start = stop
+    return concat_stored_counts(parts)
+
+
 def read_experiment(
     path: str,
     accession: str,
@@ -133,23 +191,16 @@ def read_experiment(
         genes = _gene_table(f, accession, url)
         x_node = _require(f, "X", accession, url)
         obs = _read_elem(f["obs"], accession, url)
-        matrix = _read_elem(x_node, accession, url)
-    if not sp.issparse(matrix):
-        matrix = sp.csr_matrix(np.asarray(matrix))
-    if matrix.shape != (len(obs), len(genes.gene_ids)):
-        raise ExperimentError(
-            accession, url, f"X has shape {matrix.shape} but obs has {len(obs)} cells and var {len(genes.gene_ids)} genes"
-        )
-    if matrix.shape[0] == 0:
-        raise ExperimentError(accession, url, "the experiment has no cells")
+        column_map = gene_column_map(genes.gene_ids, axis_index)
+        if _is_csr(x_node):
+            counts = _csr_counts_in_blocks(x_node, len(obs), genes, column_map, n_axis_genes, accession, url)
+        else:
+            counts = _whole_counts(_read_elem(x_node, accession, url), len(obs), genes, column_map, n_axis_genes,
+                                   accession, url)
     barcodes = np.asarray(obs.index.astype(str))
     if pd.Index(barcodes).has_duplicates:
         dup = pd.Index(barcodes)[pd.Index(barcodes).duplicated()][0]
         raise ExperimentError(accession, url, f"cell barcode {dup!r} appears more than once in obs")
-    try:
-        counts = to_store_counts(matrix, gene_column_map(genes.gene_ids, axis_index), n_axis_genes)
-    except CountsError as exc:
-        raise ExperimentError(accession, url, str(exc)) from exc
 
     warnings = []
     if expected_cells is not None and expected_cells != counts.n_cells:

@@ -325,7 +325,8 @@ class _BlockSource:
         lo, hi = b * self.block_rows, min((b + 1) * self.block_rows, self.n_committed)
         ids = self._cell_ids(lo, hi) if "cell_id" in self.cfg.metadata else None
         if self.matrix is not None:  # whole chunk rows, decoded directly (no generic read path)
-            chunk = self.reader.chunk(b, 0)
+            # decoded into this thread's buffer when the transform writes its result elsewhere
+            chunk = self.reader.chunk(b, 0, out=None if out is None else self.reader.thread_buffer())
             data = (np.zeros((hi - lo, self.n_columns), np.int16) if chunk is None
                     else chunk[: hi - lo, : self.n_columns])
             totals = self.numeric["total_counts"][lo:hi]
