@@ -1,17 +1,18 @@
 """Per-gene statistics of a store in one Dask pass: chunk / combine / aggregate, tree-reduced.
 
-Every task reads one chunk row of X (all genes of up to ``chunk_cells`` cells) as a sparse
-block and returns a partial: moments of the raw counts, of normalize_total(target_sum) values
-and of their log1p (the three scales the HVG flavors use), non-zero counts, maxima, per-cell
-totals, and the same moments per batch (experiment, or any categorical obs column) when asked.
-Partials merge with Chan's formula (``moments``), so memory depends on genes and batches, never
-on cells. Per-batch moments are kept only on the scales asked for (``batch_scales``): with a
-hundred experiments they are most of what travels between tasks. A second pass gives Seurat v3's
-clipped sums.
+A fixed number of tasks per worker thread each read a contiguous run of chunk rows of X (all
+genes of ``chunk_cells`` cells at a time) and merge what they read into one partial: moments of
+the raw counts, of normalize_total(target_sum) values and of their log1p (the three scales the
+HVG flavors use), non-zero counts, maxima, and the same moments per batch (experiment, or any
+categorical obs column) when asked. Partials merge with Chan's formula (``moments``), so memory
+depends on genes and batches, never on cells. Per-batch moments are kept only on the scales
+asked for (``batch_scales``). Seurat v3's clipped sums come from the largest counts kept per gene
+(``top_counts``) or, per batch, from a second pass.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,8 +37,10 @@ class StatsConfig:
     """A categorical obs column (e.g. ``srx_accession``): moments per category as well."""
     split_every: int = 8
     """Fan-in of the tree reduction."""
-    chunks_per_task: int = 8
-    """Chunk rows each task reads and merges locally before its partial travels."""
+    tasks_per_thread: int = 4
+    """Leaf tasks per worker thread, each reading a contiguous run of chunk rows and merging
+    them as it goes: a fixed number of partials (a few MB each) exist at once, however many
+    cells the store holds, and the threads still finish together."""
     batch_scales: tuple[str, ...] = SCALES
     """Scales with per-batch moments (each costs batches x genes x 2 float64 in every partial)."""
     top_counts: int = 0
@@ -55,6 +58,8 @@ class StatsConfig:
             raise ValueError(f"target_sum must be positive, got {self.target_sum}")
         if self.split_every < 2:
             raise ValueError(f"split_every must be at least 2, got {self.split_every}")
+        if self.tasks_per_thread < 1:
+            raise ValueError(f"tasks_per_thread must be at least 1, got {self.tasks_per_thread}")
 
 
 @dataclass(slots=True)
@@ -69,6 +74,7 @@ class GeneStats:
     n_cells_expressed: np.ndarray
     max_count: np.ndarray
     cell_totals: np.ndarray
+    """Each cell's total count (``obs/total_counts``, the stored row's sum: normalize_total's divisor)."""
     batch_key: str | None = None
     batches: list[str] = field(default_factory=list)
     batch_moments: list[dict[str, Moments]] = field(default_factory=list)
@@ -124,18 +130,33 @@ def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, bat
     per task collects the largest counts of all its rows."""
     inputs = _open_for_task(store, batch_key)
     top = np.zeros((inputs.reader.array.shape[1], top_counts), dtype=np.int16)
-    partial = stats_combine(*(stats_chunk(inputs, lo, hi, target_sum, batch_scales, top) for lo, hi in ranges))
+    partial = None
+    for lo, hi in ranges:  # merged as read: one chunk row's partial exists beside the running one
+        part = stats_chunk(inputs, lo, hi, target_sum, batch_scales, top)
+        partial = part if partial is None else stats_combine(partial, part)
     return {**partial, "top": top} if top_counts else partial
 
 
 def clipped_task(store: str, ranges: list[tuple[int, int]], batch_key: str | None, clips: dict[int, np.ndarray],
                  gene_chunks: list[int] | None = None) -> dict:
     inputs = _open_for_task(store, batch_key)
-    return clipped_combine(*(clipped_chunk(inputs, lo, hi, clips, gene_chunks) for lo, hi in ranges))
+    total: dict = {}
+    for lo, hi in ranges:
+        total = clipped_combine(total, clipped_chunk(inputs, lo, hi, clips, gene_chunks))
+    return total
 
 
-def _grouped(blocks: list[tuple[int, int]], per_task: int) -> list[list[tuple[int, int]]]:
-    return [blocks[i : i + per_task] for i in range(0, len(blocks), per_task)]
+def _split(blocks: list[tuple[int, int]], n_tasks: int) -> list[list[tuple[int, int]]]:
+    """``blocks`` in at most ``n_tasks`` contiguous runs of near-equal length."""
+    bounds = np.linspace(0, len(blocks), min(n_tasks, len(blocks)) + 1).round().astype(int)
+    return [blocks[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _threads(client) -> int:
+    """Worker threads the passes can use: the cluster's, or this machine's cores."""
+    if client is None:
+        return os.cpu_count() or 1
+    return max(1, sum(client.nthreads().values()))
 
 
 def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
@@ -176,7 +197,7 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
         "moments": {scale: _merge_all([g["moments"][scale] for g in groups]) for scale in SCALES},
         "expressed": nnz.sum(axis=0),
     }
-    partial = {**partial, "max": max_count, "squares": squares.sum(axis=0), "totals": [(start, totals)], "batches": {}}
+    partial = {**partial, "max": max_count, "squares": squares.sum(axis=0), "batches": {}}
     if batch_codes is not None:
         for code, g in zip(present, groups):
             partial["batches"][int(code)] = {"moments": {s: g["moments"][s] for s in batch_scales}, "expressed": g["expressed"]}
@@ -206,7 +227,7 @@ def stats_combine(*partials: dict) -> dict:
         for code, part in p["batches"].items():
             batches[code] = _merge_block_partials(batches[code], part) if code in batches else part
         merged.update({"max": np.maximum(out["max"], p["max"]), "squares": out["squares"] + p["squares"],
-                       "totals": out["totals"] + p["totals"], "batches": batches})
+                       "batches": batches})
         if "top" in out:
             merged["top"] = merge_top_counts(out["top"], p["top"])
         out = merged
@@ -290,9 +311,9 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
         raise ValueError(f"{store} has no committed cells")
     leaves = [dask.delayed(stats_task)(store, group, config.target_sum, config.batch_key, config.batch_scales,
                                        config.top_counts)
-              for group in _grouped(blocks, config.chunks_per_task)]
+              for group in _split(blocks, config.tasks_per_thread * _threads(client))]
     total = _compute(client, tree_reduce(leaves, stats_combine, config.split_every))
-    totals = np.concatenate([t for _, t in sorted(total["totals"], key=lambda p: p[0])])
+    totals = np.asarray(root["obs/total_counts"][: blocks[-1][1]], dtype=np.float64)
     codes_present = sorted(total["batches"])
     return GeneStats(
         manifest_version=version,
@@ -332,7 +353,7 @@ def clipped_sums_from_top(stats: GeneStats, clip: np.ndarray) -> tuple[np.ndarra
 
 def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], client=None,
                          split_every: int = 8, batched: bool = True,
-                         chunks_per_task: int = StatsConfig.chunks_per_task,
+                         tasks_per_thread: int = StatsConfig.tasks_per_thread,
                          genes: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Clipped sums per batch (``stats.batches`` order, one clip vector each), or overall.
 
@@ -362,7 +383,7 @@ def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], 
             n_genes = len(stats.gene_ids)
             return [(np.zeros(n_genes), np.zeros(n_genes)) for _ in by_code]
     leaves = [dask.delayed(clipped_task)(store, group, batch_key, shared, gene_chunks)
-              for group in _grouped(blocks, chunks_per_task)]
+              for group in _split(blocks, tasks_per_thread * _threads(client))]
     total = _compute(client, tree_reduce(leaves, clipped_combine, split_every))
     order = sorted(by_code)
     return [total[c] for c in order]
