@@ -289,13 +289,15 @@ def run_hvg(store: str, config: HVGConfig, client=None, stats: GeneStats | None 
 
     batch_key = config.batch_key or stats_batch_key
     scales = batch_scales_for(config, panel=stats_batch_key is not None)
+    per_batch = config.batch_key is not None  # the panel alone needs only between-batch sums of squares
     seurat_v3 = config.flavor in ("seurat_v3", "seurat_v3_paper")
     top_counts = TOP_COUNTS if seurat_v3 and config.batch_key is None else 0
     have = set(stats.batch_moments[0]) if stats is not None and stats.batch_moments else set()
     if (stats is None or stats.batch_key != batch_key or stats.target_sum != config.target_sum
-            or (batch_key is not None and not set(scales) <= have)):
+            or (per_batch and not set(scales) <= have)):
         stats = compute_gene_stats(store, StatsConfig(target_sum=config.target_sum, batch_key=batch_key,
-                                                      batch_scales=scales, top_counts=top_counts), client)
+                                                      batch_scales=scales, top_counts=top_counts,
+                                                      per_batch=per_batch), client)
     clipped = reg_stds = None
     if seurat_v3:
         batched = config.batch_key is not None

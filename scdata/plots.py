@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .moments import mean as mean_of
 from .stats import GeneStats
 
 
 def between_batch_fraction(stats: GeneStats, scale: str = "log1p") -> np.ndarray | None:
     """Per gene, the share of its total sum of squares that lies between batch means."""
-    if not stats.batch_moments or scale not in stats.batch_moments[0]:
+    between = stats.between_batch_ss.get(scale)
+    if between is None:
         return None
-    overall = mean_of(stats.moments[scale])
-    between = np.zeros_like(overall)
-    for m in stats.batch_moments:
-        between += m[scale]["n"] * (mean_of(m[scale]) - overall) ** 2
     total = stats.moments[scale]["m2"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total > 0, between / total, np.nan)
+        return np.where(total > 0, np.minimum(between / total, 1.0), np.nan)
 
 
 def plot_hvg_analysis(path: str, stats: GeneStats, order: np.ndarray, symbols: np.ndarray, score: np.ndarray,

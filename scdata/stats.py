@@ -43,6 +43,10 @@ class StatsConfig:
     cells the store holds, and the threads still finish together."""
     batch_scales: tuple[str, ...] = SCALES
     """Scales with per-batch moments (each costs batches x genes x 2 float64 in every partial)."""
+    per_batch: bool = True
+    """False: keep only the between-batch sum of squares on ``batch_scales`` (what the batch-effect
+    panel shows). A batch's sums are folded into it once all its cells are seen (experiments are
+    contiguous in the store), so memory no longer grows with the number of batches."""
     top_counts: int = 0
     """Per gene, keep this many of the largest counts (int16; 0: none). Seurat v3 clips counts at
     a cut-off known only after this pass; with the few counts above it at hand, it needs no
@@ -79,6 +83,8 @@ class GeneStats:
     batches: list[str] = field(default_factory=list)
     batch_moments: list[dict[str, Moments]] = field(default_factory=list)
     batch_expressed: list[np.ndarray] = field(default_factory=list)
+    between_batch_ss: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per scale, sum over batches of n_b * (batch mean - mean)**2 (``per_batch`` or not)."""
     count_squares: np.ndarray | None = None
     """Per gene, the sum of squared counts (exact in float64 below 2**53)."""
     top_counts: np.ndarray | None = None
@@ -102,7 +108,10 @@ class GeneStats:
 
     def require_batch_scale(self, scale: str) -> None:
         """Fail clearly when per-batch moments on ``scale`` were not computed."""
-        if self.batch_moments and scale not in self.batch_moments[0]:
+        if not self.batch_moments:
+            raise ValueError("these statistics have no per-batch moments: compute them with a batch_key and "
+                             "StatsConfig(per_batch=True)")
+        if scale not in self.batch_moments[0]:
             raise ValueError(f"these statistics have per-batch moments on {sorted(self.batch_moments[0])} only, not "
                              f"{scale!r}: compute them with StatsConfig(batch_scales=...) including {scale!r}")
 
@@ -124,7 +133,7 @@ def _open_for_task(store: str, batch_key: str | None) -> _TaskInputs:
 
 
 def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, batch_key: str | None,
-               batch_scales: tuple[str, ...] = SCALES, top_counts: int = 0) -> dict:
+               batch_scales: tuple[str, ...] = SCALES, top_counts: int = 0, batch_sizes: np.ndarray | None = None) -> dict:
     """One task's partial over several chunk rows, merged where they are read: fewer, larger
     tasks send fewer partials (megabytes each) between worker processes. One top-counts heap
     per task collects the largest counts of all its rows."""
@@ -132,8 +141,8 @@ def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, bat
     top = np.zeros((inputs.reader.array.shape[1], top_counts), dtype=np.int16)
     partial = None
     for lo, hi in ranges:  # merged as read: one chunk row's partial exists beside the running one
-        part = stats_chunk(inputs, lo, hi, target_sum, batch_scales, top)
-        partial = part if partial is None else stats_combine(partial, part)
+        part = stats_chunk(inputs, lo, hi, target_sum, batch_scales, top, per_batch=batch_sizes is None)
+        partial = part if partial is None else stats_combine(partial, part, batch_sizes=batch_sizes)
     return {**partial, "top": top} if top_counts else partial
 
 
@@ -160,7 +169,7 @@ def _threads(client) -> int:
 
 
 def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
-                batch_scales: tuple[str, ...] = SCALES, top: np.ndarray | None = None) -> dict:
+                batch_scales: tuple[str, ...] = SCALES, top: np.ndarray | None = None, per_batch: bool = True) -> dict:
     """Partial for rows ``[start, stop)``: one chunk row of X, per batch when ``inputs.codes`` is
     set (per-batch moments on ``batch_scales``).
 
@@ -197,10 +206,14 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
         "moments": {scale: _merge_all([g["moments"][scale] for g in groups]) for scale in SCALES},
         "expressed": nnz.sum(axis=0),
     }
-    partial = {**partial, "max": max_count, "squares": squares.sum(axis=0), "batches": {}}
+    partial = {**partial, "max": max_count, "squares": squares.sum(axis=0), "batches": {}, "open": {}, "between": {}}
     if batch_codes is not None:
         for code, g in zip(present, groups):
-            partial["batches"][int(code)] = {"moments": {s: g["moments"][s] for s in batch_scales}, "expressed": g["expressed"]}
+            if per_batch:
+                partial["batches"][int(code)] = {"moments": {s: g["moments"][s] for s in batch_scales},
+                                                 "expressed": g["expressed"]}
+            else:  # only sums, until the batch is complete
+                partial["open"][int(code)] = (g["moments"][batch_scales[0]]["n"], {s: g["moments"][s]["sum"] for s in batch_scales})
     return partial
 
 
@@ -218,8 +231,9 @@ def _merge_block_partials(a: dict, b: dict) -> dict:
     }
 
 
-def stats_combine(*partials: dict) -> dict:
-    """Merge partials (any order, any grouping)."""
+def stats_combine(*partials: dict, batch_sizes: np.ndarray | None = None) -> dict:
+    """Merge partials (any order, any grouping). ``batch_sizes`` (cells per batch code): fold the
+    open batches that are now complete into the between-batch sums."""
     out = partials[0]
     for p in partials[1:]:
         merged = _merge_block_partials(out, p)
@@ -227,11 +241,37 @@ def stats_combine(*partials: dict) -> dict:
         for code, part in p["batches"].items():
             batches[code] = _merge_block_partials(batches[code], part) if code in batches else part
         merged.update({"max": np.maximum(out["max"], p["max"]), "squares": out["squares"] + p["squares"],
-                       "batches": batches})
+                       "batches": batches, "open": _merge_open(out["open"], p["open"]),
+                       "between": _add_arrays(out["between"], p["between"])})
         if "top" in out:
             merged["top"] = merge_top_counts(out["top"], p["top"])
         out = merged
+    if batch_sizes is not None:
+        out = {**out, **_fold_complete(out["open"], out["between"], batch_sizes)}
     return out
+
+
+def _merge_open(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for code, (n, sums) in b.items():
+        out[code] = (out[code][0] + n, _add_arrays(out[code][1], sums)) if code in out else (n, sums)
+    return out
+
+
+def _add_arrays(a: dict, b: dict) -> dict:
+    return {k: a[k] + b[k] if k in a and k in b else a.get(k, b.get(k)) for k in {*a, *b}}
+
+
+def _fold_complete(open_batches: dict, between: dict, batch_sizes: np.ndarray | None) -> dict:
+    """Move batches whose cells are all seen (all, when ``batch_sizes`` is None) from ``open`` into
+    ``between`` as ``sum_b**2 / n_b`` per gene, their share of sum_b n_b * mean_b**2."""
+    still_open, between = {}, dict(between)
+    for code, (n, sums) in open_batches.items():
+        if batch_sizes is None or n >= batch_sizes[code]:
+            between = _add_arrays(between, {s: v * v / n for s, v in sums.items()})
+        else:
+            still_open[code] = (n, sums)
+    return {"open": still_open, "between": between}
 
 
 def merge_top_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -270,13 +310,14 @@ def clipped_combine(*parts: dict) -> dict:
     return out
 
 
-def tree_reduce(leaves: list, combine, split_every: int):
-    """A Dask tree reduction of delayed partials (``split_every`` children per node)."""
+def tree_reduce(leaves: list, combine, split_every: int, **shared):
+    """A Dask tree reduction of delayed partials (``split_every`` children per node); ``shared``
+    keyword arguments (delayed values allowed) go to every combine."""
     import dask
 
     level = leaves
     while len(level) > 1:
-        level = [dask.delayed(combine)(*level[i : i + split_every]) for i in range(0, len(level), split_every)]
+        level = [dask.delayed(combine)(*level[i : i + split_every], **shared) for i in range(0, len(level), split_every)]
     return level[0]
 
 
@@ -309,12 +350,28 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
         batches = read_categories(root, config.batch_key)
     if not blocks:
         raise ValueError(f"{store} has no committed cells")
+    sizes = seen = None
+    if config.batch_key is not None and not config.per_batch:
+        codes = np.asarray(root[f"obs/{config.batch_key}/codes"][: blocks[-1][1]])
+        sizes = np.bincount(codes, minlength=len(batches))
+        seen = np.flatnonzero(sizes).tolist()
+        sizes = dask.delayed(sizes, traverse=False)
     leaves = [dask.delayed(stats_task)(store, group, config.target_sum, config.batch_key, config.batch_scales,
-                                       config.top_counts)
+                                       config.top_counts, sizes)
               for group in _split(blocks, config.tasks_per_thread * _threads(client))]
-    total = _compute(client, tree_reduce(leaves, stats_combine, config.split_every))
+    shared = {} if sizes is None else {"batch_sizes": sizes}
+    total = _compute(client, tree_reduce(leaves, stats_combine, config.split_every, **shared))
     totals = np.asarray(root["obs/total_counts"][: blocks[-1][1]], dtype=np.float64)
-    codes_present = sorted(total["batches"])
+    codes_present = sorted(total["batches"]) if seen is None else seen
+    n_cells = int(total["moments"]["counts"]["n"])
+    if config.batch_key is None:
+        between = {}
+    elif config.per_batch:
+        between = {s: sum(m[s]["sum"] ** 2 / m[s]["n"] for m in (total["batches"][c]["moments"] for c in codes_present))
+                   for s in config.batch_scales}
+    else:
+        between = _fold_complete(total["open"], total["between"], None)["between"]
+    between = {s: np.maximum(v - total["moments"][s]["sum"] ** 2 / n_cells, 0.0) for s, v in between.items()}
     return GeneStats(
         manifest_version=version,
         n_cells=int(total["moments"]["counts"]["n"]),
@@ -326,8 +383,9 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
         cell_totals=totals,
         batch_key=config.batch_key,
         batches=[batches[c] for c in codes_present],
-        batch_moments=[total["batches"][c]["moments"] for c in codes_present],
-        batch_expressed=[total["batches"][c]["expressed"] for c in codes_present],
+        batch_moments=[total["batches"][c]["moments"] for c in codes_present] if config.per_batch else [],
+        batch_expressed=[total["batches"][c]["expressed"] for c in codes_present] if config.per_batch else [],
+        between_batch_ss=between,
         count_squares=total["squares"],
         top_counts=total.get("top"),
     )

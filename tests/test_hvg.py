@@ -139,3 +139,24 @@ def test_clipped_sums_from_top_counts(store, top_counts):
     ((got_s, got_s2),) = _clipped_sums(store, stats, clips, None, batched=False)
     np.testing.assert_allclose(got_s, want_s, rtol=1e-12)
     np.testing.assert_allclose(got_s2, want_s2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("tasks_per_thread", [1, 64])
+def test_between_batch_sums_folded(store, adata, tasks_per_thread):
+    """Without per-batch moments, each batch is folded into the between-batch sum of squares once
+    complete; with tasks of one chunk row, batches span tasks and are folded in the merges. Both
+    equal numpy's sum over batches of n_b * (mean_b - mean)**2 and the per-batch computation."""
+    config = dict(batch_key="srx_accession", batch_scales=("log1p", "counts"), tasks_per_thread=tasks_per_thread)
+    folded = compute_gene_stats(store, StatsConfig(per_batch=False, **config))
+    full = compute_gene_stats(store, StatsConfig(per_batch=True, **config))
+    assert folded.batch_moments == [] and folded.batches == full.batches
+    x = adata.X.toarray()
+    norm = x / (x.sum(axis=1, keepdims=True) / 1e4)
+    labels = adata.obs["srx_accession"].to_numpy()
+    for scale, values in (("counts", x), ("log1p", np.log1p(norm))):
+        want = sum((labels == b).sum() * (values[labels == b].mean(axis=0) - values.mean(axis=0)) ** 2
+                   for b in np.unique(labels))
+        np.testing.assert_allclose(folded.between_batch_ss[scale], want, rtol=1e-7, atol=1e-9 * values.var(axis=0).max())
+        np.testing.assert_allclose(full.between_batch_ss[scale], want, rtol=1e-7, atol=1e-9 * values.var(axis=0).max())
+    with pytest.raises(ValueError, match="no per-batch moments"):
+        folded.require_batch_scale("log1p")
