@@ -135,14 +135,22 @@ def to_store_counts(matrix: sp.spmatrix, column_map: np.ndarray, n_axis_genes: i
     return StoredCounts(out, umi_count, total_counts, gene_count, repairs)
 
 
-def concat_stored_counts(parts: list[StoredCounts]) -> StoredCounts:
+def concat_stored_counts(parts: list[StoredCounts], stacked: tuple[np.ndarray, np.ndarray] | None = None) -> StoredCounts:
     """Row blocks of one experiment, converted separately, as one (identical to converting it whole).
 
-    ``n_genes_dropped`` describes the file's gene list, the same for every block.
+    ``stacked``: the blocks' values and column indices already laid out one after another (the
+    caller converted them into one buffer), used as they are instead of copied. ``n_genes_dropped``
+    describes the file's gene list, the same for every block.
     """
-    if len(parts) == 1:
+    if len(parts) == 1 and stacked is None:
         return parts[0]
-    matrix = sp.vstack([p.matrix for p in parts], format="csr")
+    if stacked is None:
+        stacked = (np.concatenate([p.matrix.data for p in parts]), np.concatenate([p.matrix.indices for p in parts]))
+    row_nnz = np.concatenate([np.diff(p.matrix.indptr) for p in parts])
+    index_dtype = np.int32 if len(stacked[0]) < 2**31 else np.int64  # scipy would otherwise copy to a common dtype
+    indptr = np.concatenate([[0], np.cumsum(row_nnz, dtype=np.int64)]).astype(index_dtype)
+    n_axis_genes = parts[0].matrix.shape[1]
+    matrix = sp.csr_matrix((stacked[0], stacked[1], indptr), shape=(len(row_nnz), n_axis_genes), copy=False)
     matrix.has_sorted_indices = True  # each block's rows are sorted; stacking keeps rows intact
     repairs = CountRepairs(
         n_fractional=sum(p.repairs.n_fractional for p in parts),

@@ -14,6 +14,7 @@ redoes the round, so the store is identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import logging
 import os
@@ -107,27 +108,38 @@ def _plan_store(client, experiments: list[Experiment], config: IngestConfig, ech
     """Planning pass: read every selected file's gene table and create the empty store."""
     echo(f"Planning: reading gene tables of {len(experiments)} experiments")
     futures = client.map(gene_table_task, experiments, pure=False)
-    tables, bad = [], []
-    for exp, fut in zip(experiments, futures):
+    readable, bad = 0, []
+    # The release maps every file to one reference, so the union is that gene list in its order.
+    # Tables are merged one at a time, in selection order (each is a few MB of gene strings).
+    gene_ids: list[str] = []
+    symbols: list[str] = []
+    seen: set[str] = set()
+    annotation: set[str] = set()
+    union = np.asarray(gene_ids)
+    for i in range(len(futures)):
+        future, futures[i] = futures[i], None
         try:
-            tables.append(fut.result())
+            table = future.result()
         except ExperimentError as exc:
             if config.on_error == "raise":
                 raise
             bad.append(exc)
-    if not tables:
-        raise IngestError("no selected experiment is readable: " + "; ".join(map(str, bad[:3])))
-    # The release maps every file to one reference, so the union is that gene list in its order.
-    gene_ids: list[str] = []
-    symbols: list[str] = []
-    seen: set[str] = set()
-    for table in tables:
+            continue
+        finally:
+            future.release()
+        readable += 1
+        annotation.update(table.annotation_columns)
+        if np.array_equal(table.gene_ids, union):
+            continue  # the usual case: the same reference genes in the same order
         for gid, sym in zip(table.gene_ids, table.gene_symbols):
             if gid not in seen:
                 seen.add(gid)
                 gene_ids.append(gid)
                 symbols.append(sym)
-    annotation = sorted({c for t in tables for c in t.annotation_columns})
+        union = np.asarray(gene_ids)
+    if not readable:
+        raise IngestError("no selected experiment is readable: " + "; ".join(map(str, bad[:3])))
+    annotation = sorted(annotation)
     metadata_columns = [c for c in CELL_METADATA_COLUMNS if any(c in e.metadata for e in experiments)]
     ids = np.asarray(gene_ids)
     create_store(config.store, ids, np.asarray(symbols), metadata_columns + annotation, config.layout)
@@ -285,6 +297,7 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
                 added += _commit_round(config, manifest, root, plan, writes, kept, r)
                 rejected += r
                 del kept, writes
+                _release_freed_memory()
                 if bar is not None:
                     bar.update(sum(e.obs_count for e in round_exps))
                     bar.set_postfix(experiments=f"{len(added) + len(rejected)}/{len(todo)}", committed=f"{manifest.n_committed:,}")
@@ -297,6 +310,15 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
     echo(f"Committed {manifest.n_committed:,} cells from {len(manifest.experiments)} experiments "
          f"(+{len(added)} this run, {len(rejected)} rejected) in {config.store}")
     return IngestReport(manifest, added, rejected, skipped)
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by a round back to the OS (glibc keeps it otherwise, so the driver's
+    resident size would creep up with every round's short-lived obs frames)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _progress(enabled: bool, total_cells: int, n_experiments: int):
