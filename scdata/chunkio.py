@@ -22,8 +22,6 @@ from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from .chunk_kernels import clear_gene_major, scatter_gene_major
-
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _DENSE = threading.local()
 """Each thread's dense block buffer for ``ChunkWriter`` (one chunk row of all genes)."""
@@ -56,44 +54,17 @@ class ChunkWriter:
         self.store = array.store
         self._prefix = f"{array.path}/" if array.path else ""
         self.prototype = default_buffer_prototype()
-        self._local_root = str(self.store.root) if isinstance(self.store, zarr.storage.LocalStore) else None
 
-    def _gene_major(self, part: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """Dense (genes, rows) copy of a CSR row block, scattered into a zeroed buffer reused by
-        every writer of this thread (a fresh 72 MiB block per task costs a page fault per 4 KiB),
-        and which gene chunks received a non-zero. The caller zeroes the scattered entries again."""
-        if not part.has_canonical_format:  # duplicates would overwrite instead of adding up
-            part = part.copy()
-            part.sum_duplicates()
+    def _gene_major(self, part: sp.csr_matrix) -> np.ndarray:
+        """Dense (genes, rows) copy of a CSR row block in a buffer reused by every writer of this
+        thread (a fresh 72 MiB block per task costs a page fault per 4 KiB)."""
         shape = (part.shape[1], part.shape[0])
         buffer = getattr(_DENSE, "buffer", None)
         if buffer is None or buffer.shape != shape:
             buffer = _DENSE.buffer = np.zeros(shape, dtype=np.int16)
-        touched = np.zeros(-(-shape[0] // self.chunk_genes), dtype=np.bool_)
-        try:
-            scatter_gene_major(part.indptr, part.indices, part.data, buffer, self.chunk_genes, touched)
-        except BaseException:
-            _DENSE.buffer = None  # possibly half written
-            raise
-        return buffer, touched
-
-    def _put(self, key: str, payload) -> None:
-        if self._local_root is None:
-            sync(self.store.set(key, self.prototype.buffer.from_bytes(bytes(payload))))
-            return
-        path = os.path.join(self._local_root, key)  # as Zarr's LocalStore writes it, without its event loop
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(payload)
-
-    def _delete(self, key: str) -> None:
-        if self._local_root is None:
-            sync(self.store.delete(key))
-            return
-        try:
-            os.remove(os.path.join(self._local_root, key))
-        except FileNotFoundError:
-            pass
+        else:
+            buffer.fill(0)
+        return part.tocsc().T.toarray(out=buffer)
 
     def key(self, i: int, j: int) -> str:
         return self._prefix + self.array.metadata.encode_chunk_key((i, j))
@@ -115,13 +86,9 @@ class ChunkWriter:
             if n_rows < self.chunk_rows and start + lo + n_rows != self.array.shape[0]:
                 raise ValueError("a partial chunk can only be the array's last rows")
             i = (start + lo) // self.chunk_rows
-            touched = None
             if self.transpose:
                 # (genes, rows) C-contiguous: each gene chunk is a contiguous slab of it.
-                if sp.issparse(part):
-                    major, touched = self._gene_major(part)
-                else:
-                    major = np.ascontiguousarray(part.T)
+                major = self._gene_major(part) if sp.issparse(part) else np.ascontiguousarray(part.T)
                 slabs = ((j, major[g0 : g0 + self.chunk_genes]) for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)))
                 shape = (self.chunk_genes, self.chunk_rows)
             else:
@@ -130,17 +97,15 @@ class ChunkWriter:
                 shape = (self.chunk_rows, self.chunk_genes)
             for j, slab in slabs:
                 key = self.key(i, j)
-                if not (touched[j] if touched is not None else slab.any()):  # Zarr stores no all-fill chunk
-                    self._delete(key)
+                if not slab.any():  # Zarr stores no chunk that is all fill value
+                    sync(self.store.delete(key))
                     continue
                 if slab.shape != shape:  # edge chunk: zero padding, as Zarr pads it
                     padded = np.zeros(shape, dtype=np.int16)
                     padded[: slab.shape[0], : slab.shape[1]] = slab
                     slab = padded
                 payload = self.blosc.encode(np.ascontiguousarray(slab).view(np.uint8).reshape(-1))
-                self._put(key, payload)
-            if touched is not None:
-                clear_gene_major(part.indptr, part.indices, major)  # back to zeros for the next block
+                sync(self.store.set(key, self.prototype.buffer.from_bytes(payload)))
 
 
 class ChunkReader:
@@ -156,9 +121,10 @@ class ChunkReader:
         self.writer = ChunkWriter(array)  # validates the codec chain and knows the keys
         self.array = array
         self.chunk_rows, self.chunk_genes = array.chunks
+        store = array.store
         # A local store's chunk files are read directly: going through Zarr's event loop thread
         # costs more than decoding them (it doubled the time of a statistics pass).
-        self._local_root = self.writer._local_root
+        self._local_root = str(store.root) if isinstance(store, zarr.storage.LocalStore) else None
         self._local = threading.local()  # each thread decodes into its own reused buffer
 
     def _raw(self, key: str) -> bytes | None:
