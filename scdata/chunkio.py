@@ -23,8 +23,19 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-_DENSE = threading.local()
-"""Each thread's dense block buffer for ``ChunkWriter`` (one chunk row of all genes)."""
+_THREAD_BUFFERS = threading.local()
+
+
+def thread_buffer(purpose: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An int16 array of ``shape`` owned by this thread and reused for ``purpose`` (contents left
+    over from its last use): a fresh multi-MiB allocation per chunk costs a page fault per 4 KiB,
+    which is as long as decoding or densifying the chunk. Readers and writers created per task
+    share them, so a thread allocates each once."""
+    buffers = _THREAD_BUFFERS.__dict__
+    buffer = buffers.get(purpose)
+    if buffer is None or buffer.shape != shape:
+        buffer = buffers[purpose] = np.zeros(shape, dtype=np.int16)
+    return buffer
 
 
 class ChunkWriter:
@@ -56,14 +67,9 @@ class ChunkWriter:
         self.prototype = default_buffer_prototype()
 
     def _gene_major(self, part: sp.csr_matrix) -> np.ndarray:
-        """Dense (genes, rows) copy of a CSR row block in a buffer reused by every writer of this
-        thread (a fresh 72 MiB block per task costs a page fault per 4 KiB)."""
-        shape = (part.shape[1], part.shape[0])
-        buffer = getattr(_DENSE, "buffer", None)
-        if buffer is None or buffer.shape != shape:
-            buffer = _DENSE.buffer = np.zeros(shape, dtype=np.int16)
-        else:
-            buffer.fill(0)
+        """Dense (genes, rows) copy of a CSR row block in this thread's reused buffer."""
+        buffer = thread_buffer("dense", (part.shape[1], part.shape[0]))
+        buffer.fill(0)
         return part.tocsc().T.toarray(out=buffer)
 
     def key(self, i: int, j: int) -> str:
@@ -125,7 +131,6 @@ class ChunkReader:
         # A local store's chunk files are read directly: going through Zarr's event loop thread
         # costs more than decoding them (it doubled the time of a statistics pass).
         self._local_root = str(store.root) if isinstance(store, zarr.storage.LocalStore) else None
-        self._local = threading.local()  # each thread decodes into its own reused buffer
 
     def _raw(self, key: str) -> bytes | None:
         if self._local_root is not None:
@@ -149,11 +154,8 @@ class ChunkReader:
         return np.frombuffer(self.writer.blosc.decode(raw), dtype="<i2").reshape(shape)
 
     def thread_buffer(self) -> np.ndarray:
-        """This thread's reusable decode buffer (one chunk), for ``chunk(..., out=...)``."""
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is None:
-            buffer = self._local.buffer = np.empty(self.chunk_rows * self.chunk_genes, dtype="<i2")
-        return buffer
+        """This thread's reusable decode buffer (one flat chunk), for ``chunk(..., out=...)``."""
+        return thread_buffer("decode", (self.chunk_rows * self.chunk_genes,))
 
     def _check_row(self, start: int, stop: int) -> None:
         if start % self.chunk_rows or stop - start > self.chunk_rows or stop > self.array.shape[0] or stop < start:
@@ -164,8 +166,8 @@ class ChunkReader:
         columns ``gene_chunks`` when given), one at a time, as ``(first gene, (genes, rows) int16
         view)``; chunks never written (all zeros) are skipped.
 
-        Each view is valid until this thread's next read: a thread decodes into one reused buffer,
-        since a fresh 4 MiB allocation per chunk costs a page fault per 4 KiB, as long as decoding it."""
+        Each view is valid until this thread's next read: a thread decodes into one reused buffer
+        (``thread_buffer``)."""
         self._check_row(start, stop)
         n_rows, n_genes = stop - start, self.array.shape[1]
         i = start // self.chunk_rows

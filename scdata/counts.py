@@ -135,30 +135,40 @@ def to_store_counts(matrix: sp.spmatrix, column_map: np.ndarray, n_axis_genes: i
     return StoredCounts(out, umi_count, total_counts, gene_count, repairs)
 
 
-def concat_stored_counts(parts: list[StoredCounts], stacked: tuple[np.ndarray, np.ndarray] | None = None) -> StoredCounts:
-    """Row blocks of one experiment, converted separately, as one (identical to converting it whole).
+class StoredCountsBuilder:
+    """One experiment's counts assembled from row blocks converted one at a time (identical to
+    converting it whole). Values and column indices go straight into arrays sized for the file's
+    values (conversion only drops values), so the experiment is never held twice."""
 
-    ``stacked``: the blocks' values and column indices already laid out one after another (the
-    caller converted them into one buffer), used as they are instead of copied. ``n_genes_dropped``
-    describes the file's gene list, the same for every block.
-    """
-    if len(parts) == 1 and stacked is None:
-        return parts[0]
-    if stacked is None:
-        stacked = (np.concatenate([p.matrix.data for p in parts]), np.concatenate([p.matrix.indices for p in parts]))
-    row_nnz = np.concatenate([np.diff(p.matrix.indptr) for p in parts])
-    index_dtype = np.int32 if len(stacked[0]) < 2**31 else np.int64  # scipy would otherwise copy to a common dtype
-    indptr = np.concatenate([[0], np.cumsum(row_nnz, dtype=np.int64)]).astype(index_dtype)
-    n_axis_genes = parts[0].matrix.shape[1]
-    matrix = sp.csr_matrix((stacked[0], stacked[1], indptr), shape=(len(row_nnz), n_axis_genes), copy=False)
-    matrix.has_sorted_indices = True  # each block's rows are sorted; stacking keeps rows intact
-    repairs = CountRepairs(
-        n_fractional=sum(p.repairs.n_fractional for p in parts),
-        n_saturated=sum(p.repairs.n_saturated for p in parts),
-        max_value=max(p.repairs.max_value for p in parts),
-        n_genes_dropped=parts[0].repairs.n_genes_dropped,
-        n_umis_dropped=sum(p.repairs.n_umis_dropped for p in parts),
-    )
-    return StoredCounts(matrix, np.concatenate([p.umi_count for p in parts]),
-                        np.concatenate([p.total_counts for p in parts]),
-                        np.concatenate([p.gene_count for p in parts]), repairs)
+    def __init__(self, max_nnz: int, n_axis_genes: int):
+        self.data = np.empty(max_nnz, dtype=np.int16)
+        self.indices = np.empty(max_nnz, dtype=np.int32)
+        self.n_axis_genes = n_axis_genes
+        self.filled = 0
+        self.per_row: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # umi_count, total_counts, gene_count
+        self.repairs: list[CountRepairs] = []
+
+    def add(self, block: StoredCounts) -> None:
+        stop = self.filled + block.matrix.nnz
+        self.data[self.filled : stop] = block.matrix.data
+        self.indices[self.filled : stop] = block.matrix.indices
+        self.filled = stop
+        self.per_row.append((block.umi_count, block.total_counts, block.gene_count))
+        self.repairs.append(block.repairs)
+
+    def build(self) -> StoredCounts:
+        """The stacked counts; ``n_genes_dropped`` describes the file's gene list, the same for every block."""
+        umi_count, total_counts, gene_count = (np.concatenate(parts) for parts in zip(*self.per_row))
+        index_dtype = np.int32 if self.filled < 2**31 else np.int64  # scipy would otherwise copy to a common dtype
+        indptr = np.concatenate([[0], np.cumsum(gene_count, dtype=np.int64)]).astype(index_dtype)  # gene_count: row nnz
+        matrix = sp.csr_matrix((self.data[: self.filled], self.indices[: self.filled], indptr),
+                               shape=(len(gene_count), self.n_axis_genes), copy=False)
+        matrix.has_sorted_indices = True  # each block's rows are sorted; stacking keeps rows intact
+        repairs = CountRepairs(
+            n_fractional=sum(r.n_fractional for r in self.repairs),
+            n_saturated=sum(r.n_saturated for r in self.repairs),
+            max_value=max(r.max_value for r in self.repairs),
+            n_genes_dropped=self.repairs[0].n_genes_dropped,
+            n_umis_dropped=sum(r.n_umis_dropped for r in self.repairs),
+        )
+        return StoredCounts(matrix, umi_count, total_counts, gene_count, repairs)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .counts import CountRepairs, CountsError, StoredCounts, concat_stored_counts, gene_column_map, to_store_counts
+from .counts import CountRepairs, CountsError, StoredCounts, StoredCountsBuilder, gene_column_map, to_store_counts
 
 ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 BLOCK_NNZ = 1 << 21
@@ -162,12 +162,8 @@ def _csr_counts_in_blocks(node: h5py.Group, n_obs: int, genes: GeneTable, column
     _check_shape(shape, n_obs, genes, accession, url)
     if len(indptr) != shape[0] + 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] > data.shape[0]:
         raise ExperimentError(accession, url, f"X's CSR index pointer is inconsistent with its {data.shape[0]} values")
-    # The converted rows go straight into arrays sized for the file's values (conversion only
-    # drops values), so no stacking copy of the whole experiment is ever made.
-    out_data = np.empty(int(indptr[-1]), dtype=np.int16)
-    out_indices = np.empty(int(indptr[-1]), dtype=np.int32)
-    filled = 0
-    parts, start = [], 0
+    counts = StoredCountsBuilder(int(indptr[-1]), n_axis_genes)
+    start = 0
     while start < shape[0]:
         stop = max(start + 1, int(np.searchsorted(indptr, indptr[start] + BLOCK_NNZ, side="right")) - 1)
         stop = min(stop, shape[0])
@@ -176,15 +172,9 @@ def _csr_counts_in_blocks(node: h5py.Group, n_obs: int, genes: GeneTable, column
             block = sp.csr_matrix((data[lo:hi], indices[lo:hi], indptr[start : stop + 1] - lo), shape=(stop - start, shape[1]))
         except Exception as exc:
             raise ExperimentError(accession, url, f"cannot read 'X' rows {start}-{stop}: {exc}") from exc
-        part = _convert(block, column_map, n_axis_genes, accession, url)
-        nnz = part.matrix.nnz
-        out_data[filled : filled + nnz] = part.matrix.data
-        out_indices[filled : filled + nnz] = part.matrix.indices
-        part.matrix.data, part.matrix.indices = out_data[filled : filled + nnz], out_indices[filled : filled + nnz]
-        filled += nnz
-        parts.append(part)
+        counts.add(_convert(block, column_map, n_axis_genes, accession, url))
         start = stop
-    return concat_stored_counts(parts, (out_data[:filled], out_indices[:filled]))
+    return counts.build()
 
 
 def read_experiment(
