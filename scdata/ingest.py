@@ -14,7 +14,6 @@ redoes the round, so the store is identical to an uninterrupted run.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import logging
 import os
@@ -116,8 +115,7 @@ def _plan_store(client, experiments: list[Experiment], config: IngestConfig, ech
     seen: set[str] = set()
     annotation: set[str] = set()
     union = np.asarray(gene_ids)
-    for i in range(len(futures)):
-        future, futures[i] = futures[i], None
+    for future in futures:
         try:
             table = future.result()
         except ExperimentError as exc:
@@ -126,7 +124,7 @@ def _plan_store(client, experiments: list[Experiment], config: IngestConfig, ech
             bad.append(exc)
             continue
         finally:
-            future.release()
+            future.release()  # the worker drops its copy too
         readable += 1
         annotation.update(table.annotation_columns)
         if np.array_equal(table.gene_ids, union):
@@ -297,7 +295,6 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
                 added += _commit_round(config, manifest, root, plan, writes, kept, r)
                 rejected += r
                 del kept, writes
-                _release_freed_memory()
                 if bar is not None:
                     bar.update(sum(e.obs_count for e in round_exps))
                     bar.set_postfix(experiments=f"{len(added) + len(rejected)}/{len(todo)}", committed=f"{manifest.n_committed:,}")
@@ -310,15 +307,6 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
     echo(f"Committed {manifest.n_committed:,} cells from {len(manifest.experiments)} experiments "
          f"(+{len(added)} this run, {len(rejected)} rejected) in {config.store}")
     return IngestReport(manifest, added, rejected, skipped)
-
-
-def _release_freed_memory() -> None:
-    """Hand memory freed by a round back to the OS (glibc keeps it otherwise, so the driver's
-    resident size would creep up with every round's short-lived obs frames)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 def _progress(enabled: bool, total_cells: int, n_experiments: int):
