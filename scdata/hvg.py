@@ -261,9 +261,12 @@ def select_hvgs(stats: GeneStats, config: HVGConfig, clipped=None, reg_stds: lis
     return _seurat_v3_flavor(stats, config, clipped, reg_stds)
 
 
-FLAVOR_SCALE = {"dispersion": "counts", "seurat": "normalized", "cell_ranger": "log1p", "seurat_v3": "counts",
-                "seurat_v3_paper": "counts"}
-"""The scale whose moments a flavor's (per-batch) selection reads."""
+FLAVOR_SCALE = {"seurat": "normalized", "cell_ranger": "log1p", "seurat_v3": "counts", "seurat_v3_paper": "counts"}
+"""The scale whose per-batch moments a flavor's batch-aware selection reads (the seed's
+dispersion ignores batches)."""
+TOP_COUNTS = 64
+"""Largest counts kept per gene by the first pass so Seurat v3 (without batches) can clip them
+there: a second pass is needed only for genes with more than this many counts above the clip."""
 PANEL_SCALE = "log1p"
 """The scale of the batch-effect panel of ``hvg_analysis.png``."""
 
@@ -271,7 +274,7 @@ PANEL_SCALE = "log1p"
 def batch_scales_for(config: HVGConfig, panel: bool) -> tuple[str, ...]:
     """Per-batch scales a selection (and optionally the batch-effect panel) needs."""
     needed = set()
-    if config.batch_key is not None and config.flavor != "dispersion":
+    if config.batch_key is not None and config.flavor in FLAVOR_SCALE:
         needed.add(FLAVOR_SCALE[config.flavor])
     if panel:
         needed.add(PANEL_SCALE)
@@ -304,11 +307,6 @@ def run_hvg(store: str, config: HVGConfig, client=None, stats: GeneStats | None 
         reg_stds, clips = seurat_v3_clips(stats, config.span, batched)
         clipped = _clipped_sums(store, stats, clips, client, batched)
     return select_hvgs(stats, config, clipped, reg_stds), stats
-
-
-TOP_COUNTS = 64
-"""Largest counts kept per gene by the first pass so Seurat v3 (without batches) can clip them
-there: a second pass is needed only for genes with more than this many counts above the clip."""
 
 
 def _clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], client, batched: bool):

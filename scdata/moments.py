@@ -17,42 +17,12 @@ any merge order give the same statistics to rounding (property-tested against nu
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 Moments = dict  # {"n": int, "sum": ndarray, "m2": ndarray}
 
 
 def empty_moments(n_genes: int) -> Moments:
     return {"n": 0, "sum": np.zeros(n_genes), "m2": np.zeros(n_genes)}
-
-
-def sparse_moments(block: sp.csc_matrix) -> Moments:
-    """Two-pass moments of a (cells, genes) CSC block, counting its implicit zeros."""
-    n, n_genes = block.shape
-    if n == 0:
-        return empty_moments(n_genes)
-    genes = np.repeat(np.arange(n_genes), np.diff(block.indptr))
-    return entry_moments(genes, block.data.astype(np.float64, copy=False), n, n_genes)
-
-
-def entry_moments(genes: np.ndarray, values: np.ndarray, n: int, n_genes: int) -> Moments:
-    """Two-pass moments over ``n`` cells from their non-zeros, given as (gene, value) entries
-    sorted by gene (segment sums instead of scattered ``bincount`` adds: the hot loop of a pass)."""
-    if n == 0:
-        return empty_moments(n_genes)
-    total = np.zeros(n_genes)
-    m2 = np.zeros(n_genes)
-    if len(genes):
-        starts = np.flatnonzero(np.r_[True, genes[1:] != genes[:-1]])
-        present = genes[starts]
-        per_gene = np.diff(np.r_[starts, len(genes)])
-        sums = np.add.reduceat(values, starts)
-        means = sums / n
-        deviation = values - np.repeat(means, per_gene)
-        # zeros of a present gene deviate by -mean each; absent genes have m2 = 0
-        m2[present] = np.add.reduceat(deviation * deviation, starts) + (n - per_gene) * means * means
-        total[present] = sums
-    return {"n": n, "sum": total, "m2": m2}
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:

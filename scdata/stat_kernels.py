@@ -7,8 +7,8 @@ directly. They release the GIL, so the threads of one Dask worker run them in pa
 
 Per gene and per group of rows (the batches present in the chunk row) the moments kernel makes
 two passes over the gene's values, which sit together in cache: sums first, then squared
-deviations from the group mean (zeros contribute ``(n - nnz) * mean**2``), the same two-pass
-formula ``moments.entry_moments`` uses, with values summed in the same (cell) order.
+deviations from the group mean (zeros contribute ``(n - nnz) * mean**2``); blocks' partials
+then merge with Chan's formula (``moments.merge_moments``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 
 from .chunkio import ChunkReader
 from .dataset import _committed
-from .moments import Moments, empty_moments, merge_moments, variance
+from .moments import Moments, merge_moments, variance
 from .moments import mean as mean_of
 from .stat_kernels import clipped_gene_sums, gene_moments
 from .store import categorical_columns, open_root, read_categories, read_strings
@@ -208,12 +208,12 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
     }
     partial = {**partial, "max": max_count, "squares": squares.sum(axis=0), "batches": {}, "open": {}, "between": {}}
     if batch_codes is not None:
-        for code, g in zip(present, groups):
+        for k, (code, g) in enumerate(zip(present, groups)):
             if per_batch:
                 partial["batches"][int(code)] = {"moments": {s: g["moments"][s] for s in batch_scales},
                                                  "expressed": g["expressed"]}
             else:  # only sums, until the batch is complete
-                partial["open"][int(code)] = (g["moments"][batch_scales[0]]["n"], {s: g["moments"][s]["sum"] for s in batch_scales})
+                partial["open"][int(code)] = (int(group_n[k]), {s: g["moments"][s]["sum"] for s in batch_scales})
     return partial
 
 
@@ -374,7 +374,7 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
     between = {s: np.maximum(v - total["moments"][s]["sum"] ** 2 / n_cells, 0.0) for s, v in between.items()}
     return GeneStats(
         manifest_version=version,
-        n_cells=int(total["moments"]["counts"]["n"]),
+        n_cells=n_cells,
         gene_ids=gene_ids,
         target_sum=config.target_sum,
         moments=total["moments"],
@@ -447,5 +447,4 @@ def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], 
     return [total[c] for c in order]
 
 
-__all__ = ["GeneStats", "SCALES", "StatsConfig", "clipped_sums_from_top", "compute_clipped_sums", "compute_gene_stats",
-           "empty_moments"]
+__all__ = ["GeneStats", "SCALES", "StatsConfig", "clipped_sums_from_top", "compute_clipped_sums", "compute_gene_stats"]
