@@ -321,11 +321,12 @@ def tree_reduce(leaves: list, combine, split_every: int, **shared):
     return level[0]
 
 
-def _blocks(store: str) -> tuple[list[tuple[int, int]], int, np.ndarray]:
+def _blocks(store: str):
+    """The committed chunk rows as (start, stop), the manifest version, and the opened root."""
     root, manifest = _committed(store)
     n = manifest.n_committed
     step = root["X"].chunks[0]
-    return [(lo, min(lo + step, n)) for lo in range(0, n, step)], manifest.version, read_strings(root["var/_index"])
+    return [(lo, min(lo + step, n)) for lo in range(0, n, step)], manifest.version, root
 
 
 def _compute(client, graph):
@@ -338,8 +339,8 @@ def compute_gene_stats(store: str, config: StatsConfig = StatsConfig(), client=N
     """Statistics of the committed cells (``client``: a distributed Client; None runs threaded)."""
     import dask
 
-    blocks, version, gene_ids = _blocks(store)
-    root = open_root(store, mode="r")
+    blocks, version, root = _blocks(store)
+    gene_ids = read_strings(root["var/_index"])
     batches: list[str] = []
     if config.batch_key is not None:
         if config.batch_key not in categorical_columns(root):
@@ -420,12 +421,11 @@ def compute_clipped_sums(store: str, stats: GeneStats, clips: list[np.ndarray], 
     """
     import dask
 
-    blocks, version, _ = _blocks(store)
+    blocks, version, root = _blocks(store)
     if version != stats.manifest_version:
         from .manifest import StaleError
 
         raise StaleError(f"statistics are from manifest v{stats.manifest_version}, the store is at v{version}")
-    root = open_root(store, mode="r")
     batch_key = stats.batch_key if batched else None
     if batch_key:
         categories = read_categories(root, stats.batch_key)
