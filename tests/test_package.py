@@ -1,0 +1,28 @@
+"""The package's import surface: what a Dask worker pays to start, and the public names."""
+
+import subprocess
+import sys
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_worker_tasks_do_not_import_notebook_stack():
+    # Ingest workers unpickle functions from scdata.tasks; xarray and dask.array are the notebook
+    # side and cost each worker process ~0.4 s to import.
+    heavy = _run("import sys, scdata.tasks; print([m for m in ('xarray', 'dask.array') if m in sys.modules])")
+    assert heavy == "[]"
+
+
+def test_public_names_resolve():
+    out = _run(
+        "import scdata.ingest as _m, scdata\n"  # the submodule imported first must not shadow the function
+        "print(callable(scdata.ingest), scdata.open_store.__module__, scdata.StoreLayout.__name__, "
+        "sorted(set(scdata.__all__) - set(dir(scdata))))"
+    )
+    assert out == "True scdata.dataset StoreLayout []"
+    import scdata
+
+    for name in scdata.__all__:
+        assert getattr(scdata, name) is not None
