@@ -130,14 +130,19 @@ def write_own_task(loaded: LoadedExperiment, write: Write, store_url: str) -> in
 
 
 def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | None]) -> int:
-    """Write one chunk shared by several contributors (committed rows are re-read first)."""
+    """Write one chunk shared by several contributors (committed rows are re-read first).
+
+    The pieces are stacked as sparse rows so the chunk takes the writer's sparse path (densified
+    once, straight into the chunk's memory order) like every other chunk of the round.
+    """
     x = open_root(store_url, mode="r+")["X"]
-    block = np.zeros((write.stop - write.start, x.shape[1]), dtype=np.int16)
-    for piece, part in zip(write.pieces, parts):
-        lo = piece.dest_start - write.start
-        if piece.owner == COMMITTED:  # the chunk's first rows: decoded directly, as the readers do
-            block[lo : lo + piece.n_rows] = ChunkReader(x).read_csc(piece.src_start, piece.src_stop).toarray()
-        else:
-            block[lo : lo + piece.n_rows] = part.toarray()  # seams are one chunk: dense is fine
+    rows = [
+        ChunkReader(x).read_csc(piece.src_start, piece.src_stop).tocsr() if piece.owner == COMMITTED else part
+        for piece, part in zip(write.pieces, parts)
+    ]
+    block = sp.vstack(rows, format="csr", dtype=np.int16)
+    if block.shape[0] != write.stop - write.start:
+        raise ValueError(f"seam [{write.start}, {write.stop}) received {block.shape[0]} rows")
     ChunkWriter(x).write_rows(write.start, block)
     return write.stop - write.start
+
