@@ -41,6 +41,12 @@ def store_info(store: str) -> dict:
     }
 
 
+def _codec(layout: dict) -> str:
+    blocks = layout["blocksize"]
+    size = f"{blocks // 1024} KiB blocks" if blocks else "automatic blocks"
+    return f"{layout['cname']}-{layout['clevel']} {layout['shuffle']}, {size}"
+
+
 def format_info(info: dict) -> str:
     """Human-readable summary (the JSON form has every field)."""
     lines = [
@@ -48,7 +54,7 @@ def format_info(info: dict) -> str:
         f"cells:            {info['total_cells_downloaded']:,} committed ({info['total_cells_requested']:,} requested)",
         f"experiments:      {info['total_samples']} committed, {len(info['rejected'])} rejected",
         f"genes:            {info['n_genes']:,}",
-        f"chunk shape:      {tuple(info['chunk_shape'])} {info['layout']['cname']}-{info['layout']['clevel']} {info['layout']['shuffle']}",
+        f"chunk shape:      {tuple(info['chunk_shape'])} {_codec(info['layout'])}",
         f"max expression:   {info['max_expression_value']:g} ({info['saturated_values']} values saturated at 32767, {info['rounded_values']} rounded)",
     ]
     if info["sparsity"] is not None:

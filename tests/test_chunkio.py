@@ -14,12 +14,14 @@ from .helpers import store_bytes
 
 
 @pytest.mark.parametrize("transpose", [True, False])
-@pytest.mark.parametrize("cname,shuffle", [("zstd", "bitshuffle"), ("lz4", "shuffle")])
-def test_same_bytes_as_zarr(tmp_path, transpose, cname, shuffle):
+@pytest.mark.parametrize("cname,shuffle,blocksize", [("zstd", "bitshuffle", 1 << 20), ("zstd", "bitshuffle", 2048),
+                                                     ("lz4", "shuffle", 0)])
+def test_same_bytes_as_zarr(tmp_path, transpose, cname, shuffle, blocksize):
     rng = np.random.default_rng(0)
     data = (rng.poisson(0.2, size=(300, 130)) * rng.integers(1, 40, size=(300, 130))).astype(np.int16)
     data[128:256] = 0  # an all-zero chunk row is not stored
-    layout = StoreLayout(chunk_cells=128, chunk_genes=48, cname=cname, clevel=2, shuffle=shuffle, transpose=transpose)
+    layout = StoreLayout(chunk_cells=128, chunk_genes=48, cname=cname, clevel=2, shuffle=shuffle, transpose=transpose,
+                         blocksize=blocksize)  # 2048: several Blosc blocks per chunk
     paths = {}
     for name in ("zarr", "writer"):
         root = zarr.open_group(str(tmp_path / name), mode="w", zarr_format=3)
@@ -67,3 +69,11 @@ def test_reader_matches_zarr(tmp_path, transpose):
         np.testing.assert_array_equal(block.toarray(), data[lo : lo + 128])
     with pytest.raises(ValueError, match="one chunk row"):
         reader.read_csc(10, 20)
+
+
+def test_layout_attrs():
+    assert StoreLayout.from_attrs({"chunk_cells": 1024, "chunk_genes": 2048, "cname": "zstd", "clevel": 3,
+                                   "shuffle": "bitshuffle", "transpose": True, "obs_chunk": 65536}).blocksize == 0
+    assert StoreLayout().codec().blocksize == StoreLayout().blocksize
+    with pytest.raises(ValueError, match="blocksize"):
+        StoreLayout(blocksize=-1)
