@@ -73,19 +73,15 @@ class ChunkWriter:
             self._set = lambda key, value: sync(self.store.set(key, value))
             self._delete = lambda key: sync(self.store.delete(key))
 
-    def _gene_major(self, part: sp.csr_matrix) -> np.ndarray:
-        """Dense (genes, rows) copy of a CSR row block in this thread's reused buffer."""
-        buffer = thread_buffer("dense", (part.shape[1], part.shape[0]))
-        return part.tocsc().T.toarray(out=buffer)  # toarray zeroes ``out`` first
-
     def key(self, i: int, j: int) -> str:
         return self._prefix + self.array.metadata.encode_chunk_key((i, j))
 
     def write_rows(self, start: int, block: np.ndarray | sp.csr_matrix) -> None:
         """Write rows ``[start, start+len(block))``: whole chunks, or the array's last rows.
 
-        ``block`` may be dense or CSR; a CSR block is densified one chunk row at a time, straight
-        into the chunk's memory order (gene-major for a transposed layout, so no transpose copy).
+        ``block`` may be dense or CSR. With a transposed layout a CSR block is densified one chunk
+        at a time, straight into the chunk's gene-major order in a small per-thread buffer that
+        is encoded while it is still in cache.
         """
         rows, n_genes = block.shape
         if start % self.chunk_rows:
@@ -94,30 +90,55 @@ class ChunkWriter:
             raise ValueError(f"block has {n_genes} genes, the array {self.array.shape[1]}")
         for lo in range(0, rows, self.chunk_rows):
             part = block[lo : lo + self.chunk_rows]
-            n_rows = part.shape[0]
-            if n_rows < self.chunk_rows and start + lo + n_rows != self.array.shape[0]:
+            if part.shape[0] < self.chunk_rows and start + lo + part.shape[0] != self.array.shape[0]:
                 raise ValueError("a partial chunk can only be the array's last rows")
             i = (start + lo) // self.chunk_rows
-            if self.transpose:
-                # (genes, rows) C-contiguous: each gene chunk is a contiguous slab of it.
-                major = self._gene_major(part) if sp.issparse(part) else np.ascontiguousarray(part.T)
-                slabs = ((j, major[g0 : g0 + self.chunk_genes]) for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)))
-                shape = (self.chunk_genes, self.chunk_rows)
-            else:
-                dense = part.toarray() if sp.issparse(part) else part
-                slabs = ((j, dense[:, g0 : g0 + self.chunk_genes]) for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)))
-                shape = (self.chunk_rows, self.chunk_genes)
-            for j, slab in slabs:
+            chunks = self._sparse_chunks(part) if self.transpose and sp.issparse(part) else self._dense_chunks(part)
+            for j, chunk in chunks:
                 key = self.key(i, j)
-                if not slab.any():  # Zarr stores no chunk that is all fill value
+                if chunk is None:  # Zarr stores no chunk that is all fill value
                     self._delete(key)
                     continue
-                if slab.shape != shape:  # edge chunk: zero padding, as Zarr pads it
-                    padded = np.zeros(shape, dtype=np.int16)
-                    padded[: slab.shape[0], : slab.shape[1]] = slab
-                    slab = padded
-                payload = self.blosc.encode(np.ascontiguousarray(slab).view(np.uint8).reshape(-1))
+                payload = self.blosc.encode(chunk.view(np.uint8).reshape(-1))
                 self._set(key, self.prototype.buffer.from_bytes(payload))
+
+    def _sparse_chunks(self, part: sp.spmatrix) -> Iterator[tuple[int, np.ndarray | None]]:
+        """Gene-major chunks of a CSR row block, each densified from its genes' CSC columns."""
+        n_rows, n_genes = part.shape
+        csc = part.tocsc()
+        full = (self.chunk_genes, self.chunk_rows)
+        buffer = thread_buffer("chunk", full)
+        for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)):
+            g1 = min(g0 + self.chunk_genes, n_genes)
+            lo, hi = csc.indptr[g0], csc.indptr[g1]
+            if not csc.data[lo:hi].any():
+                yield j, None
+                continue
+            genes_major = csc[:, g0:g1].T  # (genes, rows) CSR
+            if n_rows == self.chunk_rows:
+                genes_major.toarray(out=buffer[: g1 - g0])  # leading rows: contiguous; toarray zeroes them
+                buffer[g1 - g0 :] = 0  # edge chunk: zero padding, as Zarr pads it
+            else:  # the array's last, partial chunk row
+                buffer[:] = 0
+                buffer[: g1 - g0, :n_rows] = genes_major.toarray()
+            yield j, buffer
+
+    def _dense_chunks(self, part: np.ndarray | sp.spmatrix) -> Iterator[tuple[int, np.ndarray | None]]:
+        """Chunks of a row block in storage order, zero-padded at the edges."""
+        n_genes = part.shape[1]
+        dense = part.toarray() if sp.issparse(part) else np.asarray(part)
+        major = np.ascontiguousarray(dense.T) if self.transpose else dense
+        shape = (self.chunk_genes, self.chunk_rows) if self.transpose else (self.chunk_rows, self.chunk_genes)
+        for j, g0 in enumerate(range(0, n_genes, self.chunk_genes)):
+            slab = major[g0 : g0 + self.chunk_genes] if self.transpose else major[:, g0 : g0 + self.chunk_genes]
+            if not slab.any():
+                yield j, None
+                continue
+            if slab.shape != shape:
+                padded = np.zeros(shape, dtype=np.int16)
+                padded[: slab.shape[0], : slab.shape[1]] = slab
+                slab = padded
+            yield j, np.ascontiguousarray(slab)
 
 
 class ChunkReader:

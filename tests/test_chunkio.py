@@ -22,8 +22,9 @@ def test_same_bytes_as_zarr(tmp_path, transpose, cname, shuffle, blocksize):
     data[128:256] = 0  # an all-zero chunk row is not stored
     layout = StoreLayout(chunk_cells=128, chunk_genes=48, cname=cname, clevel=2, shuffle=shuffle, transpose=transpose,
                          blocksize=blocksize)  # 2048: several Blosc blocks per chunk
+    explicit_zeros = sp.csr_matrix((np.zeros(3, np.int16), [1, 50, 129], [0, 1, 2, 3] + [3] * 125), shape=(128, 130))
     paths = {}
-    for name in ("zarr", "writer"):
+    for name in ("zarr", "sparse", "dense"):
         root = zarr.open_group(str(tmp_path / name), mode="w", zarr_format=3)
         arr = root.create_array("X", shape=data.shape, chunks=(128, 48), dtype="int16", fill_value=0,
                                 filters=layout.filters(), compressors=layout.codec())
@@ -33,12 +34,17 @@ def test_same_bytes_as_zarr(tmp_path, transpose, cname, shuffle, blocksize):
             arr.resize((0, data.shape[1]))
             arr.resize(data.shape)
             writer = ChunkWriter(arr)
-            writer.write_rows(0, data[:256])
-            writer.write_rows(256, sp.csr_matrix(data[256:]))  # sparse input, same bytes
+            if name == "dense":
+                writer.write_rows(0, data[:256])
+                writer.write_rows(256, data[256:])
+            else:  # full chunk row with an edge gene chunk, stored zeros only, the last partial row
+                writer.write_rows(0, sp.csr_matrix(data[:128]))
+                writer.write_rows(128, explicit_zeros)
+                writer.write_rows(256, sp.csr_matrix(data[256:]))
         paths[name] = str(tmp_path / name)
         np.testing.assert_array_equal(zarr.open_group(paths[name])["X"][:], data)
-    assert store_bytes(paths["zarr"], ("X",)) == store_bytes(paths["writer"], ("X",))
-    assert not os.path.exists(os.path.join(paths["writer"], "X", "c", "1", "0"))
+    assert store_bytes(paths["zarr"], ("X",)) == store_bytes(paths["sparse"], ("X",)) == store_bytes(paths["dense"], ("X",))
+    assert not os.path.exists(os.path.join(paths["sparse"], "X", "c", "1", "0"))
 
 
 def test_rejects_unaligned(tmp_path):
