@@ -26,3 +26,17 @@ def test_public_names_resolve():
 
     for name in scdata.__all__:
         assert getattr(scdata, name) is not None
+
+
+def _worker_malloc_environ() -> dict:
+    import os
+
+    return {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+
+
+def test_embedded_workers_keep_reusable_memory():
+    from scdata.cluster import WORKER_MALLOC_ENVIRON, ClusterConfig, dask_client
+
+    with dask_client(ClusterConfig(workers=1, dashboard=False), echo=lambda *_: None) as client:
+        (environ,) = client.run(_worker_malloc_environ).values()
+    assert environ == {k: str(v) for k, v in WORKER_MALLOC_ENVIRON.items()}
