@@ -290,6 +290,9 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
             for i, round_exps in enumerate(rounds):
                 kept, r = _collect(config, manifest, pending.popleft(), echo)
                 root, plan, writes = _write_round(client, config, manifest, kept)
+                # Only the writers hold the loaded experiments now: each is freed on its worker as
+                # soon as its own writes are done, not when the whole round commits.
+                kept = [(exp, None, summary) for exp, _, summary in kept]
                 if i + PREFETCH_ROUNDS < len(rounds):
                     pending.append(_submit_round(client, config, rounds[i + PREFETCH_ROUNDS], gene_ids_future))
                 added += _commit_round(config, manifest, root, plan, writes, kept, r)
