@@ -1,8 +1,8 @@
 """Reading one scBaseCount experiment (h5ad) into rows for the store, with specific errors.
 
-Only ``X``, ``obs`` and ``var`` are read: the 2026-01-12 release adds large fractional layers
-(``UniqueAndMult-EM``…) that the store does not hold, so ``anndata.read_h5ad`` would waste time
-and memory on them. A CSR ``X`` is read and converted in row blocks of bounded size, so a
+Only ``X`` and the few ``obs``/``var`` columns the store keeps are read: the 2026-01-12 release
+adds large fractional layers (``UniqueAndMult-EM``…) that the store does not hold, so
+``anndata.read_h5ad`` would waste time and memory on them. A CSR ``X`` is read and converted in row blocks of bounded size, so a
 worker's memory does not depend on how large an experiment is beyond its converted int16 rows.
 """
 
