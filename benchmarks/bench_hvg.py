@@ -3,10 +3,10 @@
 Same cells for every tool, at several sizes; wall time and peak RSS of the whole process tree
 (each tool's whole command, imports included; sczarr also draws hvg_analysis.png).
 
-    python benchmarks/bench_hvg.py                       # 100k, 300k, 1M cells (~1 h on 2 cores)
-
 The seed's dispersion path reads the seed's own batch files for the same cells, written first
 (not timed) by its re-implemented download step where ``bench_ingest.py`` has not left them.
+
+    python benchmarks/bench_hvg.py                       # 100k, 300k, 1M cells (~1 h on 2 cores)
     python benchmarks/bench_hvg.py --sizes 20000 --quick
 """
 

@@ -145,4 +145,3 @@ def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | No
         raise ValueError(f"seam [{write.start}, {write.stop}) received {block.shape[0]} rows")
     ChunkWriter(x).write_rows(write.start, block)
     return write.stop - write.start
-
