@@ -42,7 +42,7 @@ def main() -> None:
         cfg = replace(CONFIGS[name], store=a.store, out=out, max_steps=a.steps, log_every=1, eval_every=10**9,
                       save_every=10**9, **overrides)
         trainer = Trainer(cfg, echo=lambda *_: None)
-        trainer.evaluate = lambda: {"_step": trainer.step, "eval_loss": 0, "baseline_loss": 0, "masked_accuracy": 0,
+        trainer.evaluate = lambda **_: {"_step": trainer.step, "eval_loss": 0, "baseline_loss": 0, "masked_accuracy": 0,
                                     "baseline_accuracy": 0, "pearson": 0, "mmd_pca_samples": 0, "mmd_pca_gene_shuffled": 0,
                                     "by_mask_ratio": {}}  # throughput only: evaluation is timed elsewhere
         trainer.fit()

@@ -16,14 +16,13 @@ import dataclasses
 import json
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_times, seed_schedule
 from .models import MODELS, count_parameters
 from .tokenize import BinnedTokenizer
@@ -67,6 +66,14 @@ class TrainConfig:
     """Stop (and checkpoint) at this step without changing the schedule, e.g. for time-limited jobs."""
     init_from: str | None = None
     """Fine-tuning: start from this checkpoint's weights (optimizer and data position start fresh)."""
+    sample_steps: int = 64
+    """Reverse-process steps when the evaluation samples cells."""
+    sample_order: str = "random"
+    """"random": the ancestral masked-diffusion sampler; "confidence": most confident first (MaskGIT)."""
+    sample_temperature: float = 1.0
+    sample_every: int | None = None
+    """Also sample (the costly part of an evaluation) at evaluations on multiples of this step;
+    the final evaluation always samples."""
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -75,6 +82,9 @@ class TrainConfig:
             raise ValueError("max_steps, batch_size and grad_accum must be positive")
         if self.bf16 not in ("auto", "on", "off"):
             raise ValueError("bf16 must be auto, on or off")
+        if self.sample_order not in ("random", "confidence") or self.sample_steps <= 0:
+            raise ValueError(f"sample_order must be random or confidence and sample_steps positive, got "
+                             f"{self.sample_order!r}, {self.sample_steps}")
 
 
 CONFIGS: dict[str, TrainConfig] = {
@@ -131,25 +141,13 @@ def _loaders(config: TrainConfig, tokenizer):
     return train, val
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+def config_from_dict(data: dict) -> TrainConfig:
+    """The ``TrainConfig`` saved in a checkpoint (as plain data, so that it loads without pickle)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in data.items() if k in known}
+    if isinstance(values.get("diffusion"), dict):
+        values["diffusion"] = DiffusionConfig(**values["diffusion"])
+    return TrainConfig(**values)
 
 
 class Trainer:
@@ -166,7 +164,7 @@ class Trainer:
         self.model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens).to(self.device)
         self.mask_id = config.n_tokens
         if config.init_from:
-            self.model.load_state_dict(torch.load(config.init_from, map_location=self.device, weights_only=False)["model"])
+            self.model.load_state_dict(load_checkpoint(config.init_from, map_location=self.device)["model"])
         self.ddp = self.model
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -177,8 +175,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.step = 0
         self.epoch = 0
-        self._marginals = None
-        self._held_out: list[torch.Tensor] | None = None
+        self._evaluator = None
         self.bf16 = config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         os.makedirs(config.out, exist_ok=True)
         self.checkpoint_path = os.path.join(config.out, "checkpoint.pt")
@@ -198,13 +195,13 @@ class Trainer:
     def _load(self) -> None:
         if not os.path.exists(self.checkpoint_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = state["step"], state["epoch"]
         self.train_loader.load_state_dict(state["loader"][self.rank])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.echo(f"Resumed from {self.checkpoint_path} at step {self.step} (epoch {self.epoch})")
 
     def save(self) -> None:
@@ -214,9 +211,9 @@ class Trainer:
             torch.distributed.all_gather_object(gathered, loader_states[0])
             loader_states = gathered
         if self.rank == 0:
-            _save(self.checkpoint_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            save_checkpoint(self.checkpoint_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                                          "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
-                                         "loader": loader_states, "rng": _rng_state(),
+                                         "loader": loader_states, "rng": rng_state(),
                                          "config": dataclasses.asdict(self.config)})
 
     # ---- training ----------------------------------------------------------------------------
@@ -257,47 +254,21 @@ class Trainer:
         self.step += 1
         return total
 
+    def _log_eval(self, result: dict) -> None:
+        self._log({"step": self.step, "eval": True, **{k: v for k, v in result.items() if not k.startswith("_")}})
+
     def _log(self, record: dict) -> None:
         if self.rank == 0:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def _training_marginals(self, n_genes: int, max_cells: int = 65_536):
-        """Per-gene token frequencies over a shuffled sample of up to ``max_cells`` training cells
-        (all of them on small stores): the per-gene majority/marginal baseline of the evaluation."""
-        from .data import StoreDataLoader, StoreDataset
-        from .evaluate import gene_marginals
+    def evaluate(self, with_samples: bool = True) -> dict:
+        if self._evaluator is None:
+            from .evaluator import HeldOutEvaluator
 
-        probe = StoreDataLoader(StoreDataset(dataclasses.replace(self.train_loader.dataset.config, drop_last=False)))
-        seen, n = [], 0
-        for tokens, _ in probe:
-            seen.append(tokens.long())
-            n += len(tokens)
-            if n >= max_cells:
-                break
-        return gene_marginals(seen, n_genes, self.config.n_tokens)
-
-    def evaluate(self) -> dict:
-        from .evaluate import evaluate
-
-        if self._held_out is None:  # the same unshuffled held-out batches at every evaluation: read once
-            self._held_out = []
-            for tokens, _ in self.val_loader:
-                self._held_out.append(tokens.long())
-                if len(self._held_out) >= self.config.eval_batches:
-                    break
-        val = self._held_out
-        if self._marginals is None:  # the baseline: per-gene token frequencies of training cells, once
-            self._marginals = self._training_marginals(val[0].shape[1])
-        genes = val[0].shape[1]
-        gene_index = None
-        if self.config.context_genes and self.config.context_genes < genes:  # a fixed held-out subset of positions
-            gene_index = torch.randperm(genes, generator=torch.Generator().manual_seed(self.config.seed))[
-                : self.config.context_genes].sort().values
-            val = [v[:, gene_index] for v in val]
-        result = evaluate(self.model, val, self._marginals if gene_index is None else self._marginals[gene_index],
-                          self.config.diffusion, self.mask_id, self.tokenizer, seed=self.config.seed, device=self.device,
-                          gene_index=gene_index)
+            self._evaluator = HeldOutEvaluator(self.config, self.train_loader.dataset.config,
+                                               self.val_loader.dataset.config, self.tokenizer, self.device)
+        result = self._evaluator(self.model, with_samples=with_samples)
         result["_step"] = self.step
         return result
 
@@ -332,26 +303,43 @@ class Trainer:
                            "data_wait_fraction": wait / (wait + compute), "elapsed_s": time.perf_counter() - t_start})
                 bar.set_postfix(loss=f"{loss:.3f}")
             if self.step % cfg.eval_every == 0 and self.rank == 0:
-                last_eval = self.evaluate()
-                self._log({"step": self.step, "eval": True, **{k: v for k, v in last_eval.items() if k != "_step"}})
+                last_eval = self.evaluate(with_samples=self.step >= stop or bool(
+                    cfg.sample_every and self.step % cfg.sample_every == 0))
+                self._log_eval(last_eval)
             if self.step % cfg.save_every == 0:
                 self.save()
         bar.close()
-        if self.rank == 0 and (not last_eval or last_eval.get("_step") != self.step):
+        if self.rank == 0 and (last_eval.get("_step") != self.step or "mmd_samples" not in last_eval):
             last_eval = self.evaluate()
-            self._log({"step": self.step, "eval": True, **{k: v for k, v in last_eval.items() if k != "_step"}})
+            self._log_eval(last_eval)
         self.save()
         if self.rank == 0:
             plot_curves(self.metrics_path, os.path.join(cfg.out, "curves.png"))
-            self.echo(f"step {self.step}: held-out masked-token loss {last_eval['eval_loss']:.3f} vs per-gene marginal "
-                      f"{last_eval['baseline_loss']:.3f}; accuracy {last_eval['masked_accuracy']:.3f} vs per-gene majority "
-                      f"{last_eval['baseline_accuracy']:.3f}; Pearson {last_eval['pearson']:.3f}; "
-                      f"MMD(PCA) samples {last_eval['mmd_pca_samples']:.4f} vs gene-shuffled {last_eval['mmd_pca_gene_shuffled']:.4f}")
+            if "_cells" in last_eval:
+                from .sample_plots import plot_samples
+
+                plot_samples(*last_eval["_cells"], os.path.join(cfg.out, "samples.png"))
+            self.echo(summary_line(self.step, last_eval))
         return last_eval
 
     def close(self) -> None:
         if self.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def summary_line(step: int, result: dict) -> str:
+    """The closing line of a run: masked-token metrics against the per-gene baseline, then sample
+    quality (MMD and classifier AUC against real held-out cells) beside its baselines."""
+    line = (f"step {step}: held-out masked-token loss {result['eval_loss']:.3f} vs per-gene marginal "
+            f"{result['baseline_loss']:.3f}; accuracy {result['masked_accuracy']:.3f} vs per-gene majority "
+            f"{result['baseline_accuracy']:.3f}; Pearson {result['pearson']:.3f}")
+    if "mmd_samples" in result:
+        line += (f"\nsamples vs real held-out cells (n={result['n_sample_cells']}, {result['sample_steps']} steps): "
+                 f"MMD {result['mmd_samples']:.4f} (real {result['mmd_real']:.4f}, gene-shuffled "
+                 f"{result['mmd_gene_shuffled']:.4f}, per-gene marginals {result['mmd_marginal']:.4f}); "
+                 f"classifier AUC {result['auc_samples']:.3f} (real {result['auc_real']:.3f}, gene-shuffled "
+                 f"{result['auc_gene_shuffled']:.3f}, per-gene marginals {result['auc_marginal']:.3f})")
+    return line
 
 
 def plot_curves(metrics_path: str, out: str) -> None:

@@ -81,11 +81,48 @@ def test_train_cli_and_exact_resume(store, tmp_path):
     assert set(a) == set(range(1, 9))
     for step in range(5, 9):
         assert a[step] == b[step], (step, a[step], b[step])  # bit-identical continuation on CPU
-    for name in ("checkpoint.pt", "metrics.jsonl", "curves.png"):
+    for name in ("checkpoint.pt", "metrics.jsonl", "curves.png", "samples.png"):
         assert os.path.exists(os.path.join(straight, name))
     evals = [r for r in map(json.loads, open(os.path.join(straight, "metrics.jsonl"))) if r.get("eval")]
-    assert evals and {"masked_accuracy", "baseline_accuracy", "baseline_loss", "pearson", "mmd_pca_samples"} <= set(evals[-1])
-    assert evals[-1]["sample_unmasked"]
+    final = evals[-1]
+    assert {"masked_accuracy", "baseline_accuracy", "baseline_loss", "pearson"} <= set(final)
+    for name in ("samples", "real", "gene_shuffled", "marginal"):
+        for metric in ("mmd", "mmd_pvalue", "auc", "mean_corr", "var_corr", "zero_fraction_error", "gene_corr_error"):
+            assert isinstance(final[f"{metric}_{name}"], float), (metric, name)
+    assert final["sample_unmasked"] and final["n_sample_cells"] > 0
+    # the floor: two halves of the same real held-out cells are closer than gene-shuffled cells
+    assert final["mmd_real"] < final["mmd_gene_shuffled"] and final["gene_corr_error_real"] < final["gene_corr_error_gene_shuffled"]
+
+
+def test_evaluate_cli_on_a_checkpoint(store, tmp_path):
+    from scmodel.evaluate_cli import main as evaluate_main
+
+    out = str(tmp_path / "run")
+    assert main(["--config", "mini-tiny", "--store", store, "--max-steps", "2", "--out", out, "--batch-size", "16",
+                 "--set", "context_genes=32", "--set", "eval_every=100", "--set", "sample_steps=4"]) == 0
+    assert evaluate_main(["--checkpoint", os.path.join(out, "checkpoint.pt"), "--sample-steps", "8",
+                          "--out", str(tmp_path / "eval")]) == 0
+    result = json.load(open(tmp_path / "eval" / "evaluation.json"))
+    assert result["sample_steps"] == 8 and result["step"] == 2 and result["store"] == store
+    assert {"mmd_samples", "mmd_gene_shuffled", "mmd_real", "auc_samples", "auc_gene_shuffled"} <= set(result)
+    assert os.path.getsize(tmp_path / "eval" / "samples.png") > 10_000
+
+
+def test_checkpoints_load_without_pickle_and_pickled_objects_are_refused(store, tmp_path):
+    from scmodel.checkpoint import UnsafeCheckpointError, load_checkpoint
+
+    out = str(tmp_path / "run")
+    assert main(["--config", "mini-tiny", "--store", store, "--max-steps", "1", "--out", out, "--batch-size", "8",
+                 "--set", "context_genes=32", "--set", "eval_every=100", "--set", "sample_steps=2"]) == 0
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)  # plain data and tensors only
+    assert state["step"] == 1 and isinstance(state["config"], dict)
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {}, "config": MiniConfig()}, bad)  # a pickled dataclass: code could ride along
+    with pytest.raises(UnsafeCheckpointError, match="bad.pt"):
+        load_checkpoint(str(bad))
+    with pytest.raises(UnsafeCheckpointError):
+        main(["--config", "mini-tiny", "--store", store, "--max-steps", "1", "--out", str(tmp_path / "ft"),
+              "--set", f"init_from={bad}", "--set", "context_genes=32"])
 
 
 def test_conditional_tiny_trains(store, tmp_path):
@@ -103,6 +140,6 @@ def test_ddp_two_processes_gloo(store, tmp_path):
            "--set", "context_genes=32", "--set", "eval_every=100", "--set", "log_every=1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert len(state["loader"]) == 2 and state["step"] == 3  # both ranks' loader positions saved
     assert len(_losses(out)) == 3
