@@ -136,3 +136,21 @@ def test_gene_shuffled_keeps_each_gene_and_pca_projects():
     assert np.array_equal(np.sort(shuffled, 0), np.sort(x, 0)) and not np.array_equal(shuffled, x)
     pca = fit_pca(x, n_components=3)
     assert pca.project(x).shape == (50, 3) and pca.bandwidth > 0
+
+
+def test_sampling_with_perturbation_inputs_and_gene_subsets():
+    from scmodel.models import ConditionalConfig, ConditionalDiffusionModel, MiniConfig
+
+    torch.manual_seed(0)
+    backbone = MiniConfig(n_genes=32, n_tokens=8, dim=32, n_heads=4, n_kv_heads=1, n_layers=1, mlp_ratio=2.0)
+    model = ConditionalDiffusionModel(ConditionalConfig(backbone=backbone, gene_vocab=50, n_control_tokens=2)).eval()
+    for p in model.parameters():  # zero-initialized paths would make conditioning invisible
+        torch.nn.init.normal_(p, std=0.2)
+    subset = torch.tensor([1, 5, 9, 30])
+    common = dict(steps=6, mask_id=backbone.mask_id, gene_index=subset)
+    plain = sample(model, 16, 4, generator=torch.Generator().manual_seed(0), **common)
+    perturbed = sample(model, 16, 4, generator=torch.Generator().manual_seed(0), target_gene=torch.full((16,), 3),
+                       sign=torch.full((16,), -1), log2fc=torch.full((16,), -2.0), control=torch.rand(16, 3, 32), **common)
+    for cells in (plain, perturbed):
+        assert cells.shape == (16, 4) and int(cells.min()) >= 0 and int(cells.max()) < backbone.n_tokens
+    assert not torch.equal(plain, perturbed)  # same random stream, different conditioning, different cells
