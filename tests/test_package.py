@@ -40,3 +40,20 @@ def test_embedded_workers_keep_reusable_memory():
     with dask_client(ClusterConfig(workers=1, dashboard=False), echo=lambda *_: None) as client:
         (environ,) = client.run(_worker_malloc_environ).values()
     assert environ == {k: str(v) for k, v in WORKER_MALLOC_ENVIRON.items()}
+
+
+def test_embedded_cluster_listens_on_loopback_only():
+    import psutil
+
+    from scdata.cluster import ClusterConfig, dask_client
+
+    with dask_client(ClusterConfig(workers=1, dashboard=True), echo=lambda *_: None) as client:
+        info = client.scheduler_info()
+        addresses = [info["address"], *info["workers"]]
+        dashboard = client.dashboard_link
+        me = psutil.Process()
+        listening = [c.laddr.ip for p in (me, *me.children(recursive=True))
+                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+    assert dashboard.startswith("http://127.0.0.1:"), dashboard
+    assert listening and set(listening) <= {"127.0.0.1", "::1"}, listening
