@@ -3,10 +3,15 @@
     python -m scmodel.train --config mini-tiny --store data/demo/store.zarr --max-steps 200 --out runs/demo
     python -m scmodel.train --config mini-tiny --store ... --out runs/demo --resume       # exact continuation
     torchrun --nproc_per_node 2 -m scmodel.train --config mini-tiny --store ... --out runs/ddp
+    python -m scmodel.train --config moe17b-tiny --store ... --out runs/moe               # DeepSpeed, CPU (gloo)
+    torchrun --nproc_per_node 2 -m scmodel.train --config moe17b-tiny --set ep_size=2 ...  # expert parallel
+    deepspeed --num_gpus 8 -m scmodel.train --config moe17b --store ... --out runs/moe17b
 
-Writes ``metrics.jsonl`` (one line per logged step with ``loss``; evaluation lines with
-``"eval": true``), ``checkpoint.pt`` (model, optimizer, scheduler, RNG and loader position) and
-``curves.png`` into ``--out``.
+Writes ``metrics.jsonl`` (one line per logged step with ``loss``, and ``aux_loss`` for MoE models;
+evaluation lines with ``"eval": true``), a checkpoint (``checkpoint.pt`` for the plain engine,
+``checkpoint/`` for DeepSpeed: model, optimizer, schedule, every rank's RNG state and loader
+position; all loadable with ``weights_only=True``) and ``curves.png`` into ``--out``. The backend
+(plain torch / DDP, or DeepSpeed) is an engine of ``scmodel.engines`` behind one step interface.
 """
 
 from __future__ import annotations
@@ -14,17 +19,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 
 from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_times, seed_schedule
+from .engines import build_engine, check_engine
+from .engines import lr_lambda as _lr_lambda
+from .engines.state import rng_state, set_rng_state
 from .models import MODELS, count_parameters
 from .tokenize import BinnedTokenizer
 
@@ -67,6 +72,16 @@ class TrainConfig:
     """Stop (and checkpoint) at this step without changing the schedule, e.g. for time-limited jobs."""
     init_from: str | None = None
     """Fine-tuning: start from this checkpoint's weights (optimizer and data position start fresh)."""
+    freeze_base: bool = False
+    """Perturbation fine-tuning: train only the LoRA adapters and conditioning encoders (MoE model)."""
+    engine: str = "plain"
+    """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
+    deepspeed_config: str | None = None
+    """DeepSpeed JSON (a path or a file name in ``scmodel/configs/``); required by the deepspeed engine."""
+    ep_size: int = 1
+    """Expert-parallel ranks of the MoE layers (divides the experts and the world size)."""
+    aux_loss_weight: float = 0.01
+    """Weight of the routers' load-balancing loss added to the diffusion loss (MoE models)."""
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -75,6 +90,11 @@ class TrainConfig:
             raise ValueError("max_steps, batch_size and grad_accum must be positive")
         if self.bf16 not in ("auto", "on", "off"):
             raise ValueError("bf16 must be auto, on or off")
+        if self.engine not in ("plain", "deepspeed"):
+            raise ValueError(f"engine must be 'plain' or 'deepspeed', got {self.engine!r}")
+        if self.ep_size < 1 or (self.ep_size > 1 and (self.engine != "deepspeed" or not self.model.startswith("moe"))):
+            raise ValueError(f"ep_size {self.ep_size}: expert parallelism needs an MoE model and engine='deepspeed' "
+                             f"(model {self.model!r}, engine {self.engine!r})")
 
 
 CONFIGS: dict[str, TrainConfig] = {
@@ -87,6 +107,15 @@ CONFIGS: dict[str, TrainConfig] = {
     "conditional-tiny": TrainConfig(model="conditional-tiny", out="runs/conditional-tiny", batch_size=32, lr=3e-3,
                                     warmup_steps=20, log_every=5, eval_every=50, save_every=50, eval_batches=4,
                                     context_genes=256, n_tokens=16),
+    # The 17B MoE model on GPUs: DeepSpeed ZeRO-2 + expert parallelism (2 of the 16 experts per GPU
+    # on 8 GPUs), all 2,000 HVG positions; micro-batch from `python -m scmodel.plan --config moe17b`.
+    "moe17b": TrainConfig(model="moe17b", out="runs/moe17b", engine="deepspeed", deepspeed_config="ds_moe17b.json",
+                          ep_size=8, batch_size=4, lr=1.5e-4, warmup_steps=2000, max_steps=200_000, log_every=10,
+                          eval_every=2000, save_every=1000),
+    # The same code at a few million parameters, on CPU under DeepSpeed (gloo), like mini-tiny.
+    "moe17b-tiny": TrainConfig(model="moe17b-tiny", out="runs/moe17b-tiny", engine="deepspeed",
+                               deepspeed_config="ds_cpu_tiny.json", batch_size=32, lr=3e-3, warmup_steps=20, log_every=5,
+                               eval_every=50, save_every=50, eval_batches=16, n_hvgs=256, n_tokens=8),
     "mini-seed": TrainConfig(model="mini", out="runs/mini-seed", diffusion=seed_schedule()),
     "pretrain": TrainConfig(model="conditional", out="runs/pretrain", epochs=50, max_steps=10**9),
     "finetune": TrainConfig(model="conditional", out="runs/finetune", epochs=20, max_steps=10**9, lr=1e-4,
@@ -95,15 +124,10 @@ CONFIGS: dict[str, TrainConfig] = {
 
 
 def lr_lambda(config: TrainConfig):
-    def f(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return f
+    return _lr_lambda(config.warmup_steps, config.max_steps)
 
 
-def _setup_distributed() -> tuple[int, int, torch.device]:
+def _setup_distributed(engine: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     if torch.cuda.is_available():
@@ -111,7 +135,11 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if world > 1 and not torch.distributed.is_initialized():
+    if engine == "deepspeed":  # DeepSpeed's own process group (also for a world of one: MoE layers need groups)
+        from .engines.deepspeed import setup
+
+        setup()
+    elif world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
 
@@ -131,57 +159,37 @@ def _loaders(config: TrainConfig, tokenizer):
     return train, val
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 class Trainer:
     """Parse -> build -> train -> close; one instance per process (rank)."""
 
     def __init__(self, config: TrainConfig, resume: bool = False, echo=print):
         self.config = config
         self.echo = echo
-        self.rank, self.world, self.device = _setup_distributed()
+        check_engine(config, int(os.environ.get("WORLD_SIZE", 1)))  # configuration errors before any compute
+        self.rank, self.world, self.device = _setup_distributed(config.engine)
         torch.manual_seed(config.seed)
         self.tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
         self.train_loader, self.val_loader = _loaders(config, self.tokenizer)
         n_genes = self.train_loader.dataset.n_features
-        self.model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens).to(self.device)
+        options = {"ep_size": config.ep_size} if config.ep_size > 1 else {}
+        model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens, **options).to(self.device)
+        if config.freeze_base:
+            if not hasattr(model, "freeze_base"):
+                raise ValueError(f"freeze_base: model {config.model!r} has no perturbation adapters (use an moe17b model)")
+            model.freeze_base()
         self.mask_id = config.n_tokens
+        os.makedirs(config.out, exist_ok=True)
+        self.engine = build_engine(config, model, self.world, self.device, config.out)
+        self.model = self.engine.module
         if config.init_from:
-            self.model.load_state_dict(torch.load(config.init_from, map_location=self.device, weights_only=False)["model"])
-        self.ddp = self.model
-        if self.world > 1:
-            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+            self.engine.load_weights(config.init_from)
+        self.last_aux: float | None = None
         self.step = 0
         self.epoch = 0
         self._marginals = None
         self._held_out: list[torch.Tensor] | None = None
-        self.bf16 = config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        os.makedirs(config.out, exist_ok=True)
-        self.checkpoint_path = os.path.join(config.out, "checkpoint.pt")
+        self.bf16 = self.engine.autocast and (
+            config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()))
         self.metrics_path = os.path.join(config.out, "metrics.jsonl")
         if resume:
             self._load()
@@ -191,33 +199,32 @@ class Trainer:
         if self.rank == 0:
             self.echo(f"{config.model}: {count_parameters(self.model):,} parameters; {n_genes} genes x {config.n_tokens} tokens; "
                       f"{len(self.train_loader.dataset.rows):,} training cells, {len(self.val_loader.dataset.rows):,} held out; "
-                      f"device {self.device}{' bf16' if self.bf16 else ''}; world {self.world}")
+                      f"device {self.device}{' bf16' if self.bf16 else ''}; world {self.world}; engine {config.engine}"
+                      f"{f' (ep_size {config.ep_size})' if config.ep_size > 1 else ''}")
 
     # ---- checkpoints -------------------------------------------------------------------------
 
     def _load(self) -> None:
-        if not os.path.exists(self.checkpoint_path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if not self.engine.has_checkpoint():
+            raise FileNotFoundError(f"--resume: no {self.config.engine} checkpoint in {self.config.out}")
+        state = self.engine.load()
+        if len(state["loader"]) != self.world:
+            raise ValueError(f"--resume: the checkpoint in {self.config.out} was written by {len(state['loader'])} "
+                             f"processes, this run has {self.world}; resume with the same number")
         self.step, self.epoch = state["step"], state["epoch"]
         self.train_loader.load_state_dict(state["loader"][self.rank])
-        _set_rng_state(state["rng"])
-        self.echo(f"Resumed from {self.checkpoint_path} at step {self.step} (epoch {self.epoch})")
+        set_rng_state(state["rng"][self.rank])
+        self.echo(f"Resumed from {self.config.out} at step {self.step} (epoch {self.epoch})")
 
     def save(self) -> None:
-        loader_states = [self.train_loader.state_dict()]
+        """Every rank's loader position and RNG state (plain data) go in with the engine's checkpoint."""
+        mine = (self.train_loader.state_dict(), rng_state())
+        gathered = [mine]
         if self.world > 1:
             gathered = [None] * self.world
-            torch.distributed.all_gather_object(gathered, loader_states[0])
-            loader_states = gathered
-        if self.rank == 0:
-            _save(self.checkpoint_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                                         "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
-                                         "loader": loader_states, "rng": _rng_state(),
-                                         "config": dataclasses.asdict(self.config)})
+            torch.distributed.all_gather_object(gathered, mine)
+        self.engine.save({"step": self.step, "epoch": self.epoch, "loader": [g[0] for g in gathered],
+                          "rng": [g[1] for g in gathered], "config": dataclasses.asdict(self.config)})
 
     # ---- training ----------------------------------------------------------------------------
 
@@ -232,7 +239,7 @@ class Trainer:
 
     def train_step(self, micro_batches: list[torch.Tensor]) -> float:
         cfg = self.config
-        total = 0.0
+        total, aux_total = 0.0, None
         for i, tokens in enumerate(micro_batches):
             tokens = tokens.to(self.device, non_blocking=True).long()  # compact (uint8) on the wire
             gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + self.step * 131 + i + 7919 * self.rank)
@@ -245,16 +252,17 @@ class Trainer:
             noisy, mask = corrupt(tokens.cpu(), t.cpu(), cfg.diffusion, self.mask_id, gen)
             noisy, mask = noisy.to(self.device), mask.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.ddp(noisy, t, gene_index=gene_index)
+                logits = self.engine.forward(noisy, t, gene_index=gene_index)
             loss = diffusion_loss(logits, tokens, mask, t, cfg.diffusion) / len(micro_batches)
-            loss.backward()
+            aux = getattr(self.model, "aux_loss", None)  # MoE routers' load-balancing loss of this forward
+            if aux is not None:
+                aux = aux.float() / len(micro_batches)
+                aux_total = (aux_total or 0.0) + float(aux.detach())
+            self.engine.backward(loss if aux is None else loss + cfg.aux_loss_weight * aux)
             total += float(loss.detach())
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.engine.step()
         self.step += 1
+        self.last_aux = aux_total
         return total
 
     def _log(self, record: dict) -> None:
@@ -276,6 +284,28 @@ class Trainer:
             if n >= max_cells:
                 break
         return gene_marginals(seen, n_genes, self.config.n_tokens)
+
+    def _rng_untouched(self):
+        """Evaluation draws from the global RNG (an MoE router's sampling) without moving the
+        training stream: a run that evaluates and saves at step k resumes like one that went on."""
+        return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+
+    def _evaluates_here(self) -> bool:
+        """Rank 0 evaluates. With experts sharded over ranks (ep_size > 1) every forward pass is a
+        collective, so every rank evaluates, on rank 0's held-out batches; rank 0 logs."""
+        if self.config.ep_size == 1:
+            return self.rank == 0
+        if self._held_out is None:
+            held_out = []
+            if self.rank == 0:
+                for tokens, _ in self.val_loader:
+                    held_out.append(tokens.long())
+                    if len(held_out) >= self.config.eval_batches:
+                        break
+            shared = [held_out]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            self._held_out = shared[0]
+        return True
 
     def evaluate(self) -> dict:
         from .evaluate import evaluate
@@ -327,18 +357,21 @@ class Trainer:
             cells = sum(m.shape[0] for m in micro) * self.world
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == 1:
-                self._log({"step": self.step, "epoch": self.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                extra = {} if self.last_aux is None else {"aux_loss": self.last_aux}
+                self._log({"step": self.step, "epoch": self.epoch, "loss": loss, **extra, "lr": self.engine.lr,
                            "cells_per_s": cells / (wait + compute), "tokens_per_s": cells * micro[0].shape[1] / (wait + compute),
                            "data_wait_fraction": wait / (wait + compute), "elapsed_s": time.perf_counter() - t_start})
                 bar.set_postfix(loss=f"{loss:.3f}")
-            if self.step % cfg.eval_every == 0 and self.rank == 0:
-                last_eval = self.evaluate()
+            if self.step % cfg.eval_every == 0 and self._evaluates_here():
+                with self._rng_untouched():
+                    last_eval = self.evaluate()
                 self._log({"step": self.step, "eval": True, **{k: v for k, v in last_eval.items() if k != "_step"}})
             if self.step % cfg.save_every == 0:
                 self.save()
         bar.close()
-        if self.rank == 0 and (not last_eval or last_eval.get("_step") != self.step):
-            last_eval = self.evaluate()
+        if self._evaluates_here() and (not last_eval or last_eval.get("_step") != self.step):
+            with self._rng_untouched():
+                last_eval = self.evaluate()
             self._log({"step": self.step, "eval": True, **{k: v for k, v in last_eval.items() if k != "_step"}})
         self.save()
         if self.rank == 0:
