@@ -108,9 +108,10 @@ CONFIGS: dict[str, TrainConfig] = {
                                     warmup_steps=20, log_every=5, eval_every=50, save_every=50, eval_batches=4,
                                     context_genes=256, n_tokens=16),
     # The 17B MoE model on GPUs: DeepSpeed ZeRO-2 + expert parallelism (2 of the 16 experts per GPU
-    # on 8 GPUs), all 2,000 HVG positions; micro-batch from `python -m scmodel.plan --config moe17b`.
+    # on 8 GPUs), all 2,000 HVG positions; micro-batch 8, half the largest `python -m scmodel.plan` fits
+    # on 80 GB GPUs (16), a margin until a GPU run measures the plan.
     "moe17b": TrainConfig(model="moe17b", out="runs/moe17b", engine="deepspeed", deepspeed_config="ds_moe17b.json",
-                          ep_size=8, batch_size=4, lr=1.5e-4, warmup_steps=2000, max_steps=200_000, log_every=10,
+                          ep_size=8, batch_size=8, lr=1.5e-4, warmup_steps=2000, max_steps=200_000, log_every=10,
                           eval_every=2000, save_every=1000),
     # The same code at a few million parameters, on CPU under DeepSpeed (gloo), like mini-tiny.
     "moe17b-tiny": TrainConfig(model="moe17b-tiny", out="runs/moe17b-tiny", engine="deepspeed",
