@@ -468,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int)
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any TrainConfig field (diffusion.X too)")
+    p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's; LOCAL_RANK is read
     args = p.parse_args(argv)
     config = build_config(args)
     trainer = Trainer(config, resume=args.resume)

@@ -54,6 +54,11 @@ def check_deepspeed(config, world: int) -> None:
         raise ValueError(f"{config.deepspeed_config}: ZeRO stage 3 is not supported with DeepSpeed MoE layers "
                          f"(model {config.model!r}); use stage 2 with expert parallelism (ep_size), optionally with "
                          f"optimizer offload (zero_optimization.offload_optimizer)")
+    if config.model.startswith("moe"):  # the model's own checks (ep_size must divide the experts), on meta: no memory
+        from ..models import MODELS
+
+        with torch.device("meta"):
+            MODELS[config.model](n_genes=1, n_tokens=config.n_tokens, ep_size=config.ep_size)
     if world % config.ep_size:
         raise ValueError(f"ep_size {config.ep_size} does not divide the world size {world}: expert-parallel groups "
                          f"must tile the ranks (use a divisor of {world})")
