@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 -m scmodel.train --config mini-tiny --store ... --out runs/ddp
     python -m scmodel.train --config moe17b-tiny --store ... --out runs/moe               # DeepSpeed, CPU (gloo)
     torchrun --nproc_per_node 2 -m scmodel.train --config moe17b-tiny --set ep_size=2 ...  # expert parallel
-    deepspeed --num_gpus 8 -m scmodel.train --config moe17b --store ... --out runs/moe17b
+    deepspeed --num_gpus 8 --module scmodel.train --config moe17b --store ... --out runs/moe17b
 
 Writes ``metrics.jsonl`` (one line per logged step with ``loss``, and ``aux_loss`` for MoE models;
 evaluation lines with ``"eval": true``), a checkpoint (``checkpoint.pt`` for the plain engine,
