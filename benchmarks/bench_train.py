@@ -73,10 +73,11 @@ def main() -> None:
         print(rows[-1], flush=True)
     if a.only:  # keep the rows not re-measured, in the script's order
         path = os.path.join(RESULTS, "bench_train.json")
-        kept = [r for r in json.load(open(path))["results"] if (r["model"], r["note"]) not in {(x["model"], x["note"]) for x in rows}] \
-            if os.path.exists(path) else []
+        fresh = {(x["model"], x["note"]) for x in rows}
+        old = json.load(open(path))["results"] if os.path.exists(path) else []
         order = [(n, note) for n, _, note in all_runs]
-        rows = sorted(kept + rows, key=lambda r: order.index((r["model"], r["note"])) if (r["model"], r["note"]) in order else 99)
+        rows = sorted([r for r in old if (r["model"], r["note"]) not in fresh] + rows,
+                      key=lambda r: order.index((r["model"], r["note"])) if (r["model"], r["note"]) in order else 99)
     table = "### Training throughput (CPU, this machine)\n\n" + md_table(
         ["model", "parameters", "positions", "batch", "cells/s", "tokens/s", "loader stall", "GFLOP/s", "note", "measured",
          "load avg"],

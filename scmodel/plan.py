@@ -161,8 +161,9 @@ def render(result: dict) -> str:
              "| largest micro-batch | total at it |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["plans"]:
-        lines.append(f"| {r['capacity_gb']:.0f} GB | {r['gpus']} | {r['ep_size']} | {'CPU offload' if r['offload'] else 'on GPU'} "
-                     f"| {r['weights'] / GB:.1f} | {r['grads'] / GB:.1f} | {r['optimizer'] / GB:.1f} | {r['static'] / GB:.1f} "
+        where = "CPU offload" if r["offload"] else "on GPU"
+        lines.append(f"| {r['capacity_gb']:.0f} GB | {r['gpus']} | {r['ep_size']} | {where} | {r['weights'] / GB:.1f} "
+                     f"| {r['grads'] / GB:.1f} | {r['optimizer'] / GB:.1f} | {r['static'] / GB:.1f} "
                      f"| {r['act_per_cell'] / GB:.2f} | {r['micro_batch']} | {r['total_at_micro'] / GB:.1f} |")
     return "\n".join(lines)
 

@@ -44,7 +44,8 @@ def test_meta_count_equals_the_formula():
     experts = sum(p.numel() for n, p in full.named_parameters() if ".deepspeed_experts." in n)
     assert experts == counts["experts"]
     per_expert = experts // (full.cfg.n_moe * full.cfg.n_experts)
-    assert counts["active_per_token"] == counts["total"] - full.cfg.n_moe * (full.cfg.n_experts - full.cfg.top_k) * per_expert
+    unused = full.cfg.n_moe * (full.cfg.n_experts - full.cfg.top_k) * per_expert  # experts a token does not visit
+    assert counts["active_per_token"] == counts["total"] - unused
     tiny = MODELS["moe17b-tiny"](n_genes=256, n_tokens=8)
     assert count_parameters(tiny) == parameter_formula(tiny.cfg)["total"] < 5_000_000
 
@@ -236,3 +237,19 @@ def test_two_process_expert_parallel_training(store, tmp_path):
     assert len(state["loader"]) == 2 and len(state["rng"]) == 2 and state["step"] == 16
     experts = glob.glob(os.path.join(out, "checkpoint", "*", "layer_*_expert_*_model_states.pt"))
     assert len(experts) == 2 * 4  # 2 MoE layers x 4 experts, written by the two ranks that hold them
+
+
+@pytest.mark.slow
+def test_two_process_expert_parallel_resume_is_exact(store, tmp_path):
+    def run(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+               "-m", "scmodel.train", *COMMON, "--store", store, "--out", out, "--set", "ep_size=2", *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
+    run(straight)
+    run(resumed, "--set", "stop_at_step=2", "--save-every", "2")
+    run(resumed, "--resume")
+    a, b = _losses(straight), _losses(resumed)
+    assert a[3] == b[3] and a[4] == b[4], (a, b)

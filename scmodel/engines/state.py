@@ -45,7 +45,8 @@ def safe_load(path: str, map_location="cpu", allowed: tuple = ()):
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line), str(e)[:200])
+        lines = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        detail = lines[0] if lines else str(e)[:200]
         raise ValueError(f"refusing to load checkpoint {path}: it carries a pickled Python object that weights-only "
                          f"loading does not allow ({detail}). Checkpoints written by scmodel hold only tensors and plain "
                          f"data; re-save this one from code you trust.") from None
