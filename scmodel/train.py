@@ -167,6 +167,11 @@ class Trainer:
         self.config = config
         self.echo = echo
         check_engine(config, int(os.environ.get("WORLD_SIZE", 1)))  # configuration errors before any compute
+        if config.freeze_base:
+            raise ValueError("freeze_base trains only the perturbation adapters, which need batches labelled with "
+                             "perturbations (target gene, sign, log2FC, control cells); the store loader's batches carry "
+                             "none, so the adapters would get no gradient. Fine-tune through the engine API with "
+                             "perturbation batches (tests/test_moe.py shows how).")
         self.rank, self.world, self.device = _setup_distributed(config.engine)
         torch.manual_seed(config.seed)
         self.tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
@@ -174,9 +179,7 @@ class Trainer:
         n_genes = self.train_loader.dataset.n_features
         options = {"ep_size": config.ep_size} if config.ep_size > 1 else {}
         model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens, **options).to(self.device)
-        if config.freeze_base:
-            if not hasattr(model, "freeze_base"):
-                raise ValueError(f"freeze_base: model {config.model!r} has no perturbation adapters (use an moe17b model)")
+        if config.freeze_base and hasattr(model, "freeze_base"):
             model.freeze_base()
         self.mask_id = config.n_tokens
         os.makedirs(config.out, exist_ok=True)

@@ -253,3 +253,40 @@ def test_two_process_expert_parallel_resume_is_exact(store, tmp_path):
     run(resumed, "--resume")
     a, b = _losses(straight), _losses(resumed)
     assert a[3] == b[3] and a[4] == b[4], (a, b)
+
+
+def test_adapter_fine_tuning_under_deepspeed_from_a_pretrained_checkpoint(world_of_one, tmp_path):
+    """Pretrain (ZeRO-2) -> checkpoint -> freeze the base, load it, train adapters on perturbation batches (stage 0)."""
+    import dataclasses
+
+    from scmodel.engines.deepspeed import DeepSpeedEngine
+
+    torch.manual_seed(0)
+    pretrained = MoEDiffusionModel(TINY)
+    config = dataclasses.replace(CONFIGS["moe17b-tiny"], batch_size=4)
+    DeepSpeedEngine(config, pretrained, 1, str(tmp_path / "pre")).save({"step": 0})
+    model = MoEDiffusionModel(TINY)
+    model.freeze_base()
+    tuned = dataclasses.replace(config, deepspeed_config="ds_cpu_tiny_adapters.json", freeze_base=True)
+    engine = DeepSpeedEngine(tuned, model, 1, str(tmp_path / "tune"))
+    engine.load_weights(str(tmp_path / "pre" / "checkpoint"))
+    for (name, p), q in zip(model.named_parameters(), pretrained.parameters()):
+        assert torch.equal(p, q), name
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tokens, t = torch.randint(0, 8, (4, 32)), torch.rand(4)
+    pert = dict(target_gene=torch.tensor([1, 2, 3, 4]), sign=torch.tensor([1, -1, 1, -1]), log2fc=torch.randn(4))
+    for _ in range(3):
+        engine.backward(torch.nn.functional.cross_entropy(engine.forward(tokens, t, **pert).transpose(1, 2), tokens))
+        engine.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(".adapters." in n or n.startswith("code.") or ".moe_adapter." in n for n in changed)
+
+
+def test_freezing_the_base_needs_a_stage_0_config_and_perturbation_batches(tmp_path):
+    base = {**CONFIGS["moe17b-tiny"].__dict__, "store": str(tmp_path / "no-store"), "out": str(tmp_path / "o"),
+            "freeze_base": True}
+    with pytest.raises(ValueError, match="use ZeRO stage 0"):
+        Trainer(CONFIGS["moe17b-tiny"].__class__(**base), echo=lambda *_: None)
+    with pytest.raises(ValueError, match="carry none"):
+        Trainer(CONFIGS["moe17b-tiny"].__class__(**{**base, "deepspeed_config": "ds_cpu_tiny_adapters.json"}),
+                echo=lambda *_: None)

@@ -54,6 +54,10 @@ def check_deepspeed(config, world: int) -> None:
         raise ValueError(f"{config.deepspeed_config}: ZeRO stage 3 is not supported with DeepSpeed MoE layers "
                          f"(model {config.model!r}); use stage 2 with expert parallelism (ep_size), optionally with "
                          f"optimizer offload (zero_optimization.offload_optimizer)")
+    if config.freeze_base and config.model.startswith("moe") and stage > 0:
+        raise ValueError(f"{config.deepspeed_config}: freeze_base leaves the experts frozen, and DeepSpeed's ZeRO "
+                         f"optimizer needs trainable expert parameters with MoE layers; adapter fine-tuning trains "
+                         f"~48M parameters, so use ZeRO stage 0 (ds_moe17b_adapters.json, ds_cpu_tiny_adapters.json)")
     if config.model.startswith("moe"):  # the model's own checks (ep_size must divide the experts), on meta: no memory
         from ..models import MODELS
 
@@ -168,6 +172,18 @@ class DeepSpeedEngine:
         return client_state
 
     def load_weights(self, path: str) -> None:
+        # Parameters frozen here (freeze_base) are in the checkpoint's module weights; marked frozen, DeepSpeed
+        # would look for them among the "frozen fragments" of a checkpoint written without any.
+        frozen = [p for p in self.module.parameters() if not p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(True)
+        try:
+            self._load_module(path)
+        finally:
+            for p in frozen:
+                p.requires_grad_(False)
+
+    def _load_module(self, path: str) -> None:
         directory, tag = (os.path.dirname(path.rstrip("/")), os.path.basename(path.rstrip("/"))) \
             if not os.path.exists(os.path.join(path, "latest")) else (path, None)
         loaded, _ = self.ds.load_checkpoint(directory, tag=tag, load_module_only=True, load_optimizer_states=False,
