@@ -28,7 +28,6 @@ import torch
 
 from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_times, seed_schedule
 from .engines import build_engine, check_engine
-from .engines import lr_lambda as _lr_lambda
 from .engines.state import rng_state, set_rng_state
 from .models import MODELS, count_parameters
 from .tokenize import BinnedTokenizer
@@ -124,10 +123,6 @@ CONFIGS: dict[str, TrainConfig] = {
 }
 
 
-def lr_lambda(config: TrainConfig):
-    return _lr_lambda(config.warmup_steps, config.max_steps)
-
-
 def _setup_distributed(engine: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
@@ -179,8 +174,6 @@ class Trainer:
         n_genes = self.train_loader.dataset.n_features
         options = {"ep_size": config.ep_size} if config.ep_size > 1 else {}
         model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens, **options).to(self.device)
-        if config.freeze_base and hasattr(model, "freeze_base"):
-            model.freeze_base()
         self.mask_id = config.n_tokens
         os.makedirs(config.out, exist_ok=True)
         self.engine = build_engine(config, model, self.world, self.device, config.out)
