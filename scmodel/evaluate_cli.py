@@ -21,11 +21,15 @@ import torch
 
 
 def load_run(checkpoint: str, store: str | None = None, device: str = "cpu"):
-    """(TrainConfig, model with the checkpoint's weights) from a ``scmodel.train`` checkpoint."""
-    from .checkpoint import load_checkpoint
+    """(TrainConfig, checkpoint contents) of a plain-engine ``scmodel.train`` checkpoint, loaded
+    without unpickling code (``weights_only``)."""
+    from .engines.state import safe_load
     from .train import config_from_dict
 
-    state = load_checkpoint(checkpoint, map_location=device)
+    if os.path.isdir(checkpoint):
+        raise SystemExit(f"--checkpoint {checkpoint} is a DeepSpeed checkpoint directory: its model needs DeepSpeed's "
+                         f"process groups to run; its runs are evaluated during training (metrics.jsonl)")
+    state = safe_load(checkpoint, map_location=device)
     config = config_from_dict(state["config"])
     if store:
         config = dataclasses.replace(config, store=store)

@@ -56,6 +56,15 @@ class HeldOutEvaluator:
             self._train_cells = torch.cat(seen)[: self.pca_cells]
         return self._marginals, self._train_cells
 
+    def share_from(self, src: int) -> None:
+        """Read the cells on rank ``src`` and give every rank the same ones (a collective: every
+        rank calls it), for models whose forward passes are collectives (expert parallelism)."""
+        import torch.distributed as dist
+
+        payload = [self.held_out(), *self.training_reference()] if dist.get_rank() == src else [None, None, None]
+        dist.broadcast_object_list(payload, src=src)
+        self._held_out, self._marginals, self._train_cells = payload
+
     def __call__(self, model, with_samples: bool = True, sampling: SampleConfig | None = None) -> dict:
         """Evaluate ``model``; ``sampling`` overrides the run's sampler settings."""
         cfg = self.config

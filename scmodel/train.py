@@ -3,10 +3,15 @@
     python -m scmodel.train --config mini-tiny --store data/demo/store.zarr --max-steps 200 --out runs/demo
     python -m scmodel.train --config mini-tiny --store ... --out runs/demo --resume       # exact continuation
     torchrun --nproc_per_node 2 -m scmodel.train --config mini-tiny --store ... --out runs/ddp
+    python -m scmodel.train --config moe17b-tiny --store ... --out runs/moe               # DeepSpeed, CPU (gloo)
+    torchrun --nproc_per_node 2 -m scmodel.train --config moe17b-tiny --set ep_size=2 ...  # expert parallel
+    deepspeed --num_gpus 8 --module scmodel.train --config moe17b --store ... --out runs/moe17b
 
-Writes ``metrics.jsonl`` (one line per logged step with ``loss``; evaluation lines with
-``"eval": true``), ``checkpoint.pt`` (model, optimizer, scheduler, RNG and loader position) and
-``curves.png`` into ``--out``.
+Writes ``metrics.jsonl`` (one line per logged step with ``loss``, and ``aux_loss`` for MoE models;
+evaluation lines with ``"eval": true``), a checkpoint (``checkpoint.pt`` for the plain engine,
+``checkpoint/`` for DeepSpeed: model, optimizer, schedule, every rank's RNG state and loader
+position; all loadable with ``weights_only=True``) and ``curves.png`` into ``--out``. The backend
+(plain torch / DDP, or DeepSpeed) is an engine of ``scmodel.engines`` behind one step interface.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -22,8 +26,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_times, seed_schedule
+from .engines import build_engine, check_engine
+from .engines.state import rng_state, set_rng_state
 from .models import MODELS, count_parameters
 from .tokenize import BinnedTokenizer
 
@@ -74,6 +79,16 @@ class TrainConfig:
     sample_every: int | None = None
     """Also sample (the costly part of an evaluation) at evaluations on multiples of this step;
     the final evaluation always samples."""
+    freeze_base: bool = False
+    """Perturbation fine-tuning: train only the LoRA adapters and conditioning encoders (MoE model)."""
+    engine: str = "plain"
+    """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
+    deepspeed_config: str | None = None
+    """DeepSpeed JSON (a path or a file name in ``scmodel/configs/``); required by the deepspeed engine."""
+    ep_size: int = 1
+    """Expert-parallel ranks of the MoE layers (divides the experts and the world size)."""
+    aux_loss_weight: float = 0.01
+    """Weight of the routers' load-balancing loss added to the diffusion loss (MoE models)."""
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -85,6 +100,11 @@ class TrainConfig:
         if self.sample_order not in ("random", "confidence") or self.sample_steps <= 0:
             raise ValueError(f"sample_order must be random or confidence and sample_steps positive, got "
                              f"{self.sample_order!r}, {self.sample_steps}")
+        if self.engine not in ("plain", "deepspeed"):
+            raise ValueError(f"engine must be 'plain' or 'deepspeed', got {self.engine!r}")
+        if self.ep_size < 1 or (self.ep_size > 1 and (self.engine != "deepspeed" or not self.model.startswith("moe"))):
+            raise ValueError(f"ep_size {self.ep_size}: expert parallelism needs an MoE model and engine='deepspeed' "
+                             f"(model {self.model!r}, engine {self.engine!r})")
 
 
 CONFIGS: dict[str, TrainConfig] = {
@@ -97,6 +117,16 @@ CONFIGS: dict[str, TrainConfig] = {
     "conditional-tiny": TrainConfig(model="conditional-tiny", out="runs/conditional-tiny", batch_size=32, lr=3e-3,
                                     warmup_steps=20, log_every=5, eval_every=50, save_every=50, eval_batches=4,
                                     context_genes=256, n_tokens=16),
+    # The 17B MoE model on GPUs: DeepSpeed ZeRO-2 + expert parallelism (2 of the 16 experts per GPU
+    # on 8 GPUs), all 2,000 HVG positions; micro-batch 8, half the largest `python -m scmodel.plan` fits
+    # on 80 GB GPUs (16), a margin until a GPU run measures the plan.
+    "moe17b": TrainConfig(model="moe17b", out="runs/moe17b", engine="deepspeed", deepspeed_config="ds_moe17b.json",
+                          ep_size=8, batch_size=8, lr=1.5e-4, warmup_steps=2000, max_steps=200_000, log_every=10,
+                          eval_every=2000, save_every=1000),
+    # The same code at a few million parameters, on CPU under DeepSpeed (gloo), like mini-tiny.
+    "moe17b-tiny": TrainConfig(model="moe17b-tiny", out="runs/moe17b-tiny", engine="deepspeed",
+                               deepspeed_config="ds_cpu_tiny.json", batch_size=32, lr=3e-3, warmup_steps=20, log_every=5,
+                               eval_every=50, save_every=50, eval_batches=16, n_hvgs=256, n_tokens=8),
     "mini-seed": TrainConfig(model="mini", out="runs/mini-seed", diffusion=seed_schedule()),
     "pretrain": TrainConfig(model="conditional", out="runs/pretrain", epochs=50, max_steps=10**9),
     "finetune": TrainConfig(model="conditional", out="runs/finetune", epochs=20, max_steps=10**9, lr=1e-4,
@@ -104,16 +134,7 @@ CONFIGS: dict[str, TrainConfig] = {
 }
 
 
-def lr_lambda(config: TrainConfig):
-    def f(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return f
-
-
-def _setup_distributed() -> tuple[int, int, torch.device]:
+def _setup_distributed(engine: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     if torch.cuda.is_available():
@@ -121,7 +142,11 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if world > 1 and not torch.distributed.is_initialized():
+    if engine == "deepspeed":  # DeepSpeed's own process group (also for a world of one: MoE layers need groups)
+        from .engines.deepspeed import setup
+
+        setup()
+    elif world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
 
@@ -156,29 +181,31 @@ class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False, echo=print):
         self.config = config
         self.echo = echo
-        self.rank, self.world, self.device = _setup_distributed()
+        check_engine(config, int(os.environ.get("WORLD_SIZE", 1)))  # configuration errors before any compute
+        if config.freeze_base:
+            raise ValueError("freeze_base trains only the perturbation adapters, which need batches labelled with "
+                             "perturbations (target gene, sign, log2FC, control cells); the store loader's batches carry "
+                             "none, so the adapters would get no gradient. Fine-tune through the engine API with "
+                             "perturbation batches (tests/test_moe.py shows how).")
+        self.rank, self.world, self.device = _setup_distributed(config.engine)
         torch.manual_seed(config.seed)
         self.tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
         self.train_loader, self.val_loader = _loaders(config, self.tokenizer)
         n_genes = self.train_loader.dataset.n_features
-        self.model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens).to(self.device)
+        options = {"ep_size": config.ep_size} if config.ep_size > 1 else {}
+        model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens, **options).to(self.device)
         self.mask_id = config.n_tokens
+        os.makedirs(config.out, exist_ok=True)
+        self.engine = build_engine(config, model, self.world, self.device, config.out)
+        self.model = self.engine.module
         if config.init_from:
-            self.model.load_state_dict(load_checkpoint(config.init_from, map_location=self.device)["model"])
-        self.ddp = self.model
-        if self.world > 1:
-            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+            self.engine.load_weights(config.init_from)
+        self.last_aux: float | None = None
         self.step = 0
         self.epoch = 0
         self._evaluator = None
-        self.bf16 = config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        os.makedirs(config.out, exist_ok=True)
-        self.checkpoint_path = os.path.join(config.out, "checkpoint.pt")
+        self.bf16 = self.engine.autocast and (
+            config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()))
         self.metrics_path = os.path.join(config.out, "metrics.jsonl")
         if resume:
             self._load()
@@ -188,33 +215,32 @@ class Trainer:
         if self.rank == 0:
             self.echo(f"{config.model}: {count_parameters(self.model):,} parameters; {n_genes} genes x {config.n_tokens} tokens; "
                       f"{len(self.train_loader.dataset.rows):,} training cells, {len(self.val_loader.dataset.rows):,} held out; "
-                      f"device {self.device}{' bf16' if self.bf16 else ''}; world {self.world}")
+                      f"device {self.device}{' bf16' if self.bf16 else ''}; world {self.world}; engine {config.engine}"
+                      f"{f' (ep_size {config.ep_size})' if config.ep_size > 1 else ''}")
 
     # ---- checkpoints -------------------------------------------------------------------------
 
     def _load(self) -> None:
-        if not os.path.exists(self.checkpoint_path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if not self.engine.has_checkpoint():
+            raise FileNotFoundError(f"--resume: no {self.config.engine} checkpoint in {self.config.out}")
+        state = self.engine.load()
+        if len(state["loader"]) != self.world:
+            raise ValueError(f"--resume: the checkpoint in {self.config.out} was written by {len(state['loader'])} "
+                             f"processes, this run has {self.world}; resume with the same number")
         self.step, self.epoch = state["step"], state["epoch"]
         self.train_loader.load_state_dict(state["loader"][self.rank])
-        set_rng_state(state["rng"])
-        self.echo(f"Resumed from {self.checkpoint_path} at step {self.step} (epoch {self.epoch})")
+        set_rng_state(state["rng"][self.rank])
+        self.echo(f"Resumed from {self.config.out} at step {self.step} (epoch {self.epoch})")
 
     def save(self) -> None:
-        loader_states = [self.train_loader.state_dict()]
+        """Every rank's loader position and RNG state (plain data) go in with the engine's checkpoint."""
+        mine = (self.train_loader.state_dict(), rng_state())
+        gathered = [mine]
         if self.world > 1:
             gathered = [None] * self.world
-            torch.distributed.all_gather_object(gathered, loader_states[0])
-            loader_states = gathered
-        if self.rank == 0:
-            save_checkpoint(self.checkpoint_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                                         "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
-                                         "loader": loader_states, "rng": rng_state(),
-                                         "config": dataclasses.asdict(self.config)})
+            torch.distributed.all_gather_object(gathered, mine)
+        self.engine.save({"step": self.step, "epoch": self.epoch, "loader": [g[0] for g in gathered],
+                          "rng": [g[1] for g in gathered], "config": dataclasses.asdict(self.config)})
 
     # ---- training ----------------------------------------------------------------------------
 
@@ -229,7 +255,7 @@ class Trainer:
 
     def train_step(self, micro_batches: list[torch.Tensor]) -> float:
         cfg = self.config
-        total = 0.0
+        total, aux_total = 0.0, None
         for i, tokens in enumerate(micro_batches):
             tokens = tokens.to(self.device, non_blocking=True).long()  # compact (uint8) on the wire
             gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + self.step * 131 + i + 7919 * self.rank)
@@ -242,16 +268,17 @@ class Trainer:
             noisy, mask = corrupt(tokens.cpu(), t.cpu(), cfg.diffusion, self.mask_id, gen)
             noisy, mask = noisy.to(self.device), mask.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.ddp(noisy, t, gene_index=gene_index)
+                logits = self.engine.forward(noisy, t, gene_index=gene_index)
             loss = diffusion_loss(logits, tokens, mask, t, cfg.diffusion) / len(micro_batches)
-            loss.backward()
+            aux = getattr(self.model, "aux_loss", None)  # MoE routers' load-balancing loss of this forward
+            if aux is not None:
+                aux = aux.float() / len(micro_batches)
+                aux_total = (aux_total or 0.0) + float(aux.detach())
+            self.engine.backward(loss if aux is None else loss + cfg.aux_loss_weight * aux)
             total += float(loss.detach())
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.engine.step()
         self.step += 1
+        self.last_aux = aux_total
         return total
 
     def _log_eval(self, result: dict) -> None:
@@ -262,12 +289,24 @@ class Trainer:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def _rng_untouched(self):
+        """Evaluation draws from the global RNG (an MoE router's sampling) without moving the
+        training stream: a run that evaluates and saves at step k resumes like one that went on."""
+        return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+
+    def _evaluates_here(self) -> bool:
+        """Rank 0 evaluates. With experts sharded over ranks (ep_size > 1) every forward pass is a
+        collective, so every rank evaluates, on rank 0's held-out cells; rank 0 logs."""
+        return self.config.ep_size > 1 or self.rank == 0
+
     def evaluate(self, with_samples: bool = True) -> dict:
         if self._evaluator is None:
             from .evaluator import HeldOutEvaluator
 
             self._evaluator = HeldOutEvaluator(self.config, self.train_loader.dataset.config,
                                                self.val_loader.dataset.config, self.tokenizer, self.device)
+            if self.config.ep_size > 1:  # every rank evaluates (collectives): on rank 0's cells
+                self._evaluator.share_from(0)
         result = self._evaluator(self.model, with_samples=with_samples)
         result["_step"] = self.step
         return result
@@ -298,19 +337,22 @@ class Trainer:
             cells = sum(m.shape[0] for m in micro) * self.world
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == 1:
-                self._log({"step": self.step, "epoch": self.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                extra = {} if self.last_aux is None else {"aux_loss": self.last_aux}
+                self._log({"step": self.step, "epoch": self.epoch, "loss": loss, **extra, "lr": self.engine.lr,
                            "cells_per_s": cells / (wait + compute), "tokens_per_s": cells * micro[0].shape[1] / (wait + compute),
                            "data_wait_fraction": wait / (wait + compute), "elapsed_s": time.perf_counter() - t_start})
                 bar.set_postfix(loss=f"{loss:.3f}")
-            if self.step % cfg.eval_every == 0 and self.rank == 0:
-                last_eval = self.evaluate(with_samples=self.step >= stop or bool(
-                    cfg.sample_every and self.step % cfg.sample_every == 0))
+            if self.step % cfg.eval_every == 0 and self._evaluates_here():
+                with self._rng_untouched():
+                    last_eval = self.evaluate(with_samples=self.step >= stop or bool(
+                        cfg.sample_every and self.step % cfg.sample_every == 0))
                 self._log_eval(last_eval)
             if self.step % cfg.save_every == 0:
                 self.save()
         bar.close()
-        if self.rank == 0 and (last_eval.get("_step") != self.step or "mmd_samples" not in last_eval):
-            last_eval = self.evaluate()
+        if self._evaluates_here() and (last_eval.get("_step") != self.step or "mmd_samples" not in last_eval):
+            with self._rng_untouched():
+                last_eval = self.evaluate()
             self._log_eval(last_eval)
         self.save()
         if self.rank == 0:
@@ -422,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int)
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any TrainConfig field (diffusion.X too)")
+    p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's; LOCAL_RANK is read
     args = p.parse_args(argv)
     config = build_config(args)
     trainer = Trainer(config, resume=args.resume)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .conditional import ConditionalConfig, ConditionalDiffusionModel
 from .mini import MiniConfig, MiniDiffusionModel
+from .moe import MoEConfig, MoEDiffusionModel
 
 
 def mini(n_genes: int = 2000, n_tokens: int = 64):
@@ -25,7 +26,19 @@ def conditional_tiny(n_genes: int = 2000, n_tokens: int = 64):
         gene_vocab=36_601, n_control_tokens=2, control_layers=1))
 
 
+def moe17b(n_genes: int = 2000, n_tokens: int = 64, ep_size: int = 1):
+    """24 dense + 12 MoE blocks (16 experts, top-2), width 3,072, 24 heads: ~17.7B parameters."""
+    return MoEDiffusionModel(MoEConfig(n_genes=n_genes, n_tokens=n_tokens, ep_size=ep_size, checkpoint_activations=True))
+
+
+def moe17b_tiny(n_genes: int = 2000, n_tokens: int = 64, ep_size: int = 1):
+    """The same code at a few million parameters (4 dense + 2 MoE blocks of 4 experts) for CPU runs."""
+    return MoEDiffusionModel(MoEConfig(n_genes=n_genes, n_tokens=n_tokens, ep_size=ep_size, dim=128, n_heads=4,
+                                       n_kv_heads=4, n_layers=6, mlp_ratio=2.0, n_experts=4, lora_rank=4, cond_dim=32))
+
+
 MODELS = {"mini": mini, "mini-tiny": mini_tiny, "conditional": conditional, "conditional-tiny": conditional_tiny}
+MODELS.update({"moe17b": moe17b, "moe17b-tiny": moe17b_tiny})
 
 
 def count_parameters(model) -> int:
@@ -33,4 +46,5 @@ def count_parameters(model) -> int:
 
 
 __all__ = ["MODELS", "ConditionalConfig", "ConditionalDiffusionModel", "MiniConfig", "MiniDiffusionModel",
+           "MoEConfig", "MoEDiffusionModel",
            "count_parameters"]
