@@ -25,7 +25,15 @@ def conditional_tiny(n_genes: int = 2000, n_tokens: int = 64):
         gene_vocab=36_601, n_control_tokens=2, control_layers=1))
 
 
+def conditional_seed(n_genes: int = 2000, n_tokens: int = 64):
+    """Near the visualization seed's 24,752,265 parameters with our block design (adaLN + cross-attention):
+    the 36,601-gene vocabulary kept, 384 wide, 3 layers, control set pooled without self-attention blocks."""
+    return ConditionalDiffusionModel(ConditionalConfig(
+        backbone=MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=384, n_heads=8, n_kv_heads=1, n_layers=3), control_layers=0))
+
+
 MODELS = {"mini": mini, "mini-tiny": mini_tiny, "conditional": conditional, "conditional-tiny": conditional_tiny}
+MODELS["conditional-seed"] = conditional_seed
 
 
 def count_parameters(model) -> int:

@@ -97,9 +97,9 @@ def analyze(name: str, model: nn.Module, factory, factory_kwargs: dict, batch: i
                         inputs={k: tuple(v.shape) for k, v in bind_arguments(model, args, kwargs).items() if hasattr(v, "shape")})
     if sweeps:
         n_genes = find_value(config, "n_genes")
-        gene_points = _sweep([64, 128, 256, 512, 1024, 2048, 4096], n_genes)
+        gene_points = _sweep([64, 256, 1024, 4096], n_genes)
         analysis.sweep_genes = scaling(factory, factory_kwargs, [(1, g) for g in gene_points])
-        analysis.sweep_batch = scaling(factory, factory_kwargs, [(b, genes) for b in (1, 2, 4, 8, 16, 32, 64)])
+        analysis.sweep_batch = scaling(factory, factory_kwargs, [(b, genes) for b in (1, 4, 16, 64)])
     return analysis
 
 

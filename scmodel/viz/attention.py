@@ -102,7 +102,7 @@ def attention_sites(a: Analysis) -> list[Site]:
                               module.n_heads, kv, module.head_dim, query, context or query,
                               sum(p.numel() for p in module.parameters()) * n.count,
                               sum(a.flops.by_module.get(f, (0, 0))[0] for f in full), call.output))
-    return sites
+    return sorted(sites, key=lambda s: -s.flops)  # the heaviest (the trunk's) first
 
 
 def _heads(ax, y: float, heads: int, kv: int, title: str) -> None:

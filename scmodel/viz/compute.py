@@ -41,7 +41,8 @@ class FlopCount:
 
 def _loss(model: nn.Module, logits: torch.Tensor, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The training objective (masked-token cross-entropy) on the batch, so backward is a real step's."""
-    mask_id = find_value(model_config(model), "mask_id")
+    config = model_config(model)
+    mask_id = find_value(config, "mask_id", find_value(config, "n_tokens"))
     cfg = DiffusionConfig()
     if tokens.is_meta:  # no values on the meta device; which positions are masked does not change the FLOPs
         mask = torch.ones_like(tokens, dtype=torch.bool)

@@ -16,56 +16,74 @@ def _node_text(n, a: Analysis) -> str:
 
 
 def architecture_overview(a: Analysis, path: str) -> str:
-    """One column per group (the trunk last), inputs beside their first consumer, arrows = data flow."""
+    """The trunk (the group producing the output) on the right, the other groups stacked on the left;
+    inputs beside their first consumer; arrows = data flow, between groups through vertical lanes."""
     all_nodes = nodes(a)
     flow = edges(a, all_nodes)
     trunk = trunk_group(all_nodes)
-    groups = [g for g, _ in a.parts.groups if g != trunk] + [trunk]
-    columns = {g: [n for n in all_nodes if n.group == g] for g in groups}
-    inputs = sorted({s for s, _ in flow if s.startswith("input:")})
-    rows = max(len(c) for c in columns.values()) + 1
-    in_w, box_w, gap = 1.9, 3.4, 1.2
-    col_w = in_w + 0.3 + box_w + gap
-    width, height = col_w * len(groups), rows * 1.15 + 0.6
-    fig, ax = canvas(width * 0.95, height * 0.95 + 0.6, width, height,
+    side = [g for g, _ in a.parts.groups if g != trunk]
+    members = {g: [n for n in all_nodes if n.group == g] for g, _ in a.parts.groups}
+    cross = sorted({s for s, t in flow if not s.startswith("input:") and t in {n.label for n in members[trunk]}
+                    and s not in {n.label for n in members[trunk]}})
+    in_w, box_w, row = 1.9, 3.4, 1.15
+    lane_w = 0.5 + 0.22 * len(cross) if side else 0.0
+    side_w = in_w + 0.3 + box_w if side else 0.0
+    trunk_x = side_w + lane_w
+    left_rows = sum(len(members[g]) + 0.6 for g in side)
+    rows = max(left_rows, len(members[trunk]) + 1.0)
+    width, height = trunk_x + in_w + 0.3 + box_w + 1.0, rows * row + 1.2
+    fig, ax = canvas(width * 0.95, height * 0.95 + 0.5, width, height,
                      f"{a.name}: {type(a.model).__name__}, {a.parameters:,} parameters")
     where = {}
-    for ci, g in enumerate(groups):
-        x0 = ci * col_w
-        gparams = sum(n.params for n in columns[g]) + a.parts.own.get(g, 0)
-        ax.text(x0 + in_w + 0.3 + box_w / 2, height - 0.25, f"{g}  ({human(gparams)} params)", ha="center",
+
+    def column(g: str, x0: float, top: float) -> float:
+        gparams = sum(n.params for n in members[g]) + a.parts.own.get(g, 0)
+        ax.text(x0 + in_w + 0.3 + box_w / 2, top - 0.35, f"{g}  ({human(gparams)} params)", ha="center",
                 fontsize=11, weight="bold")
-        for ri, n in enumerate(columns[g]):
-            y = height - 0.6 - (ri + 1) * 1.15
+        y = top - 0.6
+        for n in members[g]:
+            y -= row
             where[n.label] = box(ax, x0 + in_w + 0.3, y, box_w, 0.9, _node_text(n, a), kind_color(n.kind), fontsize=8.5)
-        for s in inputs:  # an input sits beside the first component of this column that reads it
-            consumers = [n for n in columns[g] if (s, n.label) in flow]
-            if consumers and s not in where:
-                target = where[consumers[0].label]
+            for s in sorted(src for src, t in flow if t == n.label and src.startswith("input:") and src not in where):
                 name = s.split(":", 1)[1]
-                where[s] = box(ax, x0, target.y + 0.15, in_w, 0.6, f"{name}\n{shape_text(a.inputs.get(name))}",
+                where[s] = box(ax, x0, y + 0.15, in_w, 0.6, f"{name}\n{shape_text(a.inputs.get(name))}",
                                COLORS["input"], fontsize=8)
-    last = all_nodes[-1] if all_nodes[-1].call else None
+        return y - 0.25
+
+    top = height - 0.1
+    for g in side:
+        top = column(g, 0.0, top)
+    column(trunk, trunk_x, height - 0.1)
+    trunk_labels = {n.label for n in members[trunk]}
+    # the topmost source takes the rightmost lane and arrives highest: no two routes cross
+    cross.sort(key=lambda lbl: -where[lbl].y if lbl in where else 0)
     for s, t in sorted(flow):
         if s not in where or t not in where:
             continue
         a_box, b_box = where[s], where[t]
-        same_col = abs(a_box.x - b_box.x) < 1e-6
-        if s.startswith("input:") and abs(a_box.y - 0.15 - b_box.y) > 1e-6:  # an input read again further down
-            arrow(ax, a_box.bottom, b_box.left, color="#999999", rad=0.25)
-        elif s.startswith("input:"):
-            arrow(ax, a_box.right, b_box.left)
-        elif same_col and abs(a_box.y - b_box.y - 1.15) < 1e-6:
+        if s.startswith("input:"):
+            if abs(a_box.y - 0.15 - b_box.y) > 1e-6:  # an input read again further down
+                arrow(ax, a_box.bottom, b_box.left, color="#999999", rad=0.25)
+            else:
+                arrow(ax, a_box.right, b_box.left)
+        elif s in cross and t in trunk_labels:  # right, down the source's lane, right into the target
+            lane = side_w + 0.25 + 0.22 * (len(cross) - 1 - cross.index(s))
+            (sx, sy), (tx, ty) = a_box.right, b_box.left
+            ty += 0.3 - 0.6 * cross.index(s) / max(len(cross) - 1, 1)
+            ax.plot([sx, lane, lane, trunk_x + 0.05], [sy, sy, ty, ty], color="#cc7a00", lw=1.1)
+            arrow(ax, (trunk_x, ty), (tx, ty), color="#cc7a00")
+        elif abs(a_box.x - b_box.x) < 1e-6 and abs(a_box.y - b_box.y - row) < 1e-6:
             arrow(ax, a_box.bottom, b_box.top)
-        elif same_col:
+        elif abs(a_box.x - b_box.x) < 1e-6:
             arrow(ax, a_box.right, b_box.right, color="#3d85c6", rad=-0.35)
         else:
             arrow(ax, a_box.right, b_box.left, color="#cc7a00", rad=0.12)
+    last = all_nodes[-1] if all_nodes[-1].call else None
     if last is not None:  # the model output under the trunk's last component
         b = where[last.label]
         ax.text(b.x + b.w / 2, b.y - 0.45, f"output {shape_text(last.call.output)}", ha="center", fontsize=9, weight="bold")
         arrow(ax, b.bottom, (b.x + b.w / 2, b.y - 0.3))
-    ax.text(0, 0.05, "black: next step in a group  |  blue: skips ahead within a group  |  orange: between groups  |  "
+    ax.text(0, 0.05, "black: next step  |  blue: skips ahead within a group  |  orange: from another group  |  "
             "grey: an input read again", fontsize=8, color="#555555")
     return save(fig, path)
 
@@ -129,44 +147,61 @@ def conditioning_pipeline(a: Analysis, path: str) -> str:
             depth[lbl] = 1 + max((level(s) for s, t in flow if t == lbl and s in keep), default=0)
         return depth[lbl]
 
-    columns: dict[int, list[str]] = {}
-    for lbl in sorted(keep, key=lambda lbl: (by_label[lbl].order if lbl in by_label else -1, lbl)):
-        columns.setdefault(level(lbl), []).append(lbl)
-    n_cols = (max(columns) + 1 if columns else 1) + 2
-    n_rows = max([len(v) for v in columns.values()] + [len(side_args), 1])
+    # one row per chain: an input opens a row (in the order its consumer runs), a component takes the
+    # row of its first source (a fresh row if that cell is taken), an argument the mean of its sources'
+    first_use = {s: min(by_label[t].order for s2, t in flow if s2 == s and t in by_label) for s in keep if s.startswith("input:")}
+    row: dict[str, float] = {}
+    taken: set[tuple[int, int]] = set()
+    for lbl in sorted(keep, key=lambda lbl: (level(lbl), first_use.get(lbl, by_label[lbl].order if lbl in by_label else 0))):
+        sources = sorted((row[s] for s, t in flow if t == lbl and s in row))
+        r = int(sources[0]) if sources else sorted(first_use, key=first_use.get).index(lbl) if lbl in first_use else 0
+        while (level(lbl), r) in taken:
+            r = max(rr for _, rr in taken) + 1
+        row[lbl] = r
+        taken.add((level(lbl), r))
+    arg_rows = {}
+    for arg, sources in sorted(side_args.items(), key=lambda kv: min(row.get(s, 0) for s in kv[1])):
+        r = sum(row.get(s, 0) for s in sources) / len(sources)
+        while any(abs(r - other) < 1 for other in arg_rows.values()):
+            r = max(arg_rows.values()) + 1
+        arg_rows[arg] = r
+    n_cols = max([level(lbl) for lbl in keep] + [0]) + 3
+    n_rows = max(list(row.values()) + list(arg_rows.values()) + [0]) + 1
     col_w, row_h = 3.9, 1.25
     width, height = n_cols * col_w, n_rows * row_h + 1.7
     names = ", ".join(a.conditioning) if a.conditioning else "none: the timestep is the only side input"
     fig, ax = canvas(width * 0.9, height * 0.9 + 0.5, width, height, f"{a.name}: conditioning pathways ({names})")
+
+    def y_of(r: float) -> float:
+        return height - 0.4 - (r + 1) * row_h
+
     where = {}
-    for c, labels in sorted(columns.items()):
-        for r, lbl in enumerate(labels):
-            y = height - 1.0 - (r + 1) * row_h + (n_rows - len(labels)) * row_h / 2
-            if lbl.startswith("input:"):
-                name = lbl.split(":", 1)[1]
-                where[lbl] = box(ax, c * col_w + 0.1, y, col_w - 0.9, 0.9,
-                                 f"input {name}\n{shape_text(a.inputs.get(name))}", COLORS["input"], fontsize=8.5)
-            else:
-                n = by_label[lbl]
-                module = a.modules[n.names[0]]
-                extra = f"\nvocabulary {module.num_embeddings:,}" if hasattr(module, "num_embeddings") else ""
-                where[lbl] = box(ax, c * col_w + 0.1, y, col_w - 0.9, 0.9,
-                                 f"{n.title}\n{n.kind} | {human(n.params)}\n-> {shape_text(n.call.output)}{extra}",
-                                 kind_color(n.kind) if n.kind != "Linear" else COLORS["conditioning"], fontsize=8)
+    for lbl, r in row.items():
+        c, y = level(lbl), y_of(r)
+        if lbl.startswith("input:"):
+            name = lbl.split(":", 1)[1]
+            where[lbl] = box(ax, c * col_w + 0.1, y, col_w - 0.9, 0.9,
+                             f"input {name}\n{shape_text(a.inputs.get(name))}", COLORS["input"], fontsize=8.5)
+        else:
+            n = by_label[lbl]
+            module = a.modules[n.names[0]]
+            extra = f"\nvocabulary {module.num_embeddings:,}" if hasattr(module, "num_embeddings") else ""
+            where[lbl] = box(ax, c * col_w + 0.1, y, col_w - 0.9, 0.9,
+                             f"{n.title}\n{n.kind} | {human(n.params)}\n-> {shape_text(n.call.output)}{extra}",
+                             kind_color(n.kind) if n.kind != "Linear" else COLORS["conditioning"], fontsize=8)
     c_args = n_cols - 2
     join_node = by_label.get(join)
-    for r, (arg, sources) in enumerate(sorted(side_args.items())):
-        y = height - 1.0 - (r + 1) * row_h + (n_rows - len(side_args)) * row_h / 2
+    for arg, r in arg_rows.items():
         shape = join_node.call.inputs.get(arg) if join_node and join_node.call else None
-        b = box(ax, c_args * col_w + 0.1, y, col_w - 0.9, 0.9, f"{arg}\n{shape_text(shape)}", COLORS["tensor"],
+        b = box(ax, c_args * col_w + 0.1, y_of(r), col_w - 0.9, 0.9, f"{arg}\n{shape_text(shape)}", COLORS["tensor"],
                 fontsize=9, weight="bold")
-        for s in sources:
+        for s in side_args[arg]:
             if s in where:
-                arrow(ax, where[s].right, b.left, rad=0.05)
+                arrow(ax, where[s].right, b.left)
         where[f"arg:{arg}"] = b
     for s, t in flow:
         if s in where and t in where:
-            arrow(ax, where[s].right, where[t].left, rad=0.05)
+            arrow(ax, where[s].right, where[t].left)
     if join_node:
         arg_boxes = [where[f"arg:{arg}"] for arg in side_args]
         y = sum(b.y + b.h / 2 for b in arg_boxes) / len(arg_boxes) if arg_boxes else height / 2

@@ -98,8 +98,8 @@ def _children(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module, bool
     out = []
     for name, child in module.named_children():
         full = f"{prefix}.{name}" if prefix else name
-        if isinstance(child, _TRANSPARENT):
-            out.extend((f"{full}.{n}", c, True) for n, c in child.named_children())
+        if isinstance(child, _TRANSPARENT):  # never called itself: its items are (nested lists too)
+            out.extend((n, c, True) for n, c, _ in _children(child, full))
         else:
             out.append((full, child, False))
     return out

@@ -77,7 +77,7 @@ def run_sampler(model: nn.Module, n_cells: int, n_genes: int, steps: int, mask_i
 def _heat(ax, tokens: torch.Tensor, mask_id: int, values: torch.Tensor, vmax: float, ylabels: list[str], title: str):
     data = np.ma.masked_array(values.numpy(), mask=(tokens == mask_id).numpy())
     cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = cmap.with_extremes(bad="#d9d9d9")
     im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=8)
     ax.set_xlabel(f"gene position (first {tokens.shape[1]})", fontsize=9)
