@@ -29,8 +29,8 @@ class Analysis:
     batch: int
     genes: int
     control_cells: int
-    activations: int
-    activations_bf16: int
+    activations: dict[str, int]
+    """Bytes saved for backward in the measured step, by setting (precision, attention kernel)."""
     memory: dict
     sweep_genes: list[ScalingPoint] = field(default_factory=list)
     sweep_batch: list[ScalingPoint] = field(default_factory=list)
@@ -88,12 +88,13 @@ def analyze(name: str, model: nn.Module, factory, factory_kwargs: dict, batch: i
     model.train()  # the training step is what is counted (dropout, if any, is part of it)
     calls = trace(model, args, kwargs)
     flops = count_flops(model, args, kwargs)
-    acts = activation_bytes(model, args, kwargs)
-    acts_bf16 = activation_bytes(model, args, kwargs, bf16=True)
+    acts = {f"{precision}, {kernel} attention": activation_bytes(model, args, kwargs, bf16=precision == "bf16",
+                                                                 math=kernel == "math")
+            for kernel in ("math", "fused") for precision in ("fp32", "bf16")}
     model.train(was_training)
     parameters = count_parameters(model)
     analysis = Analysis(name, model, config, parameters, module_rows(model), components(model), calls, flops, batch,
-                        genes, control_cells, acts, acts_bf16, training_memory(parameters, acts, acts_bf16),
+                        genes, control_cells, acts, training_memory(parameters, acts),
                         inputs={k: tuple(v.shape) for k, v in bind_arguments(model, args, kwargs).items() if hasattr(v, "shape")})
     if sweeps:
         n_genes = find_value(config, "n_genes")

@@ -88,19 +88,16 @@ def computational_analysis(a: Analysis, path: str) -> str:
     (ax_c, ax_o, ax_g, ax_b), (ax_ag, ax_ab, ax_m, ax_txt) = axes
     drawn = [n for n in nodes(a) if n.call]
     fw = [a.component_flops(n.names)[0] for n in drawn]
-    bw = [a.component_flops(n.names)[1] for n in drawn]
     y = np.arange(len(drawn))
-    ax_c.barh(y, fw, color="#3d85c6", label="forward")
-    ax_c.barh(y, bw, left=fw, color="#e69138", label="backward")
+    ax_c.barh(y, fw, color="#3d85c6")
     ax_c.set_yticks(y, [n.title for n in drawn], fontsize=8.5)
-    top = max([f + b for f, b in zip(fw, bw)] + [1])
-    ax_c.set_xlim(0, top * 1.25)
-    for i, (f, b) in enumerate(zip(fw, bw)):
-        ax_c.text(f + b + top * 0.01, i, human(f + b), va="center", fontsize=8)
     ax_c.invert_yaxis()
-    ax_c.set_xlabel("FLOPs")
-    ax_c.legend(fontsize=8, loc="lower right")
-    ax_c.set_title(f"By component ({a.batch} x {a.genes:,})", fontsize=10.5)
+    top = max(fw + [1])
+    ax_c.set_xlim(0, top * 1.3)
+    for i, f in enumerate(fw):
+        ax_c.text(f + top * 0.01, i, f"{human(f)} ({f / max(a.flops.forward, 1):.1%})", va="center", fontsize=8)
+    ax_c.set_xlabel("forward FLOPs (all instances)")
+    ax_c.set_title(f"Forward FLOPs by component ({a.batch} x {a.genes:,})", fontsize=10.5)
     ops = sorted(a.flops.by_op.items(), key=lambda kv: -sum(kv[1]))
     ax_o.bar(range(len(ops)), [f for _, (f, _) in ops], color="#3d85c6", label="forward")
     ax_o.bar(range(len(ops)), [b for _, (_, b) in ops], bottom=[f for _, (f, _) in ops], color="#e69138", label="backward")
@@ -125,14 +122,14 @@ def computational_analysis(a: Analysis, path: str) -> str:
     bottoms = np.zeros(len(a.memory))
     for i, part in enumerate(parts):
         vals = np.array([a.memory[p][part] / 2**20 for p in a.memory])
-        ax_m.bar(list(a.memory), vals, bottom=bottoms, label=part, color=["#6fa8dc", "#93c47d", "#ffd966", "#e06666"][i])
+        ax_m.bar([k.replace(", ", "\n").replace(" attention", "") for k in a.memory], vals, bottom=bottoms, label=part, color=["#6fa8dc", "#93c47d", "#ffd966", "#e06666"][i])
         bottoms += vals
     for i, p in enumerate(a.memory):
         ax_m.text(i, bottoms[i] * 1.01, f"{a.memory[p]['total'] / 2**20:,.1f} MiB", ha="center", fontsize=9)
     ax_m.set_ylim(0, bottoms.max() * 1.15)
     ax_m.set_ylabel("MiB")
     handles, labels = ax_m.get_legend_handles_labels()
-    ax_m.set_title(f"Training step memory ({a.batch} x {a.genes:,}, AdamW)", fontsize=10.5)
+    ax_m.set_title(f"Training step memory ({a.batch} x {a.genes:,}, AdamW; attention kernel)", fontsize=10.5)
     ax_txt.axis("off")
     f = a.flops
     lines = [f"{a.name}", f"{a.parameters:,} parameters", "",

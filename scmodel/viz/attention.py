@@ -150,7 +150,7 @@ def attention_mechanism(a: Analysis, path: str) -> str:
         if key not in [(d.kind, d.heads, d.kv_heads, d.query, d.source) for d in distinct]:
             distinct.append(s)
     distinct = distinct[:4]
-    sharing = sorted({(s.heads, s.kv_heads) for s in sites}, reverse=True)
+    sharing = list(dict.fromkeys((s.heads, s.kv_heads) for s in sites))  # the trunk's first
     n_flow = max(len(distinct), 1)
     fig = plt.figure(figsize=(15, 2.2 + 1.0 * len(sites) + 1.8 * len(sharing) + 2.6 * n_flow))
     grid = fig.add_gridspec(3, 1, height_ratios=[0.7 + 0.45 * len(sites), 1.9 * len(sharing) + 0.2, 2.6 * n_flow])

@@ -10,7 +10,7 @@ device, used for the scaling sweeps, gives identically).
 
 from __future__ import annotations
 
-from collections import defaultdict
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -88,10 +88,12 @@ def count_flops(model: nn.Module, args: tuple, kwargs: dict, backward: bool = Tr
     return FlopCount(forward, backward_total, by_module, by_op)
 
 
-def activation_bytes(model: nn.Module, args: tuple, kwargs: dict, bf16: bool = False) -> int:
+def activation_bytes(model: nn.Module, args: tuple, kwargs: dict, bf16: bool = False, math: bool = True) -> int:
     """Bytes of the distinct tensors autograd saves for backward in one forward, parameters excluded:
     what a training step holds between forward and backward. ``bf16``: under bf16 autocast, as
-    train.py runs on GPUs (autocast does not apply on the meta device: measure bf16 on real tensors)."""
+    train.py runs on GPUs (autocast does not apply on the meta device: measure bf16 on real tensors).
+    ``math``: attention through the math kernel, which keeps the (L x L) probabilities of every head;
+    otherwise the device's fused kernel (no L x L tensor kept; real tensors only)."""
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     seen: dict[int, int] = {}
     kept = []
@@ -104,7 +106,8 @@ def activation_bytes(model: nn.Module, args: tuple, kwargs: dict, bf16: bool = F
         return t
 
     device = args[0].device.type
-    with sdpa_kernel(SDPBackend.MATH), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+    kernel = sdpa_kernel(SDPBackend.MATH) if math else contextlib.nullcontext()
+    with kernel, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
             torch.autocast(device if device in ("cpu", "cuda") else "cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(*args, **kwargs)
     del logits, kept
@@ -137,24 +140,11 @@ def scaling(factory, factory_kwargs: dict, points: list[tuple[int, int]]) -> lis
     return out
 
 
-def training_memory(n_parameters: int, activations: int, activations_bf16: int) -> dict[str, dict[str, int]]:
-    """Bytes one training step holds: weights, gradients and AdamW moments in fp32 (train.py's bf16
-    mode is autocast: fp32 master weights and optimizer state) plus the measured activations."""
+def training_memory(n_parameters: int, activations: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Bytes one training step holds, per setting of ``activations`` (name -> measured bytes): weights,
+    gradients and AdamW moments in fp32 (train.py's bf16 mode is autocast: fp32 master weights and
+    optimizer state) plus the activations."""
     weights = grads = 4 * n_parameters
     state = ADAMW_STATE_BYTES * n_parameters
-    return {
-        "fp32": {"weights": weights, "gradients": grads, "adamw_state": state, "activations": activations,
-                 "total": weights + grads + state + activations},
-        "bf16": {"weights": weights, "gradients": grads, "adamw_state": state, "activations": activations_bf16,
-                 "total": weights + grads + state + activations_bf16},
-    }
-
-
-def per_group(by_module: dict[str, tuple[int, int]], names: list[str]) -> dict[str, tuple[int, int]]:
-    """(forward, backward) FLOPs of each named module; names missing from the count ran no counted op."""
-    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for name in names:
-        f, b = by_module.get(name, (0, 0))
-        sums[name][0] += f
-        sums[name][1] += b
-    return {k: (v[0], v[1]) for k, v in sums.items()}
+    return {name: {"weights": weights, "gradients": grads, "adamw_state": state, "activations": acts,
+                   "total": weights + grads + state + acts} for name, acts in activations.items()}

@@ -12,7 +12,8 @@ from .graph import ancestors, arg_edges, edges, nodes, trunk_group
 
 def _node_text(n, a: Analysis) -> str:
     out = shape_text(n.call.output) if n.call else "not called"
-    return f"{n.title}\n{n.kind} | {human(n.params)} params\n-> {out}"
+    each = f" ({n.count} x {human(n.params / n.count)})" if n.count > 1 else ""
+    return f"{n.title}\n{n.kind} | {human(n.params)} params{each}\n-> {out}"
 
 
 def architecture_overview(a: Analysis, path: str) -> str:
@@ -88,6 +89,17 @@ def architecture_overview(a: Analysis, path: str) -> str:
     return save(fig, path)
 
 
+def _compact(sources) -> str:
+    """{"perturbation.gene", "perturbation.sign"} -> "perturbation.{gene, sign}"."""
+    by_prefix: dict[str, list[str]] = {}
+    for src in sorted(sources):
+        src = src.replace("input:", "input ")
+        prefix, _, last = src.rpartition(".") if "." in src and not src.startswith("input ") else ("", "", src)
+        by_prefix.setdefault(prefix, []).append(last)
+    parts = [(f"{p}.{{{', '.join(v)}}}" if len(v) > 1 else f"{p}.{v[0]}") if p else ", ".join(v) for p, v in by_prefix.items()]
+    return ", ".join(parts)
+
+
 def forward_pass_flow(a: Analysis, path: str) -> str:
     """Every component in execution order with its input and output shapes and forward FLOPs."""
     all_nodes = [n for n in nodes(a) if n.call]
@@ -95,11 +107,11 @@ def forward_pass_flow(a: Analysis, path: str) -> str:
     height = len(all_nodes) * 1.0 + 0.9
     fig, ax = canvas(15, height * 0.62 + 0.8, 15, height,
                      f"{a.name}: forward pass, {a.batch} cell(s) x {a.genes:,} gene positions "
-                     f"({human(a.flops.forward, 'FLOP')} forward)")
+                     f"({human(a.flops.forward, 'FLOP')} forward; a repeated layer's FLOPs are all instances')")
     ax.text(0.1, height - 0.35, "step / component", fontsize=9.5, weight="bold")
     ax.text(5.3, height - 0.35, "inputs (shape <- from)", fontsize=9.5, weight="bold")
     ax.text(12.0, height - 0.35, "output", fontsize=9.5, weight="bold")
-    ax.text(14.9, height - 0.35, "fwd FLOPs (all instances)", fontsize=9.5, weight="bold", ha="right")
+    ax.text(14.9, height - 0.35, "fwd FLOPs", fontsize=9.5, weight="bold", ha="right")
     prev = None
     for i, n in enumerate(all_nodes):
         y = height - 1.2 - i * 1.0
@@ -109,10 +121,9 @@ def forward_pass_flow(a: Analysis, path: str) -> str:
         prev = b
         parts = []
         for arg, shape in n.call.inputs.items():
-            src = sorted(args.get(n.label, {}).get(arg, ()))
-            src_txt = ", ".join(s.replace("input:", "input ") for s in src)
-            if len(src_txt) > 46:
-                src_txt = src_txt[:44] + "..."
+            src_txt = _compact(args.get(n.label, {}).get(arg, ()))
+            if len(src_txt) > 72:
+                src_txt = src_txt[:70] + "..."
             parts.append(f"{arg} {shape_text(shape)}" + (f" <- {src_txt}" if src_txt else ""))
         ax.text(5.3, y + 0.36, "\n".join(parts[:3]), fontsize=8, va="center")
         ax.text(12.0, y + 0.36, shape_text(n.call.output), fontsize=8.5, va="center")

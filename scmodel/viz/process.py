@@ -127,7 +127,7 @@ def diffusion_process(model: nn.Module, diffusion: DiffusionConfig, mask_id: int
         ax_r.plot(range(len(frac)), frac[:, c], "o-", ms=3, alpha=0.8, label=f"sampled cell {c}")
     ax_r.set(xlabel="sampler step (last = final cells)", ylabel="masked fraction",
              title=f"Reverse process: sample() over {steps} steps, {genes} positions")
-    ax_r.legend(fontsize=8)
+    ax_r.legend(fontsize=8, title="lines overlap when the sampler\nreveals equal counts per cell", title_fontsize=8)
     states = torch.stack([s[0, :SHOWN_GENES] for s in traj.states])
     values = detokenize(states.clamp_max(mask_id - 1))
     im = _heat(ax_t, states, mask_id, values, vmax, [f"step {i}" for i in range(len(states) - 1)] + ["final"],

@@ -7,9 +7,10 @@ import json
 import os
 
 from .analysis import Analysis
+from .inspect import find_value
 
-SEED_PARAMETERS = 24_752_265
-"""The conditional model of the visualization seed (seeds/003), for comparison only."""
+SEED_PARAMETERS, SEED_DIM, SEED_VOCAB, SEED_LAYERS = 24_752_265, 512, 36_601, 6
+"""The conditional model of the visualization seed (seeds/003) as it describes itself, for comparison only."""
 
 
 def _gb(n: float) -> str:
@@ -102,32 +103,37 @@ def seed_comparison(a: Analysis) -> list[str]:
     """Where this model's count differs from the seed's 24,752,265 (the largest pieces, from the tree)."""
     rows = sorted((r for r in a.rows if r.own), key=lambda r: -r.own)
     biggest = rows[0]
-    lines = ["Compared with the seed's conditional model (24,752,265 parameters, 512-d, 6 layers, 36,601-gene vocabulary):",
+    lines = ["Compared with the seed's conditional model (24,752,265 parameters; 512-d, 6 layers, 36,601-gene vocabulary):",
              f"  this model: {a.parameters:,} ({a.parameters - SEED_PARAMETERS:+,}; {a.parameters / SEED_PARAMETERS:.2f}x)",
-             f"  largest single tensor: {biggest.name} ({biggest.kind}) {biggest.own:,} "
+             f"  largest single module: {biggest.name} ({biggest.kind}) {biggest.own:,} "
              f"({biggest.own / a.parameters:.1%} of ours, {biggest.own / SEED_PARAMETERS:.1%} of the seed's total)"]
-    vocab = a.config.get("gene_vocab")
-    dim = next((r.own // (vocab + 1) for r in rows if vocab and r.kind == "Embedding" and r.own % (vocab + 1) == 0), None)
-    if vocab and dim:
-        emb = (vocab + 1) * dim
-        left = SEED_PARAMETERS - emb
-        lines.append(f"  the {vocab:,}-gene target embedding at {dim} dimensions is {emb:,}; a model with it would have "
-                     f"{left:,} parameters left for everything else")
-    blocks = {}
-    for group, members in a.parts.groups:
+    repeated = []
+    for _, members in a.parts.groups:
         for label, names in a.collapsed(members):
             if len(names) > 1:
-                blocks[label] = (len(names), a.component_params(names[:1]))
-    for label, (n, each) in blocks.items():
-        inner = [(r.name.rsplit(".", 1)[-1], r.params) for r in a.rows
-                 if r.name.startswith(label.split("-")[0] + ".") and r.depth == label.count(".") + 1]
-        detail = ", ".join(f"{k} {v:,}" for k, v in inner)
-        lines.append(f"  {label}: {n} x {each:,} ({detail})")
-    lines += ["  Our blocks add adaLN timestep modulation (a Linear(dim, 6*dim) per block, as in DiT) and a",
-              "  cross-attention per block; the control-set encoder has its own attention blocks. The seed's count",
-              "  cannot hold its 512-d 36,601-gene embedding plus six such 512-d blocks, so it must have used a",
-              "  smaller target-gene embedding or lighter blocks. The preset `conditional-seed` keeps the vocabulary",
-              "  and block design and narrows the model instead (see `python -m scmodel.viz --config conditional-seed`)."]
+                first = names[0]
+                inner = [(r.name[len(first) + 1:], r.params) for r in a.rows
+                         if r.name.startswith(first + ".") and r.depth == first.count(".") + 2]
+                repeated.append((label, len(names), a.component_params(names[:1]), inner))
+                lines.append(f"  {label}: {len(names)} x {repeated[-1][2]:,} = {len(names) * repeated[-1][2]:,} "
+                             f"({', '.join(f'{k} {v:,}' for k, v in inner)})")
+    vocab = a.config.get("gene_vocab")
+    dim = find_value(a.config, "dim")
+    embedding = next((r for r in rows if vocab and r.kind == "Embedding" and r.own == (vocab + 1) * (dim or 0)), None)
+    if embedding is not None:
+        seed_embedding = (SEED_VOCAB + 1) * SEED_DIM
+        left = SEED_PARAMETERS - seed_embedding
+        trunk = max(repeated, key=lambda r: r[1] * r[2]) if repeated else None
+        lines.append(f"  the seed's {SEED_VOCAB:,}-gene target embedding at {SEED_DIM} dimensions (+1 'none' row) is "
+                     f"{seed_embedding:,}, leaving {left:,} of its count for everything else")
+        if trunk is not None and dim == SEED_DIM:
+            label, n, each, inner = trunk
+            lines.append(f"  our {n} {label} blocks alone are {n * each:,} ({n * each / max(left, 1):.1f}x what is left)")
+        lines += ["  So the seed cannot have had both a 512-d embedding of the full vocabulary and six blocks like ours",
+                  "  (adaLN modulation, self- and cross-attention, a 4x MLP): it must have used a smaller target-gene",
+                  "  embedding or lighter blocks. The preset `conditional-seed` keeps the vocabulary and our block design",
+                  "  and narrows the model (384 wide, 3 layers, control set pooled without self-attention blocks):",
+                  "  `python -m scmodel.viz --config conditional-seed` shows its breakdown."]
     return lines
 
 
@@ -142,21 +148,25 @@ def compute_text(a: Analysis) -> str:
              "", f"Forward FLOPs:  {f.forward:,}", f"Backward FLOPs: {f.backward:,}", f"Total FLOPs:    {f.total:,}",
              f"Per cell: forward {_g(f.forward / cells)}, forward+backward {_g(f.total / cells)}",
              f"Per parameter per gene position (forward): {f.forward / cells / a.genes / a.parameters:.2f}",
-             "", "By component (forward / backward FLOPs; a component's count includes its children):",
-             f"  {'component':<36}{'forward':>20}{'backward':>20}{'share':>8}"]
+             "", "By component, forward FLOPs (all instances; the counter counts matrix products and attention, so",
+             "embeddings, norms and activations count 0). Backward FLOPs are given as totals only: the counter's",
+             "split of the backward pass between modules counts a block's backward under the blocks before it.",
+             f"  {'component':<36}{'forward':>20}{'share':>8}"]
     for group, members in a.parts.groups:
         for label, names in a.collapsed(members):
-            fw, bw = a.component_flops(names)
-            lines.append(f"  {label:<36}{fw:>20,}{bw:>20,}{(fw + bw) / max(f.total, 1):>8.1%}")
+            fw, _ = a.component_flops(names)
+            lines.append(f"  {label:<36}{fw:>20,}{fw / max(f.forward, 1):>8.1%}")
     lines += ["", "By operator (forward / backward):"]
     for op, (fw, bw) in sorted(f.by_op.items(), key=lambda kv: -sum(kv[1])):
         lines.append(f"  {op:<36}{fw:>20,}{bw:>20,}")
-    lines += ["", "Scaling (meta device, same counter; forward+backward FLOPs, fp32 activations saved for backward):",
+    lines += ["", "Scaling (meta device, same counter; forward+backward FLOPs; fp32 activations saved for backward with",
+              "the math attention kernel, which keeps every head's L x L probabilities):",
               f"  {'batch':>6}{'genes':>8}{'GFLOP':>14}{'activations':>16}"]
     for p in a.sweep_genes + a.sweep_batch:
         lines.append(f"  {p.batch:>6}{p.genes:>8}{(p.flops_forward + p.flops_backward) / 1e9:>14,.2f}{_mb(p.activation_bytes):>16}")
     lines += ["", f"Training memory for this step ({a.batch} x {a.genes:,}; AdamW, weights/gradients/moments in fp32;",
-              " bf16 = autocast as train.py uses it, which also holds bf16 copies of the weights):"]
+              " bf16 = autocast as train.py uses it, which also holds bf16 copies of the weights; activations measured",
+              " on this machine's kernels: 'fused' = PyTorch's default attention kernel here, no L x L tensor kept):"]
     for precision, parts in a.memory.items():
         detail = ", ".join(f"{k} {_mb(v)}" for k, v in parts.items() if k != "total")
         lines.append(f"  {precision}: {_gb(parts['total'])} ({detail})")
