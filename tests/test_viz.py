@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from scmodel.models import MODELS, count_parameters
-from scmodel.viz import FILES, TRAINED_FILES, visualize
+from scmodel.viz import FILES, ROUTED_FILES, TRAINED_FILES, visualize
 from scmodel.viz.__main__ import main
 from scmodel.viz.inspect import components, example_inputs, trace
 
@@ -117,6 +117,29 @@ def test_an_unknown_model_is_drawn_from_its_tree(tmp_path, monkeypatch):
     assert sorted(map(os.path.basename, paths)) == sorted(FILES)
     text = open(tmp_path / "parameter_breakdown.txt").read()
     assert _number(text, r"Total: ([\d,]+) parameters") == count_parameters(model)
+
+
+def test_checkpoint_of_a_routed_model(tmp_path, monkeypatch):
+    """A checkpoint in train.py's format (``model`` state dict + ``config``): its weights are loaded, and
+    the trained-model figures include the experts' load."""
+    monkeypatch.setitem(MODELS, "toy", ToyExperts)
+    trained = ToyExperts()
+    with torch.no_grad():
+        trained.layers[0]["router"].bias.copy_(torch.tensor([5.0, -5.0]))  # layer 0 sends every token to expert 0
+    path = str(tmp_path / "checkpoint.pt")
+    torch.save({"model": trained.state_dict(), "config": {"model": "toy", "n_tokens": 8}, "step": 7}, path)
+    out = str(tmp_path / "out")
+    paths = visualize(None, out, checkpoint=path, genes=16, sample_genes=16, sample_cells=2, sweeps=False,
+                      echo=lambda *_: None)
+    assert sorted(map(os.path.basename, paths)) == sorted(FILES + TRAINED_FILES + ROUTED_FILES)
+    assert json.load(open(os.path.join(out, "model_config.json")))["checkpoint"]["step"] == 7
+    from scmodel.viz import load_model
+    from scmodel.viz.trained import _expert_counts
+
+    loaded = load_model(None, path).model
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+    logits = loaded.layers[0]["router"](torch.randn(3, 5, 16))
+    assert _expert_counts("layers.0.router", loaded.layers[0]["router"], logits).tolist() == [15, 0]
 
 
 def test_conditional_seed_preset_is_near_the_seed():

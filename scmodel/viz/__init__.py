@@ -5,6 +5,7 @@ attention, conditioning, diffusion process, parameters and compute, for any mode
 
 from __future__ import annotations
 
+import inspect as pyinspect
 import os
 from dataclasses import dataclass, field
 
@@ -14,6 +15,8 @@ FILES = ("model_config.json", "model_config.txt", "architecture_overview.png", "
          "forward_pass_flow.png", "attention_mechanism.png", "conditioning_pipeline.png", "diffusion_process.png",
          "parameter_breakdown.png", "parameter_breakdown.txt", "computational_analysis.png", "computational_analysis.txt")
 TRAINED_FILES = ("attention_maps.png",)
+ROUTED_FILES = ("expert_load.png",)
+"""With a checkpoint of a model that routes tokens to experts."""
 
 
 @dataclass
@@ -25,7 +28,7 @@ class Loaded:
     checkpoint: str | None = None
 
 
-def _n_genes_from_state(factory, state: dict, n_tokens: int) -> int:
+def _n_genes_from_state(factory, state: dict, n_tokens: int) -> int | None:
     """The gene positions a checkpoint was trained on: build the model at two sizes on the meta
     device, find a tensor whose shape follows ``n_genes``, read it from the checkpoint."""
     from .compute import meta_model
@@ -37,7 +40,22 @@ def _n_genes_from_state(factory, state: dict, n_tokens: int) -> int:
         for dim, (sa, sb) in enumerate(zip(ta.shape, tb.shape)):
             if sb - sa == 1 and key in state:
                 return int(state[key].shape[dim]) - sa + 1000
-    raise ValueError("cannot tell the checkpoint's gene count: no parameter's shape follows n_genes")
+    return None  # no parameter's shape follows n_genes: the factory's default (or the train config's) holds
+
+
+MAX_BYTES = 8 * 2**30
+"""Largest model (fp32 weights) built for real here; the measurements run real passes."""
+
+
+def _check_size(name: str, factory, **kwargs) -> None:
+    from scmodel.models import count_parameters
+
+    from .compute import meta_model
+
+    n = count_parameters(meta_model(factory, **kwargs))
+    if 4 * n > MAX_BYTES:
+        raise SystemExit(f"{name}: {n:,} parameters ({4 * n / 2**30:.1f} GiB in fp32) is too large to build and run on "
+                         f"this machine; draw its tiny variant, or count its cost on the meta device (scmodel.plan)")
 
 
 def load_model(config: str | None, checkpoint: str | None = None) -> Loaded:
@@ -47,6 +65,7 @@ def load_model(config: str | None, checkpoint: str | None = None) -> Loaded:
     if checkpoint is None:
         if config not in MODELS:
             raise SystemExit(f"--config {config!r} is not one of {', '.join(MODELS)}")
+        _check_size(config, MODELS[config])
         torch.manual_seed(0)
         return Loaded(config, MODELS[config](), {})
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -57,7 +76,11 @@ def load_model(config: str | None, checkpoint: str | None = None) -> Loaded:
     if name not in MODELS:
         raise SystemExit(f"{checkpoint}: model {name!r} is not in scmodel.models.MODELS")
     n_tokens = train.get("n_tokens", 64)
-    kwargs = {"n_genes": _n_genes_from_state(MODELS[name], state["model"], n_tokens), "n_tokens": n_tokens}
+    kwargs = {"n_tokens": n_tokens}
+    n_genes = _n_genes_from_state(MODELS[name], state["model"], n_tokens) or train.get("n_hvgs")
+    if n_genes:
+        kwargs["n_genes"] = n_genes
+    _check_size(name, MODELS[name], **kwargs)
     model = MODELS[name](**kwargs)
     model.load_state_dict(state["model"])
     summary = {k: v for k, v in train.items() if not isinstance(v, (list, dict)) or k == "diffusion"}
@@ -105,12 +128,16 @@ def visualize(config: str | None, out: str, checkpoint: str | None = None, store
                                    n_cells=sample_cells, sample_genes=min(a.n_genes, sample_genes), source=store or ""))
     if checkpoint:
         from .process import run_sampler
-        from .trained import attention_maps
+        from .trained import attention_maps, expert_load
 
         cell = cells[0] if cells is not None else run_sampler(model, 1, min(a.n_genes, sample_genes), 10, find_mask_id(a)).states[-1][0]
-        gene_index = torch.arange(len(cell)) if len(cell) < a.n_genes else None
+        accepts = "gene_index" in pyinspect.signature(model.forward).parameters
+        gene_index = torch.arange(len(cell)) if len(cell) < a.n_genes and accepts else None
         paths.append(attention_maps(model, cell, find_mask_id(a), os.path.join(out, "attention_maps.png"),
                                     cell_id=ids[0] if ids else "(sampled)", gene_index=gene_index))
+        routed = expert_load(model, cells if cells is not None else cell[None], find_mask_id(a),
+                             os.path.join(out, "expert_load.png"), gene_index=gene_index)
+        paths += [routed] if routed else []
     for p in paths:
         echo(f"  wrote {p}")
     return paths
@@ -122,4 +149,4 @@ def find_mask_id(a) -> int:
     return int(find_value(a.config, "mask_id", a.n_tokens))
 
 
-__all__ = ["FILES", "TRAINED_FILES", "load_model", "visualize"]
+__all__ = ["FILES", "ROUTED_FILES", "TRAINED_FILES", "load_model", "visualize"]

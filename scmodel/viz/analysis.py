@@ -98,9 +98,12 @@ def analyze(name: str, model: nn.Module, factory, factory_kwargs: dict, batch: i
                         inputs={k: tuple(v.shape) for k, v in bind_arguments(model, args, kwargs).items() if hasattr(v, "shape")})
     if sweeps:
         n_genes = find_value(config, "n_genes")
-        gene_points = _sweep([64, 256, 1024, 4096], n_genes)
-        analysis.sweep_genes = scaling(factory, factory_kwargs, [(1, g) for g in gene_points])
-        analysis.sweep_batch = scaling(factory, factory_kwargs, [(b, genes) for b in (1, 4, 16, 64)])
+        gene_points = _sweep([64, 128, 256, 512, 1024, 2048], n_genes)
+        try:
+            analysis.sweep_genes = scaling(factory, factory_kwargs, [(1, g) for g in gene_points])
+            analysis.sweep_batch = scaling(factory, factory_kwargs, [(b, genes) for b in (1, 4, 16, 64)])
+        except (RuntimeError, NotImplementedError) as err:  # e.g. routing that reads tensor values (MoE gates)
+            analysis.extra["sweeps"] = f"skipped: the forward pass does not run on the meta device ({err})"
     return analysis
 
 

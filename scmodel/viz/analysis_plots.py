@@ -118,6 +118,11 @@ def computational_analysis(a: Analysis, path: str) -> str:
                 "batch (cells)", "FLOPs", f"FLOPs vs batch ({a.genes:,} positions)")
         _loglog(ax_ab, b, {"fp32 activations": [p.activation_bytes / 2**20 for p in a.sweep_batch]},
                 "batch (cells)", "MiB", f"Activation memory vs batch ({a.genes:,} positions)")
+    if not a.sweep_genes:
+        for ax in (ax_g, ax_ab, ax_ag, ax_b):
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no sweep: this model's forward pass\ndoes not run on the meta device",
+                    ha="center", va="center", fontsize=10, transform=ax.transAxes)
     parts = ["weights", "gradients", "adamw_state", "activations"]
     bottoms = np.zeros(len(a.memory))
     for i, part in enumerate(parts):

@@ -22,8 +22,13 @@ def architecture_overview(a: Analysis, path: str) -> str:
     all_nodes = nodes(a)
     flow = edges(a, all_nodes)
     trunk = trunk_group(all_nodes)
-    side = [g for g, _ in a.parts.groups if g != trunk]
     members = {g: [n for n in all_nodes if n.group == g] for g, _ in a.parts.groups}
+    side = [g for g, _ in a.parts.groups if g != trunk and members[g]]
+    trunk_labels = {n.label for n in members[trunk]}
+    skips = [lbl for lbl in dict.fromkeys(n.label for n in members[trunk])  # sources that skip rows in the trunk
+             if any(s == lbl and t in trunk_labels for s, t in flow)
+             and any(s == lbl and t in trunk_labels and members[trunk].index(next(n for n in members[trunk] if n.label == t))
+                     - members[trunk].index(next(n for n in members[trunk] if n.label == lbl)) > 1 for s, t in flow)]
     cross = sorted({s for s, t in flow if not s.startswith("input:") and t in {n.label for n in members[trunk]}
                     and s not in {n.label for n in members[trunk]}})
     in_w, box_w, row = 1.9, 3.4, 1.15
@@ -32,7 +37,7 @@ def architecture_overview(a: Analysis, path: str) -> str:
     trunk_x = side_w + lane_w
     left_rows = sum(len(members[g]) + 0.6 for g in side)
     rows = max(left_rows, len(members[trunk]) + 1.0)
-    width, height = trunk_x + in_w + 0.3 + box_w + 1.0, rows * row + 1.2
+    width, height = trunk_x + in_w + 0.3 + box_w + 0.6 + 0.25 * len(skips), rows * row + 1.2
     fig, ax = canvas(width * 0.95, height * 0.95 + 0.5, width, height,
                      f"{a.name}: {type(a.model).__name__}, {a.parameters:,} parameters")
     where = {}
@@ -45,17 +50,19 @@ def architecture_overview(a: Analysis, path: str) -> str:
         for n in members[g]:
             y -= row
             where[n.label] = box(ax, x0 + in_w + 0.3, y, box_w, 0.9, _node_text(n, a), kind_color(n.kind), fontsize=8.5)
-            for s in sorted(src for src, t in flow if t == n.label and src.startswith("input:") and src not in where):
-                name = s.split(":", 1)[1]
-                where[s] = box(ax, x0, y + 0.15, in_w, 0.6, f"{name}\n{shape_text(a.inputs.get(name))}",
-                               COLORS["input"], fontsize=8)
+            fresh = sorted(src for src, t in flow if t == n.label and src.startswith("input:") and src not in where)
+            if fresh:  # every input first read here, in one box
+                names = [s.split(":", 1)[1] for s in fresh]
+                text = "\n".join(f"{nm} {shape_text(a.inputs.get(nm))}" for nm in names) if len(names) > 1 else \
+                    f"{names[0]}\n{shape_text(a.inputs.get(names[0]))}"
+                b = box(ax, x0, y + 0.15, in_w, 0.6, text, COLORS["input"], fontsize=8 if len(names) < 3 else 7)
+                where.update({s: b for s in fresh})
         return y - 0.25
 
     top = height - 0.1
     for g in side:
         top = column(g, 0.0, top)
     column(trunk, trunk_x, height - 0.1)
-    trunk_labels = {n.label for n in members[trunk]}
     # the topmost source takes the rightmost lane and arrives highest: no two routes cross
     cross.sort(key=lambda lbl: -where[lbl].y if lbl in where else 0)
     for s, t in sorted(flow):
@@ -75,6 +82,13 @@ def architecture_overview(a: Analysis, path: str) -> str:
             arrow(ax, (trunk_x, ty), (tx, ty), color="#cc7a00")
         elif abs(a_box.x - b_box.x) < 1e-6 and abs(a_box.y - b_box.y - row) < 1e-6:
             arrow(ax, a_box.bottom, b_box.top)
+        elif s in skips and t in trunk_labels:  # right, down the source's lane on the right, left into the target
+            k = skips.index(s)
+            lane = a_box.x + a_box.w + 0.3 + 0.25 * k
+            (sx, sy), (tx, ty) = a_box.right, b_box.right
+            ty += 0.25 - 0.5 * k / max(len(skips) - 1, 1)
+            ax.plot([sx, lane, lane], [sy, sy, ty], color="#3d85c6", lw=1.1)
+            arrow(ax, (lane, ty), (tx, ty), color="#3d85c6")
         elif abs(a_box.x - b_box.x) < 1e-6:
             arrow(ax, a_box.right, b_box.right, color="#3d85c6", rad=-0.35)
         else:

@@ -125,21 +125,22 @@ def components(model: nn.Module) -> Components:
         root_name, root = next(iter(_children(root, root_name)))[:2]
     groups, own = [], {}
     top = _children(root, root_name)
+    root_group = root_name or type(model).__name__
+    loose: list[str] = []  # the root's own layers (embeddings, a list of blocks, the head...): one group
     for name, child, listed in top:
         members = [n for n, _, _ in _children(child, name)]
         if members and not listed and not isinstance(child, nn.Sequential):
             groups.append((name, members))
             if n_params(child, recurse=False):
                 own[name] = n_params(child, recurse=False)
-    if not groups:  # nothing worth expanding (the mini model): one group of the root's children
-        groups = [(root_name or type(model).__name__, [n for n, _, _ in top])]
-    else:  # leaf children of the root (rare) become one-member groups
-        expanded = {g for g, _ in groups}
-        for name, child, _ in top:
-            if name not in expanded:
-                groups.append((name, [name]))
+        else:
+            if not loose:
+                groups.append((root_group, loose))
+            loose.append(name)
     if n_params(root, recurse=False):
-        own[root_name or type(model).__name__] = n_params(root, recurse=False)
+        own[root_group] = n_params(root, recurse=False)
+        if not loose:
+            groups.append((root_group, loose))
     return Components(root_name, groups, own)
 
 

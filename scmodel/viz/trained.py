@@ -67,7 +67,8 @@ def attention_maps(model: nn.Module, cell: torch.Tensor, mask_id: int, path: str
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.3 * rows + 0.6), squeeze=False)
     for ax, name in zip(axes.flat, names):
         m = maps[name][:MAP_POSITIONS, :MAP_POSITIONS].numpy()
-        ax.imshow(m, aspect="auto", cmap="magma", interpolation="nearest")
+        im = ax.imshow(m, aspect="auto", cmap="magma", interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(f"key ({'context token' if m.shape[1] < 32 else 'gene position'})", fontsize=8)
         ax.set_ylabel("query gene position", fontsize=8)
@@ -76,6 +77,64 @@ def attention_maps(model: nn.Module, cell: torch.Tensor, mask_id: int, path: str
         ax.axis("off")
     masked = int((noisy == mask_id).sum())
     fig.suptitle(f"Attention of one cell {cell_id} at t={t_value:g} ({masked} of {cell.numel()} positions masked; "
-                 f"mean over heads)", fontsize=12, weight="bold")
+                 f"mean over heads; first {min(MAP_POSITIONS, cell.numel())} positions)", fontsize=12, weight="bold")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def _expert_counts(name: str, module: nn.Module, out) -> torch.Tensor | None:
+    """Tokens per expert from a routing module's output: a router's logits (a module named
+    ``*router*``: top-1 of the last dimension) or the expert counts a MoE layer returns (DeepSpeed's
+    ``MoE``/``TopKGate`` return them as a 1-D integer tensor)."""
+    kind = type(module).__name__.lower()
+    if "router" in name.rsplit(".", 1)[-1].lower() and isinstance(out, torch.Tensor) and out.shape[-1] >= 2:
+        return torch.bincount(out.argmax(-1).flatten(), minlength=out.shape[-1])
+    if ("moe" in kind or "gate" in kind) and isinstance(out, tuple):
+        counts = [o for o in out if isinstance(o, torch.Tensor) and o.dim() == 1 and not o.is_floating_point() and len(o) >= 2]
+        if counts:
+            return counts[-1]
+    return None
+
+
+@torch.no_grad()
+def expert_load(model: nn.Module, cells: torch.Tensor, mask_id: int, path: str, t_value: float = 0.3,
+                gene_index: torch.Tensor | None = None) -> str | None:
+    """Share of tokens each expert receives in every routing layer, for ``cells`` at t = ``t_value``;
+    None (nothing written) when the model routes nothing."""
+    found: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        def hook(mod, args, out, name=name):
+            counts = _expert_counts(name, mod, out)
+            if counts is not None:
+                found[name] = found.get(name, 0) + counts.detach().cpu().double()
+        handles.append(module.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        t = torch.full((len(cells),), t_value)
+        noisy, _ = corrupt(cells, t, DiffusionConfig(schedule="linear"), mask_id, torch.Generator().manual_seed(0))
+        model(noisy, t, **({"gene_index": gene_index} if gene_index is not None else {}))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    names = [n for n in found if not any(n.startswith(other + ".") for other in found)]  # a MoE layer, not its gate too
+    if not names:
+        return None
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows + 0.8), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        share = (found[name] / found[name].sum().clamp_min(1)).numpy()
+        ax.bar(range(len(share)), share, color="#6aa84f")
+        ax.axhline(1 / len(share), color="black", ls="--", lw=1, label="uniform")
+        ax.set(title=name, xlabel="expert", ylabel="share of routed tokens")
+        ax.set_xticks(range(len(share)))
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"Expert load: {len(cells)} cell(s) x {cells.shape[1]} positions at t={t_value:g} (top-1 / routed counts)",
+                 fontsize=12, weight="bold")
     fig.tight_layout()
     return save(fig, path)
