@@ -130,7 +130,9 @@ def computational_analysis(a: Analysis, path: str) -> str:
         ax_m.bar([k.replace(", ", "\n").replace(" attention", "") for k in a.memory], vals, bottom=bottoms, label=part, color=["#6fa8dc", "#93c47d", "#ffd966", "#e06666"][i])
         bottoms += vals
     for i, p in enumerate(a.memory):
-        ax_m.text(i, bottoms[i] * 1.01, f"{a.memory[p]['total'] / 2**20:,.1f} MiB", ha="center", fontsize=9)
+        total = a.memory[p]["total"]
+        label = f"{total / 2**30:.2f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
+        ax_m.text(i, bottoms[i] * 1.01, label, ha="center", fontsize=8.5)
     ax_m.set_ylim(0, bottoms.max() * 1.15)
     ax_m.set_ylabel("MiB")
     handles, labels = ax_m.get_legend_handles_labels()

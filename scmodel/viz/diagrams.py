@@ -121,7 +121,7 @@ def forward_pass_flow(a: Analysis, path: str) -> str:
     height = len(all_nodes) * 1.0 + 0.9
     fig, ax = canvas(15, height * 0.62 + 0.8, 15, height,
                      f"{a.name}: forward pass, {a.batch} cell(s) x {a.genes:,} gene positions "
-                     f"({human(a.flops.forward, 'FLOP')} forward; a repeated layer's FLOPs are all instances')")
+                     f"({human(a.flops.forward, 'FLOP')} forward; a repeated layer's FLOPs: all instances)")
     ax.text(0.1, height - 0.35, "step / component", fontsize=9.5, weight="bold")
     ax.text(5.3, height - 0.35, "inputs (shape <- from)", fontsize=9.5, weight="bold")
     ax.text(12.0, height - 0.35, "output", fontsize=9.5, weight="bold")

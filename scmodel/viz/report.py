@@ -162,6 +162,8 @@ def compute_text(a: Analysis) -> str:
     lines += ["", "Scaling (meta device, same counter; forward+backward FLOPs; fp32 activations saved for backward with",
               "the math attention kernel, which keeps every head's L x L probabilities):",
               f"  {'batch':>6}{'genes':>8}{'GFLOP':>14}{'activations':>16}"]
+    if "sweeps" in a.extra:
+        lines.append(f"  {a.extra['sweeps']}")
     for p in a.sweep_genes + a.sweep_batch:
         lines.append(f"  {p.batch:>6}{p.genes:>8}{(p.flops_forward + p.flops_backward) / 1e9:>14,.2f}{_mb(p.activation_bytes):>16}")
     lines += ["", f"Training memory for this step ({a.batch} x {a.genes:,}; AdamW, weights/gradients/moments in fp32;",
