@@ -23,6 +23,8 @@ demo: $(STAMP)
 	$(BIN)/python -m scdata hvg --store $(DEMO)/store.zarr --n-hvgs 2000 --materialize --workers 2
 	$(BIN)/python -m scmodel.train --config mini-tiny --store $(DEMO)/store.zarr --out $(DEMO)/run \
 		--max-steps 400 --eval-every 200
+	$(BIN)/python -m scmodel.viz --config mini-tiny --checkpoint $(DEMO)/run/checkpoint.pt --store $(DEMO)/store.zarr \
+		--out $(DEMO)/viz
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -37,8 +37,15 @@ def moe17b_tiny(n_genes: int = 2000, n_tokens: int = 64, ep_size: int = 1):
                                        n_kv_heads=4, n_layers=6, mlp_ratio=2.0, n_experts=4, lora_rank=4, cond_dim=32))
 
 
-MODELS = {"mini": mini, "mini-tiny": mini_tiny, "conditional": conditional, "conditional-tiny": conditional_tiny}
-MODELS.update({"moe17b": moe17b, "moe17b-tiny": moe17b_tiny})
+def conditional_seed(n_genes: int = 2000, n_tokens: int = 64):
+    """Near the visualization seed's 24,752,265 parameters with our block design (adaLN + cross-attention):
+    the 36,601-gene vocabulary kept, 384 wide, 3 layers, control set pooled without self-attention blocks."""
+    return ConditionalDiffusionModel(ConditionalConfig(
+        backbone=MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=384, n_heads=8, n_kv_heads=1, n_layers=3), control_layers=0))
+
+
+MODELS = {"mini": mini, "mini-tiny": mini_tiny, "conditional": conditional, "conditional-tiny": conditional_tiny,
+          "conditional-seed": conditional_seed, "moe17b": moe17b, "moe17b-tiny": moe17b_tiny}
 
 
 def count_parameters(model) -> int:
