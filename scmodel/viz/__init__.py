@@ -68,7 +68,9 @@ def load_model(config: str | None, checkpoint: str | None = None) -> Loaded:
         _check_size(config, MODELS[config])
         torch.manual_seed(0)
         return Loaded(config, MODELS[config](), {})
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    from scmodel.engines.state import safe_load
+
+    state = safe_load(checkpoint, map_location="cpu")  # weights-only: a checkpoint runs no code
     train = state.get("config", {})
     name = train.get("model", config)
     if config and name != config:
