@@ -14,7 +14,8 @@ import xarray as xr
 import zarr
 
 from .manifest import Manifest, read_manifest
-from .store import OBS_NUMERIC_COLUMNS, OBS_STRING_COLUMNS, categorical_columns, open_root, read_categories
+from .lazyx import DirectX
+from .store import OBS_NUMERIC_COLUMNS, OBS_STRING_COLUMNS, categorical_columns, open_root, read_categories, read_strings
 
 
 class StoreError(ValueError):
@@ -28,43 +29,64 @@ def _committed(store: str) -> tuple[zarr.Group, Manifest]:
     return open_root(store, mode="r"), manifest
 
 
-def _lazy(arr: zarr.Array, n: int) -> da.Array:
-    return da.from_zarr(arr)[:n]
+_OBS_CACHE: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+_OBS_CACHE_SIZE = 4
 
 
-def _decode(codes: da.Array, categories: list[str]) -> da.Array:
-    lookup = np.asarray(categories + [""], dtype=object)  # code -1 (missing) -> ""
-    return codes.map_blocks(lambda c: lookup[c], dtype=object)
+def _obs_columns(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Every per-cell column of the committed rows, in memory and read-only.
+
+    Read once per store and manifest version: a notebook that reopens the store does not read
+    them again, and a later commit (a new version) is never answered from the cache.
+    Categoricals are decoded through their category table, so each string exists once and a
+    column costs one pointer per cell (missing values: "").
+    """
+    key = (store, manifest.version, manifest.n_committed)
+    cached = _OBS_CACHE.get(key)
+    if cached is not None:
+        return cached
+    n, obs = manifest.n_committed, root["obs"]
+    columns: dict[str, np.ndarray] = {"cell": read_strings(obs["_index"], n) if n else np.array([], dtype=object)}
+    for name in OBS_STRING_COLUMNS:
+        columns[name] = read_strings(obs[name], n) if n else np.array([], dtype=object)
+    for name in OBS_NUMERIC_COLUMNS:
+        columns[name] = np.asarray(obs[name][:n])
+    for column in categorical_columns(root):
+        lookup = np.asarray(read_categories(root, column, manifest.categories.get(column)) + [""], dtype=object)
+        columns[column] = lookup[np.asarray(obs[f"{column}/codes"][:n])]  # code -1 (missing) -> ""
+    for values in columns.values():
+        values.flags.writeable = False  # shared by every Dataset opened from this cache entry
+    while len(_OBS_CACHE) >= _OBS_CACHE_SIZE:
+        _OBS_CACHE.pop(next(iter(_OBS_CACHE)))
+    _OBS_CACHE[key] = columns
+    return columns
 
 
 def open_store(store: str) -> xr.Dataset:
-    """The committed cells as a lazy ``xarray.Dataset`` (dims ``cell``, ``gene``).
+    """The committed cells as a labelled ``xarray.Dataset`` (dims ``cell``, ``gene``).
 
-    ``counts`` is int16 and dask-backed; ``cell``/``gene`` are index coordinates (loaded, so
-    ``.sel`` works); every per-cell variable (``srx_accession``, ``umi_count``, ``tissue``…) is
-    lazy. The manifest version is in ``attrs`` so derived results can say what they came from.
+    ``counts`` is int16 and lazy: a dask array whose blocks are X's chunks, decoded directly
+    (``scdata.lazyx``). The coordinates are in memory: ``cell``/``gene`` are indexes (``.sel``),
+    and the per-cell metadata (``srx_accession``, ``tissue``, ``umi_count``…) are numpy arrays,
+    so ``ds.counts.where(ds.tissue == "blood", drop=True)`` and ``groupby("srx_accession")``
+    work as on any in-memory coordinate. They are small next to X (a pointer or a number per
+    cell and column) and read once per store version. ``attrs`` carry the manifest version.
     """
     root, manifest = _committed(store)
     n = manifest.n_committed
-    obs, var = root["obs"], root["var"]
-    gene_ids = np.asarray(var["_index"][:], dtype=object)
-    cell_ids = np.asarray(obs["_index"][:n], dtype=object) if n else np.array([], dtype=object)
-    data_vars: dict = {"counts": (("cell", "gene"), _lazy(root["X"], n))}
+    var = root["var"]
+    columns = _obs_columns(store, root, manifest)
+    array = DirectX(store, n)
+    counts = da.from_array(array, chunks=array.chunks, asarray=False, name=f"sczarr-X-{store}-v{manifest.version}-{n}")
     coords: dict = {
-        "cell": cell_ids,
-        "gene": gene_ids,
-        "gene_symbol": ("gene", np.asarray(var["gene_symbol"][:], dtype=object)),
+        "cell": columns["cell"],
+        "gene": read_strings(var["_index"]),
+        "gene_symbol": ("gene", read_strings(var["gene_symbol"])),
     }
-    for name in OBS_STRING_COLUMNS:
-        coords[name] = ("cell", _lazy(obs[name], n))
-    for name in OBS_NUMERIC_COLUMNS:
-        coords[name] = ("cell", _lazy(obs[name], n))
-    for column in categorical_columns(root):
-        cats = read_categories(root, column, manifest.categories.get(column))
-        coords[column] = ("cell", _decode(_lazy(obs[f"{column}/codes"], n), cats))
+    coords.update({name: ("cell", values) for name, values in columns.items() if name != "cell"})
     attrs = {"store": store, "manifest_version": manifest.version, "n_committed": n,
              "chunk_shape": list(root["X"].chunks)}
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return xr.Dataset({"counts": (("cell", "gene"), counts)}, coords=coords, attrs=attrs)
 
 
 def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
