@@ -14,7 +14,7 @@ import xarray as xr
 import zarr
 
 from .manifest import Manifest, read_manifest
-from .lazyx import DirectX
+from .lazyx import DirectX, as_dask, registered, sparse_rows, subset
 from .store import OBS_NUMERIC_COLUMNS, OBS_STRING_COLUMNS, categorical_columns, open_root, read_categories, read_strings
 
 
@@ -76,8 +76,7 @@ def open_store(store: str) -> xr.Dataset:
     n = manifest.n_committed
     var = root["var"]
     columns = _obs_columns(store, root, manifest)
-    array = DirectX(store, n)
-    counts = da.from_array(array, chunks=array.chunks, asarray=False, name=f"sczarr-X-{store}-v{manifest.version}-{n}")
+    counts = as_dask(DirectX(store, n))
     coords: dict = {
         "cell": columns["cell"],
         "gene": read_strings(var["_index"]),
@@ -87,6 +86,39 @@ def open_store(store: str) -> xr.Dataset:
     attrs = {"store": store, "manifest_version": manifest.version, "n_committed": n,
              "chunk_shape": list(root["X"].chunks)}
     return xr.Dataset({"counts": (("cell", "gene"), counts)}, coords=coords, attrs=attrs)
+
+
+def positions(sel, labels: pd.Index) -> np.ndarray:
+    """Integer positions for what ``isel`` takes (ints, slices, boolean masks) or, as strings,
+    labels (``sel`` takes)."""
+    if isinstance(sel, slice):
+        return np.arange(len(labels))[sel]
+    arr = np.atleast_1d(np.asarray(sel))
+    if arr.dtype == bool:
+        if len(arr) != len(labels):
+            raise IndexError(f"boolean mask of length {len(arr)} for an axis of {len(labels)}")
+        return np.flatnonzero(arr)
+    if arr.dtype.kind in "OUT":
+        found = labels.get_indexer(arr.astype(object))
+        if (found < 0).any():
+            raise KeyError(f"not in the store: {', '.join(map(str, arr[found < 0][:5]))}")
+        return found
+    return np.where(arr < 0, arr + len(labels), arr).astype(np.int64)
+
+
+def isel(ds: xr.Dataset, cell=None, gene=None) -> xr.Dataset:
+    """``ds.isel(cell=..., gene=...)`` whose ``counts`` still reads X's chunks directly (one
+    decode per chunk, only the selected cells and genes copied), where ``ds.counts`` is X or a
+    selection of it; any other ``counts`` is indexed by xarray as usual."""
+    cell = None if cell is None else positions(cell, ds.indexes["cell"])
+    gene = None if gene is None else positions(gene, ds.indexes["gene"])
+    fast = subset(ds["counts"].data, cell, gene) if "counts" in ds else None
+    indexers = {k: v for k, v in (("cell", cell), ("gene", gene)) if v is not None}
+    if fast is None:
+        return ds.isel(indexers)
+    out = ds.drop_vars("counts").isel(indexers)
+    out["counts"] = (("cell", "gene"), fast, ds["counts"].attrs)
+    return out
 
 
 def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
@@ -99,15 +131,13 @@ def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
     import anndata as ad
 
     ds = open_store(store) if isinstance(store, str) else store
-    for dim, sel in (("cell", cells), ("gene", genes)):
-        if sel is None:
-            continue
-        if isinstance(sel, (list, tuple, np.ndarray, pd.Index)) and len(sel) and isinstance(np.asarray(sel)[0], str):
-            ds = ds.sel({dim: list(sel)})
-        else:
-            ds = ds.isel({dim: sel})
-    blocks = [sp.csr_matrix(b.astype(np.float32)) for b in _row_blocks(ds["counts"].data)]
-    matrix = sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, ds.sizes["gene"]), dtype=np.float32)
+    ds = isel(ds, cell=cells, gene=genes)
+    source = registered(ds["counts"].data)
+    if source is not None:  # X's chunks, decoded once, non-zeros only
+        matrix = sparse_rows(*source)
+    else:
+        blocks = [_csr(b) for b in _row_blocks(ds["counts"].data)]
+        matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, ds.sizes["gene"]), dtype=np.float32)
     obs = pd.DataFrame({name: ds[name].values for name in ds.coords if ds[name].dims == ("cell",) and name != "cell"},
                        index=pd.Index(ds["cell"].values.astype(str), name=None))
     for column in obs.columns:
@@ -117,9 +147,22 @@ def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
     return ad.AnnData(X=matrix, obs=obs, var=var, uns={"sczarr": dict(ds.attrs)})
 
 
-def _row_blocks(counts: da.Array):
-    """Materialize a dask array one row-chunk at a time (bounded memory for dense blocks)."""
+def _csr(block: np.ndarray) -> sp.csr_matrix:
+    """A dense int16 block as CSR float32, converting only the non-zeros (the dense float32
+    copy costs 2x the block's memory and most of the time)."""
+    block = np.ascontiguousarray(block)
+    rows, cols = np.nonzero(block)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=block.shape[0]))])
+    return sp.csr_matrix((block[rows, cols].astype(np.float32), cols.astype(np.int32), indptr), shape=block.shape)
+
+
+def _row_blocks(counts: da.Array, per_compute: int = 4):
+    """Materialize a dask array a few row-chunks at a time: bounded memory for dense blocks,
+    and still one task per core in flight."""
     offset = 0
-    for size in counts.chunks[0]:
-        yield counts[offset : offset + size].compute()
-        offset += size
+    sizes = counts.chunks[0]
+    for k in range(0, len(sizes), per_compute):
+        group = sizes[k : k + per_compute]
+        parts = da.compute(*[counts[o : o + s] for o, s in zip(offset + np.cumsum([0, *group[:-1]]), group)])
+        offset += sum(group)
+        yield from parts

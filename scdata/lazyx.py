@@ -11,8 +11,14 @@ unless the caller needs contiguous rows. Dask fuses slices and single indices of
 
 from __future__ import annotations
 
+import os
+
+import dask.array as da
 import numpy as np
+import scipy.sparse as sp
 import zarr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from .chunkio import ChunkReader
 from .store import open_root
@@ -115,3 +121,123 @@ def _compact(pos: np.ndarray) -> np.ndarray | slice:
     if len(pos) and pos[-1] - pos[0] == len(pos) - 1 and np.all(np.diff(pos) == 1):
         return slice(int(pos[0]), int(pos[-1]) + 1)
     return pos
+
+
+_REGISTRY: dict[str, tuple[DirectX, np.ndarray | None, np.ndarray | None]] = {}
+_REGISTRY_SIZE = 64
+_MAX_GENES_PER_TASK = 4096
+"""A selection of up to this many genes is one block wide: a task decodes every chunk column it
+needs for its rows and copies out only the selected genes."""
+
+
+def as_dask(x: DirectX, rows: np.ndarray | None = None, genes: np.ndarray | None = None) -> da.Array:
+    """X, or its orthogonal selection ``rows`` x ``genes`` (positions), as a dask array.
+
+    A selection gets one task per run of rows within one chunk row (and per chunk column only
+    when it spans more than ``_MAX_GENES_PER_TASK`` genes), so each stored chunk is decoded
+    once and only the selected cells and genes are copied. Dask's own fancy indexing would
+    materialize every touched chunk in full and then gather from it. The array is registered
+    by name, so a selection of a selection (``subset``) still reads X directly.
+    """
+    if rows is None and genes is None:
+        arr = da.from_array(x, chunks=x.chunks, asarray=False,
+                            name=f"sczarr-X-{tokenize(x.store, x.path, x.n, x.shape)}")
+    else:
+        rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        genes = np.arange(x.shape[1]) if genes is None else np.asarray(genes, dtype=np.int64)
+        crow, cgene = x.chunks
+        row_runs = _runs(rows // crow)
+        gene_runs = [(0, len(genes))] if len(genes) <= _MAX_GENES_PER_TASK else _runs(genes // cgene)
+        name = f"sczarr-sel-{tokenize(x.store, x.path, x.n, rows, genes)}"
+        graph = {(name, i, j): (_read_block, x, rows[r0:r1], genes[g0:g1])
+                 for i, (r0, r1) in enumerate(row_runs) for j, (g0, g1) in enumerate(gene_runs)}
+        chunks = (tuple(r1 - r0 for r0, r1 in row_runs), tuple(g1 - g0 for g0, g1 in gene_runs))
+        arr = da.Array(HighLevelGraph.from_collections(name, graph, dependencies=()), name, chunks=chunks,
+                       dtype=x.dtype, meta=np.empty((0, 0), dtype=x.dtype))
+    _REGISTRY[arr.name] = (x, rows, genes)
+    while len(_REGISTRY) > _REGISTRY_SIZE:
+        _REGISTRY.pop(next(iter(_REGISTRY)))
+    return arr
+
+
+def subset(arr: da.Array, rows: np.ndarray | None = None, genes: np.ndarray | None = None) -> da.Array | None:
+    """``arr[rows][:, genes]`` (positions within ``arr``) read straight from X, if ``arr`` is X or
+    a selection of it made here; ``None`` for any other array (e.g. after arithmetic)."""
+    entry = _REGISTRY.get(getattr(arr, "name", None))
+    if entry is None:
+        return None
+    x, base_rows, base_genes = entry
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64) if base_rows is None else base_rows[rows]
+    else:
+        rows = base_rows
+    if genes is not None:
+        genes = np.asarray(genes, dtype=np.int64) if base_genes is None else base_genes[genes]
+    else:
+        genes = base_genes
+    if rows is None and genes is None:
+        return arr
+    return as_dask(x, rows, genes)
+
+
+def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of equal consecutive values; one empty run for no values."""
+    if not len(keys):
+        return [(0, 0)]
+    edges = np.flatnonzero(np.diff(keys)) + 1
+    starts = np.concatenate([[0], edges])
+    stops = np.concatenate([edges, [len(keys)]])
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+def _read_block(x: DirectX, rows: np.ndarray, genes: np.ndarray) -> np.ndarray:
+    return x[_compact(rows), _compact(genes)] if len(rows) and len(genes) else np.zeros((len(rows), len(genes)), x.dtype)
+
+
+def registered(arr: da.Array) -> tuple[DirectX, np.ndarray | None, np.ndarray | None] | None:
+    """``(X, rows, genes)`` behind a dask array made by ``as_dask``, else ``None``."""
+    return _REGISTRY.get(getattr(arr, "name", None))
+
+
+def sparse_rows(x: DirectX, rows: np.ndarray | None, genes: np.ndarray | None, threads: int | None = None) -> sp.csr_matrix:
+    """The selection as CSR float32, built from each chunk's non-zeros in its stored order.
+
+    Densifying and converting rows (what a dask array offers) costs a transposing copy and a
+    dense non-zero scan per block; here a chunk row is decoded once and only its non-zeros are
+    kept (``ChunkReader.read_entries``). Chunk rows run on a thread pool (decoding releases the GIL).
+    """
+    rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    n_genes = x.shape[1]
+    gene_map = None
+    if genes is not None:
+        gene_map = np.full(n_genes, -1, dtype=np.int64)
+        gene_map[genes] = np.arange(len(genes))
+        if len(np.unique(genes)) != len(genes):
+            raise ValueError("a gene selected twice has no sparse row layout; select each gene once")
+    width = n_genes if genes is None else len(genes)
+    if len(np.unique(rows)) != len(rows):
+        raise ValueError("a cell selected twice has no sparse row layout; select each cell once")
+    crow = x.chunks[0]
+    chunk_of = rows // crow
+    reader = x.reader
+
+    def one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out_pos = np.flatnonzero(chunk_of == i)
+        start = i * crow
+        stop = min(start + crow, reader.array.shape[0])
+        g, c, v = reader.read_entries(start, stop)
+        local = np.full(stop - start, -1, dtype=np.int64)
+        local[rows[out_pos] - start] = out_pos
+        r = local[c]
+        g = g.astype(np.int64) if gene_map is None else gene_map[g]
+        keep = (r >= 0) & (g >= 0)
+        return r[keep], g[keep], v[keep]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        parts = list(pool.map(one, np.unique(chunk_of).tolist()))
+    r = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    g = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    v = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int16)
+    return sp.csr_matrix((v.astype(np.float32), (r, g)), shape=(len(rows), width))

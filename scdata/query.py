@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .dataset import isel
+
 
 class QueryError(KeyError):
     """A gene or metadata value that selects nothing, or more than one thing."""
@@ -59,8 +61,9 @@ def gene_ids(ds: xr.Dataset, genes: str | Iterable[str]) -> np.ndarray:
 
 
 def select_genes(ds: xr.Dataset, genes: str | Iterable[str]) -> xr.Dataset:
-    """The Dataset restricted to genes given by symbol or Ensembl ID (see ``gene_ids``); lazy."""
-    return ds.sel(gene=gene_ids(ds, genes))
+    """The Dataset restricted to genes given by symbol or Ensembl ID (see ``gene_ids``), in that
+    order; lazy, and still read straight from X's chunks (one decode per chunk)."""
+    return isel(ds, gene=ds.indexes["gene"].get_indexer(gene_ids(ds, genes)))
 
 
 def expression(ds: xr.Dataset, gene: str) -> xr.DataArray:
@@ -103,7 +106,7 @@ def select_cells(ds: xr.Dataset, **criteria) -> xr.Dataset:
     Unlike ``counts.where(..., drop=True)`` this keeps the integer dtype (``where`` inserts
     NaN and so returns float64).
     """
-    return ds.isel(cell=np.flatnonzero(cell_mask(ds, **criteria)))
+    return isel(ds, cell=np.flatnonzero(cell_mask(ds, **criteria)))
 
 
 def normalized(ds: xr.Dataset, target_sum: float = 1e4) -> xr.DataArray:

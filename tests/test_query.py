@@ -162,3 +162,44 @@ def test_hvg_table(store):
     assert list(table.index) == list(ds.gene.values[order]) and len(table) == 50
     assert list(table["rank"]) == list(range(1, 51)) and table["highly_variable"].all()
     assert list(table["gene_symbol"]) == list(ds.gene_symbol.values[order])
+
+
+def test_selections_compose_and_read_directly(store, dense):
+    from scdata.dataset import isel
+    from scdata.lazyx import registered
+
+    ds = scdata.open_store(store)
+    rows = np.array([3000, 5, 129, 128, 2000, 7])
+    genes = np.array([2999, 0, 1500, 1024, 1023])
+    first = isel(ds, cell=rows, gene=genes)
+    assert registered(first.counts.data) is not None  # still X's chunks, not dask's gather
+    np.testing.assert_array_equal(first.counts.values, dense[np.ix_(rows, genes)])
+    second = isel(first, cell=[4, 0], gene=slice(1, 3))
+    np.testing.assert_array_equal(second.counts.values, dense[np.ix_(rows[[4, 0]], genes[1:3])])
+    assert list(second.cell.values) == list(ds.cell.values[rows[[4, 0]]])
+    by_label = isel(ds, cell=list(ds.cell.values[[10, 2]]), gene=list(ds.gene.values[[9, 8]]))
+    np.testing.assert_array_equal(by_label.counts.values, dense[np.ix_([10, 2], [9, 8])])
+    mask = ds.umi_count.values > np.median(ds.umi_count.values)
+    np.testing.assert_array_equal(isel(ds, cell=mask).counts.values, dense[mask])
+    empty = isel(ds, cell=[], gene=genes)
+    assert empty.counts.values.shape == (0, len(genes))
+
+    shifted = ds.assign(counts=ds.counts + 1)  # not X any more: xarray indexes it as usual
+    assert registered(shifted.counts.data) is None
+    np.testing.assert_array_equal(isel(shifted, cell=rows, gene=genes).counts.values, dense[np.ix_(rows, genes)] + 1)
+    with pytest.raises(KeyError, match="not in the store"):
+        isel(ds, gene=["ENSG_NOPE"])
+
+
+def test_to_anndata_sparse_path(store, dense):
+    ds = scdata.open_store(store)
+    rows = np.array([3100, 0, 1, 640, 129])
+    genes = list(ds.gene.values[[2500, 3, 1030]])
+    view = scdata.to_anndata(ds, cells=rows, genes=genes)
+    assert view.X.dtype == np.float32 and view.X.format == "csr"
+    np.testing.assert_array_equal(view.X.toarray(), dense[np.ix_(rows, [2500, 3, 1030])])
+    assert list(view.obs_names) == list(ds.cell.values[rows]) and list(view.var_names) == genes
+    whole = scdata.to_anndata(query.select_cells(ds, srx_accession=ds.srx_accession.values[0]))
+    np.testing.assert_array_equal(whole.X.toarray(), dense[ds.srx_accession.values == ds.srx_accession.values[0]])
+    with pytest.raises(ValueError, match="selected twice"):
+        scdata.to_anndata(ds, cells=[5, 5])
