@@ -69,7 +69,7 @@ class Sczarr:
     def b_tissue_x_100_genes(self, p):
         from scdata import query
 
-        return query.select_cells(self.ds, tissue=p["tissue"]).counts.sel(gene=p["genes"]).values
+        return query.select_genes(query.select_cells(self.ds, tissue=p["tissue"]), p["genes"]).counts.values
 
     def c_experiment_means_100_genes(self, p):
         from scdata import query

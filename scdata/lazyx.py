@@ -19,6 +19,7 @@ import scipy.sparse as sp
 import zarr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
+from numba import njit
 
 from .chunkio import ChunkReader
 from .store import open_root
@@ -199,45 +200,75 @@ def registered(arr: da.Array) -> tuple[DirectX, np.ndarray | None, np.ndarray | 
     return _REGISTRY.get(getattr(arr, "name", None))
 
 
+@njit(cache=True, nogil=True)
+def _gene_major_nonzeros(block, width, n_rows, g0, cells, genes, values, k):
+    """Append the non-zeros of a decoded (genes, rows) chunk at ``k``, gene by gene (CSC order),
+    in one pass over memory; returns the new end."""
+    for g in range(width):
+        for c in range(n_rows):
+            v = block[g, c]
+            if v != 0:
+                cells[k] = c
+                genes[k] = g0 + g
+                values[k] = v
+                k += 1
+    return k
+
+
+def _chunk_row_csr(x: DirectX, i: int, n_rows: int) -> sp.csr_matrix:
+    """Chunk row ``i`` (its first ``n_rows`` cells, every gene) as CSR float32: each chunk decoded
+    once, its non-zeros taken in stored order (CSC), and converted to rows by scipy in linear time."""
+    reader = x.reader
+    crow, cgene = x.chunks
+    n_genes = x.shape[1]
+    parts = []
+    for j, g0 in enumerate(range(0, n_genes, cgene)):
+        chunk = reader.chunk(i, j, out=reader.thread_buffer())
+        if chunk is None:
+            continue
+        width = min(cgene, n_genes - g0)
+        block = chunk if reader.writer.transpose else np.ascontiguousarray(chunk.T)
+        nnz = int(np.count_nonzero(block[:width, :n_rows]))
+        cells, gene_ids, values = np.empty(nnz, np.int32), np.empty(nnz, np.int32), np.empty(nnz, np.float32)
+        _gene_major_nonzeros(block, width, n_rows, g0, cells, gene_ids, values, 0)
+        parts.append((cells, gene_ids, values))
+    if not parts:
+        return sp.csr_matrix((n_rows, n_genes), dtype=np.float32)
+    cells, gene_ids, values = (np.concatenate(p) for p in zip(*parts))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(gene_ids, minlength=n_genes))])
+    return sp.csc_matrix((values, cells, indptr), shape=(n_rows, n_genes)).tocsr()
+
+
 def sparse_rows(x: DirectX, rows: np.ndarray | None, genes: np.ndarray | None, threads: int | None = None) -> sp.csr_matrix:
     """The selection as CSR float32, built from each chunk's non-zeros in its stored order.
 
-    Densifying and converting rows (what a dask array offers) costs a transposing copy and a
-    dense non-zero scan per block; here a chunk row is decoded once and only its non-zeros are
-    kept (``ChunkReader.read_entries``). Chunk rows run on a thread pool (decoding releases the GIL).
+    Densifying and converting rows (what a dask array offers) costs a transposing copy and two
+    dense scans per block; here each chunk is decoded once and scanned once by a compiled loop
+    (``_chunk_row_csr``). Chunk rows run on a thread pool (decoding and the scan release the GIL).
     """
     rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
-    n_genes = x.shape[1]
-    gene_map = None
-    if genes is not None:
-        gene_map = np.full(n_genes, -1, dtype=np.int64)
-        gene_map[genes] = np.arange(len(genes))
-        if len(np.unique(genes)) != len(genes):
-            raise ValueError("a gene selected twice has no sparse row layout; select each gene once")
-    width = n_genes if genes is None else len(genes)
     if len(np.unique(rows)) != len(rows):
         raise ValueError("a cell selected twice has no sparse row layout; select each cell once")
+    if genes is not None and len(np.unique(genes)) != len(genes):
+        raise ValueError("a gene selected twice has no sparse row layout; select each gene once")
     crow = x.chunks[0]
     chunk_of = rows // crow
-    reader = x.reader
+    touched = np.unique(chunk_of)
 
-    def one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out_pos = np.flatnonzero(chunk_of == i)
+    def one(i: int) -> tuple[sp.csr_matrix, np.ndarray]:
         start = i * crow
-        stop = min(start + crow, reader.array.shape[0])
-        g, c, v = reader.read_entries(start, stop)
-        local = np.full(stop - start, -1, dtype=np.int64)
-        local[rows[out_pos] - start] = out_pos
-        r = local[c]
-        g = g.astype(np.int64) if gene_map is None else gene_map[g]
-        keep = (r >= 0) & (g >= 0)
-        return r[keep], g[keep], v[keep]
+        n_rows = min(start + crow, x.shape[0]) - start
+        out_pos = np.flatnonzero(chunk_of == i)
+        block = _chunk_row_csr(x, i, n_rows)[rows[out_pos] - start]
+        return (block if genes is None else block[:, genes]), out_pos
 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        parts = list(pool.map(one, np.unique(chunk_of).tolist()))
-    r = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    g = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-    v = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int16)
-    return sp.csr_matrix((v.astype(np.float32), (r, g)), shape=(len(rows), width))
+        parts = list(pool.map(one, touched.tolist()))
+    width = x.shape[1] if genes is None else len(genes)
+    if not parts:
+        return sp.csr_matrix((0, width), dtype=np.float32)
+    stacked = sp.vstack([p[0] for p in parts], format="csr")
+    order = np.concatenate([p[1] for p in parts])
+    return stacked if np.all(np.diff(order) > 0) else stacked[np.argsort(order)]
