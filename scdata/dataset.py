@@ -29,7 +29,7 @@ def _committed(store: str) -> tuple[zarr.Group, Manifest]:
     return open_root(store, mode="r"), manifest
 
 
-_OBS_CACHE: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+_OBS_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
 _OBS_CACHE_SIZE = 4
 
 
@@ -37,11 +37,12 @@ def _obs_columns(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, 
     """Every per-cell column of the committed rows, in memory and read-only.
 
     Read once per store and manifest version: a notebook that reopens the store does not read
-    them again, and a later commit (a new version) is never answered from the cache.
+    them again, and a later commit (a new version), or a store rebuilt at the same path (another
+    run's start time), is never answered from the cache.
     Categoricals are decoded through their category table, so each string exists once and a
     column costs one pointer per cell (missing values: "").
     """
-    key = (store, manifest.version, manifest.n_committed)
+    key = (store, manifest.version, manifest.n_committed, tuple(r.get("started") for r in manifest.runs))
     cached = _OBS_CACHE.get(key)
     if cached is not None:
         return cached
