@@ -46,6 +46,7 @@ bench: $(STAMP) $(PEERS)/bin/python
 	$(BIN)/python benchmarks/bench_hvg.py
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_query.py
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -14,7 +14,8 @@ import xarray as xr
 import zarr
 
 from .manifest import Manifest, read_manifest
-from .store import OBS_NUMERIC_COLUMNS, OBS_STRING_COLUMNS, categorical_columns, open_root, read_categories
+from .lazyx import DirectX, as_dask, registered, sparse_rows, subset
+from .store import OBS_NUMERIC_COLUMNS, OBS_STRING_COLUMNS, categorical_columns, open_root, read_categories, read_strings
 
 
 class StoreError(ValueError):
@@ -28,43 +29,97 @@ def _committed(store: str) -> tuple[zarr.Group, Manifest]:
     return open_root(store, mode="r"), manifest
 
 
-def _lazy(arr: zarr.Array, n: int) -> da.Array:
-    return da.from_zarr(arr)[:n]
+_OBS_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
+_OBS_CACHE_SIZE = 4
 
 
-def _decode(codes: da.Array, categories: list[str]) -> da.Array:
-    lookup = np.asarray(categories + [""], dtype=object)  # code -1 (missing) -> ""
-    return codes.map_blocks(lambda c: lookup[c], dtype=object)
+def _obs_columns(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Every per-cell column of the committed rows, in memory and read-only.
+
+    Read once per store and manifest version: a notebook that reopens the store does not read
+    them again, and a later commit (a new version), or a store rebuilt at the same path (another
+    run's start time), is never answered from the cache.
+    Categoricals are decoded through their category table, so each string exists once and a
+    column costs one pointer per cell (missing values: "").
+    """
+    key = (store, manifest.version, manifest.n_committed, tuple(r.get("started") for r in manifest.runs))
+    cached = _OBS_CACHE.get(key)
+    if cached is not None:
+        return cached
+    n, obs = manifest.n_committed, root["obs"]
+    columns: dict[str, np.ndarray] = {"cell": read_strings(obs["_index"], n) if n else np.array([], dtype=object)}
+    for name in OBS_STRING_COLUMNS:
+        columns[name] = read_strings(obs[name], n) if n else np.array([], dtype=object)
+    for name in OBS_NUMERIC_COLUMNS:
+        columns[name] = np.asarray(obs[name][:n])
+    for column in categorical_columns(root):
+        lookup = np.asarray(read_categories(root, column, manifest.categories.get(column)) + [""], dtype=object)
+        columns[column] = lookup[np.asarray(obs[f"{column}/codes"][:n])]  # code -1 (missing) -> ""
+    for values in columns.values():
+        values.flags.writeable = False  # shared by every Dataset opened from this cache entry
+    while len(_OBS_CACHE) >= _OBS_CACHE_SIZE:
+        _OBS_CACHE.pop(next(iter(_OBS_CACHE)))
+    _OBS_CACHE[key] = columns
+    return columns
 
 
 def open_store(store: str) -> xr.Dataset:
-    """The committed cells as a lazy ``xarray.Dataset`` (dims ``cell``, ``gene``).
+    """The committed cells as a labelled ``xarray.Dataset`` (dims ``cell``, ``gene``).
 
-    ``counts`` is int16 and dask-backed; ``cell``/``gene`` are index coordinates (loaded, so
-    ``.sel`` works); every per-cell variable (``srx_accession``, ``umi_count``, ``tissue``…) is
-    lazy. The manifest version is in ``attrs`` so derived results can say what they came from.
+    ``counts`` is int16 and lazy: a dask array whose blocks are X's chunks, decoded directly
+    (``scdata.lazyx``). The coordinates are in memory: ``cell``/``gene`` are indexes (``.sel``),
+    and the per-cell metadata (``srx_accession``, ``tissue``, ``umi_count``…) are numpy arrays,
+    so ``ds.counts.where(ds.tissue == "blood", drop=True)`` and ``groupby("srx_accession")``
+    work as on any in-memory coordinate. They are small next to X (a pointer or a number per
+    cell and column) and read once per store version. ``attrs`` carry the manifest version.
     """
     root, manifest = _committed(store)
     n = manifest.n_committed
-    obs, var = root["obs"], root["var"]
-    gene_ids = np.asarray(var["_index"][:], dtype=object)
-    cell_ids = np.asarray(obs["_index"][:n], dtype=object) if n else np.array([], dtype=object)
-    data_vars: dict = {"counts": (("cell", "gene"), _lazy(root["X"], n))}
+    var = root["var"]
+    columns = _obs_columns(store, root, manifest)
+    counts = as_dask(DirectX(store, n))
     coords: dict = {
-        "cell": cell_ids,
-        "gene": gene_ids,
-        "gene_symbol": ("gene", np.asarray(var["gene_symbol"][:], dtype=object)),
+        "cell": columns["cell"],
+        "gene": read_strings(var["_index"]),
+        "gene_symbol": ("gene", read_strings(var["gene_symbol"])),
     }
-    for name in OBS_STRING_COLUMNS:
-        coords[name] = ("cell", _lazy(obs[name], n))
-    for name in OBS_NUMERIC_COLUMNS:
-        coords[name] = ("cell", _lazy(obs[name], n))
-    for column in categorical_columns(root):
-        cats = read_categories(root, column, manifest.categories.get(column))
-        coords[column] = ("cell", _decode(_lazy(obs[f"{column}/codes"], n), cats))
+    coords.update({name: ("cell", values) for name, values in columns.items() if name != "cell"})
     attrs = {"store": store, "manifest_version": manifest.version, "n_committed": n,
              "chunk_shape": list(root["X"].chunks)}
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return xr.Dataset({"counts": (("cell", "gene"), counts)}, coords=coords, attrs=attrs)
+
+
+def positions(sel, labels: pd.Index) -> np.ndarray:
+    """Integer positions for what ``isel`` takes (ints, slices, boolean masks) or, as strings,
+    labels (``sel`` takes)."""
+    if isinstance(sel, slice):
+        return np.arange(len(labels))[sel]
+    arr = np.atleast_1d(np.asarray(sel))
+    if arr.dtype == bool:
+        if len(arr) != len(labels):
+            raise IndexError(f"boolean mask of length {len(arr)} for an axis of {len(labels)}")
+        return np.flatnonzero(arr)
+    if arr.dtype.kind in "OUT":
+        found = labels.get_indexer(arr.astype(object))
+        if (found < 0).any():
+            raise KeyError(f"not in the store: {', '.join(map(str, arr[found < 0][:5]))}")
+        return found
+    return np.where(arr < 0, arr + len(labels), arr).astype(np.int64)
+
+
+def isel(ds: xr.Dataset, cell=None, gene=None) -> xr.Dataset:
+    """``ds.isel(cell=..., gene=...)`` whose ``counts`` still reads X's chunks directly (one
+    decode per chunk, only the selected cells and genes copied), where ``ds.counts`` is X or a
+    selection of it; any other ``counts`` is indexed by xarray as usual."""
+    cell = None if cell is None else positions(cell, ds.indexes["cell"])
+    gene = None if gene is None else positions(gene, ds.indexes["gene"])
+    fast = subset(ds["counts"].data, cell, gene) if "counts" in ds else None
+    indexers = {k: v for k, v in (("cell", cell), ("gene", gene)) if v is not None}
+    if fast is None:
+        return ds.isel(indexers)
+    out = ds.drop_vars("counts").isel(indexers)
+    out["counts"] = (("cell", "gene"), fast, ds["counts"].attrs)
+    return out
 
 
 def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
@@ -77,15 +132,13 @@ def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
     import anndata as ad
 
     ds = open_store(store) if isinstance(store, str) else store
-    for dim, sel in (("cell", cells), ("gene", genes)):
-        if sel is None:
-            continue
-        if isinstance(sel, (list, tuple, np.ndarray, pd.Index)) and len(sel) and isinstance(np.asarray(sel)[0], str):
-            ds = ds.sel({dim: list(sel)})
-        else:
-            ds = ds.isel({dim: sel})
-    blocks = [sp.csr_matrix(b.astype(np.float32)) for b in _row_blocks(ds["counts"].data)]
-    matrix = sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, ds.sizes["gene"]), dtype=np.float32)
+    ds = isel(ds, cell=cells, gene=genes)
+    source = registered(ds["counts"].data)
+    if source is not None:  # X's chunks, decoded once, non-zeros only
+        matrix = sparse_rows(*source)
+    else:
+        blocks = [_csr(b) for b in _row_blocks(ds["counts"].data)]
+        matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, ds.sizes["gene"]), dtype=np.float32)
     obs = pd.DataFrame({name: ds[name].values for name in ds.coords if ds[name].dims == ("cell",) and name != "cell"},
                        index=pd.Index(ds["cell"].values.astype(str), name=None))
     for column in obs.columns:
@@ -95,9 +148,22 @@ def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
     return ad.AnnData(X=matrix, obs=obs, var=var, uns={"sczarr": dict(ds.attrs)})
 
 
-def _row_blocks(counts: da.Array):
-    """Materialize a dask array one row-chunk at a time (bounded memory for dense blocks)."""
+def _csr(block: np.ndarray) -> sp.csr_matrix:
+    """A dense int16 block as CSR float32, converting only the non-zeros (the dense float32
+    copy costs 2x the block's memory and most of the time)."""
+    block = np.ascontiguousarray(block)
+    rows, cols = np.nonzero(block)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=block.shape[0]))])
+    return sp.csr_matrix((block[rows, cols].astype(np.float32), cols.astype(np.int32), indptr), shape=block.shape)
+
+
+def _row_blocks(counts: da.Array, per_compute: int = 4):
+    """Materialize a dask array a few row-chunks at a time: bounded memory for dense blocks,
+    and still one task per core in flight."""
     offset = 0
-    for size in counts.chunks[0]:
-        yield counts[offset : offset + size].compute()
-        offset += size
+    sizes = counts.chunks[0]
+    for k in range(0, len(sizes), per_compute):
+        group = sizes[k : k + per_compute]
+        parts = da.compute(*[counts[o : o + s] for o, s in zip(offset + np.cumsum([0, *group[:-1]]), group)])
+        offset += sum(group)
+        yield from parts

@@ -1,0 +1,345 @@
+"""Query benchmark: an sczarr store against a TileDB-SOMA experiment holding the same cells.
+
+Both are built from the same h5ad files (sczarr by `scdata ingest`; TileDB-SOMA by reading the
+files with anndata, giving cells the store's unique IDs and sample metadata, concatenating and
+`tiledbsoma.io.from_anndata`). Each query uses the tool's own idiomatic API and returns the same
+thing from both (checked): (a) one gene across every cell, as a dense vector; (b) 100 genes x the
+cells of one tissue, dense; (c) the per-experiment mean of 100 genes; (d) one experiment's full
+rows as an AnnData (CSR float32); plus (e) bytes on disk and time to build.
+
+Warm: one process per tool opens its store once and runs each query ``--repeats`` times (median).
+Cold: a fresh process per query and tool after dropping the page cache (root only; otherwise a
+fresh process with a warm cache, and the results say so); its time includes opening the store.
+
+    python benchmarks/bench_query.py                  # ~100k cells
+    python benchmarks/bench_query.py --cells 20000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.common import WORK, du, ensure_bucket, md_table, run_checked, write_results  # noqa: E402
+
+PY = sys.executable
+QUERIES = ("a_one_gene", "b_tissue_x_100_genes", "c_experiment_means_100_genes", "d_experiment_rows")
+DESCRIPTION = {
+    "a_one_gene": "(a) one gene, every cell",
+    "b_tissue_x_100_genes": "(b) 100 genes x one tissue's cells",
+    "c_experiment_means_100_genes": "(c) per-experiment mean of 100 genes",
+    "d_experiment_rows": "(d) one experiment's full rows (AnnData)",
+}
+
+
+# ---------------------------------------------------------------- the queries, per tool
+
+
+def params_for(store: str) -> dict:
+    """The genes, tissue and experiment every query uses (fixed by seed, from the store)."""
+    import numpy as np
+
+    import scdata
+
+    ds = scdata.open_store(store)
+    rng = np.random.default_rng(0)
+    genes = sorted(rng.choice(ds.gene.values.astype(str), size=100, replace=False).tolist())
+    one = str(ds.gene.values[list(ds.gene_symbol.values).index("ACTB")])
+    tissues, counts = np.unique(ds.tissue.values, return_counts=True)
+    accessions, sizes = np.unique(ds.srx_accession.values, return_counts=True)
+    return {"gene": one, "genes": genes, "tissue": str(tissues[np.argsort(counts)[len(counts) // 2]]),
+            "experiment": str(accessions[np.argsort(sizes)[len(sizes) // 2]])}
+
+
+class Sczarr:
+    def __init__(self, store: str):
+        import scdata
+
+        self.ds = scdata.open_store(store)
+
+    def a_one_gene(self, p):
+        return self.ds.counts.sel(gene=p["gene"]).values
+
+    def b_tissue_x_100_genes(self, p):
+        from scdata import query
+
+        return query.select_genes(query.select_cells(self.ds, tissue=p["tissue"]), p["genes"]).counts.values
+
+    def c_experiment_means_100_genes(self, p):
+        from scdata import query
+
+        means = query.select_genes(self.ds, p["genes"]).counts.groupby("srx_accession").mean().compute()
+        return means.sortby("srx_accession").values
+
+    def d_experiment_rows(self, p):
+        import numpy as np
+
+        import scdata
+
+        cells = np.flatnonzero(self.ds.srx_accession.values == p["experiment"])
+        return scdata.to_anndata(self.ds, cells=slice(int(cells[0]), int(cells[-1]) + 1))
+
+
+class Soma:
+    def __init__(self, uri: str):
+        import tiledbsoma
+
+        self.soma = tiledbsoma
+        self.exp = tiledbsoma.Experiment.open(uri)
+
+    def _query(self, obs=None, var=None):
+        from tiledbsoma import AxisQuery
+
+        return self.exp.axis_query("RNA", obs_query=AxisQuery(value_filter=obs) if obs else None,
+                                   var_query=AxisQuery(value_filter=var) if var else None)
+
+    def _dense(self, q):
+        """The query's X as a dense (cells, genes) array, in obs/var join-id order."""
+        import numpy as np
+
+        table = q.X("data").tables().concat()
+        rows = q.indexer.by_obs(table["soma_dim_0"])
+        cols = q.indexer.by_var(table["soma_dim_1"])
+        out = np.zeros((q.n_obs, q.n_vars), dtype=np.float32)
+        out[rows, cols] = table["soma_data"].to_numpy()
+        return out
+
+    def _genes(self, genes):
+        return "var_id in [" + ", ".join(repr(g) for g in genes) + "]"
+
+    def a_one_gene(self, p):
+        with self._query(var=f"var_id == '{p['gene']}'") as q:
+            return self._dense(q)[:, 0]
+
+    def b_tissue_x_100_genes(self, p):
+        with self._query(obs=f"tissue == '{p['tissue']}'", var=self._genes(p["genes"])) as q:
+            out = self._dense(q)
+            order = q.var(column_names=["var_id"]).concat()["var_id"].to_numpy()
+        import numpy as np
+
+        return out[:, np.argsort(order)]  # the genes in sorted ID order, as sczarr returns them
+
+    def c_experiment_means_100_genes(self, p):
+        import numpy as np
+        import pandas as pd
+        import scipy.sparse as sp
+
+        with self._query(var=self._genes(p["genes"])) as q:
+            table = q.X("data").tables().concat()
+            obs = q.obs(column_names=["soma_joinid", "srx_accession"]).concat().to_pandas()
+            order = q.var(column_names=["var_id"]).concat()["var_id"].to_numpy()
+            rows = q.indexer.by_obs(table["soma_dim_0"])
+            cols = q.indexer.by_var(table["soma_dim_1"])
+            x = sp.csr_matrix((table["soma_data"].to_numpy(), (rows, cols)), shape=(q.n_obs, q.n_vars))
+        groups = pd.Categorical(obs["srx_accession"].astype(str))
+        indicator = sp.csr_matrix((np.ones(len(groups)), (groups.codes, np.arange(len(groups)))))
+        sums = np.asarray((indicator @ x).todense())
+        means = sums / np.bincount(groups.codes)[:, None]
+        return means[np.argsort(groups.categories)][:, np.argsort(order)]
+
+    def d_experiment_rows(self, p):
+        with self._query(obs=f"srx_accession == '{p['experiment']}'") as q:
+            return q.to_anndata(X_name="data")
+
+
+TOOLS = {"sczarr": Sczarr, "tiledbsoma": Soma}
+IMPORTS = {"sczarr": ["scdata", "scdata.dataset", "scdata.query", "anndata", "flox.xarray"],
+           "tiledbsoma": ["tiledbsoma", "anndata", "pandas", "scipy.sparse"]}
+
+
+def worker(tool: str, path: str, params: dict, queries: list[str], repeats: int) -> dict:
+    """Run in a fresh process: open the store, then each query ``repeats`` times. The tool's
+    modules are imported first (a cold query measures reading the store, not importing Python)."""
+    import importlib
+
+    for module in IMPORTS[tool]:
+        importlib.import_module(module)
+    t0 = time.perf_counter()
+    handle = TOOLS[tool](path)
+    opened = time.perf_counter() - t0
+    out = {"open_s": opened, "queries": {}}
+    for name in queries:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            result = getattr(handle, name)(params)
+            times.append(time.perf_counter() - t)
+        out["queries"][name] = {"seconds": times, "digest": digest(result)}
+    return out
+
+
+def digest(result) -> list:
+    """A checksum of a result that both tools must agree on (shape and sums)."""
+    import numpy as np
+
+    if hasattr(result, "X"):  # AnnData
+        x = result.X
+        return [list(result.shape), round(float(x.sum()), 3), int((x != 0).sum())]
+    arr = np.asarray(result, dtype=np.float64)
+    return [list(arr.shape), round(float(arr.sum()), 3), round(float((arr * np.arange(arr.size).reshape(arr.shape) % 97).sum()), 1)]
+
+
+# ---------------------------------------------------------------- building both
+
+
+def build_sczarr(source: str, cells: int) -> tuple[str, float]:
+    store = os.path.join(WORK, f"query-{cells}.zarr")
+    shutil.rmtree(store, ignore_errors=True)
+    m = run_checked([PY, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", str(cells),
+                     "--workers", "2", "--no-progress"])
+    return store, m.seconds
+
+
+def build_soma(store: str) -> tuple[str, float]:
+    """From the h5ad files the store was ingested from, in a fresh process (timed whole)."""
+    uri = store.replace(".zarr", ".soma")
+    shutil.rmtree(uri, ignore_errors=True)
+    t = time.perf_counter()
+    run_checked([PY, __file__, "--build-soma", store, uri])
+    return uri, time.perf_counter() - t
+
+
+def _build_soma(store: str, uri: str) -> None:
+    import anndata as ad
+    import pandas as pd
+    import tiledbsoma.io
+
+    import scdata
+
+    manifest = scdata.read_manifest(store)
+    parts = []
+    for e in manifest.experiments:
+        a = ad.read_h5ad(e["source_url"])
+        a.obs_names = [f"{e['accession']}:{b}" for b in a.obs_names]  # barcodes repeat across experiments
+        a.obs = pd.DataFrame({"srx_accession": e["accession"], "tissue": e["metadata"].get("tissue") or "",
+                              "umi_count": a.obs["umi_count"].to_numpy(), "gene_count": a.obs["gene_count"].to_numpy()},
+                             index=a.obs_names)
+        a.var = a.var[[]]
+        parts.append(a)
+    adata = ad.concat(parts, join="outer", merge=None)
+    for column in ("srx_accession", "tissue"):
+        adata.obs[column] = adata.obs[column].astype("category")
+    del parts
+    tiledbsoma.io.from_anndata(uri, adata, measurement_name="RNA")
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def saturation_note(manifest, accession: str) -> str:
+    """Why (d) can differ: the store saturates counts above int16 (and counts them), the
+    h5ad files, and so TileDB-SOMA, keep them."""
+    n = next(e["counters"]["n_saturated"] for e in manifest.experiments if e["accession"] == accession)
+    return (f"(d)'s experiment has {n} counts above 32,767: the store holds them saturated at 32,767 (and counts "
+            "them in its manifest), TileDB-SOMA holds the h5ad's float32 values, so the sums may differ by those "
+            "values while shapes and non-zeros agree.")
+
+
+def drop_caches() -> bool:
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def run_worker(tool: str, path: str, params: dict, queries: list[str], repeats: int) -> dict:
+    m = run_checked([PY, __file__, "--worker", json.dumps([tool, path, params, queries, repeats])])
+    return json.loads(m.output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cells", type=int, default=100_000)
+    p.add_argument("--experiments", type=int, default=16, help="experiments in the synthetic bucket")
+    p.add_argument("--repeats", type=int, default=5, help="warm runs per query (median)")
+    p.add_argument("--cold-repeats", type=int, default=3, help="cold runs per query (median)")
+    p.add_argument("--reuse", action="store_true", help="reuse stores built by an earlier run (build times from it)")
+    p.add_argument("--build-only", action="store_true", help="build both stores and stop (then run with --reuse)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--build-soma", nargs=2, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        print(json.dumps(worker(*json.loads(a.worker))))
+        return
+    if a.build_soma:
+        _build_soma(*a.build_soma)
+        return
+
+    os.makedirs(WORK, exist_ok=True)
+    source = ensure_bucket(os.path.join(WORK, "bucket-query"), a.experiments)
+    previous = os.path.join(WORK, f"query-{a.cells}-build.json")
+    if a.reuse and os.path.exists(previous):
+        with open(previous) as f:
+            built = json.load(f)
+    else:
+        store, scz_s = build_sczarr(source, a.cells)
+        uri, soma_s = build_soma(store)
+        built = {"sczarr": {"path": store, "build_s": scz_s}, "tiledbsoma": {"path": uri, "build_s": soma_s}}
+        with open(previous, "w") as f:
+            json.dump(built, f)
+    if a.build_only:
+        print(built)
+        return
+    for b in built.values():
+        b["bytes"] = du(b["path"])
+    import scdata
+
+    store = built["sczarr"]["path"]
+    manifest = scdata.read_manifest(store)
+    n_cells, n_genes = manifest.n_committed, manifest.n_genes
+    params = params_for(store)
+    results: dict = {tool: {"warm": {}, "cold": {}} for tool in TOOLS}
+    for tool in TOOLS:
+        warm = run_worker(tool, built[tool]["path"], params, list(QUERIES), a.repeats)
+        results[tool]["open_s"] = warm["open_s"]
+        results[tool]["warm"] = warm["queries"]
+        print(tool, "warm", {q: statistics.median(v["seconds"]) for q, v in warm["queries"].items()}, flush=True)
+    cold_kind = "page cache dropped" if drop_caches() else "fresh process, page cache warm (not root)"
+    for q in QUERIES:
+        for tool in TOOLS:
+            runs = []
+            for _ in range(a.cold_repeats):
+                drop_caches()
+                r = run_worker(tool, built[tool]["path"], params, [q], 1)
+                runs.append(r["open_s"] + r["queries"][q]["seconds"][0])
+            results[tool]["cold"][q] = runs
+            print(tool, "cold", q, runs, flush=True)
+    agree = {q: results["sczarr"]["warm"][q]["digest"] == results["tiledbsoma"]["warm"][q]["digest"] for q in QUERIES}
+
+    rows, ratio_rows = [], []
+    for q in QUERIES:
+        med = {t: (statistics.median(results[t]["warm"][q]["seconds"]), statistics.median(results[t]["cold"][q])) for t in TOOLS}
+        for t in TOOLS:
+            rows.append([DESCRIPTION[q], t, f"{med[t][0] * 1e3:,.0f}", f"{med[t][1] * 1e3:,.0f}"])
+        ratio_rows.append([DESCRIPTION[q], f"{med['tiledbsoma'][0] / med['sczarr'][0]:.2f}x",
+                           f"{med['tiledbsoma'][1] / med['sczarr'][1]:.2f}x", "yes" if agree[q] else "NO"])
+    build_rows = [[t, f"{built[t]['build_s']:.1f}", f"{built[t]['bytes']:,}", f"{built[t]['bytes'] / n_cells:,.0f}",
+                   f"{results[t]['open_s'] * 1e3:,.0f}"] for t in TOOLS]
+    ratio_rows.append(["(e) build time", f"{built['tiledbsoma']['build_s'] / built['sczarr']['build_s']:.2f}x", "", ""])
+    ratio_rows.append(["(e) bytes on disk (sczarr / TileDB-SOMA)", f"{built['sczarr']['bytes'] / built['tiledbsoma']['bytes']:.2f}", "", ""])
+    load = os.getloadavg()
+    table = (
+        f"### Queries, sczarr vs TileDB-SOMA ({n_cells:,} cells x {n_genes:,} genes, same h5ad files, same cores)\n\n"
+        + md_table(["query", "tool", "warm median (ms)", f"cold median (ms, {cold_kind}, incl. open)"], rows)
+        + "\n\n" + md_table(["query", "TileDB-SOMA time / sczarr time, warm", "cold", "same result"], ratio_rows)
+        + "\n\n" + md_table(["tool", "build (s)", "bytes on disk", "bytes/cell", "open (ms, warm)"], build_rows)
+        + f"\n\n{saturation_note(manifest, params['experiment'])}"
+        + f"\n\nWarm: median of {a.repeats} runs in one process; cold: median of {a.cold_repeats} fresh processes. "
+        f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
+    )
+    write_results("bench_query", {"cells": n_cells, "params": {k: v for k, v in params.items() if k != "genes"},
+                                  "n_genes_queried": len(params["genes"]), "cold": cold_kind, "load_avg": load,
+                                  "built": built, "results": results, "same_result": agree}, table)
+
+
+if __name__ == "__main__":
+    main()
