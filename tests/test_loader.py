@@ -41,6 +41,22 @@ def test_exactly_once_ranks_workers_epochs(store, monkeypatch):
         assert len(np.unique(everything)) == len(everything) == 2 * (n // 2)
 
 
+def test_workers_with_prefetch_and_pinning_serve_what_in_process_serves(store):
+    """Hand-offs from workers (kept as numpy arrays, so reused buffers must not be overwritten
+    under them) carry the same values per cell as in-process batches; ``prefetch_factor`` and
+    ``pin_memory`` go to torch's DataLoader as they are."""
+    def served(workers, **options):
+        config = LoaderConfig(store=store, batch_size=32, buffer_blocks=1, seed=2, handoff_cells=64, metadata=())
+        loader = StoreDataLoader(StoreDataset(config), num_workers=workers, **options)
+        kept = [(meta["row"].numpy(), x.numpy()) for x, meta in loader]
+        return {int(r): row for rows, x in kept for r, row in zip(rows, x)}
+
+    reference = served(0)
+    got = served(2, prefetch_factor=4, pin_memory=True)
+    assert got.keys() == reference.keys()
+    assert all(np.array_equal(got[r], reference[r]) for r in reference)
+
+
 def test_order_seeded_and_changes_by_epoch(store):
     def order(seed, epoch):
         loader = StoreDataLoader(StoreDataset(LoaderConfig(store=store, batch_size=64, seed=seed)))

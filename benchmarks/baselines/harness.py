@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 BATCH = 64
-WARMUP_CELLS = 20_000
+WARMUP_CELLS = 40_000
 WINDOW_S = float(os.environ.get("BENCH_WINDOW_S", 6.0))  # a smaller value for smoke runs
 REPEATS = 3
 

@@ -107,6 +107,7 @@ class StoreDataset(IterableDataset):
         self.epoch = 0
         self.start = np.zeros((0, 2), np.int64)
         self.resume_batches = 0
+        self.release_flags = None  # set by StoreDataLoader while its workers run (see buffers.SharedRing)
         root, manifest = _committed(config.store)
         self.manifest_version = manifest.version
         self.block_rows = root["X"].chunks[0]
@@ -194,7 +195,7 @@ class StoreDataset(IterableDataset):
         plan = self.plan()
         pieces = plan.pieces(sub_intervals(self.remaining(), lo + skip * cfg.batch_size, stop))
         reader = SegmentReader(cfg, self.block_rows, self.n_committed, self.feature_ids, self.columns,
-                               token_dtype_of(cfg), shared=in_worker)
+                               token_dtype_of(cfg), shared=in_worker, release_flags=self.release_flags, worker=worker)
         try:
             yield from self._serve(reader, pieces, role, skip, per_handoff, stop - lo)
         finally:
@@ -209,36 +210,54 @@ class StoreDataset(IterableDataset):
         def need(batch: int) -> int:
             return min((per_handoff - batch % per_handoff) * size, role_cells - batch * size)
 
+        def flush():
+            item = self._handoff(pending, role, batch, reader)
+            slots = {p[2] for p in pending if p[2] is not None}
+            return item, slots
+
         want = need(batch)
         started = reader.start(pieces[0][1]) if pieces else None
         for k in range(len(pieces)):
             current = started
             started = reader.start(pieces[k + 1][1]) if k + 1 < len(pieces) else None  # read ahead
             x, meta = reader.finish(current)
+            slot = current["slot"]
             pos = 0
             while pos < len(x):
                 take = min(want - pending_n, len(x) - pos)
-                pending.append((x[pos : pos + take], _slice(meta, pos, pos + take)))
+                pending.append((x[pos : pos + take], _slice(meta, pos, pos + take), slot))
                 pending_n += take
                 pos += take
                 if pending_n == want:
-                    yield self._handoff(pending, role, batch)
+                    item, slots = flush()
+                    yield item
+                    for old in slots - {slot}:  # an earlier buffer's tail, now copied out
+                        reader.done(old)
                     batch += -(-want // size)
                     pending, pending_n = [], 0
                     want = need(batch)
+            if not any(p[2] == slot for p in pending):
+                reader.done(slot)
         if pending_n:
-            yield self._handoff(pending, role, batch)
+            item, slots = flush()
+            yield item
+            for old in slots:
+                reader.done(old)
 
-    def _handoff(self, pieces: list, role: int, batch: int):
+    def _handoff(self, pieces: list, role: int, batch: int, reader):
         if len(pieces) == 1:
-            x, meta = pieces[0]
+            x, meta, slot = pieces[0]
             meta = dict(meta)
+            tag = reader.tag(slot)
+            if tag is not None:
+                meta["_slot"] = tag  # a view of a reused buffer: the main process reports when it drops it
         else:  # spans two buffers
             x = torch.cat([p[0] for p in pieces])
             meta = {k: (np.concatenate([p[1][k] for p in pieces]) if isinstance(pieces[0][1][k], np.ndarray)
                         else torch.cat([p[1][k] for p in pieces])) for k in pieces[0][1]}
         if self.config.tokenizer is not None and self.config.token_dtype != "compact":
             x = x.to(torch.long if self.config.token_dtype == "int64" else torch.int32)
+            meta.pop("_slot", None)  # a converted copy
         meta.update({"epoch": self.epoch, "worker_role": role, "worker_batch": batch})
         return x, meta
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .buffers import ReleaseCounter
 from .dataset import StoreDataset
 from .partition import as_intervals, n_positions, served_intervals, union
 from .ranks import rank_and_world
@@ -29,16 +30,20 @@ def pin_memory(batch):
     return x.pin_memory(), {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
 
 
+def _cut(v, a: int, b: int):
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(v[a:b]) if v.dtype.kind in "iuf" else v[a:b]
+    return v[a:b] if isinstance(v, torch.Tensor) else v
+
+
 def split_batches(item, batch_size: int):
-    """A worker's hand-off cut into batches: views of its tensors and arrays."""
+    """A worker's hand-off cut into batches: views of its tensors and arrays (numeric numpy
+    columns become tensors, as in-process batches have them)."""
     x, meta = item
-    if len(x) <= batch_size:
-        yield item
-        return
     first = meta.get("worker_batch", 0)
     for i, a in enumerate(range(0, len(x), batch_size)):
         b = a + batch_size
-        part = {k: (v[a:b] if isinstance(v, (torch.Tensor, np.ndarray)) else v) for k, v in meta.items()}
+        part = {k: _cut(v, a, b) for k, v in meta.items()}
         part["worker_batch"] = first + i
         yield x[a:b], part
 
@@ -66,17 +71,26 @@ class StoreDataLoader:
 
     def __iter__(self):
         size = self.dataset.config.batch_size
+        counter = None
         if self.num_workers:
+            counter = ReleaseCounter(self.num_workers)
+            self.dataset.release_flags = counter.flags
             extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor else {}
-            loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                multiprocessing_context=self.multiprocessing_context, **extra)
+            loader = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
+                                     pin_memory=self.pin_memory, multiprocessing_context=self.multiprocessing_context,
+                                     **extra))
+            self.dataset.release_flags = None  # the workers have their copy
         else:  # in-process: the dataset's batches are already tensors, DataLoader would only add overhead
             loader = map(pin_memory, iter(self.dataset)) if self.pin_memory else iter(self.dataset)
         self.consumed = self.dataset.resume_batches
         for item in loader:
+            tag = item[1].pop("_slot", None)
+            if tag is not None:
+                counter.watch(item[0], tag)
             for batch in split_batches(item, size):
                 self.consumed += 1
                 yield batch
+            del item
         self.dataset.reset_position()  # the epoch is done: iterating again serves it whole
 
     # ---- position ---------------------------------------------------------------------------

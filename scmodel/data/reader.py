@@ -21,20 +21,15 @@ from scdata.hvg_io import open_hvg_matrix
 from scdata.normalize import depth_scale
 from scdata.store import categorical_columns, open_root, read_categories
 
+from .buffers import BufferPool, SharedRing
 from .kernels import fill_columns, fill_rows, gather_counts
 
 EMPTY = np.zeros(0, np.float32)
 
 
-def new_buffer(shape: tuple[int, int], dtype, shared: bool) -> torch.Tensor:
-    """An uninitialized tensor; ``shared``: allocated in shared memory (a worker's buffer, which
-    torch then hands to the main process by handle instead of copying)."""
-    dtype = torch.from_numpy(np.zeros(0, dtype)).dtype
-    if not shared:
-        return torch.empty(shape, dtype=dtype)
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    storage = torch.UntypedStorage._new_shared(max(1, shape[0] * shape[1] * itemsize))
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+def _log1p(out: torch.Tensor, a: int, b: int) -> None:
+    part = out[a:b].numpy()
+    np.log1p(part, out=part)
 
 
 class ObsColumn:
@@ -80,7 +75,7 @@ class SegmentReader:
     """Reads segments of one dataset's cells into buffers (one instance per process)."""
 
     def __init__(self, cfg, block_rows: int, n_committed: int, feature_ids: np.ndarray, columns: np.ndarray | None,
-                 dtype, shared: bool):
+                 dtype, shared: bool, release_flags: torch.Tensor | None = None, worker: int = 0):
         self.cfg, self.block_rows, self.n_committed = cfg, block_rows, n_committed
         self.n_features = len(feature_ids)
         self.dtype, self.shared = dtype, shared
@@ -110,6 +105,8 @@ class SegmentReader:
         self.ids = ObsColumn(obs["_index"], n_committed, keep=max(4, cfg.buffer_blocks)) \
             if "cell_id" in cfg.metadata else None
         self.pool = ThreadPoolExecutor(cfg.read_threads, thread_name_prefix="sczarr-read") if cfg.read_threads else None
+        capacity = cfg.buffer_blocks * block_rows
+        self.buffers = SharedRing(capacity, release_flags, worker) if shared else BufferPool(capacity)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -119,30 +116,67 @@ class SegmentReader:
 
     def start(self, rows: np.ndarray) -> dict:
         """Begin filling a buffer with the cells ``rows`` (global rows, serving order)."""
-        out = new_buffer((len(rows), self.n_features), self.dtype, self.shared)
+        out, slot = self.buffers.get(len(rows), self.n_features, np.dtype(self.dtype))
         blocks = rows // self.block_rows
         order = np.argsort(blocks, kind="stable")
         bounds = np.flatnonzero(np.diff(blocks[order])) + 1
+        parts = np.split(order, bounds) if len(rows) else []
+        segment = {"rows": rows, "out": out, "slot": slot, "left": len(parts), "lock": threading.Lock(), "post": []}
         jobs = []
-        for idx in np.split(order, bounds) if len(rows) else []:
+        for idx in parts:
             b = int(blocks[idx[0]])
             args = (b, (rows[idx] - b * self.block_rows).astype(np.int64), idx.astype(np.int64), rows[idx], out)
-            jobs.append(self.pool.submit(self._fill, *args) if self.pool is not None else args)
-        return {"rows": rows, "out": out, "jobs": jobs}
+            jobs.append(self.pool.submit(self._fill_then_log, segment, args) if self.pool is not None else args)
+        segment["jobs"] = jobs
+        return segment
+
+    def _log_ranges(self, out: torch.Tensor) -> list[tuple[int, int]]:
+        if self.cfg.tokenizer is not None or self.cfg.target is None or not len(out):
+            return []
+        n = len(out)
+        parts = max(1, self.cfg.read_threads)
+        return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+    def _fill_then_log(self, segment: dict, args: tuple) -> None:
+        """A block's fill; the segment's last one starts ``log1p`` over its row ranges."""
+        self._fill(*args)
+        with segment["lock"]:
+            segment["left"] -= 1
+            if segment["left"] == 0:
+                out = segment["out"]
+                segment["post"] = [self.pool.submit(_log1p, out, a, b) for a, b in self._log_ranges(out)]
 
     def finish(self, segment: dict) -> tuple[torch.Tensor, dict]:
         """The filled buffer and its metadata (per cell, serving order)."""
         for job in segment["jobs"]:
             job.result() if hasattr(job, "result") else self._fill(*job)
+        if self.pool is None:
+            for a, b in self._log_ranges(segment["out"]):
+                _log1p(segment["out"], a, b)
+        for job in segment["post"]:
+            job.result()
         rows = segment["rows"]
-        meta = {"row": torch.from_numpy(rows.astype(np.int64))}
+        # numeric columns stay numpy in a worker (pickled with the hand-off: a tensor would travel as
+        # one more shared-memory segment and file descriptor per hand-off); StoreDataLoader makes
+        # each batch's slice a tensor
+        as_out = (lambda a: a) if self.shared else torch.from_numpy
+        meta = {"row": as_out(rows.astype(np.int64))}
         if self.ids is not None:
             meta["cell_id"] = self.ids.take(rows).astype(object)
         for name, column in self.numeric.items():
-            meta[name] = torch.from_numpy(np.ascontiguousarray(column.take(rows)))
+            meta[name] = as_out(np.ascontiguousarray(column.take(rows)))
         for name, (codes, categories) in self.categorical.items():
             meta[name] = categories[codes.take(rows)]
         return segment["out"], meta
+
+    def tag(self, slot) -> list[int] | None:
+        """What a hand-off that is a view of ``slot``'s buffer carries (None: nothing to report)."""
+        return None if slot is None or not isinstance(self.buffers, SharedRing) else self.buffers.tag(slot)
+
+    def done(self, slot) -> None:
+        """This process no longer reads the buffer of ``slot`` (see ``SharedRing``)."""
+        if slot is not None:
+            self.buffers.done(slot)
 
     def _fill(self, b: int, local: np.ndarray, slots: np.ndarray, rows: np.ndarray, out: torch.Tensor) -> None:
         cfg = self.cfg
@@ -158,9 +192,9 @@ class SegmentReader:
                     continue
                 view = chunk.T if self.transposed else chunk
                 if contiguous:
-                    fill_rows(view[:, : len(src)], local, slots, divisor, target is not None, int(dst[0]), dest)
+                    fill_rows(view[:, : len(src)], local, slots, divisor, int(dst[0]), dest)
                 else:
-                    fill_columns(view, local, slots, divisor, target is not None, src, dst, dest)
+                    fill_columns(view, local, slots, divisor, src, dst, dest)
             return
         from .dataset import transform_block
 
