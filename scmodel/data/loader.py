@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from .buffers import ReleaseCounter
 from .dataset import StoreDataset
+from .kernels import warm
 from .partition import as_intervals, n_positions, served_intervals, union
 from .ranks import rank_and_world
 
@@ -73,6 +74,7 @@ class StoreDataLoader:
         size = self.dataset.config.batch_size
         counter = None
         if self.num_workers:
+            warm()  # forked workers inherit the compiled kernels
             counter = ReleaseCounter(self.num_workers)
             self.dataset.release_flags = counter.flags
             extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor else {}
