@@ -93,6 +93,10 @@ def main() -> None:
     for workers in (0, 1, 2):
         rows.append(measured_row("sczarr X_hvg (buffer 8 chunks)", workers, ours("sczarr", workers), kind="sczarr",
                                  config="buffer_blocks=8"))
+    for threads in (0, 1):
+        rows.append(measured_row(f"sczarr X_hvg (buffer 8 chunks, {threads} read threads)", 0,
+                                 ours("sczarr", 0, "--read-threads", str(threads)), kind="sczarr",
+                                 config=f"buffer_blocks=8, read_threads={threads}"))
     for blocks in (32,) if a.quick else (32, 64):
         rows.append(measured_row(f"sczarr X_hvg (buffer {blocks} chunks)", 0,
                                  ours("sczarr", 0, "--buffer-blocks", str(blocks)), kind="sczarr",

@@ -15,10 +15,10 @@ from numba import njit
 
 
 TILE = 32
-"""Genes per pass over a block's cells: a gene-major (transposed) chunk is read one gene row at
-a time, so a tile of rows stays in cache while every cell takes its values from it, and each
-cell's values for the tile land in one or two cache lines of its output row (untiled, reading
-a cell's values across gene rows 2 KB apart cost as much as decoding the chunk)."""
+"""Genes per pass over a block's cells for a gene-major (transposed) chunk: a tile of gene rows
+stays in cache while every cell takes its values from it, and each cell's values for the tile
+land in one or two cache lines of its output row. A row-major chunk is filled a whole row at a
+time (tiling it would re-read every row once per tile)."""
 
 
 @njit(cache=True, nogil=True)
@@ -32,15 +32,16 @@ def _inverse(divisor: np.ndarray, n: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def fill_rows(chunk: np.ndarray, rows: np.ndarray, slots: np.ndarray, divisor: np.ndarray, col0: int,
-              out: np.ndarray) -> None:
+              out: np.ndarray, tile: int) -> None:
     """``out[slots[k], col0:col0+w] = chunk[rows[k], :w] / divisor[k]`` with ``w = chunk.shape[1]``.
 
     ``chunk`` is (rows, genes), C- or F-ordered (a transposed store's chunk is passed as ``.T``);
-    values are not scaled when ``divisor`` is empty."""
+    values are not scaled when ``divisor`` is empty. ``tile``: genes per pass (``TILE`` for a
+    gene-major chunk; the whole width for a row-major one, whose rows are contiguous)."""
     width = chunk.shape[1]
     inv = _inverse(divisor, rows.shape[0])
-    for g0 in range(0, width, TILE):
-        g1 = min(g0 + TILE, width)
+    for g0 in range(0, width, tile):
+        g1 = min(g0 + tile, width)
         for k in range(rows.shape[0]):
             r = rows[k]
             s = slots[k]
@@ -51,12 +52,12 @@ def fill_rows(chunk: np.ndarray, rows: np.ndarray, slots: np.ndarray, divisor: n
 
 @njit(cache=True, nogil=True)
 def fill_columns(chunk: np.ndarray, rows: np.ndarray, slots: np.ndarray, divisor: np.ndarray, src: np.ndarray,
-                 dst: np.ndarray, out: np.ndarray) -> None:
+                 dst: np.ndarray, out: np.ndarray, tile: int) -> None:
     """``out[slots[k], dst[m]] = chunk[rows[k], src[m]] / divisor[k]``: a gene list's columns of one chunk."""
     inv = _inverse(divisor, rows.shape[0])
     n = src.shape[0]
-    for m0 in range(0, n, TILE):
-        m1 = min(m0 + TILE, n)
+    for m0 in range(0, n, tile):
+        m1 = min(m0 + tile, n)
         for k in range(rows.shape[0]):
             r = rows[k]
             s = slots[k]
@@ -82,5 +83,5 @@ def warm() -> None:
     divisor = np.ones(2, np.float32)
     out = np.zeros((2, 4), np.float32)
     for chunk in (base, base.T, base[:, :3], base.T[:, :3]):  # row-major, gene-major (transposed), cut
-        fill_rows(chunk, rows, slots, divisor, 0, out)
-        fill_columns(chunk, rows, slots, divisor, rows, rows, out)
+        fill_rows(chunk, rows, slots, divisor, 0, out, TILE)
+        fill_columns(chunk, rows, slots, divisor, rows, rows, out, TILE)

@@ -22,7 +22,7 @@ from scdata.normalize import depth_scale
 from scdata.store import categorical_columns, open_root, read_categories
 
 from .buffers import BufferPool, SharedRing
-from .kernels import fill_columns, fill_rows, gather_counts
+from .kernels import TILE, fill_columns, fill_rows, gather_counts
 
 EMPTY = np.zeros(0, np.float32)
 
@@ -191,10 +191,11 @@ class SegmentReader:
                     dest[slots[:, None], dst[None, :]] = 0
                     continue
                 view = chunk.T if self.transposed else chunk
+                tile = TILE if self.transposed else max(len(src), 1)
                 if contiguous:
-                    fill_rows(view[:, : len(src)], local, slots, divisor, int(dst[0]), dest)
+                    fill_rows(view[:, : len(src)], local, slots, divisor, int(dst[0]), dest, tile)
                 else:
-                    fill_columns(view, local, slots, divisor, src, dst, dest)
+                    fill_columns(view, local, slots, divisor, src, dst, dest, tile)
             return
         from .dataset import transform_block
 
