@@ -36,7 +36,7 @@ PEERS := benchmarks/.work/venv312
 
 $(PEERS)/bin/python:
 	$(PY312) -m venv $(PEERS)
-	$(PEERS)/bin/pip install --quiet annbatch psutil
+	$(PEERS)/bin/pip install --quiet "annbatch[zarrs]" psutil
 
 bench: $(STAMP) $(PEERS)/bin/python
 	$(BIN)/pip install --quiet -e ".[bench]"
