@@ -54,7 +54,8 @@ def prepare(size: int) -> tuple[str, str, str]:
         adata.write_h5ad(h5ad)
     codes_file = os.path.join(WORK, f"loader-{size}-codes.npy")
     manifest = scdata.read_manifest(store)
-    np.save(codes_file, np.concatenate([np.full(e["n_cells"], i, np.int32) for i, e in enumerate(manifest.experiments)]))
+    codes = [np.full(e["n_cells"], i, np.int32) for i, e in enumerate(manifest.experiments)]
+    np.save(codes_file, np.concatenate(codes))
     return store, genes_file, h5ad, codes_file
 
 
@@ -103,7 +104,8 @@ def main() -> None:
                                  config=f"buffer_blocks={blocks}"))
     for workers in (0, 2):
         rows.append(measured_row("sczarr X full width, 2,000-gene list", workers,
-                                 ours("sczarr", workers, "--variant", "genes"), kind="sczarr-x", config="buffer_blocks=8"))
+                                 ours("sczarr", workers, "--variant", "genes"), kind="sczarr-x",
+                                 config="buffer_blocks=8"))
     sweep = SCDATASET_SWEEP[:2] if a.quick else SCDATASET_SWEEP
     for block, fetch in sweep:
         rows.append(measured_row(f"scDataset (backed h5ad), block {block} x fetch {fetch}", 0,
@@ -147,13 +149,15 @@ def summarize(rows: list[dict], random_mix: float, load_before, store: str) -> d
 
     memory = next((r for r in ok if r["loader"].startswith("in-memory")), None)
     ours, ann, scd = best("sczarr"), best("annbatch"), best("scdataset")
-    ours0 = next((r for r in ok if r["kind"] == "sczarr" and r["workers"] == 0 and r["config"] == "buffer_blocks=8"), None)
+    default = [r for r in ok if r["kind"] == "sczarr" and r["config"] == "buffer_blocks=8"]
+    ours0 = next((r for r in default if r["workers"] == 0), None)
     ours2 = next((r for r in ok if r["kind"] == "sczarr" and r["workers"] == 2), None)
     summary = {"experiments_per_batch_random_permutation": random_mix, "load_avg_before": list(load_before),
                "load_avg_after": list(os.getloadavg()), "cpu_count": os.cpu_count()}
     if ours and ann:
         summary["sczarr_best_vs_annbatch_best"] = ours["cells_per_s"] / ann["cells_per_s"]
-        summary["sczarr_best"], summary["annbatch_best"] = ours["loader"] + f" ({ours['workers']} workers)", ann["loader"]
+        summary["sczarr_best"] = ours["loader"] + f" ({ours['workers']} workers)"
+        summary["annbatch_best"] = ann["loader"]
         # equal mixing: sczarr's fastest configuration that mixes at least as well as annbatch's best
         mixing = ann.get("experiments_per_batch", 0)
         at_equal = [r for r in ok if r["kind"] == "sczarr" and r.get("experiments_per_batch", 0) >= mixing]
@@ -174,7 +178,8 @@ def table(rows: list[dict], random_mix: float, store: str, summary: dict) -> str
     n = scdata.read_manifest(store).n_committed
     gib = 2**30
     out = (f"### Loader: shuffled batches of 64 x 2,000 HVGs, dense float32, normalize_total + log1p ({n:,} cells)\n\n")
-    out += md_table(["loader", "workers", "cells/s (median of 3 windows)", "experiments per batch", "peak RSS (GiB)", "note"],
+    headers = ["loader", "workers", "cells/s (median of 3 windows)", "experiments per batch", "peak RSS (GiB)", "note"]
+    out += md_table(headers,
                     [[r["loader"], r["workers"], f"{r['cells_per_s']:,.0f}" if "cells_per_s" in r else "failed",
                       f"{r['experiments_per_batch']:.1f}" if "experiments_per_batch" in r else "",
                       f"{r['peak_rss_bytes'] / gib:.2f}",

@@ -128,7 +128,8 @@ class StoreDataset(IterableDataset):
         if self.config.features == "hvg":
             _, indices = open_hvg_matrix(self.config.store)
             if self.config.n_hvgs is not None and self.config.n_hvgs > len(indices):
-                raise ValueError(f"n_hvgs={self.config.n_hvgs} but {self.config.store} has {len(indices)} HVGs materialized")
+                raise ValueError(f"n_hvgs={self.config.n_hvgs} but {self.config.store} has {len(indices)} HVGs "
+                                 "materialized: rerun `scdata hvg --materialize` with more")
             return gene_ids[indices[: self.config.n_hvgs]], None
         if self.config.features == "all":
             return gene_ids, None
