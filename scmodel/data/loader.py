@@ -54,13 +54,12 @@ class StoreDataLoader:
     counts the batches handed out, for an exact mid-epoch resume."""
 
     def __init__(self, dataset: StoreDataset, num_workers: int = 0, pin_memory: bool = False,
-                 prefetch_factor: int | None = None, multiprocessing_context=None, persistent_workers: bool = False):
+                 prefetch_factor: int | None = None, multiprocessing_context=None):
         self.dataset = dataset
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
         self.multiprocessing_context = multiprocessing_context
-        self.persistent_workers = persistent_workers and num_workers > 0
         self.consumed = 0
 
     def __len__(self) -> int:
