@@ -38,7 +38,7 @@ PEERS := benchmarks/.work/venv312
 
 $(PEERS)/bin/python:
 	$(PY312) -m venv $(PEERS)
-	$(PEERS)/bin/pip install --quiet annbatch psutil
+	$(PEERS)/bin/pip install --quiet "annbatch[zarrs]" psutil
 
 bench: $(STAMP) $(PEERS)/bin/python
 	$(BIN)/pip install --quiet -e ".[bench]"
@@ -46,6 +46,7 @@ bench: $(STAMP) $(PEERS)/bin/python
 	$(BIN)/python benchmarks/bench_hvg.py
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_samples.py --store $(DEMO)/store.zarr
 	$(BIN)/python benchmarks/bench_query.py
 
 clean-demo:

@@ -1,9 +1,12 @@
-"""Loader benchmark: shuffled batches of 64 cells x 2,000 HVGs, normalized and tokenized, on the
-same cells for every loader, side by side: sczarr (X_hvg and full-width X), the seed's per-cell
-h5py dataset, AnnLoader, scDataset, annbatch (on a collection it builds with its own tools), and
-the ceiling (raw Blosc decompression of the same chunks). cells/s and peak RSS with 0/1/2 workers.
+"""Loader benchmark: shuffled batches of 64 cells x 2,000 HVGs, dense float32, normalize_total +
+log1p, on the same cells for every loader, side by side, one harness (``baselines/harness.py``):
+the in-memory ceiling (int16 array, gather + transform), the decode ceiling, sczarr (X_hvg and
+full-width X; 0/1/2 workers; shuffle buffers of 8 and 32 chunks), annbatch (its defaults, its
+README's settings and a chunk_size x preload_nchunks sweep, with zarrs; diagnostics without zarrs
+and with obs per batch), scDataset (a block_size x fetch_factor sweep, 0 and 2 workers) and
+AnnLoader. Rate, peak RSS and mixing (experiments per batch of 64) for each; the machine's load.
 
-    python benchmarks/bench_loader.py            (~10 min on 2 cores; writes bench_ingest's bucket if missing)
+    python benchmarks/bench_loader.py            (~20 min on 2 cores; writes bench_ingest's bucket if missing)
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.baselines.harness import random_mixing  # noqa: E402
 from benchmarks.common import WORK, ensure_bucket, md_table, run_checked, run_measured, write_results  # noqa: E402
 
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY312 = os.path.join(WORK, "venv312", "bin", "python")
-REPEAT = 3
 
 
 def prepare(size: int) -> tuple[str, str, str]:
@@ -49,93 +52,151 @@ def prepare(size: int) -> tuple[str, str, str]:
         adata = scdata.to_anndata(store, genes=genes)
         adata.obs = adata.obs[["srx_accession"]]
         adata.write_h5ad(h5ad)
-    return store, genes_file, h5ad
+    codes_file = os.path.join(WORK, f"loader-{size}-codes.npy")
+    manifest = scdata.read_manifest(store)
+    codes = [np.full(e["n_cells"], i, np.int32) for i, e in enumerate(manifest.experiments)]
+    np.save(codes_file, np.concatenate(codes))
+    return store, genes_file, h5ad, codes_file
 
 
-def measured_row(label: str, workers: int, cmd: list[str]) -> dict:
-    """Run one loader process; its JSON line, cells/s and peak RSS (or the error it ended with)."""
+def measured_row(label: str, workers: int, cmd: list[str], **info) -> dict:
+    """Run one loader process; its JSON result and peak RSS (or the error it ended with)."""
     m = run_measured(cmd)
-    row = {"loader": label, "workers": workers, "peak_rss_bytes": m.peak_rss_bytes}
+    row = {"loader": label, "workers": workers, **info, "peak_rss_bytes": m.peak_rss_bytes,
+           "load_avg_1min_after": os.getloadavg()[0]}
     if m.returncode:
         row["error"] = m.output.strip().splitlines()[-1][:200] if m.output.strip() else f"exit {m.returncode}"
     else:
-        res = json.loads(m.output.strip().splitlines()[-1])
-        row.update(res)
-        row["cells_per_s"] = res["cells"] / res["seconds"]
-    print(row, flush=True)
+        row.update(json.loads(m.output.strip().splitlines()[-1]))
+    print({k: v for k, v in row.items() if k != "window_rates"}, flush=True)
     return row
+
+
+ANNBATCH_SWEEP = [(chunk, preload) for chunk in (8, 32, 128, 512) for preload in (32, 256)]
+SCDATASET_SWEEP = [(8, 16), (64, 64), (1, 256), (256, 16)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=100_000)
+    p.add_argument("--quick", action="store_true", help="fewer configurations (a smoke run)")
     a = p.parse_args()
-    store, genes_file, h5ad = prepare(a.size)
-    seed_dir = os.path.join(WORK, f"seed-{a.size}", "processed")
-    runs = [("ceiling (Blosc decode only)", "ceiling", 0, 10**9, [])]
-    runs += [("sczarr X_hvg", "sczarr", w, 10**9, []) for w in (0, 1, 2)]
-    runs += [("sczarr X full width, gene selection", "sczarr", w, 30_000, ["--variant", "genes"]) for w in (0, 2)]
-    runs += [("scDataset (backed h5ad, block 64, fetch 64)", "scdataset", w, 50_000, []) for w in (0, 1, 2)]
-    runs += [("AnnLoader (backed h5ad)", "anndata-loader", w, 20_000, []) for w in (0, 2)]
-    if os.path.isdir(seed_dir):
-        runs += [("seed HVGDataset (h5py, one cell at a time)", "seed-h5py", 0, 3_200, [])]
-    def command(name, workers, max_cells, extra):
-        cmd = [PY, os.path.join(HERE, "baselines", "loaders.py"), name, "--store", store, "--h5ad", h5ad,
-               "--genes-file", genes_file, "--workers", str(workers), "--max-cells", str(max_cells), *extra]
-        return cmd + (["--seed-dir", seed_dir] if name == "seed-h5py" else [])
+    store, genes_file, h5ad, codes = prepare(a.size)
+    load_before = os.getloadavg()
+    loaders = os.path.join(HERE, "baselines", "loaders.py")
 
-    # The headline ratio (sczarr X_hvg in-process vs the ceiling) is noisy on a shared 2-core
-    # machine: both are run alternately REPEAT times and each row keeps its median run.
-    repeated = {0: [], 1: []}
-    for _ in range(REPEAT):
-        for k in repeated:
-            label, name, workers, max_cells, extra = runs[k]
-            repeated[k].append(measured_row(label, workers, command(name, workers, max_cells, extra)))
-    rows = []
-    for k, (label, name, workers, max_cells, extra) in enumerate(runs):
-        if k in repeated:
-            done = sorted(repeated[k], key=lambda r: r.get("cells_per_s", 0))
-            rows.append({**done[len(done) // 2], "note": f"median of {REPEAT} runs"})
-        else:
-            rows.append(measured_row(label, workers, command(name, workers, max_cells, extra)))
+    def ours(name, workers=0, *extra):
+        return [PY, loaders, name, "--store", store, "--h5ad", h5ad, "--codes", codes, "--genes-file", genes_file,
+                "--workers", str(workers), *extra]
+
+    rows = [measured_row("in-memory int16 array (ceiling)", 0, ours("memory"), kind="ceiling"),
+            measured_row("Blosc decode of X_hvg chunks (decode ceiling)", 0, ours("decode"), kind="ceiling")]
+    for workers in (0, 1, 2):
+        rows.append(measured_row("sczarr X_hvg (buffer 8 chunks)", workers, ours("sczarr", workers), kind="sczarr",
+                                 config="buffer_blocks=8"))
+    for threads in (0, 1):
+        rows.append(measured_row(f"sczarr X_hvg (buffer 8 chunks, {threads} read threads)", 0,
+                                 ours("sczarr", 0, "--read-threads", str(threads)), kind="sczarr",
+                                 config=f"buffer_blocks=8, read_threads={threads}"))
+    for blocks in (32,) if a.quick else (32, 64):
+        rows.append(measured_row(f"sczarr X_hvg (buffer {blocks} chunks)", 0,
+                                 ours("sczarr", 0, "--buffer-blocks", str(blocks)), kind="sczarr",
+                                 config=f"buffer_blocks={blocks}"))
+    for workers in (0, 2):
+        rows.append(measured_row("sczarr X full width, 2,000-gene list", workers,
+                                 ours("sczarr", workers, "--variant", "genes"), kind="sczarr-x",
+                                 config="buffer_blocks=8"))
+    sweep = SCDATASET_SWEEP[:2] if a.quick else SCDATASET_SWEEP
+    for block, fetch in sweep:
+        rows.append(measured_row(f"scDataset (backed h5ad), block {block} x fetch {fetch}", 0,
+                                 ours("scdataset", 0, "--block-size", str(block), "--fetch-factor", str(fetch)),
+                                 kind="scdataset", config=f"block_size={block}, fetch_factor={fetch}"))
+    best = max((r for r in rows if r["kind"] == "scdataset" and "cells_per_s" in r), key=lambda r: r["cells_per_s"],
+               default=None)
+    if best is not None:
+        block, fetch = (int(v.split("=")[1]) for v in best["config"].split(", "))
+        rows.append(measured_row(f"scDataset (backed h5ad), block {block} x fetch {fetch}", 2,
+                                 ours("scdataset", 2, "--block-size", str(block), "--fetch-factor", str(fetch)),
+                                 kind="scdataset", config=best["config"]))
+    for workers in (0, 2):
+        rows.append(measured_row("AnnLoader (backed h5ad)", workers, ours("anndata-loader", workers), kind="annloader"))
     if os.path.exists(PY312):
         collection = os.path.join(WORK, f"annbatch-{a.size}.zarr")
-        for chunk, preload, label in ((32, 256, "annbatch (its collection; chunk 32 x preload 256)"),):
-            rows.append(measured_row(label, 0, [PY312, os.path.join(HERE, "baselines", "annbatch_loader.py"), "--h5ad",
-                                                h5ad, "--collection", collection, "--chunk-size", str(chunk),
-                                                "--preload-nchunks", str(preload)]))
 
+        def annbatch(chunk, preload, *extra):
+            return [PY312, os.path.join(HERE, "baselines", "annbatch_loader.py"), "--h5ad", h5ad, "--collection",
+                    collection, "--chunk-size", str(chunk), "--preload-nchunks", str(preload), *extra]
+
+        sweep = [(512, 32), (32, 256)] if a.quick else ANNBATCH_SWEEP
+        for chunk, preload in sweep:
+            note = {(512, 32): "its defaults", (32, 256): "its README's settings"}.get((chunk, preload), "sweep")
+            rows.append(measured_row(f"annbatch 0.3.1 (zarrs), chunk {chunk} x preload {preload}", 0,
+                                     annbatch(chunk, preload), kind="annbatch", config=note))
+        for extra, note in ((["--no-zarrs"], "without zarrs"), (["--obs"], "obs column per batch")):
+            rows.append(measured_row(f"annbatch 0.3.1, chunk 32 x preload 256, {note}", 0, annbatch(32, 256, *extra),
+                                     kind="annbatch-diagnostic", config=note))
+    random_mix = random_mixing(np.load(codes))
+    payload = summarize(rows, random_mix, load_before, store)
+    write_results("bench_loader", payload, table(rows, random_mix, store, payload["summary"]))
+
+
+def summarize(rows: list[dict], random_mix: float, load_before, store: str) -> dict:
+    ok = [r for r in rows if "cells_per_s" in r]
+
+    def best(kind, **where):
+        pool = [r for r in ok if r["kind"] == kind and all(r.get(k) == v for k, v in where.items())]
+        return max(pool, key=lambda r: r["cells_per_s"], default=None)
+
+    memory = next((r for r in ok if r["loader"].startswith("in-memory")), None)
+    ours, ann, scd = best("sczarr"), best("annbatch"), best("scdataset")
+    default = [r for r in ok if r["kind"] == "sczarr" and r["config"] == "buffer_blocks=8"]
+    ours0 = next((r for r in default if r["workers"] == 0), None)
+    ours2 = next((r for r in ok if r["kind"] == "sczarr" and r["workers"] == 2), None)
+    summary = {"experiments_per_batch_random_permutation": random_mix, "load_avg_before": list(load_before),
+               "load_avg_after": list(os.getloadavg()), "cpu_count": os.cpu_count()}
+    if ours and ann:
+        summary["sczarr_best_vs_annbatch_best"] = ours["cells_per_s"] / ann["cells_per_s"]
+        summary["sczarr_best"] = ours["loader"] + f" ({ours['workers']} workers)"
+        summary["annbatch_best"] = ann["loader"]
+        # equal mixing: sczarr's fastest configuration that mixes at least as well as annbatch's best
+        mixing = ann.get("experiments_per_batch", 0)
+        at_equal = [r for r in ok if r["kind"] == "sczarr" and r.get("experiments_per_batch", 0) >= mixing]
+        summary["sczarr_vs_annbatch_at_equal_mixing"] = (max(r["cells_per_s"] for r in at_equal) / ann["cells_per_s"]
+                                                         if at_equal else None)
+    if ours and scd:
+        summary["sczarr_best_vs_scdataset_best"] = ours["cells_per_s"] / scd["cells_per_s"]
+    if ours and memory:
+        summary["sczarr_best_share_of_in_memory"] = ours["cells_per_s"] / memory["cells_per_s"]
+    if ours0 and ours2:
+        summary["sczarr_2_workers_vs_in_process"] = ours2["cells_per_s"] / ours0["cells_per_s"]
+    return {"results": rows, "summary": summary}
+
+
+def table(rows: list[dict], random_mix: float, store: str, summary: dict) -> str:
     import scdata
 
-    manifest = scdata.read_manifest(store)
-    acc = np.concatenate([[i] * e["n_cells"] for i, e in enumerate(manifest.experiments)])
-    rng = np.random.default_rng(0)
-    random_mix = float(np.mean([len(np.unique(acc[rng.choice(len(acc), 64, replace=False)])) for _ in range(2000)]))
-
-    ok = [r for r in rows if "cells_per_s" in r]
-    peers = [r for r in ok if not r["loader"].startswith(("sczarr", "ceiling"))]
-    ours = max((r for r in ok if r["loader"] == "sczarr X_hvg"), key=lambda r: r["cells_per_s"], default=None)
-    ceiling = next((r for r in ok if r["loader"].startswith("ceiling")), None)
-    best_peer = max(peers, key=lambda r: r["cells_per_s"], default=None)
-    summary = {}
-    if ours and best_peer:
-        summary["vs_fastest_peer"] = ours["cells_per_s"] / best_peer["cells_per_s"]
-        summary["fastest_peer"] = f"{best_peer['loader']} ({best_peer['workers']} workers)"
-    if ours and ceiling:
-        summary["share_of_ceiling"] = ours["cells_per_s"] / ceiling["cells_per_s"]
-    summary["experiments_per_batch_random_permutation"] = random_mix
+    n = scdata.read_manifest(store).n_committed
     gib = 2**30
-    table = f"### Loader: shuffled batches of 64 x 2,000 HVGs, normalized + tokenized ({manifest.n_committed:,} cells)\n\n"
-    table += md_table(["loader", "workers", "cells/s", "peak RSS (GiB)", "experiments per batch", "note"],
-                      [[r["loader"], r["workers"], f"{r['cells_per_s']:,.0f}" if "cells_per_s" in r else "failed",
-                        f"{r['peak_rss_bytes'] / gib:.2f}", f"{r['experiments_per_batch']:.1f}" if "experiments_per_batch" in r else "",
-                        r.get("error", "") or r.get("note", "") or (f"collection built in {r['build_s']:.0f} s" if r.get("build_s") else "")]
-                       for r in rows])
-    table += f"\n\nA random permutation mixes {random_mix:.1f} experiments per batch of 64."
-    if "vs_fastest_peer" in summary:
-        table += (f"\nsczarr X_hvg (best of 0-2 workers) is {summary['vs_fastest_peer']:.2f}x the fastest peer "
-                  f"({summary['fastest_peer']}) and {summary.get('share_of_ceiling', float('nan')):.0%} of the decompression ceiling.")
-    write_results("bench_loader", {"results": rows, "summary": summary}, table)
+    out = (f"### Loader: shuffled batches of 64 x 2,000 HVGs, dense float32, normalize_total + log1p ({n:,} cells)\n\n")
+    headers = ["loader", "workers", "cells/s (median of 3 windows)", "experiments per batch", "peak RSS (GiB)", "note"]
+    out += md_table(headers,
+                    [[r["loader"], r["workers"], f"{r['cells_per_s']:,.0f}" if "cells_per_s" in r else "failed",
+                      f"{r['experiments_per_batch']:.1f}" if "experiments_per_batch" in r else "",
+                      f"{r['peak_rss_bytes'] / gib:.2f}",
+                      r.get("error", "") or r.get("config", "")]
+                     for r in rows])
+    out += f"\n\nA random permutation mixes {random_mix:.1f} experiments per batch of 64."
+    load = summary["load_avg_before"]
+    out += (f" Load average (1/5/15 min) before the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+            f"{summary['cpu_count']} cores; after: {summary['load_avg_after'][0]:.1f}.")
+    for key, text in (("sczarr_best_vs_annbatch_best", "sczarr's best / annbatch's best"),
+                      ("sczarr_vs_annbatch_at_equal_mixing", "sczarr / annbatch's best, at equal or better mixing"),
+                      ("sczarr_best_vs_scdataset_best", "sczarr's best / scDataset's best"),
+                      ("sczarr_best_share_of_in_memory", "sczarr's best / the in-memory ceiling"),
+                      ("sczarr_2_workers_vs_in_process", "sczarr with 2 workers / in-process")):
+        value = summary.get(key)
+        out += f"\n- {text}: " + ("no sczarr configuration mixes as well" if value is None else f"{value:.2f}x")
+    return out
 
 
 if __name__ == "__main__":

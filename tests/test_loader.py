@@ -1,5 +1,7 @@
 """The training loader: exactly-once coverage, seeded order, exact resume, scanpy's normalization."""
 
+import io
+
 import numpy as np
 import pytest
 import scanpy as sc
@@ -39,6 +41,22 @@ def test_exactly_once_ranks_workers_epochs(store, monkeypatch):
         assert len(np.unique(everything)) == len(everything) == 2 * (n // 2)
 
 
+def test_workers_with_prefetch_and_pinning_serve_what_in_process_serves(store):
+    """Hand-offs from workers (kept as numpy arrays, so reused buffers must not be overwritten
+    under them) carry the same values per cell as in-process batches; ``prefetch_factor`` and
+    ``pin_memory`` go to torch's DataLoader as they are."""
+    def served(workers, **options):
+        config = LoaderConfig(store=store, batch_size=32, buffer_blocks=1, seed=2, handoff_cells=64, metadata=())
+        loader = StoreDataLoader(StoreDataset(config), num_workers=workers, **options)
+        kept = [(meta["row"].numpy(), x.numpy()) for x, meta in loader]
+        return {int(r): row for rows, x in kept for r, row in zip(rows, x)}
+
+    reference = served(0)
+    got = served(2, prefetch_factor=4, pin_memory=True)
+    assert got.keys() == reference.keys()
+    assert all(np.array_equal(got[r], reference[r]) for r in reference)
+
+
 def test_order_seeded_and_changes_by_epoch(store):
     def order(seed, epoch):
         loader = StoreDataLoader(StoreDataset(LoaderConfig(store=store, batch_size=64, seed=seed)))
@@ -53,13 +71,16 @@ def test_order_seeded_and_changes_by_epoch(store):
     assert experiments_per_batch > 2  # batches mix several chunks, not one run of cells
 
 
-@pytest.mark.parametrize("workers,buffer_blocks,stop_at", [(0, 8, 6), (2, 8, 6), (0, 2, 25), (2, 1, 31)])
-def test_resume_mid_epoch(store, workers, buffer_blocks, stop_at):
+@pytest.mark.parametrize("workers,buffer_blocks,stop_at,handoff",
+                         [(0, 8, 6, 4096), (2, 8, 6, 4096), (0, 2, 25, 4096), (2, 1, 31, 4096), (2, 2, 13, 120),
+                          (3, 2, 20, 80)])
+def test_resume_mid_epoch(store, workers, buffer_blocks, stop_at, handoff):
     """The resumed loader yields exactly the remaining batches: same rows, tokens and cell IDs
-    (small buffers make the resume skip whole buffers without reading them)."""
+    (small buffers make the resume skip whole buffers without reading them; small hand-offs make
+    it resume in the middle of one)."""
     def fresh(seed=9):
         config = LoaderConfig(store=store, batch_size=40, seed=seed, buffer_blocks=buffer_blocks,
-                              tokenizer=BinnedTokenizer(16), token_dtype="compact")
+                              tokenizer=BinnedTokenizer(16), token_dtype="compact", handoff_cells=handoff)
         loader = StoreDataLoader(StoreDataset(config), num_workers=workers)
         loader.set_epoch(1)
         return loader
@@ -87,6 +108,46 @@ def test_resume_mid_epoch(store, workers, buffer_blocks, stop_at):
     bad = StoreDataLoader(StoreDataset(LoaderConfig(store=store, batch_size=40, seed=10)), num_workers=workers)
     with pytest.raises(ValueError, match="cannot resume exactly"):
         bad.load_state_dict(state)
+
+
+def _serve(store, monkeypatch, world, workers, state=None, stop_at=None):
+    """Rows served by every rank of a (world x workers) layout, stepping together; stops after
+    ``stop_at`` batches per rank and returns (rows, each rank's state), else serves the rest."""
+    served, states = [], []
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        config = LoaderConfig(store=store, batch_size=30, buffer_blocks=2, seed=5, handoff_cells=90, metadata=())
+        loader = StoreDataLoader(StoreDataset(config), num_workers=workers)
+        loader.set_epoch(2)
+        if state is not None:
+            loader.load_state_dict(state)
+        for k, (_, meta) in enumerate(loader):
+            served.append(meta["row"].numpy())
+            if stop_at is not None and k + 1 == stop_at:
+                states.append(loader.state_dict())
+                break
+    return np.concatenate(served), states
+
+
+@pytest.mark.parametrize("first,second,stop_at", [((2, 2), (1, 3), 7), ((1, 3), (2, 2), 11)])
+def test_resume_at_another_scale_serves_the_rest_once(store, monkeypatch, first, second, stop_at):
+    """Saved mid-epoch by 2 ranks x 2 workers, resumed by 1 rank x 3 workers (and the reverse):
+    the cells served before and after are the epoch, none twice (a 2-rank layout leaves out the
+    rank remainder of what it serves, as it does in any epoch)."""
+    n = scdata.read_manifest(store).n_committed
+    before, states = _serve(store, monkeypatch, *first, stop_at=stop_at)
+    assert all(s["consumed"] == states[0]["consumed"] for s in states)  # every rank saves the same position
+    assert states[0]["cells_consumed"] == len(before)
+    saved = io.BytesIO()
+    torch.save(states[0], saved)
+    saved.seek(0)
+    state = torch.load(saved, weights_only=True)  # plain data: what train.py's checkpoints load
+    after, _ = _serve(store, monkeypatch, *second, state=state)
+    served = np.concatenate([before, after])
+    assert len(np.unique(served)) == len(served)  # no cell twice
+    assert len(served) == n - (n - len(before)) % second[0]
+    assert set(served) <= set(range(n))
 
 
 def test_batches_carry_store_cell_ids_and_compact_tokens(store):

@@ -1,10 +1,10 @@
 """Loader runs for bench_loader.py, one per process (so peak RSS is each loader's own).
 
-    python benchmarks/baselines/loaders.py NAME --store S --h5ad F --workers W --max-cells N
+    python benchmarks/baselines/loaders.py NAME --store S --h5ad F --codes C [--workers W] [options]
 
-Every loader yields shuffled batches of 64 cells x 2,000 HVGs, normalized (log1p of
-normalize_total to 1e4) and tokenized (64 fixed log1p bins, uint8 tokens) before the batch is counted.
-Prints one JSON line: cells, seconds, batches, unique experiments per batch.
+Every loader does the task and timing of ``harness`` (shuffled batches of 64 x 2,000 HVGs, dense
+float32, normalize_total + log1p). Prints one JSON line: the rate, its windows, and the mixing
+(distinct experiments per batch of 64).
 """
 
 from __future__ import annotations
@@ -13,66 +13,61 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-
-BATCH = 64
-EDGES = np.linspace(0, 8.0, 64)[1:-1]
-
-
-def transform_numpy(x: np.ndarray, totals: np.ndarray | None = None) -> np.ndarray:
-    x = x.astype(np.float32)
-    t = (x.sum(axis=1, keepdims=True) if totals is None else totals[:, None]) / 1e4
-    y = np.log1p(x / np.where(t == 0, 1, t))
-    return np.where(y > 0, np.searchsorted(EDGES, y, side="right") + 1, 0).astype(np.uint8)
-
-
-def _timed(batches, max_cells: int) -> dict:
-    """Draw batches until ``max_cells`` cells; ``batches`` loads and transforms lazily, so the
-    clock covers both."""
-    t = time.perf_counter()
-    cells = n = 0
-    for x in batches:
-        cells += x.shape[0]
-        n += 1
-        if cells >= max_cells:
-            break
-    return {"cells": cells, "seconds": time.perf_counter() - t, "batches": n}
+from benchmarks.baselines.harness import BATCH, measure, transform  # noqa: E402
 
 
 def run_sczarr(a) -> dict:
     from scmodel.data import LoaderConfig, StoreDataLoader, StoreDataset
-    from scmodel.tokenize import BinnedTokenizer
 
     features = {"features": "hvg"} if a.variant == "hvg" else {"features": "genes", "genes": tuple(a.genes)}
-    ds = StoreDataset(LoaderConfig(store=a.store, batch_size=BATCH, seed=0, tokenizer=BinnedTokenizer(64),
-                                   token_dtype="compact", **features))
-    loader = StoreDataLoader(ds, num_workers=a.workers)
-    t = time.perf_counter()
-    cells, rows, n = 0, [], 0
-    for x, meta in loader:
-        cells += x.shape[0]
-        n += 1
-        rows.append(meta["row"])
-        if cells >= a.max_cells:
-            break
-    seconds = time.perf_counter() - t
-    acc = np.asarray(_accession_of_rows(a.store))
-    mixes = [len(np.unique(acc[r.numpy()])) for r in rows]
-    return {"cells": cells, "seconds": seconds, "batches": n, "experiments_per_batch": float(np.mean(mixes))}
+    ds = StoreDataset(LoaderConfig(store=a.store, batch_size=BATCH, seed=0, metadata=(), buffer_blocks=a.buffer_blocks,
+                                   read_threads=a.read_threads, **features))
+    codes = np.load(a.codes)
+    epoch = iter(range(10**6))
+
+    def make_iter():
+        loader = StoreDataLoader(ds, num_workers=a.workers, prefetch_factor=a.prefetch_factor)
+        loader.set_epoch(next(epoch))
+        return ((x, codes[meta["row"].numpy()]) for x, meta in loader)
+
+    return measure(make_iter)
 
 
-def _accession_of_rows(store: str) -> list[str]:
-    import scdata
+def run_memory(a) -> dict:
+    """The ceiling: the HVG counts held in memory as int16; each batch a row gather plus the transform."""
+    from scdata.hvg_io import open_hvg_matrix
 
-    m = scdata.read_manifest(store)
-    out = [""] * m.n_committed
-    for e in m.experiments:
-        out[e["row_start"] : e["row_stop"]] = [e["accession"]] * e["n_cells"]
-    return out
+    matrix = np.asarray(open_hvg_matrix(a.store)[0][:])
+    codes = np.load(a.codes)
+    rng = np.random.default_rng(0)
+
+    def make_iter():
+        order = rng.permutation(len(matrix))
+        return ((transform(matrix[idx]), codes[idx]) for idx in np.array_split(order, len(order) // BATCH))
+
+    return measure(make_iter)
+
+
+def run_decode(a) -> dict:
+    """Raw Blosc decompression of the X_hvg chunks in random order: no indexing, no transform."""
+    from scdata.chunkio import ChunkReader
+    from scdata.hvg_io import open_hvg_matrix
+
+    arr, _ = open_hvg_matrix(a.store)
+    reader = ChunkReader(arr)
+    n_chunks = -(-arr.shape[0] // arr.chunks[0])
+    rng = np.random.default_rng(0)
+
+    def make_iter():
+        for i in rng.permutation(n_chunks):
+            chunk = reader.chunk(int(i), 0)
+            yield chunk[: min(arr.chunks[0], arr.shape[0] - int(i) * arr.chunks[0])], None
+
+    return measure(make_iter)
 
 
 def run_anndata_loader(a) -> dict:
@@ -81,13 +76,16 @@ def run_anndata_loader(a) -> dict:
     from anndata.experimental import AnnLoader
 
     adata = ad.read_h5ad(a.h5ad, backed="r")
-    loader = AnnLoader(adata, batch_size=BATCH, shuffle=True, num_workers=a.workers)
 
     def dense(x):
         x = x.to_dense() if getattr(x, "is_sparse", False) else x
         return np.asarray(x if not torch.is_tensor(x) else x.numpy())
 
-    return _timed((transform_numpy(dense(batch.X)) for batch in loader), a.max_cells)
+    def make_iter():  # a shuffling sampler: mixing is a random permutation's by construction
+        return ((transform(dense(batch.X)), None) for batch in AnnLoader(adata, batch_size=BATCH, shuffle=True,
+                                                                          num_workers=a.workers))
+
+    return measure(make_iter, window_s=4.0, warmup_cells=2_000)
 
 
 def run_scdataset(a) -> dict:
@@ -96,81 +94,47 @@ def run_scdataset(a) -> dict:
     from torch.utils.data import DataLoader
 
     adata = ad.read_h5ad(a.h5ad, backed="r")
+    codes = np.load(a.codes)
 
     def fetch(data, idx):
-        x = data[np.sort(idx)].X
-        return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+        idx = np.sort(idx)
+        x = data[idx].X
+        return (x.toarray() if hasattr(x, "toarray") else np.asarray(x)), idx
 
-    ds = scDataset(adata, BlockShuffling(block_size=64), batch_size=BATCH, fetch_factor=64, fetch_callback=fetch,
-                   batch_transform=transform_numpy)
-    loader = DataLoader(ds, batch_size=None, num_workers=a.workers, prefetch_factor=65 if a.workers else None)
-    return _timed(loader, a.max_cells)
+    def batch(data, positions):
+        return data[0][positions], data[1][positions]
 
+    def finish(b):
+        return transform(b[0]), codes[b[1]]
 
-def run_seed_h5py(a) -> dict:
-    """The seed's HVGDataset: map-style, one cell at a time from dense batch files."""
-    import glob
+    ds = scDataset(adata, BlockShuffling(block_size=a.block_size), batch_size=BATCH, fetch_factor=a.fetch_factor,
+                   fetch_callback=fetch, batch_callback=batch, batch_transform=finish)
 
-    import h5py
-    import torch
-    from torch.utils.data import DataLoader, Dataset
+    def make_iter():
+        loader = DataLoader(ds, batch_size=None, num_workers=a.workers,
+                            prefetch_factor=a.fetch_factor + 1 if a.workers else None)
+        return iter(loader)
 
-    files = sorted(glob.glob(os.path.join(a.seed_dir, "batch_*.h5")))
-    with h5py.File(files[0], "r") as f:
-        genes = [g.decode() for g in f["genes"][:]]
-    index = {g: i for i, g in enumerate(genes)}
-    hvg = np.sort([index[g] for g in a.genes])
-    sizes = []
-    for path in files:
-        with h5py.File(path, "r") as f:
-            sizes.append(f["X"].shape[0])
-    offsets = np.cumsum([0] + sizes)
-
-    class SeedHVGDataset(Dataset):
-        def __len__(self):
-            return int(offsets[-1])
-
-        def __getitem__(self, i):
-            k = int(np.searchsorted(offsets, i, side="right") - 1)
-            with h5py.File(files[k], "r") as f:
-                row = f["X"][i - offsets[k]]
-            return torch.from_numpy(row[hvg].astype(np.float32))
-
-    loader = DataLoader(SeedHVGDataset(), batch_size=BATCH, shuffle=True, num_workers=a.workers)
-    return _timed((transform_numpy(x.numpy()) for x in loader), a.max_cells)
+    return measure(make_iter)
 
 
-def run_ceiling(a) -> dict:
-    """Raw Blosc decompression of the same X_hvg chunks: no indexing, no transform."""
-    from scdata.chunkio import ChunkReader
-    from scdata.hvg_io import open_hvg_matrix
-
-    arr, _ = open_hvg_matrix(a.store)
-    reader = ChunkReader(arr)
-    n_chunks = -(-arr.shape[0] // arr.chunks[0])
-    t = time.perf_counter()
-    cells = 0
-    for i in np.random.default_rng(0).permutation(n_chunks):
-        reader.chunk(int(i), 0)
-        cells += min(arr.chunks[0], arr.shape[0] - int(i) * arr.chunks[0])
-        if cells >= a.max_cells:
-            break
-    return {"cells": cells, "seconds": time.perf_counter() - t, "batches": 0}
-
-
-RUNNERS = {"sczarr": run_sczarr, "anndata-loader": run_anndata_loader, "scdataset": run_scdataset,
-           "seed-h5py": run_seed_h5py, "ceiling": run_ceiling}
+RUNNERS = {"sczarr": run_sczarr, "memory": run_memory, "decode": run_decode, "anndata-loader": run_anndata_loader,
+           "scdataset": run_scdataset}
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("name", choices=RUNNERS)
     p.add_argument("--store")
     p.add_argument("--h5ad")
-    p.add_argument("--seed-dir")
+    p.add_argument("--codes", help=".npy: experiment code of each store row")
     p.add_argument("--genes-file")
     p.add_argument("--variant", default="hvg")
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--max-cells", type=int, default=100_000)
+    p.add_argument("--buffer-blocks", type=int, default=8)
+    p.add_argument("--read-threads", type=int, default=2)
+    p.add_argument("--prefetch-factor", type=int, default=None)
+    p.add_argument("--block-size", type=int, default=64)
+    p.add_argument("--fetch-factor", type=int, default=64)
     a = p.parse_args()
     a.genes = json.load(open(a.genes_file)) if a.genes_file else None
     print(json.dumps(RUNNERS[a.name](a)))
