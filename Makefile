@@ -46,6 +46,7 @@ bench: $(STAMP) $(PEERS)/bin/python
 	$(BIN)/python benchmarks/bench_hvg.py
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_train.py
+	test -d $(DEMO)/store.zarr || $(MAKE) demo
 	$(BIN)/python benchmarks/bench_samples.py --store $(DEMO)/store.zarr
 	$(BIN)/python benchmarks/bench_query.py
 
