@@ -44,6 +44,15 @@ class ClusterConfig:
             raise ValueError(f"workers must be positive, got {self.workers}")
 
 
+def _loopback_link(link: str) -> str:
+    """The dashboard listens on loopback only; Dask formats an in-process cluster's link with the
+    machine's address, which would not answer."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(link)
+    return urlunsplit(parts._replace(netloc=f"{LOOPBACK}:{parts.port}"))
+
+
 @contextlib.contextmanager
 def dask_client(config: ClusterConfig, echo=print) -> Iterator["distributed.Client"]:  # noqa: F821
     """A connected client; an embedded cluster is started here and stopped on exit."""
@@ -69,13 +78,15 @@ def dask_client(config: ClusterConfig, echo=print) -> Iterator["distributed.Clie
             processes=config.processes,
             memory_limit=config.memory_limit,
             # loopback only: on a shared login node an embedded scheduler or dashboard on the
-            # machine's network address would be open to everyone on the network
-            host=LOOPBACK,
+            # machine's network address would be open to everyone on the network (threads of
+            # one process talk in-process, with no listening socket but the dashboard's)
+            **({"host": LOOPBACK} if config.processes else {}),
             dashboard_address=f"{LOOPBACK}:0" if config.dashboard else None,
+            worker_dashboard_address=f"{LOOPBACK}:0",
             silence_logs=logging.CRITICAL,  # failures are reported by the ingest, naming the experiment
         )
     client = Client(cluster)
-    link = cluster.dashboard_link if config.dashboard else "disabled"
+    link = _loopback_link(cluster.dashboard_link) if config.dashboard else "disabled"
     shape = f"{workers} workers" if config.processes else f"one in-process worker, {workers} threads"
     echo(f"Dask: LocalCluster with {shape}, dashboard {link}")
     try:

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def _run(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
@@ -42,18 +44,28 @@ def test_embedded_workers_keep_reusable_memory():
     assert environ == {k: str(v) for k, v in WORKER_MALLOC_ENVIRON.items()}
 
 
-def test_embedded_cluster_listens_on_loopback_only():
+@pytest.mark.parametrize("processes", [True, False])
+def test_embedded_cluster_listens_on_loopback_only(processes):
     import psutil
 
     from scdata.cluster import ClusterConfig, dask_client
 
-    with dask_client(ClusterConfig(workers=1, dashboard=True), echo=lambda *_: None) as client:
+    me = psutil.Process()
+
+    def listening(procs) -> dict[int, str]:
+        return {c.laddr.port: c.laddr.ip for p in procs for c in p.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN}
+
+    before_children = {p.pid for p in me.children(recursive=True)}
+    before = listening([me])
+    said = []
+    with dask_client(ClusterConfig(workers=1, processes=processes, dashboard=True), echo=said.append) as client:
         info = client.scheduler_info()
         addresses = [info["address"], *info["workers"]]
-        dashboard = client.dashboard_link
-        me = psutil.Process()
-        listening = [c.laddr.ip for p in (me, *me.children(recursive=True))
-                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-    assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
-    assert dashboard.startswith("http://127.0.0.1:"), dashboard
-    assert listening and set(listening) <= {"127.0.0.1", "::1"}, listening
+        started = [p for p in me.children(recursive=True) if p.pid not in before_children]  # the cluster's processes
+        ours = {port: ip for port, ip in listening([me]).items() if port not in before}
+        ours.update(listening(started))
+    if processes:
+        assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+    assert "dashboard http://127.0.0.1:" in said[0], said
+    assert ours and set(ours.values()) <= {"127.0.0.1", "::1"}, ours
