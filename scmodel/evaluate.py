@@ -75,8 +75,9 @@ def sample_quality(model, held_out: torch.Tensor, train_cells: torch.Tensor, mar
     model.train(was_training)
     detok = lambda tokens: tokenizer.detokenize(tokens.cpu()).numpy().astype(np.float64)  # noqa: E731
     reference, floor = detok(reference_tokens), detok(floor_tokens)
+    marginal = sample_marginals(marginals, n, torch.Generator().manual_seed(seed + 1))  # the same cells for any model
     cells = {"reference": reference, "real": floor, "samples": detok(generated),
-             "gene_shuffled": gene_shuffled(floor, seed=seed), "marginal": detok(sample_marginals(marginals, n, gen))}
+             "gene_shuffled": gene_shuffled(floor, seed=seed), "marginal": detok(marginal)}
     pca = fit_pca(detok(train_cells), seed=seed)
     ref_z = pca.project(reference)
     result: dict = {"n_sample_cells": n, "sample_steps": config.steps, "sample_order": config.order,
