@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--store", default="data/demo/store.zarr")
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--training", nargs="*", default=list(TRAINING), help="training variants to run")
+    p.add_argument("--samplers", nargs="*", default=list(SAMPLERS), help="sampler variants to evaluate")
+    p.add_argument("--results", default="bench_samples", help="name of the results files")
     a = p.parse_args()
     import torch
 
@@ -52,14 +54,15 @@ def main() -> None:
         overrides = dict(TRAINING[train_name])
         if "diffusion" in overrides:
             overrides["diffusion"] = DiffusionConfig(**overrides["diffusion"])
-        out = os.path.join(WORK, "samples", train_name.split(" ")[0])
+        out = os.path.join(WORK, a.results, train_name.split(" ")[0])
         cfg = dataclasses.replace(CONFIGS["mini-tiny"], store=a.store, out=out, max_steps=a.steps,
                                   eval_every=10**9, save_every=10**9, sample_steps=2, **overrides)
         trainer = Trainer(cfg, echo=lambda *_: None)
         start = time.perf_counter()
         trainer.fit()  # its final evaluation samples with the run's default sampler
         train_s = time.perf_counter() - start
-        for sampler_name, fields in SAMPLERS.items():
+        for sampler_name in a.samplers:
+            fields = SAMPLERS[sampler_name]
             start = time.perf_counter()
             result = trainer._evaluator(trainer.model, sampling=SampleConfig(**fields))
             result.pop("_cells", None)
@@ -86,7 +89,7 @@ def write(rows: list[dict], a, threads: int) -> None:
           f"{r['auc_samples']:.3f}", f"{r['zero_fraction_samples']:.3f}", f"{r['mean_corr_samples']:.3f}",
           f"{r['var_corr_samples']:.3f}", f"{r['gene_corr_error_samples']:.3f}", f"{r['masked_accuracy']:.3f}"]
          for r in rows])
-    write_results("bench_samples", {"results": rows, "load_average": os.getloadavg(), "threads": threads}, table)
+    write_results(a.results, {"results": rows, "load_average": os.getloadavg(), "threads": threads}, table)
 
 
 if __name__ == "__main__":

@@ -62,15 +62,17 @@ def store_cells(store: str, n_genes: int, n_tokens: int, n_cells: int, tokenizer
     return tokens.long(), [str(i) for i in ids]
 
 
-def run_sampler(model: nn.Module, n_cells: int, n_genes: int, steps: int, mask_id: int, seed: int = 0) -> Trajectory:
-    """``scmodel.diffusion.sample`` on ``n_genes`` positions, recording the cells before each step."""
+def run_sampler(model: nn.Module, n_cells: int, n_genes: int, steps: int, mask_id: int, seed: int = 0,
+                schedule: DiffusionConfig | None = None) -> Trajectory:
+    """``scmodel.diffusion.sample`` on ``n_genes`` positions (reveals spaced by the model's
+    ``schedule``), recording the cells before each step."""
     recorder = _Recorder(model).eval()
     kwargs = {}
     n_model = getattr(getattr(model, "cfg", None), "n_genes", None) or getattr(getattr(getattr(model, "cfg", None), "backbone", None), "n_genes", None)
     if "gene_index" in pyinspect.signature(model.forward).parameters and n_model and n_genes < n_model:
         kwargs["gene_index"] = torch.arange(n_genes)
     final = sample(recorder, n_cells=n_cells, n_genes=n_genes, steps=steps, mask_id=mask_id, temperature=1.0,
-                   generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), **kwargs)
+                   generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), schedule=schedule, **kwargs)
     return Trajectory(recorder.states + [final.cpu()], recorder.times + [0.0], mask_id)
 
 
@@ -91,7 +93,7 @@ def diffusion_process(model: nn.Module, diffusion: DiffusionConfig, mask_id: int
     """``cells``: real token rows (from a store); without them, the sampler's own cells are masked."""
     steps = steps or diffusion.timesteps
     genes = cells.shape[1] if cells is not None else sample_genes
-    traj = run_sampler(model, n_cells, genes, steps, mask_id, seed)
+    traj = run_sampler(model, n_cells, genes, steps, mask_id, seed, schedule=diffusion)
     shown_cells = cells if cells is not None else traj.states[-1]
     origin = f"real cells from {source}" if cells is not None else "cells drawn by the sampler (no --store given)"
     fig, axes = plt.subplots(2, 3, figsize=(20, 10))
