@@ -11,6 +11,18 @@ from .graph import nodes
 GROUP_COLORS = ["#3d85c6", "#e69138", "#6aa84f", "#a64d79", "#cc0000", "#674ea7", "#45818e", "#bf9000"]
 
 
+
+def _labelled_bars(ax, labels: list[str], values: list, color, texts: list[str], fontsize: float, room: float) -> None:
+    """Horizontal bars top to bottom in the given order, each with its value written after it."""
+    y = np.arange(len(values))
+    ax.barh(y, values, color=color)
+    ax.set_yticks(y, labels, fontsize=fontsize)
+    ax.invert_yaxis()
+    top = max(list(values) + [1])
+    ax.set_xlim(0, top * room)
+    for i, (v, text) in enumerate(zip(values, texts)):
+        ax.text(v + top * 0.01, i, text, va="center", fontsize=8)
+
 def _group_colors(a: Analysis) -> dict[str, str]:
     return {g: GROUP_COLORS[i % len(GROUP_COLORS)] for i, (g, _) in enumerate(a.parts.groups)}
 
@@ -30,15 +42,9 @@ def parameter_breakdown(a: Analysis, path: str) -> str:
     colors = _group_colors(a)
     fig, (ax_c, ax_g, ax_k) = plt.subplots(1, 3, figsize=(18, max(5.5, 0.36 * len(rows) + 2)),
                                             gridspec_kw={"width_ratios": [2.2, 1.3, 1.3]})
-    y = np.arange(len(rows))
     values = [p for *_, p in rows]
-    ax_c.barh(y, values, color=[colors[g] for g, *_ in rows])
-    ax_c.set_yticks(y, [label for _, label, _, _ in rows], fontsize=9)
-    ax_c.invert_yaxis()
-    top = max(values + [1])
-    ax_c.set_xlim(0, top * 1.35)
-    for i, v in enumerate(values):
-        ax_c.text(v + top * 0.01, i, f"{v:,} ({v / a.parameters:.1%})", va="center", fontsize=8)
+    _labelled_bars(ax_c, [label for _, label, _, _ in rows], values, [colors[g] for g, *_ in rows],
+                   [f"{v:,} ({v / a.parameters:.1%})" for v in values], fontsize=9, room=1.35)
     ax_c.set_xlabel("parameters")
     ax_c.set_title("By component (tree order)", fontsize=11)
     by_group = {}
@@ -88,14 +94,8 @@ def computational_analysis(a: Analysis, path: str) -> str:
     (ax_c, ax_o, ax_g, ax_b), (ax_ag, ax_ab, ax_m, ax_txt) = axes
     drawn = [n for n in nodes(a) if n.call]
     fw = [a.component_flops(n.names)[0] for n in drawn]
-    y = np.arange(len(drawn))
-    ax_c.barh(y, fw, color="#3d85c6")
-    ax_c.set_yticks(y, [n.title for n in drawn], fontsize=8.5)
-    ax_c.invert_yaxis()
-    top = max(fw + [1])
-    ax_c.set_xlim(0, top * 1.3)
-    for i, f in enumerate(fw):
-        ax_c.text(f + top * 0.01, i, f"{human(f)} ({f / max(a.flops.forward, 1):.1%})", va="center", fontsize=8)
+    _labelled_bars(ax_c, [n.title for n in drawn], fw, "#3d85c6",
+                   [f"{human(f)} ({f / max(a.flops.forward, 1):.1%})" for f in fw], fontsize=8.5, room=1.3)
     ax_c.set_xlabel("forward FLOPs (all instances)")
     ax_c.set_title(f"Forward FLOPs by component ({a.batch} x {a.genes:,})", fontsize=10.5)
     ops = sorted(a.flops.by_op.items(), key=lambda kv: -sum(kv[1]))

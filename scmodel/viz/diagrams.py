@@ -162,7 +162,6 @@ def conditioning_pipeline(a: Analysis, path: str) -> str:
     keep = set().union(*side_args.values()) if side_args else set()
     for lbl in list(keep):
         keep |= ancestors(flow, lbl)
-    keep_nodes = [by_label[lbl] for lbl in keep if lbl in by_label]
     depth: dict[str, int] = {}
 
     def level(lbl: str) -> int:
