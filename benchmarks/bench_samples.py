@@ -64,7 +64,7 @@ def main() -> None:
         for sampler_name in a.samplers:
             fields = SAMPLERS[sampler_name]
             start = time.perf_counter()
-            result = trainer._evaluator(trainer.model, sampling=SampleConfig(**fields))
+            result = trainer.evaluate(sampling=SampleConfig(**fields))
             result.pop("_cells", None)
             row = {"training": train_name, "sampler": sampler_name, "train_steps": a.steps, "train_s": train_s,
                    "eval_s": time.perf_counter() - start, "sample": dataclasses.asdict(SampleConfig(**fields)),

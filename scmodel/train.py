@@ -299,7 +299,8 @@ class Trainer:
         collective, so every rank evaluates, on rank 0's held-out cells; rank 0 logs."""
         return self.config.ep_size > 1 or self.rank == 0
 
-    def evaluate(self, with_samples: bool = True) -> dict:
+    def evaluate(self, with_samples: bool = True, sampling=None) -> dict:
+        """The held-out evaluation; ``sampling`` (a ``SampleConfig``) overrides the run's sampler."""
         if self._evaluator is None:
             from .evaluator import HeldOutEvaluator
 
@@ -307,7 +308,7 @@ class Trainer:
                                                self.val_loader.dataset.config, self.tokenizer, self.device)
             if self.config.ep_size > 1:  # every rank evaluates (collectives): on rank 0's cells
                 self._evaluator.share_from(0)
-        result = self._evaluator(self.model, with_samples=with_samples)
+        result = self._evaluator(self.model, with_samples=with_samples, sampling=sampling)
         result["_step"] = self.step
         return result
 
