@@ -15,7 +15,7 @@ import zarr
 
 from .manifest import Manifest, read_manifest
 from .lazyx import DirectX, as_dask, registered, sparse_rows, subset
-from .store import OBS_NUMERIC_COLUMNS, OBS_STRING_COLUMNS, categorical_columns, open_root, read_categories, read_strings
+from .store import OBS_STRING_COLUMNS, categorical_columns, numeric_columns, open_root, read_categories, read_strings
 
 
 class StoreError(ValueError):
@@ -50,7 +50,7 @@ def _obs_columns(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, 
     columns: dict[str, np.ndarray] = {"cell": read_strings(obs["_index"], n) if n else np.array([], dtype=object)}
     for name in OBS_STRING_COLUMNS:
         columns[name] = read_strings(obs[name], n) if n else np.array([], dtype=object)
-    for name in OBS_NUMERIC_COLUMNS:
+    for name in numeric_columns(root):
         columns[name] = np.asarray(obs[name][:n])
     for column in categorical_columns(root):
         lookup = np.asarray(read_categories(root, column, manifest.categories.get(column)) + [""], dtype=object)

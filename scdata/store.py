@@ -121,12 +121,19 @@ def create_store(
     gene_symbols: np.ndarray,
     categorical_columns: list[str],
     layout: StoreLayout,
+    numeric_columns: dict[str, str] | None = None,
+    attrs: dict | None = None,
 ) -> zarr.Group:
-    """An empty store with a fixed gene axis and obs schema (no cells committed)."""
+    """An empty store with a fixed gene axis and obs schema (no cells committed).
+
+    ``numeric_columns`` adds per-cell numeric or boolean obs columns (name -> dtype) after the
+    standard ones (e.g. a perturbation store's ``is_control``); ``attrs`` go into the root's
+    ``sczarr`` attributes (e.g. what kind of store it is)."""
     ensure_replaceable(url)
     root = open_root(url, mode="w")
     n_genes = len(gene_ids)
-    columns = ["barcode", "srx_accession", *OBS_NUMERIC_COLUMNS, *categorical_columns]
+    numeric = {**OBS_NUMERIC_COLUMNS, **(numeric_columns or {})}
+    columns = ["barcode", "srx_accession", *numeric, *categorical_columns]
     root.attrs.update(
         {
             "encoding-type": "anndata",
@@ -136,6 +143,7 @@ def create_store(
                 "layout": asdict(layout),
                 "gene_axis_digest": gene_axis_digest(gene_ids),
                 "n_genes": n_genes,
+                **(attrs or {}),
             },
         }
     )
@@ -150,7 +158,7 @@ def create_store(
     _string_array(obs, "_index", np.array([], dtype=str), layout.obs_chunk, "cell")
     _string_array(obs, "barcode", np.array([], dtype=str), layout.obs_chunk, "cell")
     obs["_index"].attrs.update(STRING_ATTRS)
-    for name, dtype in OBS_NUMERIC_COLUMNS.items():
+    for name, dtype in numeric.items():
         obs.create_array(name, shape=(0,), chunks=(layout.obs_chunk,), dtype=dtype, dimension_names=("cell",), attributes=ARRAY_ATTRS)
     for name in ["srx_accession", *categorical_columns]:
         cat = obs.create_group(name, attributes=CATEGORICAL_ATTRS)
@@ -183,6 +191,13 @@ def categorical_columns(root: zarr.Group) -> list[str]:
     return [c for c in obs.attrs["column-order"] if isinstance(obs.get(c), zarr.Group)]
 
 
+def numeric_columns(root: zarr.Group) -> list[str]:
+    """The per-cell numeric (and boolean) obs columns, standard ones first."""
+    obs = root["obs"]
+    return [c for c in obs.attrs["column-order"]
+            if c not in OBS_STRING_COLUMNS and c != "_index" and isinstance(obs.get(c), zarr.Array)]
+
+
 def read_categories(root: zarr.Group, column: str, n: int | None = None) -> list[str]:
     cats = root[f"obs/{column}/categories"]
     stop = cats.shape[0] if n is None else min(n, cats.shape[0])
@@ -195,7 +210,7 @@ def truncate(root: zarr.Group, n_committed: int, categories: dict[str, int]) -> 
     if x.shape[0] != n_committed:
         x.resize((n_committed, x.shape[1]))
     obs = root["obs"]
-    for name in ["_index", *OBS_STRING_COLUMNS, *OBS_NUMERIC_COLUMNS]:
+    for name in ["_index", *OBS_STRING_COLUMNS, *numeric_columns(root)]:
         if obs[name].shape[0] != n_committed:
             obs[name].resize((n_committed,))
     for column in categorical_columns(root):
@@ -219,7 +234,7 @@ def append_obs(root: zarr.Group, start: int, frame: pd.DataFrame) -> dict[str, i
         arr = obs[name]
         arr.resize((stop,))
         arr[start:stop] = np.asarray(frame[name].astype(str), dtype=str)
-    for name in OBS_NUMERIC_COLUMNS:
+    for name in numeric_columns(root):
         arr = obs[name]
         arr.resize((stop,))
         arr[start:stop] = frame[name].to_numpy(dtype=arr.dtype)
