@@ -1,11 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   synthetic offline bucket -> ingest -> store summary -> HVGs -> short training run + evaluation
+#               -> model visualizations -> perturbation data import -> conditional fine-tune -> prediction
+#               scored with cell-eval
 #   make test   the test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= data/demo
 STAMP  := $(VENV)/.installed
+PRETRAIN_STEPS ?= 200
 
 .PHONY: demo test test-slow bench clean-demo
 
@@ -25,6 +28,17 @@ demo: $(STAMP)
 		--max-steps 400 --eval-every 200
 	$(BIN)/python -m scmodel.viz --config mini-tiny --checkpoint $(DEMO)/run/checkpoint.pt --store $(DEMO)/store.zarr \
 		--out $(DEMO)/viz
+	$(BIN)/python -m scdata vcc demo $(DEMO)/vcc_data --cells 250 350 --controls 1500
+	$(BIN)/python -m scdata vcc import --input $(DEMO)/vcc_data/adata_Training.h5ad --store $(DEMO)/vcc.zarr \
+		--genes-from $(DEMO)/store.zarr --workers 2
+	$(BIN)/python -m scmodel.train --config conditional-tiny --set n_hvgs=512 --store $(DEMO)/store.zarr \
+		--out $(DEMO)/pretrain --max-steps $(PRETRAIN_STEPS) --eval-every $(PRETRAIN_STEPS)
+	$(BIN)/python -m scmodel.train --config finetune-tiny --init-from $(DEMO)/pretrain/checkpoint.pt \
+		--store $(DEMO)/vcc.zarr --out $(DEMO)/finetune
+	$(BIN)/python -m scmodel.predict --checkpoint $(DEMO)/finetune/checkpoint.pt --out $(DEMO)/finetune/prediction
+	$(BIN)/python -m scmodel.evaluate --prediction $(DEMO)/finetune/prediction/prediction.h5ad \
+		--real $(DEMO)/finetune/prediction/real.h5ad --training $(DEMO)/finetune/prediction/training_sample.h5ad \
+		--out $(DEMO)/finetune/cell_eval
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,4 @@
-"""``scdata`` command line: demo-bucket, ingest, hvg, info."""
+"""``scdata`` command line: demo-bucket, ingest, hvg, info, vcc."""
 
 from __future__ import annotations
 
@@ -74,6 +74,14 @@ def _cluster(args):
 
 
 def _hvg(args) -> int:
+    if args.process_vcc:
+        if not args.vcc_data_path:
+            print("scdata hvg: --process-vcc needs --vcc-data-path", file=sys.stderr)
+            return 2
+        import os
+
+        store = args.vcc_store or os.path.join(os.path.dirname(os.path.abspath(args.store)), "vcc.zarr")
+        return _run_vcc_import(_vcc_config(args, store, args.store))
     from .dataset import StoreError
     from .hvg import HVGConfig
     from .hvg_job import HVGJob, run_hvg_job
@@ -88,6 +96,52 @@ def _hvg(args) -> int:
         print(f"scdata hvg: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _vcc_config(args, store: str, genes_from: str | None):
+    from .store import StoreLayout
+    from .vcc import VCCImportConfig
+
+    layout = StoreLayout(**{k: v for k, v in (("chunk_cells", getattr(args, "chunk_cells", None)),) if v})
+    return VCCImportConfig(input=args.vcc_data_path, store=store, genes_from=genes_from,
+                           gene_source=getattr(args, "source", None), control_label=args.control_label,
+                           target_column=args.target_column, guide_column=args.guide_column,
+                           batch_column=args.batch_column, sign=args.sign, layout=layout, cluster=_cluster(args),
+                           hvg_output_dir=args.output_dir)
+
+
+def _run_vcc_import(config) -> int:
+    from .vcc import VCCImportError, import_vcc
+
+    try:
+        import_vcc(config)
+    except (VCCImportError, FileNotFoundError) as exc:
+        print(f"scdata vcc import: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _vcc_import(args) -> int:
+    return _run_vcc_import(_vcc_config(args, args.store, args.genes_from))
+
+
+def _vcc_demo(args) -> int:
+    from .vcc_demo import VCCDemoConfig, write_vcc_demo
+
+    config = VCCDemoConfig(n_genes=args.genes, n_train_perturbations=args.perturbations,
+                           n_validation_perturbations=args.validation_perturbations, seed=args.seed,
+                           cells_per_perturbation=tuple(args.cells), n_control_cells=args.controls)
+    paths = write_vcc_demo(args.dir, config)
+    print(f"Wrote {', '.join(sorted(paths))} into {args.dir}")
+    return 0
+
+
+def _add_vcc_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--control-label", default="non-targeting", help="target_gene value of the control cells")
+    p.add_argument("--target-column", default="target_gene")
+    p.add_argument("--guide-column", default="guide_id")
+    p.add_argument("--batch-column", default="batch")
+    p.add_argument("--sign", type=int, choices=(-1, 1), default=-1, help="-1: knockdown (CRISPRi), +1: activation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +202,36 @@ def build_parser() -> argparse.ArgumentParser:
     hvg.add_argument("--processes", action="store_true",
                      help="run the LocalCluster as worker processes (default: threads of one process, faster here)")
     hvg.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    hvg.add_argument("--process-vcc", action="store_true",
+                     help="import --vcc-data-path onto this store's gene axis and HVGs (the seed's spelling of `scdata vcc import`)")
+    hvg.add_argument("--vcc-data-path", default=None, help="adata_Training.h5ad (path or URL) for --process-vcc")
+    hvg.add_argument("--vcc-store", default=None, help="where --process-vcc writes (default: vcc.zarr beside --store)")
+    _add_vcc_options(hvg)
     hvg.set_defaults(func=_hvg)
+
+    vcc = sub.add_parser("vcc", help="perturbation data (Virtual Cell Challenge): import, synthetic demo files")
+    vcc_sub = vcc.add_subparsers(dest="vcc_command", required=True)
+    imp = vcc_sub.add_parser("import", help="import a perturbation h5ad into a store on a pretraining store's gene axis")
+    imp.add_argument("--input", dest="vcc_data_path", required=True, help="adata_Training.h5ad: path, gs:// or fsspec URL")
+    imp.add_argument("--store", required=True, help="the perturbation store to write (resumes an earlier import)")
+    imp.add_argument("--genes-from", default=None, help="the scBaseCount store the model was pretrained on")
+    imp.add_argument("--source", default=None, help="without --genes-from: a release root whose gene table is the axis")
+    imp.add_argument("--output-dir", default=None, help="where the pretraining store's hvg_info.json is (default: beside it)")
+    imp.add_argument("--chunk-cells", type=int, default=None)
+    imp.add_argument("--workers", type=int, default=None)
+    imp.add_argument("--scheduler", default=None)
+    _add_vcc_options(imp)
+    imp.set_defaults(func=_vcc_import)
+    dem = vcc_sub.add_parser("demo", help="write synthetic challenge files with known effects")
+    dem.add_argument("dir")
+    dem.add_argument("--genes", type=int, default=2000)
+    dem.add_argument("--perturbations", type=int, default=12)
+    dem.add_argument("--validation-perturbations", type=int, default=4)
+    dem.add_argument("--cells", type=int, nargs=2, default=(60, 140), metavar=("MIN", "MAX"),
+                     help="cells per perturbation")
+    dem.add_argument("--controls", type=int, default=600, help="control cells")
+    dem.add_argument("--seed", type=int, default=0)
+    dem.set_defaults(func=_vcc_demo)
 
     info = sub.add_parser("info", help="summary of a store (the seed's config.json fields)")
     info.add_argument("--store", default="data/scRNA/store.zarr")

@@ -30,6 +30,7 @@ from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_times, s
 from .engines import build_engine, check_engine
 from .engines.state import rng_state, set_rng_state
 from .models import MODELS, count_parameters
+from .data.perturbation import PerturbationLoader as PerturbationBatches
 from .tokenize import BinnedTokenizer
 
 
@@ -81,6 +82,10 @@ class TrainConfig:
     the final evaluation always samples."""
     freeze_base: bool = False
     """Perturbation fine-tuning: train only the LoRA adapters and conditioning encoders (MoE model)."""
+    control_set_size: int = 8
+    """Perturbation stores: control cells of the same batch given to the model with each cell."""
+    holdout_targets: tuple[str, ...] = ()
+    """Perturbation stores: whole perturbations held out (besides ``val_fraction`` of every one's cells)."""
     engine: str = "plain"
     """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
     deepspeed_config: str | None = None
@@ -130,7 +135,12 @@ CONFIGS: dict[str, TrainConfig] = {
     "mini-seed": TrainConfig(model="mini", out="runs/mini-seed", diffusion=seed_schedule()),
     "pretrain": TrainConfig(model="conditional", out="runs/pretrain", epochs=50, max_steps=10**9),
     "finetune": TrainConfig(model="conditional", out="runs/finetune", epochs=20, max_steps=10**9, lr=1e-4,
-                            init_from="runs/pretrain/checkpoint.pt"),
+                            init_from="runs/pretrain/checkpoint.pt", val_fraction=0.2),
+    # CPU scale of the perturbation task: pretrain with `--config conditional-tiny --set n_hvgs=512`,
+    # then fine-tune on a perturbation store (`scdata vcc import`) with --init-from.
+    "finetune-tiny": TrainConfig(model="conditional-tiny", out="runs/finetune-tiny", batch_size=32, lr=1e-3,
+                                 warmup_steps=20, log_every=5, eval_every=100, save_every=100, eval_batches=4,
+                                 n_hvgs=512, context_genes=256, n_tokens=16, val_fraction=0.2, max_steps=300),
 }
 
 
@@ -151,7 +161,14 @@ def _setup_distributed(engine: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def is_perturbation_store(store: str) -> bool:
+    from scdata.store import open_root
+
+    return open_root(store).attrs.asdict().get("sczarr", {}).get("kind") == "perturbation"
+
+
 def _loaders(config: TrainConfig, tokenizer):
+    """Training and held-out loaders; on a perturbation store the training batches carry conditioning."""
     from scdata.hvg_io import open_hvg_matrix
 
     from .data import LoaderConfig, StoreDataLoader, StoreDataset
@@ -161,15 +178,30 @@ def _loaders(config: TrainConfig, tokenizer):
         n_hvgs = min(n_hvgs, len(open_hvg_matrix(config.store)[1]))
     common = dict(store=config.store, features="hvg", n_hvgs=n_hvgs, batch_size=config.batch_size, seed=config.seed,
                   tokenizer=tokenizer, val_fraction=config.val_fraction, drop_last=True, token_dtype="compact")
-    train = StoreDataLoader(StoreDataset(LoaderConfig(split="train", **common)), num_workers=config.num_workers)
-    val = StoreDataLoader(StoreDataset(LoaderConfig(split="val", shuffle=False, **{**common, "drop_last": False})))
-    return train, val
+    if not is_perturbation_store(config.store):
+        train = StoreDataLoader(StoreDataset(LoaderConfig(split="train", **common)), num_workers=config.num_workers)
+        val = StoreDataLoader(StoreDataset(LoaderConfig(split="val", shuffle=False, **{**common, "drop_last": False})))
+        return train, val
+    from scdata.vcc_effects import perturbation_obs
+
+    from .data.perturbation import Conditioning, PerturbationLoader, split_cells
+
+    if not config.model.startswith(("conditional", "moe")):
+        raise ValueError(f"{config.store} is a perturbation store: fine-tune a conditional or MoE model on it, not {config.model!r}")
+    split = split_cells(perturbation_obs(config.store), config.val_fraction, config.seed, config.holdout_targets)
+    conditioning = Conditioning(config.store, split.train, n_hvgs, config.control_set_size, config.seed,
+                                effect_rows=split.train)
+    train = StoreDataLoader(StoreDataset(LoaderConfig(rows=split.train, **common)), num_workers=config.num_workers)
+    val = StoreDataLoader(StoreDataset(LoaderConfig(rows=split.val, shuffle=False, **{**common, "drop_last": False})))
+    return PerturbationLoader(train, conditioning, config.seed), val
 
 
 def config_from_dict(data: dict) -> TrainConfig:
     """The ``TrainConfig`` saved in a checkpoint (as plain data, so that it loads without pickle)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in data.items() if k in known}
+    if isinstance(values.get("holdout_targets"), list):
+        values["holdout_targets"] = tuple(values["holdout_targets"])
     if isinstance(values.get("diffusion"), dict):
         values["diffusion"] = DiffusionConfig(**values["diffusion"])
     return TrainConfig(**values)
@@ -182,11 +214,11 @@ class Trainer:
         self.config = config
         self.echo = echo
         check_engine(config, int(os.environ.get("WORLD_SIZE", 1)))  # configuration errors before any compute
-        if config.freeze_base:
+        if config.freeze_base and not is_perturbation_store(config.store):
             raise ValueError("freeze_base trains only the perturbation adapters, which need batches labelled with "
                              "perturbations (target gene, sign, log2FC, control cells); the store loader's batches carry "
-                             "none, so the adapters would get no gradient. Fine-tune through the engine API with "
-                             "perturbation batches (tests/test_moe.py shows how).")
+                             "none, so the adapters would get no gradient. Fine-tune on a perturbation store "
+                             "(`scdata vcc import`), whose batches carry them.")
         self.rank, self.world, self.device = _setup_distributed(config.engine)
         torch.manual_seed(config.seed)
         self.tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
@@ -199,6 +231,7 @@ class Trainer:
         self.engine = build_engine(config, model, self.world, self.device, config.out)
         self.model = self.engine.module
         if config.init_from:
+            _check_init_from(config)
             self.engine.load_weights(config.init_from)
         self.last_aux: float | None = None
         self.step = 0
@@ -245,9 +278,10 @@ class Trainer:
     # ---- training ----------------------------------------------------------------------------
 
     def _batches(self):
+        """Token batches, or ``(tokens, conditioning)`` on a perturbation store."""
         while True:
-            for tokens, _ in self.train_loader:
-                yield tokens
+            for tokens, extra in self.train_loader:
+                yield (tokens, extra) if isinstance(self.train_loader, PerturbationBatches) else tokens
             self.epoch += 1
             if self.config.epochs is not None and self.epoch >= self.config.epochs:
                 return
@@ -256,7 +290,9 @@ class Trainer:
     def train_step(self, micro_batches: list[torch.Tensor]) -> float:
         cfg = self.config
         total, aux_total = 0.0, None
-        for i, tokens in enumerate(micro_batches):
+        for i, batch in enumerate(micro_batches):
+            tokens, conditioning = batch if isinstance(batch, tuple) else (batch, {})
+            conditioning = {k: v.to(self.device, non_blocking=True) for k, v in conditioning.items()}
             tokens = tokens.to(self.device, non_blocking=True).long()  # compact (uint8) on the wire
             gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + self.step * 131 + i + 7919 * self.rank)
             gene_index = None
@@ -268,7 +304,7 @@ class Trainer:
             noisy, mask = corrupt(tokens.cpu(), t.cpu(), cfg.diffusion, self.mask_id, gen)
             noisy, mask = noisy.to(self.device), mask.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.engine.forward(noisy, t, gene_index=gene_index)
+                logits = self.engine.forward(noisy, t, gene_index=gene_index, **conditioning)
             loss = diffusion_loss(logits, tokens, mask, t, cfg.diffusion) / len(micro_batches)
             aux = getattr(self.model, "aux_loss", None)  # MoE routers' load-balancing loss of this forward
             if aux is not None:
@@ -335,12 +371,12 @@ class Trainer:
             t0 = time.perf_counter()
             loss = self.train_step(micro)
             compute = time.perf_counter() - t0
-            cells = sum(m.shape[0] for m in micro) * self.world
+            cells = sum(_tokens(m).shape[0] for m in micro) * self.world
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == 1:
                 extra = {} if self.last_aux is None else {"aux_loss": self.last_aux}
                 self._log({"step": self.step, "epoch": self.epoch, "loss": loss, **extra, "lr": self.engine.lr,
-                           "cells_per_s": cells / (wait + compute), "tokens_per_s": cells * micro[0].shape[1] / (wait + compute),
+                           "cells_per_s": cells / (wait + compute), "tokens_per_s": cells * _tokens(micro[0]).shape[1] / (wait + compute),
                            "data_wait_fraction": wait / (wait + compute), "elapsed_s": time.perf_counter() - t_start})
                 bar.set_postfix(loss=f"{loss:.3f}")
             if self.step % cfg.eval_every == 0 and self._evaluates_here():
@@ -368,6 +404,25 @@ class Trainer:
     def close(self) -> None:
         if self.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _tokens(batch) -> torch.Tensor:
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def _check_init_from(config: TrainConfig) -> None:
+    """A clear error when the checkpoint to fine-tune from has another shape than this run."""
+    from .engines.state import safe_load
+
+    if not os.path.isfile(config.init_from):
+        if not os.path.isdir(config.init_from):
+            raise FileNotFoundError(f"init_from {config.init_from}: no such checkpoint")
+        return  # a DeepSpeed checkpoint directory: its engine checks the shapes
+    saved = safe_load(config.init_from).get("config") or {}
+    for name in ("model", "n_tokens", "n_hvgs"):
+        if name in saved and saved[name] != getattr(config, name):
+            raise ValueError(f"init_from {config.init_from} was trained with {name}={saved[name]!r}, this run has "
+                             f"{getattr(config, name)!r}: set the same (--set {name}=...)")
 
 
 def summary_line(step: int, result: dict) -> str:
@@ -419,6 +474,8 @@ def _coerce(value: str, current):
         return None
     if isinstance(current, bool):
         return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, tuple):
+        return tuple(v for v in value.split(",") if v)
     if isinstance(current, int) and not isinstance(current, bool):
         return int(value)
     if isinstance(current, float):
@@ -436,7 +493,8 @@ def build_config(args) -> TrainConfig:
     config = CONFIGS[args.config]
     overrides = {k: v for k, v in (("store", args.store), ("out", args.out), ("max_steps", args.max_steps),
                                    ("batch_size", args.batch_size), ("lr", args.lr), ("num_workers", args.num_workers),
-                                   ("seed", args.seed), ("eval_every", args.eval_every), ("save_every", args.save_every))
+                                   ("seed", args.seed), ("eval_every", args.eval_every), ("save_every", args.save_every),
+                                   ("init_from", args.init_from))
                  if v is not None}
     for item in args.set or ():
         key, value = item.split("=", 1)
@@ -463,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--save-every", type=int)
+    p.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any TrainConfig field (diffusion.X too)")
     p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's; LOCAL_RANK is read

@@ -54,6 +54,8 @@ class LoaderConfig:
     obs_filters: dict = field(default_factory=dict)
     split: str | None = None
     """"train" / "val": a seeded split by experiment (``val_fraction`` of them for validation)."""
+    rows: np.ndarray | None = field(default=None, compare=False)
+    """Only these global rows (e.g. a perturbation store's per-cell split), with the other filters."""
     val_fraction: float = 0.1
     metadata: tuple[str, ...] = ("cell_id", "srx_accession", "umi_count")
     token_dtype: str = "int64"
@@ -118,6 +120,8 @@ class StoreDataset(IterableDataset):
             chosen = set(chosen)
             experiments = chosen if experiments is None else [e for e in experiments if e in chosen]
         self.rows = selected_rows(root, manifest, experiments, config.obs_filters)
+        if config.rows is not None:
+            self.rows = np.intersect1d(self.rows, np.asarray(config.rows, dtype=np.int64))
         self.n_committed = manifest.n_committed
         self.feature_ids, self.columns = self._features(root)
 

@@ -6,6 +6,11 @@ multi-query self-attention plus cross-attention to conditioning tokens from
 * a control-set encoder: a set transformer over a set of control cells' expression (self-
   attention blocks, then pooling by attention into ``n_control_tokens`` tokens).
 
+When the target is one of the modelled genes (``target_column``: its column among them), its
+token also carries a learned "perturbed" embedding for the sign, scaled with the log2 fold change,
+like scGPT's perturbation flags: the model need not discover through cross-attention alone which
+of its positions a target gene is.
+
 Without conditioning inputs the model uses learned "none" tokens, so it also runs unconditionally.
 """
 
@@ -76,6 +81,9 @@ class ConditionalDiffusionModel(nn.Module):
         self.backbone = Backbone(b, cross_attention=True)
         self.perturbation = PerturbationEncoder(cfg.gene_vocab, b.dim)
         self.control = ControlSetEncoder(b.n_genes, b.dim, b.n_heads, cfg.n_control_tokens, cfg.control_layers)
+        self.target_flag = nn.Embedding(3, b.dim)  # by sign + 1
+        self.target_scale = nn.Parameter(torch.zeros(b.dim))
+        nn.init.normal_(self.target_flag.weight, std=0.02)
 
     def context(self, batch: int, device, target_gene=None, sign=None, log2fc=None, control=None) -> torch.Tensor:
         if target_gene is None:
@@ -84,7 +92,19 @@ class ConditionalDiffusionModel(nn.Module):
         log2fc = torch.zeros(batch, device=device) if log2fc is None else log2fc
         return torch.cat([self.perturbation(target_gene, sign, log2fc), self.control(control, batch)], dim=1)
 
+    def target_bias(self, tokens, gene_index, target_column, sign, log2fc) -> torch.Tensor | None:
+        """(B, L, D): the flag on the target's own token, zero elsewhere (None: no target modelled)."""
+        if target_column is None or not bool((target_column >= 0).any()):
+            return None
+        positions = self.backbone.positions(tokens, gene_index)
+        hit = (positions.unsqueeze(0) == target_column.unsqueeze(1)).to(self.target_scale.dtype)  # (B, L)
+        sign = torch.zeros_like(target_column) if sign is None else sign.long()
+        fc = torch.zeros(tokens.shape[0], device=tokens.device) if log2fc is None else log2fc.float()
+        flag = self.target_flag(sign + 1) + fc.unsqueeze(1) * self.target_scale  # (B, D)
+        return hit.unsqueeze(-1) * flag.unsqueeze(1)
+
     def forward(self, tokens: torch.Tensor, t: torch.Tensor, target_gene=None, sign=None, log2fc=None,
-                control=None, gene_index: torch.Tensor | None = None) -> torch.Tensor:
+                control=None, gene_index: torch.Tensor | None = None, target_column=None) -> torch.Tensor:
         context = self.context(tokens.shape[0], tokens.device, target_gene, sign, log2fc, control)
-        return self.backbone(tokens, t, context, gene_index=gene_index)
+        bias = self.target_bias(tokens, gene_index, target_column, sign, log2fc)
+        return self.backbone(tokens, t, context, gene_index=gene_index, position_bias=bias)

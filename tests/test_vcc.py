@@ -1,0 +1,234 @@
+"""Perturbation data end to end: import into a store (counts equal the source's, crash-safe,
+clear errors), conditioning batches, fine-tuning, a prediction in the challenge's format that
+cell-eval accepts."""
+
+import json
+import os
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import scdata
+from scdata.demo import DemoConfig, _biology
+from scdata.manifest import Manifest, write_manifest
+from scdata.store import StoreLayout, create_store, open_root
+from scdata.vcc import VCCImportConfig, VCCImportError, import_vcc
+from scdata.vcc_demo import CONTROL, VCCDemoConfig, write_vcc_demo
+
+LAYOUT = StoreLayout(chunk_cells=128, chunk_genes=1024)
+CLUSTER = scdata.ClusterConfig(workers=1, dashboard=False)
+N_HVGS = 256
+
+
+@pytest.fixture(scope="module")
+def vcc_files(tmp_path_factory):
+    config = VCCDemoConfig(n_genes=600, n_train_perturbations=5, n_validation_perturbations=2, program_genes=20,
+                           n_control_cells=300, cells_per_perturbation=(80, 120))
+    return write_vcc_demo(str(tmp_path_factory.mktemp("vcc_files")), config)
+
+
+@pytest.fixture(scope="module")
+def axis_store(tmp_path_factory, vcc_files):
+    """A pretraining store's gene axis (the demo bucket's 36,601 genes, no cells) and its
+    hvg_info.json: the HVGs are 256 axis genes, most of them genes of the perturbation file."""
+    directory = tmp_path_factory.mktemp("pretrain")
+    path = str(directory / "store.zarr")
+    biology = _biology(DemoConfig())
+    create_store(path, biology.gene_ids, biology.symbols, [], LAYOUT)
+    write_manifest(path, Manifest(n_genes=len(biology.gene_ids)))
+    source = ad.read_h5ad(vcc_files["adata_Training.h5ad"], backed="r")
+    in_file = np.flatnonzero(np.isin(biology.symbols, source.var_names.to_numpy()))
+    rng = np.random.default_rng(0)
+    hvgs = np.concatenate([rng.choice(in_file, size=N_HVGS - 16, replace=False),
+                           rng.choice(np.setdiff1d(np.arange(len(biology.gene_ids)), in_file), size=16, replace=False)])
+    with open(directory / "hvg_info.json", "w") as f:
+        json.dump({"hvg_indices": [int(i) for i in hvgs], "flavor": "seurat_v3"}, f)
+    return path
+
+
+def _import(vcc_files, axis_store, store, **overrides):
+    config = VCCImportConfig(input=vcc_files["adata_Training.h5ad"], store=store, genes_from=axis_store, layout=LAYOUT,
+                             cluster=CLUSTER, block_chunks=2, **overrides)
+    return import_vcc(config, echo=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def vcc_store(tmp_path_factory, vcc_files, axis_store):
+    path = str(tmp_path_factory.mktemp("vcc_store") / "vcc.zarr")
+    _import(vcc_files, axis_store, path)
+    return path
+
+
+def test_imported_counts_equal_the_source(vcc_files, axis_store, vcc_store):
+    source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])
+    biology = _biology(DemoConfig())
+    columns = {s: i for i, s in enumerate(biology.symbols)}
+    positions = np.asarray([columns[s] for s in source.var_names])
+    expected = sp.csr_matrix((source.X.data, positions[source.X.indices], source.X.indptr),
+                             shape=(source.n_obs, len(biology.gene_ids)))
+    stored = ad.read_zarr(vcc_store)  # the scverse reader sees a complete AnnData
+    assert stored.n_obs == source.n_obs
+    assert (sp.csr_matrix(stored.X) != expected.astype(np.int16)).nnz == 0  # cells keep the file's order
+    obs = stored.obs
+    assert (obs["target_gene"].astype(str).to_numpy() == source.obs["target_gene"].astype(str).to_numpy()).all()
+    assert (obs["guide_id"].astype(str).to_numpy() == source.obs["guide_id"].astype(str).to_numpy()).all()
+    assert (obs["batch"].astype(str).to_numpy() == source.obs["batch"].astype(str).to_numpy()).all()
+    assert (obs["is_control"].to_numpy() == (source.obs["target_gene"] == CONTROL).to_numpy()).all()
+    targets = source.obs["target_gene"].astype(str).to_numpy()
+    want = np.asarray([-1 if t == CONTROL else columns[t] for t in targets])
+    assert (obs["target_gene_index"].to_numpy() == want).all()
+    root = open_root(vcc_store)
+    assert root.attrs["sczarr"]["kind"] == "perturbation" and root.attrs["sczarr"]["values"] == "counts"
+    assert [str(s) for s in root["uns/perturbation/source_genes"][:]] == source.var_names.tolist()
+
+
+def test_hvg_matrix_and_gene_name_to_hvg_idx(vcc_files, axis_store, vcc_store):
+    info = json.load(open(os.path.join(os.path.dirname(axis_store), "hvg_info.json")))
+    hvgs = np.asarray(info["hvg_indices"])
+    mapping = info["gene_name_to_hvg_idx"]
+    biology = _biology(DemoConfig())
+    assert len(mapping) == N_HVGS - 16  # the file's genes among the HVGs
+    for name, k in list(mapping.items())[:20]:
+        assert biology.symbols[hvgs[k]] == name
+    x_hvg = open_root(vcc_store)["obsm/X_hvg"][:]
+    x = open_root(vcc_store)["X"].get_orthogonal_selection((slice(None), hvgs))
+    assert np.array_equal(x_hvg, x)
+
+
+def test_a_killed_import_resumes_to_the_same_store(vcc_files, axis_store, vcc_store, tmp_path, monkeypatch):
+    import scdata.vcc as vcc
+
+    path = str(tmp_path / "crashed.zarr")
+    commits = {"n": 0}
+    original = vcc._commit
+
+    def dies_after_two(*args, **kwargs):
+        if commits["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        commits["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vcc, "_commit", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _import(vcc_files, axis_store, path)
+    monkeypatch.setattr(vcc, "_commit", original)
+    report = _import(vcc_files, axis_store, path)
+    assert report.blocks_added >= 1
+    a, b = open_root(path), open_root(vcc_store)
+    assert np.array_equal(a["X"][:], b["X"][:])
+    for name in ("_index", "is_control", "target_gene_index", "total_counts", "target_gene/codes", "batch/codes"):
+        assert np.array_equal(a[f"obs/{name}"][:], b[f"obs/{name}"][:]), name
+
+
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no_target", "no 'target_gene' column"),
+    ("no_control", "no control cells"),
+    ("fractional", "non-integer values"),
+])
+def test_bad_input_gets_a_clear_error(vcc_files, axis_store, tmp_path, damage, message):
+    source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])
+    if damage == "no_target":
+        source.obs = source.obs.rename(columns={"target_gene": "perturbation"})
+    elif damage == "no_control":
+        source.obs["target_gene"] = source.obs["target_gene"].astype(str).replace(CONTROL, "control")
+    else:
+        source.X = source.X.copy()
+        source.X.data[5] += 0.5
+    path = str(tmp_path / f"{damage}.h5ad")
+    source.write_h5ad(path)
+    store = str(tmp_path / "bad.zarr")
+    with pytest.raises(VCCImportError, match=message) as info:
+        import_vcc(VCCImportConfig(input=path, store=store, genes_from=axis_store, layout=LAYOUT, cluster=CLUSTER),
+                   echo=lambda *_: None)
+    assert path in str(info.value)
+    if damage == "no_control":  # the other spelling is accepted when named
+        import_vcc(VCCImportConfig(input=path, store=store, genes_from=axis_store, layout=LAYOUT, cluster=CLUSTER,
+                                   control_label="control"), echo=lambda *_: None)
+        assert open_root(store)["obs/is_control"][:].sum() == (source.obs["target_gene"] == "control").sum()
+
+
+def test_target_effects_recover_the_knockdown(vcc_store):
+    from scdata.vcc_effects import target_effects, target_log2fc
+
+    effects = target_effects(vcc_store)
+    fc = target_log2fc(effects)
+    assert len(fc) == 5
+    assert all(-3.6 < v < -1.9 for v in fc.values())  # the generator keeps 15% of a target: log2 0.15 = -2.7
+
+
+def test_conditioning_batches(vcc_store):
+    import torch
+
+    from scdata.vcc_effects import perturbation_obs
+    from scmodel.data import LoaderConfig, StoreDataLoader, StoreDataset
+    from scmodel.data.perturbation import Conditioning, PerturbationLoader, split_cells
+
+    obs = perturbation_obs(vcc_store)
+    split = split_cells(obs, 0.2, 0)
+    assert not set(split.train) & set(split.val) and len(split.train) + len(split.val) == len(obs)
+    for target, rows in obs.groupby("target_gene").indices.items():  # every perturbation on both sides
+        assert np.isin(rows, split.val).any() and np.isin(rows, split.train).any(), target
+    held = split_cells(obs, 0.2, 0, holdout_targets=[obs["target_gene"][obs["target_gene"] != CONTROL].iloc[0]])
+    assert len(held.val) > len(split.val)
+    conditioning = Conditioning(vcc_store, split.train, N_HVGS, set_size=4, effect_rows=split.train)
+    loader = PerturbationLoader(StoreDataLoader(StoreDataset(LoaderConfig(
+        store=vcc_store, n_hvgs=N_HVGS, batch_size=32, rows=split.train, drop_last=False))), conditioning)
+    seen = []
+    control_batches = obs["batch"].to_numpy()[np.sort(split.train[obs["is_control"].to_numpy()[split.train]])]
+    for x, cond in loader:
+        assert cond["control"].shape == (x.shape[0], 4, N_HVGS) and cond["target_gene"].dtype == torch.int64
+        seen.append(len(x))
+        is_control = cond["target_gene"] < 0
+        assert (cond["sign"][is_control] == 0).all() and (cond["sign"][~is_control] == -1).all()
+        assert (cond["log2fc"][~is_control] < -1).all() and (cond["log2fc"][is_control] == 0).all()
+    assert sum(seen) == len(split.train)  # every training cell once
+    # a control set is drawn from training controls of the cell's own batch
+    c = conditioning.for_targets([CONTROL], ["batch02"], np.random.default_rng(0))
+    pool = conditioning.control_values[conditioning.pools["batch02"]]
+    for member in c["control"][0].numpy():
+        assert (pool == member).all(1).any()
+
+
+def test_finetune_predict_and_cell_eval(vcc_files, vcc_store, tmp_path):
+    """A short fine-tune, a prediction in the challenge's format, and cell-eval's scores of it."""
+    from scmodel.perturbation_eval import CellEvalConfig, run_cell_eval
+    from scmodel.predict import PredictConfig, run_prediction
+    from dataclasses import replace
+
+    from scmodel.train import CONFIGS, Trainer
+
+    config = replace(CONFIGS["finetune-tiny"], store=vcc_store, out=str(tmp_path / "ft"), max_steps=12, eval_every=12,
+                     save_every=12, n_hvgs=N_HVGS, context_genes=128, sample_steps=4, eval_batches=1)
+    trainer = Trainer(config, echo=lambda *_: None)
+    trainer.fit()
+    trainer.close()
+    names = pd.read_csv(vcc_files["gene_names.csv"], header=None)[0].tolist()
+    counts = pd.read_csv(vcc_files["pert_counts_Validation.csv"])
+    # the challenge's validation perturbations are genes the store has no cells of: placed by symbol
+    paths = run_prediction(PredictConfig(checkpoint=str(tmp_path / "ft" / "checkpoint.pt"), genes=vcc_files["gene_names.csv"],
+                                         pert_counts=vcc_files["pert_counts_Validation.csv"], out=str(tmp_path / "val"),
+                                         generate=8, sample_steps=4), echo=lambda *_: None)
+    pred = ad.read_h5ad(paths["prediction"])
+    assert pred.var_names.tolist() == names
+    per_target = pred.obs["target_gene"].astype(str).value_counts()
+    for row in counts.itertuples():
+        assert per_target[row.target_gene] == row.n_cells
+    assert np.array_equal(pred.X.data, np.round(pred.X.data)) and pred.X.data.min() >= 0  # counts
+    controls = pred[pred.obs["target_gene"] == CONTROL]
+    assert controls.n_obs > 0 and pred.uns["sczarr_prediction"]["controls"] == "real held-out cells"
+    source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])  # the controls are the file's own cells
+    real = {r.tobytes() for r in source[source.obs["target_gene"] == CONTROL].X.toarray().astype(np.float32)}
+    assert all(r.tobytes() in real for r in controls.X.toarray().astype(np.float32))
+    # held-out cells of seen perturbations: prediction, real cells and cell-eval's scores
+    held = run_prediction(PredictConfig(checkpoint=str(tmp_path / "ft" / "checkpoint.pt"), out=str(tmp_path / "held"),
+                                        generate=8, sample_steps=4), echo=lambda *_: None)
+    summary = run_cell_eval(CellEvalConfig(prediction=held["prediction"], real=held["real"], training=held["training"],
+                                           out=str(tmp_path / "ce")), echo=lambda *_: None)
+    metrics = {m["metric"] for m in summary["metrics"]}
+    assert {"overlap_at_N", "mae", "discrimination_score_l1"} <= metrics
+    assert np.isfinite(summary["avg_score"])
