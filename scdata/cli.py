@@ -41,6 +41,7 @@ def _ingest(args) -> int:
         scratch_dir=args.scratch_dir,
         layout=StoreLayout(**layout_kwargs),
         on_error=args.on_error,
+        retry_rejected=args.retry_rejected,
         progress=not args.no_progress,
     )
     try:
@@ -180,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--chunk-genes", type=int, default=None, help="genes per chunk of a new store")
     ing.add_argument("--on-error", choices=("skip", "raise"), default="skip",
                      help="a bad experiment is recorded as rejected (skip) or stops the run (raise)")
+    ing.add_argument("--retry-rejected", action="store_true",
+                     help="also retry experiments rejected for their content (I/O rejections are retried by every run)")
     ing.add_argument("--no-progress", action="store_true")
     ing.set_defaults(func=_ingest)
 

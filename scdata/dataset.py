@@ -127,7 +127,8 @@ def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
 
     ``cells``/``genes`` take anything ``Dataset.isel`` (integers, slices, boolean masks) or, as
     lists of strings, ``Dataset.sel`` accepts. For the whole store without a copy through
-    xarray, ``anndata.read_zarr(store)`` reads the layout directly (when no ingest is running).
+    xarray, ``anndata.read_zarr(store)`` reads the layout directly (during an ingest it sees committed
+    rows only, but can meet two commits, X at one and obs at the next, and fail; this cannot).
     """
     import anndata as ad
 

@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .counts import CountRepairs, CountsError, StoredCounts, StoredCountsBuilder, gene_column_map, to_store_counts
+from .manifest import CONTENT, IO, REJECTION_KINDS
 
 ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 BLOCK_NNZ = 1 << 21
@@ -28,14 +29,19 @@ CELL_ANNOTATION_COLUMNS = ("cell_type", "cell_ontology_term_id")
 
 
 class ExperimentError(ValueError):
-    """An experiment cannot be stored; the message names the experiment, its file and the fault."""
+    """An experiment cannot be stored; the message names the experiment, its file and the fault.
 
-    def __init__(self, accession: str, url: str, problem: str):
-        self.accession, self.url, self.problem = accession, url, problem
+    ``kind`` is decided where the fault is found, the only place that knows it: ``IO`` (the file
+    could not be read; a rerun tries again) or ``CONTENT`` (its data break the store's rules)."""
+
+    def __init__(self, accession: str, url: str, problem: str, kind: str = CONTENT):
+        if kind not in REJECTION_KINDS:
+            raise ValueError(f"rejection kind must be one of {REJECTION_KINDS}, got {kind!r}")
+        self.accession, self.url, self.problem, self.kind = accession, url, problem, kind
         super().__init__(f"experiment {accession} ({url}): {problem}")
 
     def __reduce__(self):  # keep the fields across Dask's pickling
-        return (type(self), (self.accession, self.url, self.problem))
+        return (type(self), (self.accession, self.url, self.problem, self.kind))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +76,12 @@ def _open(path: str, accession: str, url: str) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        raise ExperimentError(accession, url, f"not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+        raise ExperimentError(accession, url, f"not a readable HDF5 file (truncated or corrupt?): {exc}", IO) from exc
 
 
 def _require(f: h5py.File, name: str, accession: str, url: str):
     if name not in f:
-        raise ExperimentError(accession, url, f"missing object {name!r} (an h5ad needs X, obs and var)")
+        raise ExperimentError(accession, url, f"missing object {name!r} (an h5ad needs X, obs and var)", IO)
     return f[name]
 
 
@@ -85,7 +91,7 @@ def _read_elem(node, accession: str, url: str):
     try:
         return read_elem(node)
     except Exception as exc:  # h5py/anndata raise many types for damaged datasets
-        raise ExperimentError(accession, url, f"cannot read {node.name!r}: {exc}") from exc
+        raise ExperimentError(accession, url, f"cannot read {node.name!r}: {exc}", IO) from exc
 
 
 def frame_column(frame: h5py.Group, name: str | None, accession: str, url: str) -> np.ndarray:
@@ -100,7 +106,7 @@ def frame_column(frame: h5py.Group, name: str | None, accession: str, url: str) 
     key = frame.attrs.get("_index", "_index") if name is None else name
     if key not in frame:
         what = "index" if name is None else f"column {name!r}"
-        raise ExperimentError(accession, url, f"{frame.name} has no {what} ({key!r})")
+        raise ExperimentError(accession, url, f"{frame.name} has no {what} ({key!r})", IO)
     node = frame[key]
     kind = node.attrs.get("encoding-type")
     try:
@@ -115,7 +121,7 @@ def frame_column(frame: h5py.Group, name: str | None, accession: str, url: str) 
     except ExperimentError:
         raise
     except Exception as exc:  # h5py raises many types for damaged datasets
-        raise ExperimentError(accession, url, f"cannot read {node.name!r}: {exc}") from exc
+        raise ExperimentError(accession, url, f"cannot read {node.name!r}: {exc}", IO) from exc
     return np.asarray(pd.Series(_read_elem(node, accession, url)).astype(str), dtype=object)
 
 
@@ -190,7 +196,7 @@ def _csr_counts_in_blocks(node: h5py.Group, n_obs: int, genes: GeneTable, column
         data, indices = node["data"], node["indices"]
         indptr = np.asarray(node["indptr"][:], dtype=np.int64)
     except Exception as exc:  # h5py raises many types for damaged groups
-        raise ExperimentError(accession, url, f"cannot read 'X': {exc}") from exc
+        raise ExperimentError(accession, url, f"cannot read 'X': {exc}", IO) from exc
     _check_shape(shape, n_obs, genes, accession, url)
     if len(indptr) != shape[0] + 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] > data.shape[0]:
         raise ExperimentError(accession, url, f"X's CSR index pointer is inconsistent with its {data.shape[0]} values")
@@ -203,7 +209,7 @@ def _csr_counts_in_blocks(node: h5py.Group, n_obs: int, genes: GeneTable, column
         try:
             block = sp.csr_matrix((data[lo:hi], indices[lo:hi], indptr[start : stop + 1] - lo), shape=(stop - start, shape[1]))
         except Exception as exc:
-            raise ExperimentError(accession, url, f"cannot read 'X' rows {start}-{stop}: {exc}") from exc
+            raise ExperimentError(accession, url, f"cannot read 'X' rows {start}-{stop}: {exc}", IO) from exc
         counts.add(_convert(block, column_map, n_axis_genes, accession, url))
         start = stop
     return counts.build()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .dataset import _committed
+from .manifest import rejection_kind
 from .store import layout_of, store_nbytes
 
 
@@ -63,5 +64,5 @@ def format_info(info: dict) -> str:
     if info["bytes_per_cell"]:
         lines.append(f"bytes per cell:   {info['bytes_per_cell']:,.0f}")
     for r in info["rejected"]:
-        lines.append(f"rejected:         {r['accession']}: {r['reason']}")
+        lines.append(f"rejected:         {r['accession']} ({rejection_kind(r)}): {r['reason']}")
     return "\n".join(lines)

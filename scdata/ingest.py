@@ -6,10 +6,16 @@ Per round of ``batch_size`` experiments:
    result stays in the worker's memory;
 2. the driver plans chunk-aligned writes from the experiments' row counts (``plan``): each
    experiment writes the chunks it fills alone, one seam task writes each shared chunk;
-3. the driver appends the round's obs rows and replaces the manifest: the commit.
+3. the driver writes the round's obs rows, grows X's and obs' shapes over the new rows and
+   replaces the manifest: the commit.
 
-A killed run leaves at most scratch rows past ``n_committed``; the rerun truncates them and
-redoes the round, so the store is identical to an uninterrupted run.
+Rows are written past the committed shape and the shapes grow only in the commit, so a reader of
+any array sees committed rows only. A killed run leaves at most scratch past ``n_committed``; the
+rerun truncates it and redoes the round, so the store is identical to an uninterrupted run.
+
+Rejected experiments are replaced by the next ones in the seeded order (top-ups) until the cell
+budget is met. A rerun tries I/O rejections again (a repaired file is committed, after the rows
+already there); content rejections stay out unless ``retry_rejected``.
 """
 
 from __future__ import annotations
@@ -26,16 +32,17 @@ import pandas as pd
 from . import remote
 from .cluster import ClusterConfig, dask_client
 from .h5ad import ExperimentError
-from .manifest import Manifest, read_manifest, write_manifest
+from .manifest import Manifest, read_manifest, rejection_kind, write_manifest
 from .plan import COMMITTED, plan_round, split_rounds
 from .source import (
     CELL_METADATA_COLUMNS,
     Experiment,
     SourceConfig,
     read_sample_metadata,
-    select_experiments,
+    seeded_order,
+    take_budget,
 )
-from .store import StoreLayout, append_obs, create_store, gene_axis_digest, open_root, truncate
+from .store import StoreLayout, create_store, gene_axis_digest, grow_rows, open_root, truncate, write_obs_rows
 from .tasks import gene_table_task, load_task, rows_task, summarize_task, write_own_task, write_seam_task
 
 log = logging.getLogger(__name__)
@@ -64,6 +71,9 @@ class IngestConfig:
     layout: StoreLayout = field(default_factory=StoreLayout)
     on_error: str = "skip"
     """'skip': record a bad experiment as rejected and go on; 'raise': stop at it."""
+    retry_rejected: bool = False
+    """Also try again experiments rejected for their content (negative counts, foreign gene IDs…);
+    experiments rejected for I/O faults are tried again by every run."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -93,6 +103,8 @@ class IngestReport:
     added: list[str]
     rejected: list[dict]
     skipped: list[str]
+    top_ups: list[str] = field(default_factory=list)
+    """Committed this run past the budget's seeded selection, in place of rejected experiments."""
 
 
 class IngestError(RuntimeError):
@@ -193,7 +205,8 @@ def _collect(config: IngestConfig, manifest: Manifest, pending: _Round, echo):
             if config.on_error == "raise":
                 raise IngestError(f"{exc} (committed rounds are intact; fix or filter it out and rerun)") from exc
             echo(f"  rejected {exc}")
-            rejected.append({"accession": exp.accession, "url": exp.url, "reason": exc.problem, "at": _now()})
+            rejected.append({"accession": exp.accession, "url": exp.url, "reason": exc.problem, "kind": exc.kind,
+                             "at": _now()})
             continue
         except Exception as exc:  # transient after retries, or a worker died: stop, keep commits
             raise IngestError(
@@ -207,32 +220,34 @@ def _collect(config: IngestConfig, manifest: Manifest, pending: _Round, echo):
 
 
 def _write_round(client, config: IngestConfig, manifest: Manifest, kept: list):
-    """Grow X and submit one writer per touched chunk; returns (plan, write futures)."""
+    """Submit one writer per chunk the round touches; returns (root, plan, write futures).
+
+    The writers write past X's committed shape; ``_commit_round`` grows it."""
     root = open_root(config.store, mode="r+")
     plan = plan_round(manifest.n_committed, [s.n_cells for _, _, s in kept], config.layout.chunk_cells)
-    x = root["X"]
-    x.resize((plan.stop, x.shape[1]))
     writes = []
     for (_, load, _), own in zip(kept, plan.own_writes):
-        writes += [client.submit(write_own_task, load, w, config.store, pure=False) for w in own]
+        writes += [client.submit(write_own_task, load, w, config.store, plan.stop, pure=False) for w in own]
     for seam in plan.seam_writes:
         parts = [
             None if p.owner == COMMITTED else client.submit(rows_task, kept[p.owner][1], p.src_start, p.src_stop, pure=False)
             for p in seam.pieces
         ]
-        writes.append(client.submit(write_seam_task, config.store, seam, parts, pure=False))
+        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, pure=False))
     return root, plan, writes
 
 
 def _commit_round(config: IngestConfig, manifest: Manifest, root, plan, writes, kept, rejected) -> list[str]:
-    """Wait for the writes, append obs, replace the manifest: after this the rows are the store."""
+    """Wait for the writes, write obs, grow the shapes, replace the manifest: after this the rows
+    are the store."""
     written = sum(f.result() for f in writes)
     expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if kept else 0
     if written != expected:
         raise IngestError(f"round wrote {written} rows but the plan covers {expected}")
     if kept:
         frame = pd.concat([_obs_frame(exp, s) for exp, _, s in kept], ignore_index=True)
-        manifest.categories = append_obs(root, plan.start, frame)
+        manifest.categories = write_obs_rows(root, plan.start, frame)
+        grow_rows(root, plan.stop)
     entries = []
     for (exp, _, s), (lo, hi) in zip(kept, plan.experiment_rows):
         entries.append(
@@ -247,18 +262,63 @@ def _commit_round(config: IngestConfig, manifest: Manifest, root, plan, writes, 
         )
         manifest.nnz += s.nnz
         manifest.max_value = max(manifest.max_value, s.repairs["max_value"])
-    manifest.experiments += entries
-    manifest.rejected += rejected
+    manifest.record_commits(entries)
+    manifest.record_rejections(rejected)
     manifest.n_committed = plan.stop
     manifest.version += 1
     write_manifest(config.store, manifest)
     return [e["accession"] for e in entries]
 
 
+@dataclass(slots=True)
+class _Selection:
+    """What a run still has to submit, round by round.
+
+    The budget's experiments are ``take_budget`` of the seeded order without the lasting
+    rejections; each rejection this run finds extends them (top-ups). Committed experiments count
+    toward the budget; those and the ones this run submitted are not submitted again."""
+
+    order: list[Experiment]
+    cell_count: int
+    excluded: set[str]
+    """Rejected experiments left out (this run's rejections are added as they come)."""
+    done: set[str]
+    """Committed before this run, or submitted by it."""
+
+    def todo(self) -> list[Experiment]:
+        return [e for e in take_budget(self.order, self.cell_count, self.excluded) if e.accession not in self.done]
+
+    def next_round(self, batch_size: int, round_cells: int | None) -> list[Experiment]:
+        todo = self.todo()
+        if not todo:
+            return []
+        first = split_rounds(todo, batch_size, [e.obs_count for e in todo], round_cells)[0]
+        self.done.update(e.accession for e in first)
+        return first
+
+
+def _start_selection(config: IngestConfig, order: list[Experiment], manifest: Manifest, echo) -> _Selection:
+    """The run's selection, after saying what an earlier run left (committed, rejected, to retry)."""
+    committed = manifest.committed_accessions()
+    excluded = manifest.lasting_rejections(config.retry_rejected)
+    selection = _Selection(order, config.cell_count, set(excluded), set(committed))
+    todo = {e.accession for e in selection.todo()}
+    retry = [e for e in manifest.rejected if e["accession"] in todo]
+    if committed or excluded:
+        echo(f"Resuming: {len(committed)} experiments committed, {len(excluded)} rejected and left out, "
+             f"{len(todo)} to go")
+    if retry:
+        kinds = sorted({rejection_kind(e) for e in retry})
+        echo(f"Retrying {len(retry)} rejected experiments ({' and '.join(kinds)} faults): "
+             + ", ".join(e["accession"] for e in retry[:5]) + (" …" if len(retry) > 5 else ""))
+    return selection
+
+
 def ingest(config: IngestConfig, echo=print) -> IngestReport:
     """Select, plan and ingest; resumes whatever an earlier run of the same store committed."""
     table = read_sample_metadata(config.source)
-    selected = select_experiments(table, config.source, config.cell_count, config.seed, config.filters)
+    order = seeded_order(table, config.source, config.seed, config.filters)
+    selected = take_budget(order, config.cell_count)
     echo(
         f"Selected {len(selected)} experiments ({sum(e.obs_count for e in selected):,} cells by metadata) "
         f"from {config.source.source} for a budget of {config.cell_count:,} cells (seed {config.seed})"
@@ -269,52 +329,76 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
             manifest = _plan_store(client, selected, config, echo)
         root = open_root(config.store, mode="r+")
         truncate(root, manifest.n_committed, manifest.categories)
-        done = manifest.committed_accessions() | manifest.rejected_accessions()
-        skipped = [e.accession for e in selected if e.accession in done]
-        todo = [e for e in selected if e.accession not in done]
-        if skipped:
-            echo(f"Resuming: {len(skipped)} selected experiments already committed or rejected, {len(todo)} to go")
+        selection = _start_selection(config, order, manifest, echo)
+        left = selection.done | selection.excluded
+        skipped = [e.accession for e in selected if e.accession in left]
         gene_ids = np.asarray([str(g) for g in root["var/_index"][:]])
         gene_ids_future = client.scatter(gene_ids, broadcast=True)
         manifest.runs.append(
             {"started": _now(), "source": config.source.source, "cell_count": config.cell_count, "seed": config.seed,
-             "filters": config.filters, "selected": len(selected)}
+             "filters": config.filters, "selected": len(selected), "retry_rejected": config.retry_rejected}
         )
-        added, rejected = [], []
-        bar = _progress(config.progress, sum(e.obs_count for e in todo), len(todo))
-        rounds = split_rounds(todo, config.batch_size, [e.obs_count for e in todo], config.round_cells)
-        try:
-            # Later rounds load while round r writes (PREFETCH_ROUNDS ahead); commits stay in
-            # order, and at most PREFETCH_ROUNDS + 1 rounds of experiments are held in memory.
-            pending = deque(_submit_round(client, config, exps, gene_ids_future) for exps in rounds[:PREFETCH_ROUNDS])
-            for i, round_exps in enumerate(rounds):
-                kept, r = _collect(config, manifest, pending.popleft(), echo)
-                root, plan, writes = _write_round(client, config, manifest, kept)
-                # Only the writers hold the loaded experiments now: each is freed on its worker as
-                # soon as its own writes are done, not when the whole round commits.
-                kept = [(exp, None, summary) for exp, _, summary in kept]
-                if i + PREFETCH_ROUNDS < len(rounds):
-                    pending.append(_submit_round(client, config, rounds[i + PREFETCH_ROUNDS], gene_ids_future))
-                added += _commit_round(config, manifest, root, plan, writes, kept, r)
-                rejected += r
-                del kept, writes
-                if bar is not None:
-                    bar.update(sum(e.obs_count for e in round_exps))
-                    bar.set_postfix(experiments=f"{len(added) + len(rejected)}/{len(todo)}", committed=f"{manifest.n_committed:,}")
-        finally:
-            if bar is not None:
-                bar.close()
+        added, rejected = _run_rounds(client, config, manifest, selection, gene_ids_future, echo)
+        chosen = {e.accession for e in selected}
+        top_ups = [a for a in added if a not in chosen]
         # Run bookkeeping only: the version counts data commits, so derived data stays fresh.
-        manifest.runs[-1]["finished"] = _now()
+        manifest.runs[-1].update({"finished": _now(), "top_ups": top_ups})
         write_manifest(config.store, manifest)
     echo(f"Committed {manifest.n_committed:,} cells from {len(manifest.experiments)} experiments "
-         f"(+{len(added)} this run, {len(rejected)} rejected) in {config.store}")
-    return IngestReport(manifest, added, rejected, skipped)
+         f"(+{len(added)} this run, {len(top_ups)} of them top-ups for rejected ones; {len(rejected)} rejected) "
+         f"in {config.store}")
+    return IngestReport(manifest, added, rejected, skipped, top_ups)
 
 
-def _progress(enabled: bool, total_cells: int, n_experiments: int):
-    if not enabled or n_experiments == 0:
+def _run_rounds(client, config: IngestConfig, manifest: Manifest, selection: _Selection, gene_ids_future, echo):
+    """Load, write and commit rounds until the budget is met; returns (added, rejected).
+
+    Later rounds load while round r writes (PREFETCH_ROUNDS ahead); commits stay in order, and at
+    most PREFETCH_ROUNDS + 1 rounds of experiments are held in memory. The next round is chosen
+    after round r's rejections are known, so top-ups follow at once."""
+    added, rejected = [], []
+    pending: deque[_Round] = deque()
+    initial = selection.todo()
+    bar = _progress(config.progress, initial)
+    planned = {e.accession for e in initial}  # later ones are top-ups: the bar's total grows
+
+    def submit_ahead() -> None:
+        while len(pending) < PREFETCH_ROUNDS:
+            exps = selection.next_round(config.batch_size, config.round_cells)
+            if not exps:
+                return
+            pending.append(_submit_round(client, config, exps, gene_ids_future))
+            top_up_cells = sum(e.obs_count for e in exps if e.accession not in planned)
+            if bar is not None and top_up_cells:
+                bar.total += top_up_cells
+                bar.refresh()
+
+    try:
+        submit_ahead()
+        while pending:
+            current = pending.popleft()
+            kept, r = _collect(config, manifest, current, echo)
+            selection.excluded.update(e["accession"] for e in r)
+            root, plan, writes = _write_round(client, config, manifest, kept)
+            # Only the writers hold the loaded experiments now: each is freed on its worker as
+            # soon as its own writes are done, not when the whole round commits.
+            kept = [(exp, None, summary) for exp, _, summary in kept]
+            submit_ahead()
+            added += _commit_round(config, manifest, root, plan, writes, kept, r)
+            rejected += r
+            del kept, writes
+            if bar is not None:
+                bar.update(sum(e.obs_count for e in current.experiments))
+                bar.set_postfix(experiments=f"{len(added)}+{len(rejected)} rejected", committed=f"{manifest.n_committed:,}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return added, rejected
+
+
+def _progress(enabled: bool, todo: list[Experiment]):
+    if not enabled or not todo:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total_cells, unit="cells", unit_scale=True, desc="ingest")
+    return tqdm(total=sum(e.obs_count for e in todo), unit="cells", unit_scale=True, desc="ingest")

@@ -17,6 +17,24 @@ MANIFEST_NAME = "uns/sczarr_manifest/zarr.json"
 that Zarr, AnnData and xarray all recognise (a stray file in the store makes them warn)."""
 FORMAT = "sczarr-manifest/1"
 
+IO = "io"
+"""Rejection kind: the file could not be read as an h5ad (absent, truncated, unreadable or incomplete,
+or the read failed on the way): a repaired or re-uploaded file may succeed, so a rerun tries it again."""
+CONTENT = "content"
+"""Rejection kind: the file reads but its data break the store's rules (negative or non-finite counts,
+non-Ensembl or duplicated genes, shapes that disagree, no cells): retried only with ``--retry-rejected``."""
+REJECTION_KINDS = (IO, CONTENT)
+_LEGACY_IO_REASONS = ("missing object", "not a readable HDF5", "cannot read")
+"""How the reasons of I/O rejections begin, for manifests written before rejections had a kind."""
+
+
+def rejection_kind(entry: dict) -> str:
+    """``IO`` or ``CONTENT`` for a ``Manifest.rejected`` entry (older entries: from their reason)."""
+    kind = entry.get("kind")
+    if kind in REJECTION_KINDS:
+        return kind
+    return IO if str(entry.get("reason", "")).startswith(_LEGACY_IO_REASONS) else CONTENT
+
 
 class StaleError(RuntimeError):
     """Derived data was computed from an older manifest version than the store now has."""
@@ -34,6 +52,10 @@ class Manifest:
     max_value: float = 0.0
     experiments: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    """Experiments that are not in the store, one entry each (its latest ``reason``, ``kind`` and
+    ``attempts``)."""
+    retried: list[dict] = field(default_factory=list)
+    """Former ``rejected`` entries of experiments that a later run committed (with ``committed_at``)."""
     runs: list[dict] = field(default_factory=list)
     categories: dict[str, int] = field(default_factory=dict)
     """Committed number of categories per categorical obs column (later ones are scratch)."""
@@ -44,6 +66,28 @@ class Manifest:
 
     def rejected_accessions(self) -> set[str]:
         return {e["accession"] for e in self.rejected}
+
+    def lasting_rejections(self, retry_content: bool) -> set[str]:
+        """Rejected experiments a run leaves out: content faults unless ``retry_content``; I/O faults
+        never (a rerun tries those again)."""
+        if retry_content:
+            return set()
+        return {e["accession"] for e in self.rejected if rejection_kind(e) == CONTENT}
+
+    def record_rejections(self, entries: list[dict]) -> None:
+        """Add rejections; an experiment rejected again keeps one entry, its attempts counted."""
+        previous = {e["accession"]: e for e in self.rejected}
+        for entry in entries:
+            before = previous.pop(entry["accession"], None)
+            entry["attempts"] = 1 if before is None else before.get("attempts", 1) + 1
+        self.rejected = list(previous.values()) + entries
+
+    def record_commits(self, entries: list[dict]) -> None:
+        """Append committed experiments; one that was rejected before moves to ``retried``."""
+        self.experiments += entries
+        committed = {e["accession"]: e["committed_at"] for e in entries}
+        self.retried += [{**e, "committed_at": committed[e["accession"]]} for e in self.rejected if e["accession"] in committed]
+        self.rejected = [e for e in self.rejected if e["accession"] not in committed]
 
     def to_json(self) -> bytes:
         document = {

@@ -137,6 +137,51 @@ def parse_filters(items: list[str] | tuple[str, ...] | None) -> dict[str, list[s
     return out
 
 
+def seeded_order(
+    table: pd.DataFrame,
+    config: SourceConfig,
+    seed: int = 42,
+    filters: dict[str, list[str]] | None = None,
+) -> list[Experiment]:
+    """Every experiment that passes ``filters``, in the order the seed's shuffle gives them.
+
+    Selection takes experiments from the front of this order, and a run that rejects some tops
+    up further along the same order."""
+    for column, values in (filters or {}).items():
+        if column not in table.columns:
+            raise MetadataError(f"cannot filter on {column!r}: the sample table has {list(table.columns)}")
+        table = table[table[column].astype(str).isin(values)]
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    order = []
+    for row in shuffled.to_dict("records"):
+        accession = str(row["srx_accession"])
+        metadata = {k: _plain(v) for k, v in row.items()}
+        order.append(Experiment(accession, config.h5ad_url(row["file_path"], accession), int(row["obs_count"]), metadata))
+    return order
+
+
+def take_budget(order: list[Experiment], cell_count: int, excluded: set[str] | frozenset[str] = frozenset()) -> list[Experiment]:
+    """Whole experiments from the front of ``order``, skipping ``excluded``, until their cells
+    reach ``cell_count``.
+
+    Cells are counted from the metadata (``obs_count``), not from what the files turn out to
+    hold, so the choice depends only on the order, the budget and the exclusions: a run that
+    learns of rejections round by round, or resumes after a crash, ends with the same experiments.
+    """
+    if cell_count <= 0:
+        raise ValueError(f"cell count must be positive, got {cell_count}")
+    chosen: list[Experiment] = []
+    total = 0
+    for exp in order:
+        if total >= cell_count:
+            break
+        if exp.accession in excluded:
+            continue
+        chosen.append(exp)
+        total += exp.obs_count
+    return chosen
+
+
 def select_experiments(
     table: pd.DataFrame,
     config: SourceConfig,
@@ -149,23 +194,7 @@ def select_experiments(
     This is the seed pipeline's rule, so the same seed and count give the same experiments
     (and a larger count extends the same list, which is how a store grows).
     """
-    if cell_count <= 0:
-        raise ValueError(f"cell count must be positive, got {cell_count}")
-    for column, values in (filters or {}).items():
-        if column not in table.columns:
-            raise MetadataError(f"cannot filter on {column!r}: the sample table has {list(table.columns)}")
-        table = table[table[column].astype(str).isin(values)]
-    shuffled = table.sample(frac=1.0, random_state=seed)
-    chosen: list[Experiment] = []
-    total = 0
-    for row in shuffled.to_dict("records"):
-        if total >= cell_count:
-            break
-        accession = str(row["srx_accession"])
-        metadata = {k: _plain(v) for k, v in row.items()}
-        chosen.append(Experiment(accession, config.h5ad_url(row["file_path"], accession), int(row["obs_count"]), metadata))
-        total += int(row["obs_count"])
-    return chosen
+    return take_budget(seeded_order(table, config, seed, filters), cell_count)
 
 
 def _plain(value):

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, TransposeCodec
+from zarr.core.array import AsyncArray
+from zarr.core.sync import sync
 
 from . import remote
 
@@ -204,57 +206,101 @@ def read_categories(root: zarr.Group, column: str, n: int | None = None) -> list
     return [str(v) for v in cats[:stop]] if stop else []
 
 
-def truncate(root: zarr.Group, n_committed: int, categories: dict[str, int]) -> None:
-    """Drop scratch rows (and uncommitted categories) left by an unfinished round."""
-    x = root["X"]
-    if x.shape[0] != n_committed:
-        x.resize((n_committed, x.shape[1]))
+def scratch_view(array: zarr.Array, n_rows: int) -> zarr.Array:
+    """A handle on ``array`` whose shape has ``n_rows`` rows, to write a round's rows past the
+    committed shape. Its metadata is never written, so readers keep seeing the committed rows
+    until the commit grows the shape (``grow_rows``)."""
+    async_array = array.async_array
+    metadata = async_array.metadata.update_shape((n_rows, *array.shape[1:]))
+    return zarr.Array(AsyncArray(metadata, async_array.store_path, async_array.config))
+
+
+def row_arrays(root: zarr.Group) -> list[zarr.Array]:
+    """Every obs array with one entry per cell (categories are per category, not per cell)."""
     obs = root["obs"]
-    for name in ["_index", *OBS_STRING_COLUMNS, *numeric_columns(root)]:
-        if obs[name].shape[0] != n_committed:
-            obs[name].resize((n_committed,))
+    names = ["_index", *OBS_STRING_COLUMNS, *numeric_columns(root)]
+    return [obs[name] for name in names] + [obs[f"{column}/codes"] for column in categorical_columns(root)]
+
+
+def grow_rows(root: zarr.Group, n_rows: int) -> None:
+    """The commit's shape change: obs arrays first, then X, each to ``n_rows`` (rows written
+    before, through ``scratch_view``). obs grows first so a reader never sees rows of X whose
+    obs are not visible yet; the manifest is replaced after this."""
+    for array in [*row_arrays(root), root["X"]]:
+        if array.shape[0] != n_rows:
+            array.resize((n_rows, *array.shape[1:]))
+
+
+def truncate(root: zarr.Group, n_committed: int, categories: dict[str, int]) -> None:
+    """Drop what an unfinished round left: shapes past ``n_committed`` (a commit killed before its
+    manifest), chunks written past the shape, and categories added after the last commit.
+
+    The chunk that holds the last committed rows may also hold scratch rows past them; it is
+    kept, as only its committed rows are read (the next round's seam re-reads exactly those and
+    rewrites the whole chunk, and obs rows are overwritten before the shape reaches them)."""
+    for array in [root["X"], *row_arrays(root)]:  # X first: obs is never behind it
+        if array.shape[0] != n_committed:
+            array.resize((n_committed, *array.shape[1:]))
+        drop_chunks_past(array, n_committed)
+    obs = root["obs"]
     for column in categorical_columns(root):
-        codes = obs[f"{column}/codes"]
-        if codes.shape[0] != n_committed:
-            codes.resize((n_committed,))
         cats = obs[f"{column}/categories"]
         keep = categories.get(column, 0)
         if cats.shape[0] != keep:
             cats.resize((keep,))
+        drop_chunks_past(cats, keep)
 
 
-def append_obs(root: zarr.Group, start: int, frame: pd.DataFrame) -> dict[str, int]:
-    """Write a round's cells at rows ``[start, start+len(frame))``; returns category counts.
+def drop_chunks_past(array: zarr.Array, n_rows: int) -> list[int]:
+    """Delete the stored chunks that start at or after row ``n_rows``; returns their row-chunk
+    indices. Resizing deletes only chunks inside the old shape; a round writes past it."""
+    encoding = array.metadata.chunk_key_encoding
+    if getattr(encoding, "name", None) != "default" or encoding.separator != "/":
+        raise ValueError(f"{array.path}: chunk key encoding {encoding} is not the store's ('default', '/')")
+    first = -(-n_rows // array.chunks[0])
+    prefix = f"{array.path}/c" if array.path else "c"
+    store = array.store
+    stale = sorted(int(name) for name in sync(_list_dir(store, prefix)) if name.isdigit() and int(name) >= first)
+    for i in stale:
+        key = f"{prefix}/{i}"
+        sync(store.delete_dir(key) if array.ndim > 1 else store.delete(key))
+    return stale
 
-    Called by the driver only (one writer), so unaligned 1-D writes are safe here.
+
+async def _list_dir(store, prefix: str) -> list[str]:
+    return [name async for name in store.list_dir(prefix)]
+
+
+def write_obs_rows(root: zarr.Group, start: int, frame: pd.DataFrame) -> dict[str, int]:
+    """Write a round's cells at rows ``[start, start+len(frame))`` past the committed shape (which
+    ``grow_rows`` then extends over them); returns category counts.
+
+    Categories are appended now, before any code points at them: a reader may see a category no
+    committed cell uses yet, never a code past the categories. Called by the driver only (one
+    writer), so unaligned 1-D writes are safe here.
     """
     stop = start + len(frame)
     obs = root["obs"]
     for name in ["_index", *OBS_STRING_COLUMNS]:
-        arr = obs[name]
-        arr.resize((stop,))
-        arr[start:stop] = np.asarray(frame[name].astype(str), dtype=str)
+        scratch_view(obs[name], stop)[start:stop] = np.asarray(frame[name].astype(str), dtype=str)
     for name in numeric_columns(root):
         arr = obs[name]
-        arr.resize((stop,))
-        arr[start:stop] = frame[name].to_numpy(dtype=arr.dtype)
+        scratch_view(arr, stop)[start:stop] = frame[name].to_numpy(dtype=arr.dtype)
     counts: dict[str, int] = {}
     for column in categorical_columns(root):
         categories = read_categories(root, column)
         lookup = {c: i for i, c in enumerate(categories)}
         values = frame[column] if column in frame.columns else pd.Series([None] * len(frame))
         new = [v for v in pd.unique(values.dropna().astype(str)) if v not in lookup]
-        if new:
-            cats = obs[f"{column}/categories"]
-            cats.resize((len(categories) + len(new),))
-            cats[len(categories):] = np.asarray(new, dtype=str)
+        if new:  # values first, then the shape: a reader never sees an unwritten ("") category
+            cats, total = obs[f"{column}/categories"], len(categories) + len(new)
+            scratch_view(cats, total)[len(categories):] = np.asarray(new, dtype=str)
+            cats.resize((total,))
             for v in new:
                 lookup[v] = len(lookup)
         codes = pd.Categorical(values.astype(str), categories=list(lookup)).codes.astype(np.int32)
         codes[values.isna().to_numpy()] = -1  # missing, not the string "None"/"nan"
-        arr = obs[f"{column}/codes"]
-        arr.resize((stop,))
-        arr[start:stop] = codes
+        scratch_view(obs[f"{column}/codes"], stop)[start:stop] = codes
         counts[column] = len(lookup)
     return counts
 

@@ -17,10 +17,11 @@ import scipy.sparse as sp
 from . import remote
 from .chunkio import ChunkReader, ChunkWriter
 from .h5ad import ExperimentError, GeneTable, LoadedExperiment, read_experiment, read_gene_table
+from .manifest import IO
 from .plan import COMMITTED, Write
 from .remote import MissingObjectError
 from .source import Experiment
-from .store import open_root
+from .store import open_root, scratch_view
 
 
 def scratch_dir(configured: str | None) -> str:
@@ -48,13 +49,13 @@ def gene_table_task(exp: Experiment) -> GeneTable:
     if remote.is_local(exp.url):
         path = remote.local_path(exp.url)
         if not os.path.exists(path):
-            raise ExperimentError(exp.accession, exp.url, "missing object: the h5ad does not exist")
+            raise ExperimentError(exp.accession, exp.url, "missing object: the h5ad does not exist", IO)
         return read_gene_table(path, exp.accession, exp.url)
     fs, path = remote.url_to_fs(exp.url)
     try:
         handle = remote.with_retries(lambda: fs.open(path, "rb", block_size=2**20), f"open {exp.url}")
     except (FileNotFoundError, MissingObjectError) as exc:
-        raise ExperimentError(exp.accession, exp.url, f"missing object: {exc}") from exc
+        raise ExperimentError(exp.accession, exp.url, f"missing object: {exc}", IO) from exc
     with handle:
         return read_gene_table(handle, exp.accession, exp.url)
 
@@ -66,7 +67,7 @@ def load_task(
     try:
         path, temporary = _local_copy(exp, keep_dir, scratch)
     except MissingObjectError as exc:  # a data fault; transient errors propagate and stop the run
-        raise ExperimentError(exp.accession, exp.url, str(exc)) from exc
+        raise ExperimentError(exp.accession, exp.url, str(exc), IO) from exc
     try:
         axis_index = {g: i for i, g in enumerate(gene_ids)}
         return read_experiment(path, exp.accession, exp.url, axis_index, len(gene_ids), exp.obs_count)
@@ -118,24 +119,31 @@ def rows_task(loaded: LoadedExperiment, start: int, stop: int) -> sp.csr_matrix:
     return loaded.counts.matrix[start:stop]
 
 
-def write_own_task(loaded: LoadedExperiment, write: Write, store_url: str) -> int:
-    """Write the chunk-aligned region that only this experiment fills, one chunk row at a time."""
+def _round_x(store_url: str, n_rows: int):
+    """X as the round sees it: ``n_rows`` rows, past the committed shape that readers see (the
+    shape grows only when the round commits)."""
+    return scratch_view(open_root(store_url, mode="r+")["X"], n_rows)
+
+
+def write_own_task(loaded: LoadedExperiment, write: Write, store_url: str, n_rows: int) -> int:
+    """Write the chunk-aligned region that only this experiment fills, one chunk row at a time;
+    ``n_rows`` is X's row count once the round commits."""
     (piece,) = write.pieces
     offset = piece.src_start - write.start
-    writer = ChunkWriter(open_root(store_url, mode="r+")["X"])
+    writer = ChunkWriter(_round_x(store_url, n_rows))
     for lo in range(write.start, write.stop, writer.chunk_rows):
         hi = min(lo + writer.chunk_rows, write.stop)
         writer.write_rows(lo, loaded.counts.matrix[lo + offset : hi + offset])
     return write.stop - write.start
 
 
-def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | None]) -> int:
+def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | None], n_rows: int) -> int:
     """Write one chunk shared by several contributors (committed rows are re-read first).
 
     The pieces are stacked as sparse rows so the chunk takes the writer's sparse path (densified
     once, straight into the chunk's memory order) like every other chunk of the round.
     """
-    x = open_root(store_url, mode="r+")["X"]
+    x = _round_x(store_url, n_rows)
     rows = [
         ChunkReader(x).read_csc(piece.src_start, piece.src_stop).tocsr() if piece.owner == COMMITTED else part
         for piece, part in zip(write.pieces, parts)

@@ -42,6 +42,15 @@ def assert_store_matches_sources(store: str, local_source_root: str | None = Non
         source.file.close()
 
 
+def rewrite_h5ad(path: str, edit) -> None:
+    """Rewrite an h5ad after ``edit(adata)`` (which edits in place or returns a new AnnData)."""
+    adata = ad.read_h5ad(path)
+    edited = edit(adata)
+    adata = adata if edited is None else edited  # not `or`: an empty AnnData is falsy
+    os.remove(path)
+    adata.write_h5ad(path, compression="gzip")
+
+
 def store_bytes(store: str, arrays=("X", "obs")) -> dict[str, bytes]:
     """Every chunk and metadata file of the named arrays, by relative path."""
     out = {}

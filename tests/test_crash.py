@@ -1,28 +1,38 @@
 """A killed ingest, rerun, gives a store identical (X and obs, byte for byte) to an uninterrupted run."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import scdata
+import anndata as ad
+import numpy as np
 
+import scdata
+import scdata.store
+from scdata.chunkio import ChunkReader, ChunkWriter
+
+from .conftest import ingest_config
 from .helpers import assert_store_matches_sources, store_bytes
+
+CHUNK_CELLS = 128
 
 
 def _command(source: str, store: str) -> list[str]:
     return [sys.executable, "-m", "scdata", "ingest", "--source", source, "--store", store, "--cell-count", "1000000000",
-            "--batch-size", "1", "--workers", "2", "--chunk-cells", "128", "--chunk-genes", "1024", "--no-progress"]
+            "--batch-size", "1", "--workers", "2", "--chunk-cells", str(CHUNK_CELLS), "--chunk-genes", "1024", "--no-progress"]
 
 
-def _x_rows(store: str) -> int:
+def _scratch_written(store: str) -> bool:
+    """Whether a round has written chunks of X past the committed rows (X's shape grows only at
+    the commit, so these are the scratch a kill leaves behind)."""
+    committed = _committed(store)
     try:
-        with open(os.path.join(store, "X", "zarr.json")) as f:
-            return json.load(f)["shape"][0]
-    except (OSError, ValueError, KeyError):
-        return -1
+        rows = [int(name) for name in os.listdir(os.path.join(store, "X", "c")) if name.isdigit()]
+    except OSError:
+        return False
+    return committed > 0 and any(i * CHUNK_CELLS >= committed for i in rows)
 
 
 def _kill_when(store: str, proc: subprocess.Popen, condition, timeout: float = 120) -> bool:
@@ -49,12 +59,12 @@ def test_kill_and_resume_is_identical(demo_bucket, tmp_path):
     subprocess.run(_command(demo_bucket, reference), check=True, capture_output=True)
 
     kills = [
-        # mid-round: the array was grown for the round, scratch rows exist past the commit
-        lambda: _committed(crashed) > 0 and _x_rows(crashed) > _committed(crashed),
+        # mid-round: chunks of the round exist past the committed rows
+        lambda: _scratch_written(crashed),
         # during the planning pass / store creation
         lambda: os.path.exists(os.path.join(crashed, "zarr.json")),
         # later, mid-round again
-        lambda: _committed(crashed) > 1500 and _x_rows(crashed) > _committed(crashed),
+        lambda: _committed(crashed) > 1500 and _scratch_written(crashed),
     ]
     killed = 0
     for condition in kills:
@@ -73,3 +83,58 @@ def test_kill_and_resume_is_identical(demo_bucket, tmp_path):
     assert strip(a.experiments) == strip(b.experiments)
     assert (a.n_committed, a.nnz, a.categories) == (b.n_committed, b.nnz, b.categories)
     assert_store_matches_sources(crashed)
+
+
+def _chunk_indices(store: str, array: str) -> set[int]:
+    directory = os.path.join(store, array, "c")
+    return {int(name) for name in os.listdir(directory) if name.isdigit()} if os.path.isdir(directory) else set()
+
+
+def _dead_round(store: str, stop: int) -> None:
+    """What a round killed before its manifest leaves: X chunks and obs rows up to ``stop`` past
+    the committed rows (the shared chunk's committed rows rewritten as a seam does), a category
+    no committed cell uses, and one obs array already grown by the commit."""
+    root = scdata.store.open_root(store, mode="r+")
+    n = scdata.read_manifest(store).n_committed
+    x = scdata.store.scratch_view(root["X"], stop)
+    rng = np.random.default_rng(0)
+    junk = rng.integers(1, 50, size=(stop - n, x.shape[1]), dtype=np.int16)
+    seam = n - n % CHUNK_CELLS
+    committed = ChunkReader(x).read_csc(seam, n).toarray().astype(np.int16)
+    ChunkWriter(x).write_rows(seam, np.vstack([committed, junk]))
+    for array in scdata.store.row_arrays(root):
+        fill = np.full(stop - n, "junk") if array.dtype.kind in "OTU" else np.ones(stop - n, dtype=array.dtype)
+        scdata.store.scratch_view(array, stop)[n:stop] = fill
+    cats = root["obs/srx_accession/categories"]
+    scdata.store.scratch_view(cats, cats.shape[0] + 1)[cats.shape[0]:] = np.array(["SRXJUNK"])
+    cats.resize((cats.shape[0] + 1,))
+    root["obs/_index"].resize((stop,))
+
+
+def test_truncate_drops_a_dead_rounds_scratch(demo_bucket, tmp_path):
+    """A rerun after a dead round removes its chunks past the committed rows (X's shape never
+    reached them, so resizing alone would not), and the store then grows as a fresh one."""
+    layout = scdata.StoreLayout(chunk_cells=CHUNK_CELLS, chunk_genes=1024, obs_chunk=64)
+    quiet = lambda *_: None  # noqa: E731
+    fresh, grown = str(tmp_path / "fresh.zarr"), str(tmp_path / "grown.zarr")
+    scdata.ingest(ingest_config(demo_bucket, fresh, cell_count=10**9, layout=layout), echo=quiet)
+    n_final = scdata.read_manifest(fresh).n_committed
+    scdata.ingest(ingest_config(demo_bucket, grown, cell_count=700, layout=layout), echo=quiet)
+    n = scdata.read_manifest(grown).n_committed
+    before = scdata.open_store(grown)
+    _dead_round(grown, n_final + 3 * CHUNK_CELLS + 5)  # past where the grown store will end
+    assert max(_chunk_indices(grown, "X")) * CHUNK_CELLS > n_final
+
+    scdata.ingest(ingest_config(demo_bucket, grown, cell_count=700, layout=layout), echo=quiet)  # nothing to add
+    assert max(_chunk_indices(grown, "X")) == (n - 1) // CHUNK_CELLS  # the shared chunk stays
+    assert max(_chunk_indices(grown, "obs/_index")) == (n - 1) // 64
+    assert max(_chunk_indices(grown, "obs/umi_count")) == (n - 1) // 64
+    assert ad.read_zarr(grown).n_obs == n
+    after = scdata.open_store(grown)
+    np.testing.assert_array_equal(after.counts.values, before.counts.values)
+    assert list(after.cell.values) == list(before.cell.values)
+    assert "SRXJUNK" not in set(scdata.store.read_categories(scdata.store.open_root(grown), "srx_accession"))
+
+    scdata.ingest(ingest_config(demo_bucket, grown, cell_count=10**9, layout=layout), echo=quiet)
+    assert store_bytes(grown) == store_bytes(fresh)
+    assert_store_matches_sources(grown)

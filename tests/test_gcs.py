@@ -52,6 +52,7 @@ def test_store_in_bucket_and_missing_object(emulated_release, demo_bucket, tmp_p
     store = f"gs://{BUCKET}/stores/demo.zarr"
     report = scdata.ingest(ingest_config(emulated_release, store, cell_count=first.obs_count + 1), echo=lambda *_: None)
     assert report.rejected[0]["accession"] == first.accession and "missing object" in report.rejected[0]["reason"]
+    assert report.rejected[0]["kind"] == "io"  # a rerun tries it again
     ds = scdata.open_store(store)
     assert ds.sizes["cell"] == report.manifest.n_committed > 0
     exp = report.manifest.experiments[0]

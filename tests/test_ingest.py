@@ -15,6 +15,7 @@ from scdata.source import MetadataError
 
 from .conftest import h5ad_dir, ingest_config
 from .helpers import assert_store_matches_sources, store_bytes
+from .helpers import rewrite_h5ad as _rewrite
 
 ALL = 10**9  # a budget that selects every experiment
 
@@ -95,14 +96,6 @@ def test_append_equals_fresh_run(demo_bucket, tmp_path):
     assert store_bytes(grown) == store_bytes(fresh)
 
 
-def _rewrite(path: str, edit) -> None:
-    adata = ad.read_h5ad(path)
-    edited = edit(adata)
-    adata = adata if edited is None else edited  # not `or`: an empty AnnData is falsy
-    os.remove(path)
-    adata.write_h5ad(path, compression="gzip")
-
-
 def test_bad_inputs_are_rejected_or_repaired(mutable_bucket, tmp_path):
     order = _order(mutable_bucket)
     d = h5ad_dir(mutable_bucket)
@@ -143,6 +136,9 @@ def test_bad_inputs_are_rejected_or_repaired(mutable_bucket, tmp_path):
     assert "negative" in reasons[negative]
     assert "no cells" in reasons[empty]
     assert "missing object" in reasons[gone]
+    kinds = {r["accession"]: r["kind"] for r in report.rejected}  # I/O faults are retried by a rerun
+    assert {acc for acc, kind in kinds.items() if kind == "io"} == {truncated, not_hdf5, missing_x, gone}
+    assert {acc for acc, kind in kinds.items() if kind == "content"} == {symbols, negative, empty}
     assert fractional not in reasons
     assert any(truncated in m for m in messages)  # the user is told which experiment failed
 
@@ -234,7 +230,7 @@ def test_cli_demo_ingest_info(tmp_path):
     source = str(tmp_path / "b" / "scbasecount" / "2026-01-12")
     store = str(tmp_path / "s.zarr")
     assert main(["ingest", "--source", source, "--store", store, "--cell-count", "150", "--workers", "1",
-                 "--chunk-cells", "64", "--no-progress"]) == 0
+                 "--chunk-cells", "64", "--retry-rejected", "--no-progress"]) == 0
     assert main(["info", "--store", store]) == 0
     assert main(["info", "--store", str(tmp_path / "nothing.zarr")]) == 1
 
