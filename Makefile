@@ -63,6 +63,8 @@ bench: $(STAMP) $(PEERS)/bin/python
 	test -d $(DEMO)/store.zarr || $(MAKE) demo
 	$(BIN)/python benchmarks/bench_samples.py --store $(DEMO)/store.zarr
 	$(BIN)/python benchmarks/bench_query.py
+	$(BIN)/python benchmarks/bench_vcc.py
+	$(BIN)/python benchmarks/bench_perturbation.py --store $(DEMO)/store.zarr
 
 clean-demo:
 	rm -rf $(DEMO)

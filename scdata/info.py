@@ -35,11 +35,24 @@ def store_info(store: str) -> dict:
         "samples": [
             {"srx_accession": e["accession"], "file_path": e["source_url"], "obs_count": e["n_cells"],
              "rows": [e["row_start"], e["row_stop"]], "counters": e["counters"],
-             **{k: e["metadata"].get(k) for k in ("tissue", "tech_10x", "cell_prep", "disease", "perturbation")}}
+             **{k: e.get("metadata", {}).get(k) for k in ("tissue", "tech_10x", "cell_prep", "disease", "perturbation")}}
             for e in manifest.experiments
         ],
         "rejected": manifest.rejected,
+        **_perturbation_summary(root, manifest),
     }
+
+
+def _perturbation_summary(root, manifest) -> dict:
+    """For a perturbation store (``scdata vcc import``): its labels and the gene mapping."""
+    if root.attrs.asdict().get("sczarr", {}).get("kind") != "perturbation" or not manifest.n_committed:
+        return {}
+    n = manifest.n_committed
+    attrs = root["uns/perturbation"].attrs.asdict()
+    controls = int(root["obs/is_control"][:n].sum())
+    return {"perturbation": {"control_label": attrs["control_label"], "sign": attrs["sign"],
+                             "perturbations": len(attrs["target_positions"]) - 1, "control_cells": controls,
+                             "targets_not_on_axis": attrs["unplaced_targets"], "gene_mapping": attrs["gene_mapping"]}}
 
 
 def _codec(layout: dict) -> str:
@@ -63,6 +76,13 @@ def format_info(info: dict) -> str:
     lines.append(f"bytes on disk:    {info['bytes_on_disk']:,}")
     if info["bytes_per_cell"]:
         lines.append(f"bytes per cell:   {info['bytes_per_cell']:,.0f}")
+    if "perturbation" in info:
+        p = info["perturbation"]
+        m = p["gene_mapping"]
+        lines.append(f"perturbations:    {p['perturbations']} ({p['control_cells']:,} control cells, label {p['control_label']!r}, "
+                     f"sign {p['sign']:+d}); {len(p['targets_not_on_axis'])} targets not on the axis")
+        lines.append(f"source genes:     {m['mapped']:,} on the axis ({m['by_ensembl_id']:,} by Ensembl ID, {m['by_symbol']:,} by "
+                     f"symbol), {m['unmapped']} unmapped, {m['ambiguous']} ambiguous, {m['duplicated']} duplicated")
     for r in info["rejected"]:
         lines.append(f"rejected:         {r['accession']} ({rejection_kind(r)}): {r['reason']}")
     return "\n".join(lines)

@@ -32,8 +32,8 @@ from .gene_map import GeneMapping, map_genes, map_targets
 from .h5ad import frame_column
 from .manifest import Manifest, read_manifest, write_manifest
 from .store import (
-    ARRAY_ATTRS, DICT_ATTRS, StoreLayout, _string_array, append_obs, create_store, gene_axis_digest, open_root,
-    read_strings, truncate,
+    ARRAY_ATTRS, DICT_ATTRS, StoreLayout, _string_array, create_store, gene_axis_digest, grow_rows, open_root,
+    read_strings, scratch_view, truncate, write_obs_rows,
 )
 
 KIND = "perturbation"
@@ -196,7 +196,8 @@ def import_block_task(url: str, lo: int, hi: int, columns: np.ndarray, n_axis: i
         raise VCCImportError(
             f"{url}: X holds non-integer values ({counts.repairs.n_fractional} in rows {lo}-{hi}, e.g. "
             f"{float(example[0]):g}): the import stores raw UMI counts, not normalized or log values")
-    writer = ChunkWriter(open_root(store, mode="r+")["X"])
+    # past X's committed shape (the commit grows it), so readers see committed rows only
+    writer = ChunkWriter(scratch_view(open_root(store, mode="r+")["X"], hi))
     for start in range(lo, hi, writer.chunk_rows):
         stop = min(start + writer.chunk_rows, hi)
         writer.write_rows(start, counts.matrix[start - lo : stop - lo])
@@ -254,7 +255,8 @@ def _obs_frame(config: VCCImportConfig, table: SourceTable, positions: dict[str,
 
 
 def _commit(config, manifest: Manifest, root, table, positions, k: int, lo: int, hi: int, result: dict) -> None:
-    manifest.categories = append_obs(root, lo, _obs_frame(config, table, positions, lo, hi, result))
+    manifest.categories = write_obs_rows(root, lo, _obs_frame(config, table, positions, lo, hi, result))
+    grow_rows(root, hi)
     manifest.experiments.append({
         "accession": f"{config.dataset}/{k:05d}", "row_start": lo, "row_stop": hi, "n_cells": hi - lo,
         "source_url": config.input, "kind": KIND, "source_rows": [lo, hi], "file_size": table.file_size,
@@ -313,7 +315,6 @@ def import_vcc(config: VCCImportConfig, echo=print) -> VCCImportReport:
     first = len(manifest.experiments)
     with dask_client(config.cluster, echo=echo) as client:
         columns = client.scatter(mapping.columns, broadcast=True)
-        root["X"].resize((table.n_cells, len(gene_ids)))  # blocks write whole chunks of their own
         futures = [client.submit(import_block_task, config.input, lo, hi, columns, len(gene_ids), config.store,
                                  pure=False) for lo, hi in bounds]
         try:

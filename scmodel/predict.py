@@ -36,6 +36,7 @@ import scipy.sparse as sp
 import torch
 
 MODES = ("delta", "direct")
+EFFECTS = ("expected", "sampled", "training-mean")
 RATIO_LIMIT = 64.0
 """Per-gene expression ratios are clipped to [1/64, 64]: a gene the model never expresses in one
 condition would otherwise divide by ~0."""
@@ -54,12 +55,23 @@ class PredictConfig:
     sample_steps: int | None = None
     max_cells: int = 100_000
     training_cells_per_perturbation: int = 200
+    effect: str = "expected"
+    """How delta mode measures the model's effect: "expected" (the per-gene marginals of a fully
+    masked cell, exact) or "sampled" (means of generated cells). "training-mean" is a reference
+    without the model: the ratio of the perturbation's training cells' mean to the training
+    controls' (what a model that memorized every seen perturbation would predict)."""
+    match_means: bool = True
+    """Delta mode: scale each perturbation's drawn control cells so that their per-gene mean equals
+    the mean of all held-out controls before the effect is applied: the prediction's mean is then
+    the model's, not the model's plus the noise of which few control cells were drawn."""
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.effect not in EFFECTS:
+            raise ValueError(f"effect must be one of {EFFECTS}, got {self.effect!r}")
         if self.generate <= 0 or self.max_cells <= 0:
             raise ValueError("generate and max_cells must be positive")
 
@@ -105,6 +117,10 @@ def read_counts(x, rows: np.ndarray, positions: np.ndarray) -> sp.csr_matrix:
     dense = np.zeros((len(rows), len(positions)), dtype=np.float32)
     dense[np.ix_(order, on_axis)] = block
     return sp.csr_matrix(dense)
+
+
+def _cp10k_mean(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    return (counts * (1e4 / np.maximum(totals, 1.0))[:, None]).mean(0)
 
 
 def _scale_counts(counts: np.ndarray, ratio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -169,19 +185,52 @@ class Predictor:
                             order=run.sample_order, schedule=run.diffusion, **cond)
         return torch.expm1(self.tokenizer.detokenize(tokens.cpu()))
 
+    def _expected(self, conditioning: dict, n: int) -> torch.Tensor:
+        """Expected expression (normalized per 10k) of every modelled gene under the model's
+        prediction from a fully masked cell: its marginal, computed, not sampled."""
+        cond = {k: v.to(self.device) for k, v in conditioning.items()}
+        tokens = torch.full((n, len(self.hvg_positions)), self.run.n_tokens, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            probs = torch.softmax(self.model(tokens, torch.ones(n, device=self.device), **cond).float(), dim=-1)
+        values = torch.expm1(self.tokenizer.detokenize(torch.arange(self.run.n_tokens))).to(probs)
+        return (probs @ values).cpu()
+
     def effect(self, target: str, batches: np.ndarray, rng: np.random.Generator, generator) -> np.ndarray:
-        """Per modelled gene: generated mean under the perturbation / under control, same control sets."""
+        """Per modelled gene: the model's mean expression under the perturbation / under control,
+        with the same control sets. ``effect="expected"``: the marginals of a fully masked cell;
+        ``"sampled"``: means of generated cells (common random numbers for both conditions)."""
+        if self.config.effect == "training-mean":
+            return self._training_mean_ratio(target)
         perturbed = self.conditioning.for_targets([target] * len(batches), batches, rng)
         control = self.conditioning.for_targets([self.control_label] * len(batches), batches, rng)
         control["control"] = perturbed["control"]
-        # common random numbers: both runs reveal the same positions with the same uniform draws, so
-        # the difference of their means is the conditioning's, not the sampler's noise
-        state = generator.get_state()
-        a = self._generate(perturbed, len(batches), generator).mean(0).numpy()
-        generator.set_state(state)
-        b = self._generate(control, len(batches), generator).mean(0).numpy()
+        if self.config.effect == "expected":
+            a = self._expected(perturbed, len(batches)).mean(0).numpy()
+            b = self._expected(control, len(batches)).mean(0).numpy()
+        else:
+            # common random numbers: both runs reveal the same positions with the same uniform draws,
+            # so the difference of their means is the conditioning's, not the sampler's noise
+            state = generator.get_state()
+            a = self._generate(perturbed, len(batches), generator).mean(0).numpy()
+            generator.set_state(state)
+            b = self._generate(control, len(batches), generator).mean(0).numpy()
         eps = 1e-2
         return np.clip((a + eps) / (b + eps), 1 / RATIO_LIMIT, RATIO_LIMIT)
+
+    def _training_mean_ratio(self, target: str) -> np.ndarray:
+        obs, train = self.obs, self.split.train
+        rows = train[obs["target_gene"].to_numpy()[train] == target]
+        if not len(rows):
+            raise ValueError(f"--effect training-mean: {target!r} has no training cells (a reference for seen perturbations only)")
+        controls = train[obs["is_control"].to_numpy()[train]]
+        x, totals = self.root["X"], obs["total_counts"].to_numpy()
+
+        def mean(r):
+            r = np.sort(r)
+            counts = np.asarray(x.get_orthogonal_selection((r, self.hvg_positions)), dtype=np.float64)
+            return _cp10k_mean(counts, totals[r])
+
+        return np.clip((mean(rows) + 1e-2) / (mean(controls) + 1e-2), 1 / RATIO_LIMIT, RATIO_LIMIT)
 
     # ---- the prediction file -----------------------------------------------------------------
 
@@ -203,13 +252,18 @@ class Predictor:
         rng = np.random.default_rng([cfg.seed, 23])
         generator = torch.Generator().manual_seed(cfg.seed)
         blocks, labels = [read_counts(x, controls, positions)], [self.control_label] * len(controls)
+        reference = _cp10k_mean(read_counts(x, self.val_controls, positions).toarray(), totals[self.val_controls])
         for target, n in zip(counts["target_gene"], counts["n_cells"]):
             basal = rng.choice(self.val_controls, size=n, replace=n > len(self.val_controls))
             base = read_counts(x, basal, positions).toarray()
             if cfg.mode == "delta":
                 g = min(cfg.generate, max(n, 16))
-                ratio = self.effect(target, batches_all[rng.choice(basal, size=g)], rng, generator)
-                base[:, modelled] = _scale_counts(base[:, modelled], ratio[model_index], rng)
+                factor = np.ones(len(positions))
+                factor[modelled] = self.effect(target, batches_all[rng.choice(basal, size=g)], rng, generator)[model_index]
+                if cfg.match_means:
+                    drawn = _cp10k_mean(base, totals[basal])
+                    factor *= np.where(drawn > 0, np.clip(reference / np.maximum(drawn, 1e-12), 0.25, 4.0), 1.0)
+                base = _scale_counts(base, factor, rng)
             else:
                 cond = self.conditioning.for_targets([target] * n, batches_all[basal], rng)
                 values = self._generate(cond, n, generator).numpy()[:, model_index]
@@ -223,7 +277,8 @@ class Predictor:
         adata.uns["sczarr_prediction"] = {
             "values": "counts", "mode": cfg.mode, "checkpoint": os.path.abspath(cfg.checkpoint), "store": self.run.store,
             "step": self.step, "control_label": self.control_label, "controls": "real held-out cells",
-            "modelled_genes": int(len(modelled)), "genes_not_on_axis": int((positions < 0).sum())}
+            "modelled_genes": int(len(modelled)), "genes_not_on_axis": int((positions < 0).sum()),
+            "match_means": bool(cfg.match_means and cfg.mode == "delta"), "effect": cfg.effect}
         return adata
 
     def _budget(self, counts: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -311,12 +366,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generate", type=int, default=128, help="generated cells per perturbation for its effect")
     p.add_argument("--sample-steps", type=int)
     p.add_argument("--max-cells", type=int, default=100_000)
+    p.add_argument("--effect", choices=EFFECTS, default="expected",
+                   help="delta mode: the model's per-gene marginals (exact), means of generated cells, or the "
+                        "no-model reference of each seen perturbation's training mean")
+    p.add_argument("--no-match-means", action="store_true",
+                   help="delta mode: keep the drawn control cells' own mean (more sampling noise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     config = PredictConfig(checkpoint=args.checkpoint, store=args.store, pert_counts=args.pert_counts, genes=args.genes,
                            out=args.out, mode=args.mode, generate=args.generate, sample_steps=args.sample_steps,
-                           max_cells=args.max_cells, seed=args.seed, device=args.device)
+                           max_cells=args.max_cells, seed=args.seed, device=args.device,
+                           match_means=not args.no_match_means, effect=args.effect)
     try:
         run_prediction(config)
     except (ValueError, FileNotFoundError) as exc:

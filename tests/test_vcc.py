@@ -232,3 +232,32 @@ def test_finetune_predict_and_cell_eval(vcc_files, vcc_store, tmp_path):
     metrics = {m["metric"] for m in summary["metrics"]}
     assert {"overlap_at_N", "mae", "discrimination_score_l1"} <= metrics
     assert np.isfinite(summary["avg_score"])
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("conditional-tiny", {}),
+    ("moe17b-tiny", {"engine": "deepspeed", "deepspeed_config": "ds_cpu_tiny_adapters.json"}),
+])
+def test_freeze_base_trains_the_conditioning_only(vcc_store, tmp_path, model, extra):
+    """LoRA / conditioning-only fine-tuning on perturbation batches: the base keeps its weights."""
+    from dataclasses import replace
+
+    import torch
+
+    from scmodel.train import CONFIGS, Trainer
+
+    base = CONFIGS["finetune-tiny"] if model == "conditional-tiny" else CONFIGS["moe17b-tiny"]
+    config = replace(base, store=vcc_store, out=str(tmp_path / model), max_steps=3, eval_every=100, save_every=100,
+                     n_hvgs=64, context_genes=None, freeze_base=True, **extra)
+    trainer = Trainer(config, echo=lambda *_: None)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    batches = trainer._batches()
+    for _ in range(3):
+        trainer.train_step([next(batches)])
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    trainer.close()
+    assert changed
+    if model == "moe17b-tiny":
+        assert all(".adapters." in n or n.startswith("code.") or ".moe_adapter." in n for n in changed), changed
+    else:
+        assert all(n.startswith(trainer.model.conditioning_prefixes) for n in changed), changed

@@ -55,11 +55,26 @@ def lr_lambda(warmup_steps: int, max_steps: int):
     return f
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups of the trainable parameters: weight decay on matrices only."""
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,
+                 conditioning_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups of the trainable parameters: weight decay on matrices only. The model's
+    conditioning modules (its ``conditioning_prefixes``) may learn at ``conditioning_lr_scale``
+    times ``lr``: in a fine-tune they start from scratch while the backbone is pretrained."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [{"name": "decay", "params": [p for n, p in named if p.dim() >= 2], "weight_decay": weight_decay},
-            {"name": "no_decay", "params": [p for n, p in named if p.dim() < 2], "weight_decay": 0.0}]
+    prefixes = tuple(getattr(model, "conditioning_prefixes", ()))
+    fast = (lambda n: n.startswith(prefixes)) if prefixes and lr is not None and conditioning_lr_scale != 1.0 \
+        else (lambda n: False)
+    groups = []
+    for suffix, members, extra in (("", [(n, p) for n, p in named if not fast(n)], {}),
+                                   ("_conditioning", [(n, p) for n, p in named if fast(n)],
+                                    {"lr": (lr or 0.0) * conditioning_lr_scale})):
+        if not members and suffix:
+            continue
+        groups.append({"name": "decay" + suffix, "params": [p for _, p in members if p.dim() >= 2],
+                       "weight_decay": weight_decay, **extra})
+        groups.append({"name": "no_decay" + suffix, "params": [p for _, p in members if p.dim() < 2],
+                       "weight_decay": 0.0, **extra})
+    return groups
 
 
 def check_engine(config, world: int) -> None:

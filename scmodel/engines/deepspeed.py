@@ -124,7 +124,7 @@ class DeepSpeedEngine:
         ds.update(train_micro_batch_size_per_gpu=config.batch_size, gradient_accumulation_steps=config.grad_accum,
                   gradient_clipping=config.grad_clip or 0.0, zero_allow_untested_optimizer=True)
         ds.setdefault("steps_per_print", 10**9)
-        groups = param_groups(model, config.weight_decay)
+        groups = param_groups(model, config.weight_decay, config.lr, config.conditioning_lr_scale)
         if any(hasattr(m, "deepspeed_moe") for m in model.modules()):
             groups = split_params_into_different_moe_groups_for_optimizer(groups)  # experts reduce in their own groups
         optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))

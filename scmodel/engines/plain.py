@@ -16,7 +16,8 @@ class PlainEngine:
         self.module = model
         self.device = device
         self.wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
+        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay, config.lr, config.conditioning_lr_scale),
+                                           lr=config.lr, betas=(0.9, 0.95))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config.warmup_steps, config.max_steps))
         self.autocast = True
         self.path = os.path.join(out, "checkpoint.pt")

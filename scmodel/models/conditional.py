@@ -6,6 +6,11 @@ multi-query self-attention plus cross-attention to conditioning tokens from
 * a control-set encoder: a set transformer over a set of control cells' expression (self-
   attention blocks, then pooling by attention into ``n_control_tokens`` tokens).
 
+Each gene's token also receives a gene-by-perturbation term (the gene's embedding gated by a
+projection of the perturbation's code, zero at initialization), a direct path for "perturbation
+p moves gene g" that attention to a handful of context tokens learns only slowly. The
+perturbation's tokens, summed, also join the timestep embedding that modulates every block
+(adaLN, as DiT conditions on a class), so every gene position sees the perturbation directly.
 When the target is one of the modelled genes (``target_column``: its column among them), its
 token also carries a learned "perturbed" embedding for the sign, scaled with the log2 fold change,
 like scGPT's perturbation flags: the model need not discover through cross-attention alone which
@@ -31,6 +36,8 @@ class ConditionalConfig:
     gene_vocab: int = 36_601
     n_control_tokens: int = 4
     control_layers: int = 2
+    response_rank: int = 32
+    """Rank of the gene x perturbation term and of the perturbation's adaLN projection."""
 
     @property
     def mask_id(self) -> int:
@@ -74,6 +81,10 @@ class ControlSetEncoder(nn.Module):
 
 
 class ConditionalDiffusionModel(nn.Module):
+    conditioning_prefixes = ("perturbation.", "control.", "condition.", "response_gene.", "response_in.", "response_out.", "target_flag.",
+                             "target_scale")
+    """Parameters of the conditioning path (the rest is the backbone a pretraining run trains)."""
+
     def __init__(self, cfg: ConditionalConfig):
         super().__init__()
         self.cfg = cfg
@@ -81,6 +92,16 @@ class ConditionalDiffusionModel(nn.Module):
         self.backbone = Backbone(b, cross_attention=True)
         self.perturbation = PerturbationEncoder(cfg.gene_vocab, b.dim)
         self.control = ControlSetEncoder(b.n_genes, b.dim, b.n_heads, cfg.n_control_tokens, cfg.control_layers)
+        r = cfg.response_rank
+        self.condition = nn.Sequential(nn.Linear(b.dim, r), nn.SiLU(), nn.Linear(r, b.dim))
+        nn.init.zeros_(self.condition[-1].weight)  # starts as the unconditional model
+        nn.init.zeros_(self.condition[-1].bias)
+        # gene x perturbation interaction (rank r): each gene's embedding, gated by the perturbation's code
+        self.response_gene = nn.Linear(b.dim, r, bias=False)
+        self.response_in = nn.Linear(b.dim, r)
+        self.response_out = nn.Linear(r, b.dim)
+        nn.init.zeros_(self.response_out.weight)  # starts as the unconditional model
+        nn.init.zeros_(self.response_out.bias)
         self.target_flag = nn.Embedding(3, b.dim)  # by sign + 1
         self.target_scale = nn.Parameter(torch.zeros(b.dim))
         nn.init.normal_(self.target_flag.weight, std=0.02)
@@ -91,6 +112,11 @@ class ConditionalDiffusionModel(nn.Module):
         sign = torch.zeros(batch, dtype=torch.long, device=device) if sign is None else sign
         log2fc = torch.zeros(batch, device=device) if log2fc is None else log2fc
         return torch.cat([self.perturbation(target_gene, sign, log2fc), self.control(control, batch)], dim=1)
+
+    def freeze_base(self) -> None:
+        """Train only the conditioning path (the backbone keeps its pretrained weights)."""
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith(self.conditioning_prefixes))
 
     def target_bias(self, tokens, gene_index, target_column, sign, log2fc) -> torch.Tensor | None:
         """(B, L, D): the flag on the target's own token, zero elsewhere (None: no target modelled)."""
@@ -107,4 +133,9 @@ class ConditionalDiffusionModel(nn.Module):
                 control=None, gene_index: torch.Tensor | None = None, target_column=None) -> torch.Tensor:
         context = self.context(tokens.shape[0], tokens.device, target_gene, sign, log2fc, control)
         bias = self.target_bias(tokens, gene_index, target_column, sign, log2fc)
-        return self.backbone(tokens, t, context, gene_index=gene_index, position_bias=bias)
+        code = context[:, :3].sum(dim=1)  # the perturbation's three tokens
+        genes = self.backbone.gene_emb(self.backbone.positions(tokens, gene_index))  # (L, D)
+        response = self.response_out(self.response_gene(genes).unsqueeze(0) * self.response_in(code).unsqueeze(1))
+        bias = response if bias is None else bias + response
+        condition = self.condition(code)
+        return self.backbone(tokens, t, context, gene_index=gene_index, position_bias=bias, condition=condition)

@@ -52,15 +52,19 @@ class Backbone(nn.Module):
         return torch.arange(tokens.shape[1], device=tokens.device) if gene_index is None else gene_index
 
     def forward(self, tokens: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
-                gene_index: torch.Tensor | None = None, position_bias: torch.Tensor | None = None) -> torch.Tensor:
+                gene_index: torch.Tensor | None = None, position_bias: torch.Tensor | None = None,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         """``gene_index`` (L,): which gene positions the L tokens are (a random subset when
         training on subsampled context); default: all ``n_genes`` in order. ``position_bias``
-        (B, L, D) is added to the token embeddings (e.g. a flag on a perturbed gene)."""
+        (B, L, D) is added to the token embeddings (e.g. a flag on a perturbed gene); ``condition``
+        (B, D) to the timestep embedding that modulates every block (DiT's class conditioning)."""
         positions = self.positions(tokens, gene_index)
         x = self.token_emb(tokens) + self.gene_emb(positions).unsqueeze(0)  # (B, L, D)
         if position_bias is not None:
             x = x + position_bias
         t_emb = self.time_mlp(timestep_embedding(t, self.cfg.dim))  # (B, D)
+        if condition is not None:
+            t_emb = t_emb + condition
         for block in self.blocks:
             x = block(x, t_emb, context)
         return self.head(self.norm(x))  # (B, G, n_tokens)
