@@ -82,15 +82,19 @@ def main() -> None:
         out = os.path.join(work, "predict-" + str(len(rows)))
         m = run_checked([PY, "-m", "scmodel.predict", "--checkpoint", checkpoint, "--out", out, *options])
         summary = _score(out, *(os.path.join(out, f) for f in ("prediction.h5ad", "real.h5ad", "training_sample.h5ad")))
-        rows.append({"prediction": name, "task": "held-out cells of seen perturbations", "predict_seconds": m.seconds,
-                     **summary})
+        rows.append({**summary, "prediction_file": summary["prediction"], "prediction": name,
+                     "task": "held-out cells of seen perturbations", "predict_seconds": m.seconds})
     out = os.path.join(work, "predict-unseen")
     m = run_checked([PY, "-m", "scmodel.predict", "--checkpoint", checkpoint, "--out", out, "--pert-counts",
                      os.path.join(files, "pert_counts_Validation.csv"), "--genes", os.path.join(files, "gene_names.csv")])
     summary = _score(out, os.path.join(out, "prediction.h5ad"), os.path.join(files, "adata_Validation_truth.h5ad"),
                      os.path.join(files, "adata_Training.h5ad"))
-    rows.append({"prediction": "model: delta, expected expression (default)",
-                 "task": "perturbations without training cells", "predict_seconds": m.seconds, **summary})
+    rows.append({**summary, "prediction_file": summary["prediction"], "prediction": "model: delta, expected expression (default)",
+                 "task": "perturbations without training cells", "predict_seconds": m.seconds})
+    render(rows, steps, args.store, args.finetune_steps)
+
+
+def render(rows: list[dict], steps: dict, store: str, finetune_steps: int) -> None:
     table_rows = []
     for r in rows:
         metrics = {m["metric"]: m for m in r["metrics"]}
@@ -103,12 +107,12 @@ def main() -> None:
                       "MAE (baseline)", "cell-eval score vs cell-mean baseline"], table_rows)
     note = (f"\nSynthetic challenge-layout data (12 perturbations: target knockdown to 15% plus a 40-gene program "
             f"each; 250-350 cells per perturbation, 1,500 controls, 4 batches, 2,000 genes). `conditional-tiny` "
-            f"pretrained {PRETRAIN_STEPS} steps on {args.store} (512 HVGs), fine-tuned {args.finetune_steps} steps "
+            f"pretrained {PRETRAIN_STEPS} steps on {store} (512 HVGs), fine-tuned {finetune_steps} steps "
             "(`finetune-tiny`). Held-out: 20% of every perturbation's cells and of the controls. Scores are "
             "cell-eval's `score_agg_metrics` (0 = the cell-mean baseline, clipped at 0 per metric, averaged); "
             "baseline values in parentheses. Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in steps.items()) + ".\n")
-    write_results("bench_perturbation", {"rows": rows, "steps_seconds": steps, "store": args.store,
-                                         "finetune_steps": args.finetune_steps}, table + "\n" + note)
+    write_results("bench_perturbation", {"rows": rows, "steps_seconds": steps, "store": store,
+                                         "finetune_steps": finetune_steps}, table + "\n" + note)
 
 
 if __name__ == "__main__":

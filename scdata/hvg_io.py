@@ -21,8 +21,11 @@ from .stats import GeneStats
 from .store import ARRAY_ATTRS, StoreLayout, open_root
 
 HVG_ATTR = "sczarr_hvg"
-X_HVG_LAYOUT = StoreLayout(cname="zstd", clevel=1, shuffle="bitshuffle", transpose=False)
-"""Row-major: training reads whole rows of the materialized matrix, and decodes them fastest so."""
+X_HVG_LAYOUT = StoreLayout(cname="lz4", clevel=1, shuffle="shuffle", transpose=False)
+"""Row-major: training reads whole rows of the materialized matrix, and decodes them fastest so.
+lz4 with byte shuffle (1 MiB Blosc blocks) decodes a 1,024 x 2,000 chunk of HVG counts ~3x faster
+than zstd-1 with bitshuffle (1.0 vs 3.1 ms on the demo store) for ~2.3x the bytes (12% vs 5% of
+raw): the matrix is derived data read every epoch, so decode time wins."""
 
 
 def ranked_hvgs(df: pd.DataFrame, config: HVGConfig) -> np.ndarray:
