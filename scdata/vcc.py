@@ -63,8 +63,9 @@ class VCCImportConfig:
     """Direction of every perturbation in the file: -1 knockdown (CRISPRi), +1 activation."""
     name: str | None = None
     """The dataset's name in ``srx_accession`` (default: the file's name without extension)."""
-    block_chunks: int = 16
-    """Chunk rows per block (one task and one commit each)."""
+    block_chunks: int = 4
+    """Chunk rows per block (one task and one commit each): 4,096 cells by default, so a file of a
+    few tens of thousands of cells already keeps every worker busy."""
     layout: StoreLayout = field(default_factory=StoreLayout)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     hvg_output_dir: str | None = None
@@ -324,18 +325,19 @@ def import_vcc(config: VCCImportConfig, echo=print) -> VCCImportReport:
         finally:
             for future in futures:
                 future.cancel()
-    echo(f"Committed {manifest.n_committed:,} cells in {config.store} ({len(bounds)} blocks this run)")
-    from .vcc_effects import target_effects
+        echo(f"Committed {manifest.n_committed:,} cells in {config.store} ({len(bounds)} blocks this run)")
+        from .vcc_effects import target_effects
 
-    effects = target_effects(config.store)
-    echo(f"Target knockdown (median log2 fold change vs same-batch controls): {np.nanmedian(effects['log2fc']):.2f} "
-         f"over {effects['target_gene'].nunique()} targets")
-    if config.genes_from:
-        _materialize_hvgs(config, positions, table, mapping, echo)
+        effects = target_effects(config.store)
+        echo(f"Target knockdown (median log2 fold change vs same-batch controls): {np.nanmedian(effects['log2fc']):.2f} "
+             f"over {effects['target_gene'].nunique()} targets")
+        if config.genes_from:
+            _materialize_hvgs(config, positions, table, mapping, client, echo)
     return VCCImportReport(manifest, summary, {"placed": len(positions) - 1, "missing": missing}, len(bounds))
 
 
-def _materialize_hvgs(config: VCCImportConfig, positions, table: SourceTable, mapping: GeneMapping, echo) -> None:
+def _materialize_hvgs(config: VCCImportConfig, positions, table: SourceTable, mapping: GeneMapping, client,
+                      echo) -> None:
     """The pretraining store's HVGs as ``obsm/X_hvg``; its ``hvg_info.json`` gains ``gene_name_to_hvg_idx``
     (the file's gene names -> HVG rank), as the seed's ``--process-vcc`` did."""
     from .hvg_io import materialize, previous_info, write_json
@@ -350,8 +352,7 @@ def _materialize_hvgs(config: VCCImportConfig, positions, table: SourceTable, ma
         return
     order = np.asarray(pretrained["hvg_indices"], dtype=np.int64)
     manifest = read_manifest(config.store)
-    with dask_client(config.cluster, echo=lambda *_: None) as client:
-        materialize(config.store, order, manifest.version, client=client)
+    materialize(config.store, order, manifest.version, client=client)
     rank = {int(p): k for k, p in enumerate(order)}
     by_name = {str(s): rank[int(c)] for s, c in zip(table.symbols, mapping.columns) if c >= 0 and int(c) in rank}
     by_id = {}

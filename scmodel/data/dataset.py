@@ -11,6 +11,7 @@ travels to workers), so fork and spawn both work.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,6 +111,11 @@ class StoreDataset(IterableDataset):
         self.start = np.zeros((0, 2), np.int64)
         self.resume_batches = 0
         self.release_flags = None  # set by StoreDataLoader while its workers run (see buffers.SharedRing)
+        self.control = None
+        """Set by ``StoreDataLoader`` for persistent workers: a shared int64 tensor through which the
+        main process tells the workers' copies the epoch and position of each new iteration."""
+        self._reader = None  # this process's SegmentReader, kept across epochs (buffers, threads)
+        self._reader_key = None
         root, manifest = _committed(config.store)
         self.manifest_version = manifest.version
         self.block_rows = root["X"].chunks[0]
@@ -183,13 +189,44 @@ class StoreDataset(IterableDataset):
 
     # ---- worker side ------------------------------------------------------------------------
 
-    def __iter__(self):
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_reader"], state["_reader_key"] = None, None  # threads and buffers stay in their process
+        return state
+
+    def _segment_reader(self, in_worker: bool, worker: int):
+        """This process's reader, reused by every epoch: its buffers are already paged in (and, in a
+        worker, their reuse protocol with the main process continues) and its threads started."""
         from .reader import SegmentReader
 
+        key = (os.getpid(), in_worker, worker, id(self.release_flags))
+        if self._reader is None or self._reader_key != key:
+            self._reader = SegmentReader(self.config, self.block_rows, self.n_committed, self.feature_ids, self.columns,
+                                         token_dtype_of(self.config), shared=in_worker, release_flags=self.release_flags,
+                                         worker=worker)
+            self._reader_key = key
+        return self._reader
+
+    def write_control(self, control: torch.Tensor) -> None:
+        """The main process's epoch and position, for persistent workers (see ``read_control``)."""
+        n = len(self.start)
+        if 3 + 2 * n > len(control):
+            raise ValueError(f"{n} start intervals do not fit the control block")
+        control[0], control[1], control[2] = self.epoch, self.resume_batches, n
+        control[3 : 3 + 2 * n] = torch.from_numpy(self.start.reshape(-1).astype(np.int64))
+
+    def read_control(self) -> None:
+        c = self.control
+        self.epoch, self.resume_batches, n = int(c[0]), int(c[1]), int(c[2])
+        self.start = c[3 : 3 + 2 * n].numpy().reshape(n, 2).copy()
+
+    def __iter__(self):
         cfg = self.config
         rank, world = rank_and_world()
         worker, workers = worker_and_count()
         in_worker = torch.utils.data.get_worker_info() is not None
+        if in_worker and self.control is not None:
+            self.read_control()
         per_handoff = self.handoff_batches(workers if in_worker else 0)
         ranges, counts = self.role_batches(world, rank, workers)
         served, first = served_per_role(counts, per_handoff, self.resume_batches)
@@ -199,12 +236,8 @@ class StoreDataset(IterableDataset):
         stop = lo + min(hi - lo, counts[role] * cfg.batch_size)  # drop_last: whole batches only
         plan = self.plan()
         pieces = plan.pieces(sub_intervals(self.remaining(), lo + skip * cfg.batch_size, stop))
-        reader = SegmentReader(cfg, self.block_rows, self.n_committed, self.feature_ids, self.columns,
-                               token_dtype_of(cfg), shared=in_worker, release_flags=self.release_flags, worker=worker)
-        try:
-            yield from self._serve(reader, pieces, role, skip, per_handoff, stop - lo)
-        finally:
-            reader.close()
+        reader = self._segment_reader(in_worker, worker)
+        yield from self._serve(reader, pieces, role, skip, per_handoff, stop - lo)
 
     def _serve(self, reader, pieces, role: int, batch: int, per_handoff: int, role_cells: int):
         """Hand-offs of ``per_handoff`` batches, aligned to multiples of it from the role's first

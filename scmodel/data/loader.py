@@ -20,6 +20,8 @@ from .partition import as_intervals, n_positions, served_intervals, union
 from .ranks import rank_and_world
 
 ORDER_KEYS = ("seed", "n_cells", "buffer_blocks", "shuffle", "block_rows")
+CONTROL_INTERVALS = 256
+"""Start intervals a persistent worker can be told (a position resumed many times over may have more)."""
 """What fixes an epoch's order: a state saved under other values cannot be resumed."""
 
 
@@ -61,6 +63,7 @@ class StoreDataLoader:
         self.prefetch_factor = prefetch_factor
         self.multiprocessing_context = multiprocessing_context
         self.consumed = 0
+        self._workers = None  # (DataLoader with persistent workers, ReleaseCounter, control tensor)
 
     def __len__(self) -> int:
         return self.dataset.batches_per_rank(self.num_workers)
@@ -73,14 +76,7 @@ class StoreDataLoader:
         size = self.dataset.config.batch_size
         counter = None
         if self.num_workers:
-            warm()  # forked workers inherit the compiled kernels
-            counter = ReleaseCounter(self.num_workers)
-            self.dataset.release_flags = counter.flags
-            extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor else {}
-            loader = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                                     pin_memory=self.pin_memory, multiprocessing_context=self.multiprocessing_context,
-                                     **extra))
-            self.dataset.release_flags = None  # the workers have their copy
+            loader, counter = self._worker_iterator()
         else:  # in-process: the dataset's batches are already tensors, DataLoader would only add overhead
             loader = map(pin_memory, iter(self.dataset)) if self.pin_memory else iter(self.dataset)
         self.consumed = self.dataset.resume_batches
@@ -93,6 +89,48 @@ class StoreDataLoader:
                 yield batch
             del item
         self.dataset.reset_position()  # the epoch is done: iterating again serves it whole
+
+    def _worker_iterator(self):
+        """An iteration over the workers, which persist across epochs: each new epoch tells them its
+        epoch and position through a shared control block, instead of starting new processes (a
+        fork, imports and kernel loading each time) and new shared-memory buffers."""
+        if len(self.dataset.start) > CONTROL_INTERVALS:
+            self._shutdown()  # a position too fragmented for the control block: fresh workers take it by pickle
+            return self._start_workers(persistent=False)
+        if self._workers is None:
+            return self._start_workers(persistent=True)
+        loader, counter, control = self._workers
+        self.dataset.write_control(control)
+        return iter(loader), counter
+
+    def _start_workers(self, persistent: bool):
+        warm()  # forked workers inherit the compiled kernels
+        counter = ReleaseCounter(self.num_workers)
+        control = torch.zeros(3 + 2 * CONTROL_INTERVALS, dtype=torch.int64).share_memory_()
+        self.dataset.write_control(control) if persistent else None
+        self.dataset.release_flags, self.dataset.control = counter.flags, control if persistent else None
+        extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor else {}
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            multiprocessing_context=self.multiprocessing_context, persistent_workers=persistent, **extra)
+        it = iter(loader)  # starts the workers, which take their copy of the dataset now
+        self.dataset.release_flags, self.dataset.control = None, None
+        if persistent:
+            self._workers = (loader, counter, control)
+        return it, counter
+
+    def _shutdown(self) -> None:
+        if self._workers is not None:
+            loader = self._workers[0]
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None:
+                iterator._shutdown_workers()
+            self._workers = None
+
+    def __del__(self):
+        try:
+            self._shutdown()
+        except Exception:
+            pass
 
     # ---- position ---------------------------------------------------------------------------
 
