@@ -289,8 +289,8 @@ class StoreDataset(IterableDataset):
             tag = reader.tag(slot)
             if tag is not None:
                 meta["_slot"] = tag  # a view of a reused buffer: the main process reports when it drops it
-        else:  # spans two buffers
-            x = torch.cat([p[0] for p in pieces])
+        else:  # spans two buffers; numpy's copy, not torch.cat, whose intra-op threads contend with the read threads
+            x = torch.from_numpy(np.concatenate([p[0].numpy() for p in pieces]))
             meta = {k: (np.concatenate([p[1][k] for p in pieces]) if isinstance(pieces[0][1][k], np.ndarray)
                         else torch.cat([p[1][k] for p in pieces])) for k in pieces[0][1]}
         if self.config.tokenizer is not None and self.config.token_dtype != "compact":
