@@ -129,6 +129,8 @@ def test_a_killed_import_resumes_to_the_same_store(vcc_files, axis_store, vcc_st
     ("no_target", "no 'target_gene' column"),
     ("no_control", "no control cells"),
     ("fractional", "non-integer values"),
+    ("negative", "negative"),
+    ("truncated", "not a readable h5ad"),
 ])
 def test_bad_input_gets_a_clear_error(vcc_files, axis_store, tmp_path, damage, message):
     source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])
@@ -136,11 +138,17 @@ def test_bad_input_gets_a_clear_error(vcc_files, axis_store, tmp_path, damage, m
         source.obs = source.obs.rename(columns={"target_gene": "perturbation"})
     elif damage == "no_control":
         source.obs["target_gene"] = source.obs["target_gene"].astype(str).replace(CONTROL, "control")
-    else:
+    elif damage == "fractional":
         source.X = source.X.copy()
         source.X.data[5] += 0.5
+    elif damage == "negative":
+        source.X = source.X.copy()
+        source.X.data[7] = -3
     path = str(tmp_path / f"{damage}.h5ad")
     source.write_h5ad(path)
+    if damage == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 3)
     store = str(tmp_path / "bad.zarr")
     with pytest.raises(VCCImportError, match=message) as info:
         import_vcc(VCCImportConfig(input=path, store=store, genes_from=axis_store, layout=LAYOUT, cluster=CLUSTER),
