@@ -269,3 +269,31 @@ def test_freeze_base_trains_the_conditioning_only(vcc_store, tmp_path, model, ex
         assert all(".adapters." in n or n.startswith("code.") or ".moe_adapter." in n for n in changed), changed
     else:
         assert all(n.startswith(trainer.model.conditioning_prefixes) for n in changed), changed
+
+
+def test_import_from_a_bucket_over_http(vcc_files, axis_store, vcc_store, tmp_path, monkeypatch):
+    """``--input gs://...`` through gcsfs and the GCS emulator: the same store as from disk."""
+    import fsspec
+
+    from .services import gcs_emulator
+
+    with gcs_emulator("vcc-bucket") as endpoint:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        fsspec.config.conf.pop("gcs", None)
+        fs = fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
+        fs.put_file(vcc_files["adata_Training.h5ad"], "vcc-bucket/challenge/adata_Training.h5ad")
+        path = str(tmp_path / "from-gcs.zarr")
+        config = VCCImportConfig(input="gs://vcc-bucket/challenge/adata_Training.h5ad", store=path, genes_from=axis_store,
+                                 layout=LAYOUT, cluster=CLUSTER, block_chunks=2,
+                                 hvg_output_dir=str(tmp_path))  # a copy of hvg_info.json is not needed to compare X
+        import_vcc(config, echo=lambda *_: None)
+    a, b = open_root(path), open_root(vcc_store)
+    assert np.array_equal(a["X"][:], b["X"][:])
+    assert np.array_equal(a["obs/target_gene_index"][:], b["obs/target_gene_index"][:])
+    missing = str(tmp_path / "missing.zarr")
+    with gcs_emulator("vcc-bucket") as endpoint:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
+        with pytest.raises(VCCImportError, match="no such object"):
+            import_vcc(VCCImportConfig(input="gs://vcc-bucket/challenge/nothing.h5ad", store=missing,
+                                       genes_from=axis_store, layout=LAYOUT, cluster=CLUSTER), echo=lambda *_: None)
