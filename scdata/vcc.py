@@ -32,8 +32,8 @@ from .gene_map import GeneMapping, map_genes, map_targets
 from .h5ad import frame_column
 from .manifest import Manifest, read_manifest, write_manifest
 from .store import (
-    ARRAY_ATTRS, DICT_ATTRS, StoreLayout, _string_array, create_store, gene_axis_digest, grow_rows, open_root,
-    read_strings, scratch_view, truncate, write_obs_rows,
+    ARRAY_ATTRS, DICT_ATTRS, StoreLayout, _string_array, create_store, gene_axis_digest, grow_rows, open_array,
+    open_root, read_strings, scratch_view, truncate, write_obs_rows,
 )
 
 KIND = "perturbation"
@@ -197,7 +197,7 @@ def import_block_task(url: str, lo: int, hi: int, columns: np.ndarray, n_axis: i
             f"{url}: X holds non-integer values ({counts.repairs.n_fractional} in rows {lo}-{hi}, e.g. "
             f"{float(example[0]):g}): the import stores raw UMI counts, not normalized or log values")
     # past X's committed shape (the commit grows it), so readers see committed rows only
-    writer = ChunkWriter(scratch_view(open_root(store, mode="r+")["X"], hi))
+    writer = ChunkWriter(scratch_view(open_array(store, "X", mode="r+"), hi))
     for start in range(lo, hi, writer.chunk_rows):
         stop = min(start + writer.chunk_rows, hi)
         writer.write_rows(start, counts.matrix[start - lo : stop - lo])
