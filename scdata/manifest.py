@@ -98,7 +98,9 @@ class Manifest:
             "node_type": "group",
             "attributes": {"encoding-type": "dict", "encoding-version": "0.1.0", "sczarr_manifest": asdict(self)},
         }
-        return json.dumps(document, indent=1, sort_keys=True).encode()
+        # URLs are recorded as given; any credentials they carry (user:password@, signed-URL or
+        # token parameters) stay out of the store.
+        return remote.redact(json.dumps(document, indent=1, sort_keys=True)).encode()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "Manifest":

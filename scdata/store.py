@@ -27,7 +27,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import warnings
-from collections.abc import Collection
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import ConsolidatedMetadata, GroupMetadata
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore
+from zarr.storage import FsspecStore, WrapperStore
 
 from . import remote
 
@@ -95,10 +96,86 @@ class StoreLayout:
         return cls(**{"blocksize": 0, **attrs})  # stores written before blocksize was recorded used 0
 
 
+class RetryingStore(WrapperStore):
+    """A remote Zarr store whose calls are retried with backoff (``remote.with_retries_async``)
+    and whose errors name the object's URL: gcsfs's errors say what went wrong, not where."""
+
+    def __init__(self, store: FsspecStore) -> None:
+        super().__init__(store)
+        self.url = store.fs.unstrip_protocol(store.path).rstrip("/")
+
+    def _retry(self, fn: Callable[[], Awaitable], verb: str, key: str):
+        return remote.with_retries_async(fn, f"{verb} {self.url}/{key}")
+
+    async def get(self, key, prototype, byte_range=None):
+        return await self._retry(lambda: self._store.get(key, prototype, byte_range), "read", key)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+    async def _get_many(self, requests):
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+    async def exists(self, key: str) -> bool:
+        return await self._retry(lambda: self._store.exists(key), "stat", key)
+
+    async def set(self, key: str, value) -> None:
+        await self._retry(lambda: self._store.set(key, value), "write", key)
+
+    async def set_if_not_exists(self, key: str, value) -> None:
+        await self._retry(lambda: self._store.set_if_not_exists(key, value), "write", key)
+
+    async def _set_many(self, values) -> None:
+        for key, value in values:
+            await self.set(key, value)
+
+    async def delete(self, key: str) -> None:
+        await self._retry(lambda: self._store.delete(key), "delete", key)
+
+    async def delete_dir(self, prefix: str) -> None:
+        await self._retry(lambda: self._store.delete_dir(prefix), "delete", prefix)
+
+    def list(self) -> AsyncIterator[str]:
+        return self._listed(self._store.list, "")
+
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        return self._listed(lambda: self._store.list_prefix(prefix), prefix)
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        return self._listed(lambda: self._store.list_dir(prefix), prefix)
+
+    async def _listed(self, listing: Callable[[], AsyncIterator[str]], prefix: str) -> AsyncIterator[str]:
+        async def collect() -> list[str]:
+            return [name async for name in listing()]
+
+        for name in await self._retry(collect, "list", prefix):
+            yield name
+
+
+_REMOTE_FILESYSTEMS: weakref.WeakSet = weakref.WeakSet()
+"""The asynchronous filesystems under the remote stores opened in this process."""
+
+
 def _zarr_store(url: str, mode: str):
     if remote.is_local(url):
         return remote.local_path(url)
-    return FsspecStore.from_url(url, storage_options=remote.storage_options(url), read_only=mode == "r")
+    store = RetryingStore(FsspecStore.from_url(url, storage_options=remote.storage_options(url), read_only=mode == "r"))
+    _REMOTE_FILESYSTEMS.add(store._store.fs)
+    return store
+
+
+def close_remote_sessions() -> None:
+    """Close the HTTP sessions of remote stores on Zarr's event loop, where they were opened.
+
+    Left to gcsfs's finalizer at exit, each is closed from fsspec's loop instead and prints a
+    "attached to a different loop" traceback after the command's own output. gcsfs opens a new
+    session if the store is used again."""
+    for fs in list(_REMOTE_FILESYSTEMS):
+        session = getattr(fs, "_session", None)
+        if session is not None and not session.closed:
+            sync(session.close())
 
 
 def open_root(url: str, mode: str = "r") -> zarr.Group:

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from . import remote
 from .chunkio import ChunkWriter
-from .cluster import ClusterConfig, dask_client
+from .cluster import ClusterConfig, dask_client, recomputable
 from .counts import CountsError, to_store_counts
 from .gene_map import GeneMapping, map_genes, map_targets
 from .h5ad import frame_column
@@ -44,6 +44,9 @@ UNS = "uns/perturbation"
 
 class VCCImportError(ValueError):
     """The perturbation file cannot be imported; the message names the file and what is wrong."""
+
+    def __init__(self, message: str):
+        super().__init__(remote.redact(message))  # the file's URL may carry credentials
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,7 +226,7 @@ def _now() -> str:
 def _create(config: VCCImportConfig, table: SourceTable, gene_ids, symbols, mapping: GeneMapping,
             positions: dict[str, int], missing_targets: list[str]) -> Manifest:
     attrs = {"kind": KIND, "values": "counts",
-             "perturbation": {"input": config.input, "file_size": table.file_size, "control_label": config.control_label,
+             "perturbation": {"input": remote.redact(config.input), "file_size": table.file_size, "control_label": config.control_label,
                               "sign": config.sign, "dataset": config.dataset, "genes_from": config.genes_from}}
     root = create_store(config.store, gene_ids, symbols, list(CATEGORICAL_COLUMNS), config.layout,
                         numeric_columns=NUMERIC_COLUMNS, attrs=attrs)
@@ -273,7 +276,7 @@ def _check_resumable(config: VCCImportConfig, table: SourceTable, gene_ids) -> N
     recorded = attrs.get("perturbation")
     if attrs.get("kind") != KIND or recorded is None:
         raise VCCImportError(f"{config.store} is a store but not a perturbation import; choose another --store")
-    if recorded["input"] != config.input or recorded["file_size"] != table.file_size:
+    if recorded["input"] != remote.redact(config.input) or recorded["file_size"] != table.file_size:
         raise VCCImportError(f"{config.store} was imported from {recorded['input']} ({recorded['file_size']:,} bytes), "
                              f"not {config.input} ({table.file_size:,} bytes); choose another --store")
     if attrs.get("gene_axis_digest") != gene_axis_digest(np.asarray(gene_ids)):
@@ -282,6 +285,7 @@ def _check_resumable(config: VCCImportConfig, table: SourceTable, gene_ids) -> N
 
 def import_vcc(config: VCCImportConfig, echo=print) -> VCCImportReport:
     """Import (or resume importing) the file; then the target effects and the HVG matrix."""
+    echo = remote.redacting(echo)
     table = read_source_table(config)
     gene_ids, symbols = axis_genes(config)
     mapping = map_genes(table.gene_ids, table.symbols, gene_ids, symbols)
@@ -314,7 +318,7 @@ def import_vcc(config: VCCImportConfig, echo=print) -> VCCImportReport:
         echo(f"Resuming at cell {manifest.n_committed:,}: {len(bounds)} blocks to go")
     first = len(manifest.experiments)
     with dask_client(config.cluster, echo=echo) as client:
-        columns = client.scatter(mapping.columns, broadcast=True)
+        columns = recomputable(client, mapping.columns)
         futures = [client.submit(import_block_task, config.input, lo, hi, columns, len(gene_ids), config.store,
                                  pure=False) for lo, hi in bounds]
         try:
