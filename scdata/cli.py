@@ -44,7 +44,8 @@ def _ingest_config(args):
     from .ingest import IngestConfig
     from .store import StoreLayout
 
-    layout = StoreLayout(**{k: v for k, v in (("chunk_cells", args.chunk_cells), ("chunk_genes", args.chunk_genes)) if v})
+    chunks = {"chunk_cells": args.chunk_cells, "chunk_genes": args.chunk_genes}
+    layout = StoreLayout(**{k: v for k, v in chunks.items() if v})
     return IngestConfig(
         source=src.SourceConfig(args.source, args.feature_type, args.organism),
         store=args.store,
@@ -89,9 +90,11 @@ def _cluster(args):
 
 def _add_scheduler_options(p: argparse.ArgumentParser, example: str = "") -> None:
     p.add_argument("--scheduler", default=None, help=f"address of an existing Dask scheduler{example}")
-    p.add_argument("--tls-ca-file", default=None, help="tls:// scheduler: PEM of the CA that signed the cluster's certificates")
+    p.add_argument("--tls-ca-file", default=None,
+                   help="tls:// scheduler: PEM of the CA that signed the cluster's certificates")
     p.add_argument("--tls-cert", default=None, help="tls:// scheduler: this client's certificate (PEM)")
-    p.add_argument("--tls-key", default=None, help="tls:// scheduler: this client's private key (PEM), unless in --tls-cert")
+    p.add_argument("--tls-key", default=None,
+                   help="tls:// scheduler: this client's private key (PEM), unless in --tls-cert")
 
 
 def _hvg(args) -> int:

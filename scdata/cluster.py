@@ -107,7 +107,8 @@ def _connect(config: ClusterConfig):
         if config.scheduler.startswith("tls://") and not config.uses_tls_files:
             hint = (" (a tls:// scheduler needs certificates: --tls-ca-file/--tls-cert/--tls-key or Dask's "
                     "DASK_DISTRIBUTED__COMM__TLS__CA_FILE/__CLIENT__CERT/__CLIENT__KEY)")
-        raise ClusterError(f"cannot connect to the Dask scheduler {config.scheduler}: {type(exc).__name__}: {exc}{hint}") from exc
+        raise ClusterError(f"cannot connect to the Dask scheduler {config.scheduler}: "
+                           f"{type(exc).__name__}: {exc}{hint}") from exc
 
 
 @contextlib.contextmanager

@@ -55,7 +55,8 @@ def write_var_columns(store: str, df: pd.DataFrame, config: HVGConfig, version: 
     columns = [c for c in var.attrs["column-order"] if c == "gene_symbol"]
     replaced = [name for name in df.columns if name in var]
     if replaced:
-        var.attrs.put({**var.attrs.asdict(), "column-order": [c for c in var.attrs["column-order"] if c not in replaced]})
+        kept = [c for c in var.attrs["column-order"] if c not in replaced]
+        var.attrs.put({**var.attrs.asdict(), "column-order": kept})
         consolidate(root, exclude=[f"var/{name}" for name in replaced])
     for name in df.columns:
         values = df[name].to_numpy()

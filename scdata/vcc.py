@@ -226,7 +226,8 @@ def _now() -> str:
 def _create(config: VCCImportConfig, table: SourceTable, gene_ids, symbols, mapping: GeneMapping,
             positions: dict[str, int], missing_targets: list[str]) -> Manifest:
     attrs = {"kind": KIND, "values": "counts",
-             "perturbation": {"input": remote.redact(config.input), "file_size": table.file_size, "control_label": config.control_label,
+             "perturbation": {"input": remote.redact(config.input), "file_size": table.file_size,
+                              "control_label": config.control_label,
                               "sign": config.sign, "dataset": config.dataset, "genes_from": config.genes_from}}
     root = create_store(config.store, gene_ids, symbols, list(CATEGORICAL_COLUMNS), config.layout,
                         numeric_columns=NUMERIC_COLUMNS, attrs=attrs)
@@ -276,7 +277,8 @@ def _check_resumable(config: VCCImportConfig, table: SourceTable, gene_ids) -> N
     recorded = attrs.get("perturbation")
     if attrs.get("kind") != KIND or recorded is None:
         raise VCCImportError(f"{config.store} is a store but not a perturbation import; choose another --store")
-    if recorded["input"] != remote.redact(config.input) or recorded["file_size"] != table.file_size:
+    same_input = recorded["input"] in (remote.redact(config.input), config.input)  # stores from before redaction
+    if not same_input or recorded["file_size"] != table.file_size:
         raise VCCImportError(f"{config.store} was imported from {recorded['input']} ({recorded['file_size']:,} bytes), "
                              f"not {config.input} ({table.file_size:,} bytes); choose another --store")
     if attrs.get("gene_axis_digest") != gene_axis_digest(np.asarray(gene_ids)):

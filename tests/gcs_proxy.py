@@ -177,7 +177,8 @@ class GCSProxy:
                 payload = response.read()
                 out = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
                 if "Location" in out:  # resumable uploads continue through the proxy too
-                    out["Location"] = out["Location"].replace(f"{proxy.upstream.scheme}://{proxy.upstream.netloc}", proxy.url)
+                    emulator = f"{proxy.upstream.scheme}://{proxy.upstream.netloc}"
+                    out["Location"] = out["Location"].replace(emulator, proxy.url)
                 upstream.close()
                 self._reply(response.status, payload, out)
 

@@ -66,7 +66,8 @@ class TLSFiles:
     def security(self):
         from distributed.security import Security
 
-        return Security(tls_ca_file=self.ca, tls_client_cert=self.cert, tls_client_key=self.key, require_encryption=True)
+        return Security(tls_ca_file=self.ca, tls_client_cert=self.cert, tls_client_key=self.key,
+                        require_encryption=True)
 
 
 def make_tls_files(directory: str) -> TLSFiles:
@@ -87,8 +88,8 @@ def make_tls_files(directory: str) -> TLSFiles:
                    .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
         if not ca:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
+                x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         return builder.sign(signer, hashes.SHA256())
 
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())

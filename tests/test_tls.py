@@ -12,7 +12,8 @@ from .services import dask_processes, make_tls_files
 
 def _ingest(source: str, store: str, scheduler: str, cell_count: int, *extra: str, env: dict | None = None):
     command = [sys.executable, "-m", "scdata", "ingest", "--source", source, "--store", store, "--scheduler", scheduler,
-               "--cell-count", str(cell_count), "--chunk-cells", "128", "--chunk-genes", "1024", "--no-progress", *extra]
+               "--cell-count", str(cell_count), "--chunk-cells", "128", "--chunk-genes", "1024", "--no-progress",
+               *extra]
     return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
