@@ -170,12 +170,15 @@ def close_remote_sessions() -> None:
     """Close the HTTP sessions of remote stores on Zarr's event loop, where they were opened.
 
     Left to gcsfs's finalizer at exit, each is closed from fsspec's loop instead and prints a
-    "attached to a different loop" traceback after the command's own output. gcsfs opens a new
-    session if the store is used again."""
+    "attached to a different loop" traceback after the command's own output. The filesystem
+    forgets the closed session, so it opens a new one if used again (fsspec caches filesystems)."""
     for fs in list(_REMOTE_FILESYSTEMS):
-        session = getattr(fs, "_session", None)
-        if session is not None and not session.closed:
+        session = getattr(fs, "_session", None)  # gcsfs's (other filesystems keep theirs elsewhere)
+        if session is None:
+            continue
+        if not session.closed:
             sync(session.close())
+        fs._session = None
 
 
 def open_root(url: str, mode: str = "r") -> zarr.Group:
