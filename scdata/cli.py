@@ -23,11 +23,30 @@ def _demo_bucket(args) -> int:
 
 
 def _ingest(args) -> int:
-    from .ingest import IngestConfig, IngestError, ingest
+    from .cluster import ClusterError
+    from .ingest import IngestError, ingest
+    from .remote import SourceError, redact
+
+    try:
+        config = _ingest_config(args)
+    except ValueError as exc:  # contradictory options: say which, no traceback
+        print(f"scdata ingest: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ingest(config)
+    except (IngestError, ClusterError, src.MetadataError, SourceError) as exc:
+        print(f"scdata ingest: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ingest_config(args):
+    from .ingest import IngestConfig
     from .store import StoreLayout
 
-    layout_kwargs = {k: v for k, v in (("chunk_cells", args.chunk_cells), ("chunk_genes", args.chunk_genes)) if v}
-    config = IngestConfig(
+    chunks = {"chunk_cells": args.chunk_cells, "chunk_genes": args.chunk_genes}
+    layout = StoreLayout(**{k: v for k, v in chunks.items() if v})
+    return IngestConfig(
         source=src.SourceConfig(args.source, args.feature_type, args.organism),
         store=args.store,
         cell_count=args.cell_count,
@@ -39,17 +58,11 @@ def _ingest(args) -> int:
         keep_raw=args.keep_raw,
         raw_dir=args.raw_dir,
         scratch_dir=args.scratch_dir,
-        layout=StoreLayout(**layout_kwargs),
+        layout=layout,
         on_error=args.on_error,
         retry_rejected=args.retry_rejected,
         progress=not args.no_progress,
     )
-    try:
-        ingest(config)
-    except (IngestError, src.MetadataError) as exc:
-        print(f"scdata ingest: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _info(args) -> int:
@@ -71,7 +84,17 @@ def _info(args) -> int:
 def _cluster(args):
     from .cluster import ClusterConfig
 
-    return ClusterConfig(scheduler=args.scheduler, workers=args.workers, processes=getattr(args, "processes", True))
+    return ClusterConfig(scheduler=args.scheduler, workers=args.workers, processes=getattr(args, "processes", True),
+                         tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
+
+
+def _add_scheduler_options(p: argparse.ArgumentParser, example: str = "") -> None:
+    p.add_argument("--scheduler", default=None, help=f"address of an existing Dask scheduler{example}")
+    p.add_argument("--tls-ca-file", default=None,
+                   help="tls:// scheduler: PEM of the CA that signed the cluster's certificates")
+    p.add_argument("--tls-cert", default=None, help="tls:// scheduler: this client's certificate (PEM)")
+    p.add_argument("--tls-key", default=None,
+                   help="tls:// scheduler: this client's private key (PEM), unless in --tls-cert")
 
 
 def _hvg(args) -> int:
@@ -83,17 +106,18 @@ def _hvg(args) -> int:
 
         store = args.vcc_store or os.path.join(os.path.dirname(os.path.abspath(args.store)), "vcc.zarr")
         return _run_vcc_import(_vcc_config(args, store, args.store))
+    from .cluster import ClusterError
     from .dataset import StoreError
     from .hvg import HVGConfig
     from .hvg_job import HVGJob, run_hvg_job
 
-    config = HVGConfig(flavor=args.flavor, n_top_genes=args.n_hvgs, batch_key=args.batch_key,
-                       min_cells_pct=args.min_cells_pct, target_sum=args.target_sum, span=args.span, n_bins=args.n_bins)
-    job = HVGJob(store=args.store, config=config, output_dir=args.output_dir, force=args.force,
-                 materialize=args.materialize, cluster=_cluster(args))
     try:
-        run_hvg_job(job)
-    except (StoreError, ValueError, FileNotFoundError) as exc:
+        config = HVGConfig(flavor=args.flavor, n_top_genes=args.n_hvgs, batch_key=args.batch_key,
+                           min_cells_pct=args.min_cells_pct, target_sum=args.target_sum, span=args.span,
+                           n_bins=args.n_bins)
+        run_hvg_job(HVGJob(store=args.store, config=config, output_dir=args.output_dir, force=args.force,
+                           materialize=args.materialize, cluster=_cluster(args)))
+    except (StoreError, ValueError, FileNotFoundError, ClusterError) as exc:
         print(f"scdata hvg: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -112,11 +136,12 @@ def _vcc_config(args, store: str, genes_from: str | None):
 
 
 def _run_vcc_import(config) -> int:
+    from .cluster import ClusterError
     from .vcc import VCCImportError, import_vcc
 
     try:
         import_vcc(config)
-    except (VCCImportError, FileNotFoundError) as exc:
+    except (VCCImportError, FileNotFoundError, ClusterError) as exc:
         print(f"scdata vcc import: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -171,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--round-cells", type=int, default=40_000,
                      help="at most this many cells per round, bounding memory (0: no bound)")
     ing.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
-    ing.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    _add_scheduler_options(ing, ", e.g. tcp://host:8786 or tls://host:8786")
     ing.add_argument("--seed", type=int, default=42)
     ing.add_argument("--filter", action="append", metavar="COLUMN=VALUE", help="keep experiments whose metadata matches (repeatable)")
     ing.add_argument("--keep-raw", action="store_true", help="keep downloaded h5ad files in --raw-dir")
@@ -204,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     hvg.add_argument("--workers", type=int, default=None, help="LocalCluster threads (default: cores)")
     hvg.add_argument("--processes", action="store_true",
                      help="run the LocalCluster as worker processes (default: threads of one process, faster here)")
-    hvg.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    _add_scheduler_options(hvg)
     hvg.add_argument("--process-vcc", action="store_true",
                      help="import --vcc-data-path onto this store's gene axis and HVGs (the seed's spelling of `scdata vcc import`)")
     hvg.add_argument("--vcc-data-path", default=None, help="adata_Training.h5ad (path or URL) for --process-vcc")
@@ -222,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--output-dir", default=None, help="where the pretraining store's hvg_info.json is (default: beside it)")
     imp.add_argument("--chunk-cells", type=int, default=None)
     imp.add_argument("--workers", type=int, default=None)
-    imp.add_argument("--scheduler", default=None)
+    _add_scheduler_options(imp)
     _add_vcc_options(imp)
     imp.set_defaults(func=_vcc_import)
     dem = vcc_sub.add_parser("demo", help="write synthetic challenge files with known effects")
@@ -246,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    if not args.verbose:  # gcsfs logs a traceback per failed request; sczarr's own error names the object
+        logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+    try:
+        return args.func(args)
+    finally:
+        from .store import close_remote_sessions
+
+        close_remote_sessions()
 
 
 if __name__ == "__main__":

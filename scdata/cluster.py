@@ -30,7 +30,11 @@ LOOPBACK = "127.0.0.1"
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """``scheduler`` wins when set; otherwise a LocalCluster of ``workers`` processes, or of one
-    in-process worker with ``workers`` threads when ``processes`` is False."""
+    in-process worker with ``workers`` threads when ``processes`` is False.
+
+    ``tls_*``: PEM files for a ``tls://`` scheduler (the CA that signed the cluster's
+    certificates, this client's certificate and key). Without them the client takes Dask's own
+    settings (``distributed.comm.tls.*``, e.g. ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``)."""
 
     scheduler: str | None = None
     workers: int | None = None
@@ -38,10 +42,32 @@ class ClusterConfig:
     processes: bool = True
     memory_limit: str = "auto"
     dashboard: bool = True
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers <= 0:
             raise ValueError(f"workers must be positive, got {self.workers}")
+        if self.uses_tls_files:
+            if not (self.scheduler or "").startswith("tls://"):
+                raise ValueError(f"--tls-* options are for a tls:// scheduler, got --scheduler {self.scheduler!r}")
+            if not (self.tls_ca_file and self.tls_cert):
+                raise ValueError("a tls:// scheduler needs --tls-ca-file (the cluster's CA) and --tls-cert "
+                                 "(this client's certificate; its key in it or in --tls-key)")
+
+    @property
+    def uses_tls_files(self) -> bool:
+        return any((self.tls_ca_file, self.tls_cert, self.tls_key))
+
+    def security(self):
+        """Dask ``Security`` from the ``tls_*`` files, or None for Dask's configured default."""
+        if not self.uses_tls_files:
+            return None
+        from distributed.security import Security
+
+        return Security(tls_ca_file=self.tls_ca_file, tls_client_cert=self.tls_cert, tls_client_key=self.tls_key,
+                        require_encryption=True)
 
 
 def _loopback_link(link: str) -> str:
@@ -53,6 +79,38 @@ def _loopback_link(link: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{LOOPBACK}:{parts.port}"))
 
 
+def _same(value):
+    return value
+
+
+def recomputable(client, value):
+    """A future holding ``value`` that the cluster can make again if the worker holding it dies.
+
+    ``client.scatter(value, broadcast=True)`` is not that: Dask's active memory manager soon
+    reduces the copies to one, and scattered data has no recipe, so losing that worker forgets
+    every task that depends on it. A task that returns its argument is recomputed instead (the
+    scheduler keeps the argument, a few MB for a gene axis)."""
+    return client.submit(_same, value, pure=False)
+
+
+class ClusterError(RuntimeError):
+    """The scheduler cannot be reached or refused this client; the message says which and why."""
+
+
+def _connect(config: ClusterConfig):
+    from distributed import Client
+
+    try:
+        return Client(config.scheduler, timeout="30s", security=config.security())
+    except Exception as exc:
+        hint = ""
+        if config.scheduler.startswith("tls://") and not config.uses_tls_files:
+            hint = (" (a tls:// scheduler needs certificates: --tls-ca-file/--tls-cert/--tls-key or Dask's "
+                    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE/__CLIENT__CERT/__CLIENT__KEY)")
+        raise ClusterError(f"cannot connect to the Dask scheduler {config.scheduler}: "
+                           f"{type(exc).__name__}: {exc}{hint}") from exc
+
+
 @contextlib.contextmanager
 def dask_client(config: ClusterConfig, echo=print) -> Iterator["distributed.Client"]:  # noqa: F821
     """A connected client; an embedded cluster is started here and stopped on exit."""
@@ -60,7 +118,7 @@ def dask_client(config: ClusterConfig, echo=print) -> Iterator["distributed.Clie
     from distributed import Client, LocalCluster
 
     if config.scheduler:
-        client = Client(config.scheduler, timeout="30s")
+        client = _connect(config)
         echo(f"Dask: using scheduler {config.scheduler} ({len(client.scheduler_info()['workers'])} workers)")
         try:
             yield client

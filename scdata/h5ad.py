@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from .counts import CountRepairs, CountsError, StoredCounts, StoredCountsBuilder, gene_column_map, to_store_counts
 from .manifest import CONTENT, IO, REJECTION_KINDS
+from .remote import redact
 
 ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 BLOCK_NNZ = 1 << 21
@@ -38,7 +39,8 @@ class ExperimentError(ValueError):
         if kind not in REJECTION_KINDS:
             raise ValueError(f"rejection kind must be one of {REJECTION_KINDS}, got {kind!r}")
         self.accession, self.url, self.problem, self.kind = accession, url, problem, kind
-        super().__init__(f"experiment {accession} ({url}): {problem}")
+        # the message travels (worker logs, the manifest, the terminal); the URL's credentials do not
+        super().__init__(redact(f"experiment {accession} ({url}): {problem}"))
 
     def __reduce__(self):  # keep the fields across Dask's pickling
         return (type(self), (self.accession, self.url, self.problem, self.kind))

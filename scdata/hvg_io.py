@@ -18,7 +18,7 @@ from .dataset import _committed
 from .hvg import HVGConfig
 from .manifest import StaleError
 from .stats import GeneStats
-from .store import ARRAY_ATTRS, StoreLayout, open_root
+from .store import ARRAY_ATTRS, StoreLayout, consolidate, open_array, open_root
 
 HVG_ATTR = "sczarr_hvg"
 X_HVG_LAYOUT = StoreLayout(cname="lz4", clevel=1, shuffle="shuffle", transpose=False)
@@ -48,10 +48,19 @@ def ranked_hvgs(df: pd.DataFrame, config: HVGConfig) -> np.ndarray:
 
 
 def write_var_columns(store: str, df: pd.DataFrame, config: HVGConfig, version: int, order: np.ndarray) -> None:
-    """The selection's columns (scanpy's names) in ``var/``, stamped with the manifest version."""
+    """The selection's columns (scanpy's names) in ``var/``, stamped with the manifest version.
+
+    Columns of an earlier selection are first dropped from ``column-order`` and from the
+    consolidated metadata, and only then deleted and rewritten, so that a reader of either never
+    meets a listed column whose chunks are being replaced."""
     root = open_root(store, mode="r+")
     var = root["var"]
     columns = [c for c in var.attrs["column-order"] if c == "gene_symbol"]
+    replaced = [name for name in df.columns if name in var]
+    if replaced:
+        kept = [c for c in var.attrs["column-order"] if c not in replaced]
+        var.attrs.put({**var.attrs.asdict(), "column-order": kept})
+        consolidate(root, exclude=[f"var/{name}" for name in replaced])
     for name in df.columns:
         values = df[name].to_numpy()
         dtype = bool if values.dtype == bool else (np.int64 if np.issubdtype(values.dtype, np.integer) else np.float64)
@@ -65,6 +74,7 @@ def write_var_columns(store: str, df: pd.DataFrame, config: HVGConfig, version: 
     attrs["column-order"] = columns
     attrs[HVG_ATTR] = {"manifest_version": version, "params": config.as_dict(), "hvg_indices": [int(i) for i in order]}
     var.attrs.put(attrs)
+    consolidate(root)
 
 
 def load_hvg(store: str) -> dict:
@@ -82,14 +92,16 @@ def load_hvg(store: str) -> dict:
 
 
 def _materialize_chunk(store: str, start: int, stop: int, genes: np.ndarray) -> int:
-    root = open_root(store, mode="r+")
-    block = ChunkReader(root["X"]).read_csc(start, stop)[:, genes]
-    ChunkWriter(root["obsm/X_hvg"]).write_rows(start, block.toarray())
+    block = ChunkReader(open_array(store, "X")).read_csc(start, stop)[:, genes]
+    ChunkWriter(open_array(store, "obsm/X_hvg", mode="r+")).write_rows(start, block.toarray())
     return stop - start
 
 
 def materialize(store: str, order: np.ndarray, version: int, client=None) -> None:
-    """Write ``obsm/X_hvg`` (cells x HVGs, int16, HVG order), chunk-aligned with X, by Dask tasks."""
+    """Write ``obsm/X_hvg`` (cells x HVGs, int16, HVG order), chunk-aligned with X, by Dask tasks.
+
+    The consolidated metadata lists the matrix only once it is complete (an earlier one is
+    dropped from it before it is deleted)."""
     import dask
 
     _, manifest = _committed(store)
@@ -100,6 +112,7 @@ def materialize(store: str, order: np.ndarray, version: int, client=None) -> Non
     rows = root["X"].chunks[0]
     obsm = root["obsm"]
     if "X_hvg" in obsm:
+        consolidate(root, exclude=["obsm/X_hvg"])
         del obsm["X_hvg"]
     obsm.create_array(
         "X_hvg", shape=(n, len(order)), chunks=(rows, len(order)), dtype="int16", fill_value=0,
@@ -110,6 +123,7 @@ def materialize(store: str, order: np.ndarray, version: int, client=None) -> Non
     done = client.compute(tasks, sync=True) if client is not None else dask.compute(*tasks, scheduler="threads")
     if sum(done) != n:
         raise RuntimeError(f"materialized {sum(done)} of {n} rows")
+    consolidate(root)
 
 
 def open_hvg_matrix(store: str):

@@ -20,17 +20,19 @@ already there); content rejections stay out unless ``retry_rejected``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from . import remote
-from .cluster import ClusterConfig, dask_client
+from .cluster import ClusterConfig, dask_client, recomputable
 from .h5ad import ExperimentError
 from .manifest import Manifest, read_manifest, rejection_kind, write_manifest
 from .plan import COMMITTED, plan_round, split_rounds
@@ -109,6 +111,9 @@ class IngestReport:
 
 class IngestError(RuntimeError):
     """The ingest stopped; committed rounds are intact and a rerun resumes."""
+
+    def __init__(self, message: str):
+        super().__init__(remote.redact(message))  # URLs in it may carry credentials
 
 
 def _now() -> str:
@@ -240,7 +245,11 @@ def _write_round(client, config: IngestConfig, manifest: Manifest, kept: list):
 def _commit_round(config: IngestConfig, manifest: Manifest, root, plan, writes, kept, rejected) -> list[str]:
     """Wait for the writes, write obs, grow the shapes, replace the manifest: after this the rows
     are the store."""
-    written = sum(f.result() for f in writes)
+    try:
+        written = sum(f.result() for f in writes)
+    except Exception as exc:  # a write failed on its worker (I/O after retries, or the worker died too often)
+        raise IngestError(f"writing rows {plan.start:,}-{plan.stop:,}: {type(exc).__name__}: {exc}; "
+                          f"{manifest.n_committed:,} committed cells are intact, rerun to resume") from exc
     expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if kept else 0
     if written != expected:
         raise IngestError(f"round wrote {written} rows but the plan covers {expected}")
@@ -316,6 +325,7 @@ def _start_selection(config: IngestConfig, order: list[Experiment], manifest: Ma
 
 def ingest(config: IngestConfig, echo=print) -> IngestReport:
     """Select, plan and ingest; resumes whatever an earlier run of the same store committed."""
+    echo = remote.redacting(echo)
     table = read_sample_metadata(config.source)
     order = seeded_order(table, config.source, config.seed, config.filters)
     selected = take_budget(order, config.cell_count)
@@ -323,7 +333,7 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
         f"Selected {len(selected)} experiments ({sum(e.obs_count for e in selected):,} cells by metadata) "
         f"from {config.source.source} for a budget of {config.cell_count:,} cells (seed {config.seed})"
     )
-    with dask_client(config.cluster, echo=echo) as client:
+    with dask_client(config.cluster, echo=echo) as client, _stops_cleanly(config.store):
         manifest = read_manifest(config.store)
         if manifest is None:
             manifest = _plan_store(client, selected, config, echo)
@@ -333,7 +343,7 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
         left = selection.done | selection.excluded
         skipped = [e.accession for e in selected if e.accession in left]
         gene_ids = np.asarray([str(g) for g in root["var/_index"][:]])
-        gene_ids_future = client.scatter(gene_ids, broadcast=True)
+        gene_ids_future = recomputable(client, gene_ids)
         manifest.runs.append(
             {"started": _now(), "source": config.source.source, "cell_count": config.cell_count, "seed": config.seed,
              "filters": config.filters, "selected": len(selected), "retry_rejected": config.retry_rejected}
@@ -348,6 +358,17 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
          f"(+{len(added)} this run, {len(top_ups)} of them top-ups for rejected ones; {len(rejected)} rejected) "
          f"in {config.store}")
     return IngestReport(manifest, added, rejected, skipped, top_ups)
+
+
+@contextlib.contextmanager
+def _stops_cleanly(store: str) -> Iterator[None]:
+    """The store's own I/O failing after its retries (the driver's reads and writes: obs rows,
+    shapes, manifest, consolidated metadata) stops the run with an ``IngestError`` that names the
+    object; the rounds committed before are intact."""
+    try:
+        yield
+    except remote.SourceError as exc:
+        raise IngestError(f"{exc}; the rounds committed in {remote.redact(store)} are intact, rerun to resume") from exc
 
 
 def _run_rounds(client, config: IngestConfig, manifest: Manifest, selection: _Selection, gene_ids_future, echo):

@@ -22,7 +22,7 @@ from dask.highlevelgraph import HighLevelGraph
 from numba import njit
 
 from .chunkio import ChunkReader
-from .store import open_root
+from .store import open_array
 
 
 def _positions(key, size: int) -> tuple[np.ndarray | slice, bool]:
@@ -60,7 +60,7 @@ class DirectX:
         ChunkReader(array)  # refuse a codec chain the direct path does not handle, at open time
 
     def _array(self) -> zarr.Array:
-        return open_root(self.store, mode="r")[self.path]
+        return open_array(self.store, self.path)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_reader"}

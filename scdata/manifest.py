@@ -3,6 +3,8 @@
 Rows ``[0, n_committed)`` of X (and of every obs column) are the store; anything beyond is scratch
 left by a round that did not finish. The manifest is one JSON object replaced atomically after a
 round's rows are durable, so readers and a resumed ingest only ever trust committed rows.
+Writing it also rewrites the store's consolidated metadata, which carries a copy of it and of
+every array's shape: readers that open the store through that copy see one commit.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from . import remote
+from .store import consolidate, open_root
 
 MANIFEST_NAME = "uns/sczarr_manifest/zarr.json"
 """A Zarr group document whose attributes hold the manifest: one object, replaced atomically,
@@ -95,7 +98,9 @@ class Manifest:
             "node_type": "group",
             "attributes": {"encoding-type": "dict", "encoding-version": "0.1.0", "sczarr_manifest": asdict(self)},
         }
-        return json.dumps(document, indent=1, sort_keys=True).encode()
+        # URLs are recorded as given; any credentials they carry (user:password@, signed-URL or
+        # token parameters) stay out of the store.
+        return remote.redact(json.dumps(document, indent=1, sort_keys=True)).encode()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "Manifest":
@@ -121,4 +126,8 @@ def read_manifest(store_url: str) -> Manifest | None:
 
 
 def write_manifest(store_url: str, manifest: Manifest) -> None:
+    """Replace the manifest (the commit), then the consolidated metadata from it and the arrays'
+    current shapes. A crash between the two leaves the copy one commit behind, never ahead:
+    still a committed snapshot, and the next run's ``truncate`` rewrites it."""
     remote.write_bytes_atomic(manifest_url(store_url), manifest.to_json())
+    consolidate(open_root(store_url, mode="r+"))

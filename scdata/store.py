@@ -13,12 +13,22 @@ Layout::
 
 Every array carries ``dimension_names`` so xarray opens each group, and AnnData's
 ``encoding-type`` attributes so ``anndata.read_zarr`` reads the store directly.
+
+The root ``zarr.json`` also carries consolidated metadata: a copy of every node's document,
+rewritten in one atomic put after each commit (``consolidate``). ``anndata.read_zarr``,
+``xr.open_zarr`` and ``zarr.open_group`` read it when it is there, so they see the shapes of one
+commit even while the next one changes the arrays' own documents one by one. sczarr's own code
+reads and writes those own documents (``open_root`` ignores the copy) and rewrites the copy after
+every change to them, so it is never stale.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,7 +36,10 @@ import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, TransposeCodec
 from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import ConsolidatedMetadata, GroupMetadata
 from zarr.core.sync import sync
+from zarr.storage import FsspecStore, WrapperStore
 
 from . import remote
 
@@ -83,11 +96,127 @@ class StoreLayout:
         return cls(**{"blocksize": 0, **attrs})  # stores written before blocksize was recorded used 0
 
 
-def open_root(url: str, mode: str = "r") -> zarr.Group:
-    """The store's root group for any fsspec URL."""
+class RetryingStore(WrapperStore):
+    """A remote Zarr store whose calls are retried with backoff (``remote.with_retries_async``)
+    and whose errors name the object's URL: gcsfs's errors say what went wrong, not where."""
+
+    def __init__(self, store: FsspecStore) -> None:
+        super().__init__(store)
+        self.url = store.fs.unstrip_protocol(store.path).rstrip("/")
+
+    def _retry(self, fn: Callable[[], Awaitable], verb: str, key: str):
+        return remote.with_retries_async(fn, f"{verb} {self.url}/{key}")
+
+    async def get(self, key, prototype, byte_range=None):
+        return await self._retry(lambda: self._store.get(key, prototype, byte_range), "read", key)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+    async def _get_many(self, requests):
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+    async def exists(self, key: str) -> bool:
+        return await self._retry(lambda: self._store.exists(key), "stat", key)
+
+    async def set(self, key: str, value) -> None:
+        await self._retry(lambda: self._store.set(key, value), "write", key)
+
+    async def set_if_not_exists(self, key: str, value) -> None:
+        await self._retry(lambda: self._store.set_if_not_exists(key, value), "write", key)
+
+    async def _set_many(self, values) -> None:
+        for key, value in values:
+            await self.set(key, value)
+
+    async def delete(self, key: str) -> None:
+        await self._retry(lambda: self._store.delete(key), "delete", key)
+
+    async def delete_dir(self, prefix: str) -> None:
+        await self._retry(lambda: self._store.delete_dir(prefix), "delete", prefix)
+
+    def list(self) -> AsyncIterator[str]:
+        return self._listed(self._store.list, "")
+
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        return self._listed(lambda: self._store.list_prefix(prefix), prefix)
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        return self._listed(lambda: self._store.list_dir(prefix), prefix)
+
+    async def _listed(self, listing: Callable[[], AsyncIterator[str]], prefix: str) -> AsyncIterator[str]:
+        async def collect() -> list[str]:
+            return [name async for name in listing()]
+
+        for name in await self._retry(collect, "list", prefix):
+            yield name
+
+
+_REMOTE_FILESYSTEMS: weakref.WeakSet = weakref.WeakSet()
+"""The asynchronous filesystems under the remote stores opened in this process."""
+
+
+def _zarr_store(url: str, mode: str):
     if remote.is_local(url):
-        return zarr.open_group(remote.local_path(url), mode=mode, zarr_format=3)
-    return zarr.open_group(url, mode=mode, zarr_format=3, storage_options=remote.storage_options(url))
+        return remote.local_path(url)
+    store = RetryingStore(FsspecStore.from_url(url, storage_options=remote.storage_options(url), read_only=mode == "r"))
+    _REMOTE_FILESYSTEMS.add(store._store.fs)
+    return store
+
+
+def close_remote_sessions() -> None:
+    """Close the HTTP sessions of remote stores on Zarr's event loop, where they were opened.
+
+    Left to gcsfs's finalizer at exit, each is closed from fsspec's loop instead and prints a
+    "attached to a different loop" traceback after the command's own output. The filesystem
+    forgets the closed session, so it opens a new one if used again (fsspec caches filesystems)."""
+    for fs in list(_REMOTE_FILESYSTEMS):
+        session = getattr(fs, "_session", None)  # gcsfs's (other filesystems keep theirs elsewhere)
+        if session is None:
+            continue
+        if not session.closed:
+            sync(session.close())
+        fs._session = None
+
+
+def open_root(url: str, mode: str = "r") -> zarr.Group:
+    """The store's root group for any fsspec URL, read from each node's own document.
+
+    The consolidated copy in the root document (``consolidate``) is for other readers: it lags
+    the manifest by a moment after each commit, and sczarr reads up to the manifest's row count."""
+    return zarr.open_group(_zarr_store(url, mode), mode=mode, zarr_format=3, use_consolidated=False)
+
+
+def open_array(url: str, path: str, mode: str = "r") -> zarr.Array:
+    """One array of the store, opened without parsing the root document (which holds the
+    consolidated copy of every node, manifest included): what a task on a worker needs."""
+    return zarr.open_array(_zarr_store(url, mode), path=path, mode=mode, zarr_format=3)
+
+
+def consolidate(root: zarr.Group, exclude: Collection[str] = ()) -> None:
+    """Rewrite the root document's consolidated metadata from every node's own document, in one
+    atomic put (a rename locally, a single PUT remotely).
+
+    Readers that use it (``anndata.read_zarr``, ``xr.open_zarr``, ``zarr.open_group``) then see
+    every shape as of this moment: called after each commit's manifest, they see one commit.
+    ``exclude`` leaves nodes out (and what is under them): a node about to be deleted and
+    rewritten is dropped from the copy first, so no reader is pointed at chunks being replaced."""
+    group = zarr.open_group(root.store, path=root.path, mode="r+", zarr_format=3, use_consolidated=False)
+    skip = tuple(p.strip("/") for p in exclude)
+    members = {
+        path: node.metadata
+        for path, node in group.members(max_depth=None, use_consolidated_for_children=False)
+        if not any(path == p or path.startswith(f"{p}/") for p in skip)
+    }
+    for path, metadata in members.items():  # an empty group says so, as zarr.consolidate_metadata does
+        if isinstance(metadata, GroupMetadata) and metadata.consolidated_metadata is None:
+            members[path] = dataclasses.replace(metadata, consolidated_metadata=ConsolidatedMetadata(metadata={}))
+    ConsolidatedMetadata._flat_to_nested(members)
+    metadata = dataclasses.replace(group.metadata, consolidated_metadata=ConsolidatedMetadata(metadata=members))
+    document = metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"]
+    sync((group.store_path / "zarr.json").set(document))
 
 
 def gene_axis_digest(gene_ids: np.ndarray) -> str:
@@ -249,6 +378,7 @@ def truncate(root: zarr.Group, n_committed: int, categories: dict[str, int]) -> 
         if cats.shape[0] != keep:
             cats.resize((keep,))
         drop_chunks_past(cats, keep)
+    consolidate(root)  # the copy was at most at the manifest's commit; now exactly at it
 
 
 def drop_chunks_past(array: zarr.Array, n_rows: int) -> list[int]:

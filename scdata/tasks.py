@@ -21,7 +21,7 @@ from .manifest import IO
 from .plan import COMMITTED, Write
 from .remote import MissingObjectError
 from .source import Experiment
-from .store import open_root, scratch_view
+from .store import open_array, scratch_view
 
 
 def scratch_dir(configured: str | None) -> str:
@@ -122,7 +122,7 @@ def rows_task(loaded: LoadedExperiment, start: int, stop: int) -> sp.csr_matrix:
 def _round_x(store_url: str, n_rows: int):
     """X as the round sees it: ``n_rows`` rows, past the committed shape that readers see (the
     shape grows only when the round commits)."""
-    return scratch_view(open_root(store_url, mode="r+")["X"], n_rows)
+    return scratch_view(open_array(store_url, "X", mode="r+"), n_rows)
 
 
 def write_own_task(loaded: LoadedExperiment, write: Write, store_url: str, n_rows: int) -> int:

@@ -26,14 +26,14 @@ import scipy.sparse as sp
 
 from . import remote
 from .chunkio import ChunkWriter
-from .cluster import ClusterConfig, dask_client
+from .cluster import ClusterConfig, dask_client, recomputable
 from .counts import CountsError, to_store_counts
 from .gene_map import GeneMapping, map_genes, map_targets
 from .h5ad import frame_column
 from .manifest import Manifest, read_manifest, write_manifest
 from .store import (
-    ARRAY_ATTRS, DICT_ATTRS, StoreLayout, _string_array, create_store, gene_axis_digest, grow_rows, open_root,
-    read_strings, scratch_view, truncate, write_obs_rows,
+    ARRAY_ATTRS, DICT_ATTRS, StoreLayout, _string_array, create_store, gene_axis_digest, grow_rows, open_array,
+    open_root, read_strings, scratch_view, truncate, write_obs_rows,
 )
 
 KIND = "perturbation"
@@ -44,6 +44,9 @@ UNS = "uns/perturbation"
 
 class VCCImportError(ValueError):
     """The perturbation file cannot be imported; the message names the file and what is wrong."""
+
+    def __init__(self, message: str):
+        super().__init__(remote.redact(message))  # the file's URL may carry credentials
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +201,7 @@ def import_block_task(url: str, lo: int, hi: int, columns: np.ndarray, n_axis: i
             f"{url}: X holds non-integer values ({counts.repairs.n_fractional} in rows {lo}-{hi}, e.g. "
             f"{float(example[0]):g}): the import stores raw UMI counts, not normalized or log values")
     # past X's committed shape (the commit grows it), so readers see committed rows only
-    writer = ChunkWriter(scratch_view(open_root(store, mode="r+")["X"], hi))
+    writer = ChunkWriter(scratch_view(open_array(store, "X", mode="r+"), hi))
     for start in range(lo, hi, writer.chunk_rows):
         stop = min(start + writer.chunk_rows, hi)
         writer.write_rows(start, counts.matrix[start - lo : stop - lo])
@@ -224,7 +227,8 @@ def _now() -> str:
 def _create(config: VCCImportConfig, table: SourceTable, gene_ids, symbols, mapping: GeneMapping,
             positions: dict[str, int], missing_targets: list[str]) -> Manifest:
     attrs = {"kind": KIND, "values": "counts",
-             "perturbation": {"input": config.input, "file_size": table.file_size, "control_label": config.control_label,
+             "perturbation": {"input": remote.redact(config.input), "file_size": table.file_size,
+                              "control_label": config.control_label,
                               "sign": config.sign, "dataset": config.dataset, "genes_from": config.genes_from}}
     root = create_store(config.store, gene_ids, symbols, list(CATEGORICAL_COLUMNS), config.layout,
                         numeric_columns=NUMERIC_COLUMNS, attrs=attrs)
@@ -274,7 +278,8 @@ def _check_resumable(config: VCCImportConfig, table: SourceTable, gene_ids) -> N
     recorded = attrs.get("perturbation")
     if attrs.get("kind") != KIND or recorded is None:
         raise VCCImportError(f"{config.store} is a store but not a perturbation import; choose another --store")
-    if recorded["input"] != config.input or recorded["file_size"] != table.file_size:
+    same_input = recorded["input"] in (remote.redact(config.input), config.input)  # stores from before redaction
+    if not same_input or recorded["file_size"] != table.file_size:
         raise VCCImportError(f"{config.store} was imported from {recorded['input']} ({recorded['file_size']:,} bytes), "
                              f"not {config.input} ({table.file_size:,} bytes); choose another --store")
     if attrs.get("gene_axis_digest") != gene_axis_digest(np.asarray(gene_ids)):
@@ -283,6 +288,7 @@ def _check_resumable(config: VCCImportConfig, table: SourceTable, gene_ids) -> N
 
 def import_vcc(config: VCCImportConfig, echo=print) -> VCCImportReport:
     """Import (or resume importing) the file; then the target effects and the HVG matrix."""
+    echo = remote.redacting(echo)
     table = read_source_table(config)
     gene_ids, symbols = axis_genes(config)
     mapping = map_genes(table.gene_ids, table.symbols, gene_ids, symbols)
@@ -315,7 +321,7 @@ def import_vcc(config: VCCImportConfig, echo=print) -> VCCImportReport:
         echo(f"Resuming at cell {manifest.n_committed:,}: {len(bounds)} blocks to go")
     first = len(manifest.experiments)
     with dask_client(config.cluster, echo=echo) as client:
-        columns = client.scatter(mapping.columns, broadcast=True)
+        columns = recomputable(client, mapping.columns)
         futures = [client.submit(import_block_task, config.input, lo, hi, columns, len(gene_ids), config.store,
                                  pure=False) for lo, hi in bounds]
         try:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import _committed, _obs_columns
-from .store import open_root
+from .store import consolidate, open_root
 
 PSEUDOCOUNT = 0.01
 """Added to mean counts per 10,000 before the ratio: a target absent from every cell of a group
@@ -71,9 +71,10 @@ def target_effects(store: str) -> pd.DataFrame:
     if cached is not None and cached.get("manifest_version") == manifest.version:
         return pd.DataFrame(cached["rows"])
     effects = effects_from_rows(store)
-    writable = open_root(store, mode="r+")["uns/perturbation"]
-    writable.attrs[EFFECTS_ATTR] = {"manifest_version": manifest.version,
-                                    "rows": json.loads(effects.to_json(orient="records"))}
+    writable = open_root(store, mode="r+")
+    writable["uns/perturbation"].attrs[EFFECTS_ATTR] = {"manifest_version": manifest.version,
+                                                        "rows": json.loads(effects.to_json(orient="records"))}
+    consolidate(writable)  # the consolidated copy of uns/perturbation's attributes, too
     return effects
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import warnings
 
 import anndata as ad
 import numpy as np
+import zarr
 
 import scdata
 
@@ -62,3 +66,17 @@ def store_bytes(store: str, arrays=("X", "obs")) -> dict[str, bytes]:
                 with open(path, "rb") as f:
                     out[os.path.relpath(path, store)] = f.read()
     return out
+
+
+def assert_consolidated_current(store: str, scratch) -> None:
+    """The root document's consolidated metadata is what ``zarr.consolidate_metadata`` makes of
+    the store's own documents now (on a copy of them): nothing listed that is gone or changed,
+    nothing left out."""
+    copy = os.path.join(str(scratch), "consolidation-reference.zarr")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(store, copy, ignore=lambda _, names: [n for n in names if n == "c"])  # documents only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "not part of the Zarr format 3 specification"
+        zarr.consolidate_metadata(copy)
+    with open(os.path.join(store, "zarr.json")) as ours, open(os.path.join(copy, "zarr.json")) as reference:
+        assert json.load(ours) == json.load(reference)

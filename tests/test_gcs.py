@@ -6,29 +6,29 @@ import numpy as np
 import pytest
 
 import scdata
+from scdata.store import close_remote_sessions
 
 from .conftest import ingest_config
 from .helpers import assert_store_matches_sources, store_bytes
-from .services import gcs_emulator
+from .gcs_proxy import GCSProxy
+from .services import bucket_fs, gcs_emulator, upload_tree
 
 BUCKET = "arc-demo-atlas"
 
 
 @pytest.fixture()
 def emulated_release(demo_bucket, monkeypatch):
-    with gcs_emulator(BUCKET) as endpoint:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+    # through the proxy, which stores multipart uploads byte for byte (see tests/gcs_proxy.py)
+    with gcs_emulator(BUCKET) as endpoint, GCSProxy(endpoint) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
         import fsspec
 
         fsspec.config.conf.pop("gcs", None)
-        fs = fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
         release = f"{BUCKET}/scbasecount/2026-01-12"
-        for dirpath, _, files in os.walk(demo_bucket):
-            for name in files:
-                local = os.path.join(dirpath, name)
-                fs.put_file(local, f"{release}/{os.path.relpath(local, demo_bucket)}")
+        upload_tree(bucket_fs(proxy.url), demo_bucket, release)
         fsspec.filesystem("gs", token="anon").invalidate_cache()
         yield f"gs://{release}"
+        close_remote_sessions()
 
 
 def test_ingest_from_emulated_bucket(emulated_release, demo_bucket, tmp_path):

@@ -3,6 +3,7 @@
 import json
 import os
 
+import anndata as ad
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from scdata.manifest import StaleError
 from scdata.stats import StatsConfig, compute_gene_stats
 
 from .conftest import ingest_config
+from .helpers import assert_consolidated_current
 from .services import dask_cluster
 
 
@@ -42,6 +44,9 @@ def test_hvg_command_outputs(small_store, demo_bucket, tmp_path, capsys):
     np.testing.assert_array_equal(indices, info["hvg_indices"])
     np.testing.assert_array_equal(x_hvg[:], ds.counts.values[:, indices])  # HVG order, same rows
     assert load_hvg(small_store)["params"]["flavor"] == "seurat"
+    assert_consolidated_current(small_store, tmp_path)  # readers through it see the new columns and X_hvg
+    adata = ad.read_zarr(small_store)
+    assert adata.var["highly_variable"].sum() == 150 and adata.obsm["X_hvg"].shape == (adata.n_obs, 150)
 
     capsys.readouterr()
     assert main(["hvg", "--store", small_store, "--n-hvgs", "150", "--materialize", "--workers", "1",
@@ -57,6 +62,7 @@ def test_hvg_command_outputs(small_store, demo_bucket, tmp_path, capsys):
     assert main(["hvg", "--store", small_store, "--n-hvgs", "150", "--workers", "1", "--flavor", "seurat",
                  "--batch-key", "srx_accession"]) == 0
     assert load_hvg(small_store)["manifest_version"] == scdata.read_manifest(small_store).version
+    assert_consolidated_current(small_store, tmp_path)  # after the commits and the columns' replacement
 
 
 def test_seed_dispersion_flavor(small_store):

@@ -18,6 +18,8 @@ from scdata.store import StoreLayout, create_store, open_root
 from scdata.vcc import VCCImportConfig, VCCImportError, import_vcc
 from scdata.vcc_demo import CONTROL, VCCDemoConfig, write_vcc_demo
 
+from .helpers import assert_consolidated_current
+
 LAYOUT = StoreLayout(chunk_cells=128, chunk_genes=1024)
 CLUSTER = scdata.ClusterConfig(workers=1, dashboard=False)
 N_HVGS = 256
@@ -62,7 +64,7 @@ def vcc_store(tmp_path_factory, vcc_files, axis_store):
     return path
 
 
-def test_imported_counts_equal_the_source(vcc_files, axis_store, vcc_store):
+def test_imported_counts_equal_the_source(vcc_files, axis_store, vcc_store, tmp_path):
     source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])
     biology = _biology(DemoConfig())
     columns = {s: i for i, s in enumerate(biology.symbols)}
@@ -83,6 +85,7 @@ def test_imported_counts_equal_the_source(vcc_files, axis_store, vcc_store):
     root = open_root(vcc_store)
     assert root.attrs["sczarr"]["kind"] == "perturbation" and root.attrs["sczarr"]["values"] == "counts"
     assert [str(s) for s in root["uns/perturbation/source_genes"][:]] == source.var_names.tolist()
+    assert_consolidated_current(vcc_store, tmp_path)  # after the commits, target effects and X_hvg
 
 
 def test_hvg_matrix_and_gene_name_to_hvg_idx(vcc_files, axis_store, vcc_store):
