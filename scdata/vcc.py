@@ -39,7 +39,6 @@ from .store import (
 KIND = "perturbation"
 NUMERIC_COLUMNS = {"is_control": "bool", "target_gene_index": "int32"}
 CATEGORICAL_COLUMNS = ("target_gene", "guide_id", "batch")
-UNS = "uns/perturbation"
 
 
 class VCCImportError(ValueError):

@@ -190,7 +190,6 @@ def test_conditioning_batches(vcc_store):
     loader = PerturbationLoader(StoreDataLoader(StoreDataset(LoaderConfig(
         store=vcc_store, n_hvgs=N_HVGS, batch_size=32, rows=split.train, drop_last=False))), conditioning)
     seen = []
-    control_batches = obs["batch"].to_numpy()[np.sort(split.train[obs["is_control"].to_numpy()[split.train]])]
     for x, cond in loader:
         assert cond["control"].shape == (x.shape[0], 4, N_HVGS) and cond["target_gene"].dtype == torch.int64
         seen.append(len(x))
