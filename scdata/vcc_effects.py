@@ -34,18 +34,18 @@ def perturbation_obs(store: str) -> pd.DataFrame:
 
 def effects_from_rows(store: str, rows: np.ndarray | None = None) -> pd.DataFrame:
     """The effects computed from ``rows`` only (all committed rows when None), e.g. a training split."""
-    obs = perturbation_obs(store)
+    full = perturbation_obs(store)
     root, manifest = _committed(store)
-    use = np.zeros(len(obs), dtype=bool)
-    use[np.arange(len(obs)) if rows is None else np.asarray(rows, dtype=np.int64)] = True
-    obs = obs.loc[use]
+    use = np.zeros(len(full), dtype=bool)
+    use[np.arange(len(full)) if rows is None else np.asarray(rows, dtype=np.int64)] = True
+    obs = full.loc[use]
     targets = obs.loc[~obs["is_control"] & (obs["target_gene_index"] >= 0)]
     positions = np.unique(targets["target_gene_index"].to_numpy())
     if not len(positions):
         return pd.DataFrame(columns=["target_gene", "batch", "n_cells", "mean_cp10k", "control_mean_cp10k", "log2fc"])
     x = root["X"]
     values = np.asarray(x.get_orthogonal_selection((slice(0, manifest.n_committed), positions)), dtype=np.float64)
-    scale = 1e4 / np.maximum(perturbation_obs(store)["total_counts"].to_numpy(np.float64), 1.0)
+    scale = 1e4 / np.maximum(full["total_counts"].to_numpy(np.float64), 1.0)
     cp10k = values * scale[:, None]
     column = {int(p): k for k, p in enumerate(positions)}
     out = []

@@ -170,6 +170,7 @@ class Predictor:
         if not len(self.val_controls):
             raise ValueError(f"{run.store}: the run's held-out split has no control cells (val_fraction={run.val_fraction})")
         self.step = state.get("step")
+        self._control_mean = None
 
     # ---- generation --------------------------------------------------------------------------
 
@@ -217,20 +218,19 @@ class Predictor:
         eps = 1e-2
         return np.clip((a + eps) / (b + eps), 1 / RATIO_LIMIT, RATIO_LIMIT)
 
+    def _training_mean(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.sort(rows)
+        counts = np.asarray(self.root["X"].get_orthogonal_selection((rows, self.hvg_positions)), dtype=np.float64)
+        return _cp10k_mean(counts, self.obs["total_counts"].to_numpy()[rows])
+
     def _training_mean_ratio(self, target: str) -> np.ndarray:
         obs, train = self.obs, self.split.train
         rows = train[obs["target_gene"].to_numpy()[train] == target]
         if not len(rows):
             raise ValueError(f"--effect training-mean: {target!r} has no training cells (a reference for seen perturbations only)")
-        controls = train[obs["is_control"].to_numpy()[train]]
-        x, totals = self.root["X"], obs["total_counts"].to_numpy()
-
-        def mean(r):
-            r = np.sort(r)
-            counts = np.asarray(x.get_orthogonal_selection((r, self.hvg_positions)), dtype=np.float64)
-            return _cp10k_mean(counts, totals[r])
-
-        return np.clip((mean(rows) + 1e-2) / (mean(controls) + 1e-2), 1 / RATIO_LIMIT, RATIO_LIMIT)
+        if self._control_mean is None:  # the same for every target: read once
+            self._control_mean = self._training_mean(train[obs["is_control"].to_numpy()[train]])
+        return np.clip((self._training_mean(rows) + 1e-2) / (self._control_mean + 1e-2), 1 / RATIO_LIMIT, RATIO_LIMIT)
 
     # ---- the prediction file -----------------------------------------------------------------
 
@@ -301,7 +301,7 @@ class Predictor:
         obs = obs[~obs["is_control"]]
         return obs.groupby("target_gene", sort=True).size().rename("n_cells").reset_index()
 
-    def references(self, names: list[str], counts: pd.DataFrame, controls: np.ndarray):
+    def references(self, names: list[str], counts: pd.DataFrame):
         """``real``: held-out cells of the predicted perturbations and the prediction's controls;
         ``training``: up to ``training_cells_per_perturbation`` training cells of each perturbation."""
         import anndata as ad
@@ -315,6 +315,7 @@ class Predictor:
                               obs=pd.DataFrame({"target_gene": pd.Categorical(labels)},
                                                index=pd.Index([f"cell_{r}" for r in rows])))
 
+        controls = self._budget(counts)[0]  # the prediction's controls
         wanted = set(counts["target_gene"])
         val = self.split.val
         real_rows = np.concatenate([val[np.isin(self.obs["target_gene"].to_numpy()[val], list(wanted))], controls])
@@ -336,8 +337,7 @@ def run_prediction(config: PredictConfig, echo=print) -> dict[str, str]:
     adata.write_h5ad(paths["prediction"])
     echo(f"Wrote {paths['prediction']}: {adata.n_obs:,} cells ({(adata.obs['target_gene'] == predictor.control_label).sum():,} "
          f"real held-out controls) x {adata.n_vars:,} genes, {counts.shape[0]} perturbations, mode {config.mode}")
-    controls = predictor._budget(counts)[0]
-    real, training = predictor.references(names, counts, controls)
+    real, training = predictor.references(names, counts)
     if held_out:
         paths["real"] = os.path.join(config.out, "real.h5ad")
         real.write_h5ad(paths["real"])

@@ -30,7 +30,6 @@ from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_times, s
 from .engines import build_engine, check_engine
 from .engines.state import rng_state, set_rng_state
 from .models import MODELS, count_parameters
-from .data.perturbation import PerturbationLoader as PerturbationBatches
 from .tokenize import BinnedTokenizer
 
 
@@ -232,6 +231,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
         self.train_loader, self.val_loader = _loaders(config, self.tokenizer)
+        self.conditional_batches = hasattr(self.train_loader, "conditioning")  # a perturbation store's loader
         n_genes = self.train_loader.dataset.n_features
         options = {"ep_size": config.ep_size} if config.ep_size > 1 else {}
         model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens, **options).to(self.device)
@@ -294,7 +294,7 @@ class Trainer:
         """Token batches, or ``(tokens, conditioning)`` on a perturbation store."""
         while True:
             for tokens, extra in self.train_loader:
-                yield (tokens, extra) if isinstance(self.train_loader, PerturbationBatches) else tokens
+                yield (tokens, extra) if self.conditional_batches else tokens
             self.epoch += 1
             if self.config.epochs is not None and self.epoch >= self.config.epochs:
                 return

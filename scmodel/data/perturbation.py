@@ -77,6 +77,7 @@ class Conditioning:
         self.control_label = attrs["control_label"]
         self.target_positions = {k: int(v) for k, v in attrs["target_positions"].items()}
         self.store = store
+        self._symbols: dict[str, list[int]] | None = None  # axis symbol -> positions, read on first need
         # knockdown strengths from the training rows only, so held-out cells do not leak into them
         effects = target_effects(store) if effect_rows is None else effects_from_rows(store, effect_rows)
         self.effects = effects
@@ -123,7 +124,7 @@ class Conditioning:
         axis gene with that symbol when exactly one has it; -1 otherwise."""
         if target in self.target_positions:
             return self.target_positions[target]
-        if not hasattr(self, "_symbols"):
+        if self._symbols is None:
             from scdata.store import open_root, read_strings
 
             symbols = read_strings(open_root(self.store)["var/gene_symbol"])
