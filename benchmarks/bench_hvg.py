@@ -45,15 +45,17 @@ def store_of(source: str, size: int) -> str:
     return store
 
 
-def job_phases(output: str) -> dict[str, float]:
-    """The seconds per phase in ``scdata hvg``'s last line, ``Time: phase 1.23 s, …, total 4.56 s``."""
+def job_phases(output: str) -> dict[str, dict[str, float]]:
+    """Wall and CPU seconds per phase from ``scdata hvg``'s last line,
+    ``Time: phase 1.23 s (cpu 2.01 s), …, total 4.56 s (cpu 7.89 s)``."""
     line = next(ln for ln in reversed(output.splitlines()) if ln.startswith("Time: "))
-    return {name.strip(): float(sec) for name, sec in re.findall(r"([^,]+?) ([0-9.]+) s", line[len("Time: "):])}
+    found = re.findall(r"([^,]+?) ([0-9.]+) s \(cpu ([0-9.]+) s\)", line[len("Time: "):])
+    return {name.strip(): {"wall": float(wall), "cpu": float(cpu)} for name, wall, cpu in found}
 
 
-def decode_floor(store: str, threads: int) -> float:
+def decode_floor(store: str, threads: int) -> dict:
     m = run_checked([PY, os.path.join(HERE, "baselines", "decode_only.py"), "--store", store, "--threads", str(threads)])
-    return json.loads(m.output.strip().splitlines()[-1])["seconds"]
+    return json.loads(m.output.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -61,6 +63,9 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     p.add_argument("--flavors", nargs="+", default=["seurat_v3", "seurat", "dispersion"],
                    help="sczarr flavors; scanpy runs the scanpy ones, the seed its own dispersion")
+    p.add_argument("--seed-max-cells", type=int, default=None,
+                   help="run the seed's path only up to this many cells (writing its dense batch files for 1M cells "
+                        "takes ~13 min and its pass ~10 min)")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
     os.makedirs(WORK, exist_ok=True)
@@ -72,15 +77,20 @@ def main() -> None:
         import scdata
 
         cells = scdata.read_manifest(store).n_committed
-        decode_s = decode_floor(store, threads=2)
+        decode = decode_floor(store, threads=2)
         for flavor in a.flavors:
             out = os.path.join(WORK, f"hvg-out-{size}-{flavor}")
             m = run_checked([PY, "-m", "scdata", "hvg", "--store", store, "--flavor", flavor, "--n-hvgs", "2000",
                              "--output-dir", out, "--force", "--workers", "2"])  # threads of one process
             phases = job_phases(m.output)
-            pass_s = phases["total"] - phases.get("figure", 0.0)
+            figure = phases.get("figure", {"wall": 0.0, "cpu": 0.0})
+            pass_s = phases["total"]["wall"] - figure["wall"]
+            pass_cpu = phases["total"]["cpu"] - figure["cpu"]
             rows.append({"tool": "sczarr", "flavor": flavor, "cells": cells, "seconds": m.seconds, "peak_rss_bytes": m.peak_rss_bytes,
-                         "pass_s": pass_s, "decode_only_s": decode_s, "pass_over_decode": pass_s / decode_s, "phases_s": phases})
+                         "pass_s": pass_s, "pass_cpu_s": pass_cpu, "decode_only_s": decode["seconds"],
+                         "decode_only_cpu_s": decode["cpu_seconds"], "pass_over_decode": pass_s / decode["seconds"],
+                         "pass_over_decode_cpu": pass_cpu / decode["cpu_seconds"], "phases_s": phases,
+                         "load_avg_1min_after": os.getloadavg()[0]})
             print(rows[-1], flush=True)
         for flavor in [f for f in a.flavors if f in SCANPY_FLAVORS]:  # one process each: its own peak RSS
             m = run_measured([PY, os.path.join(HERE, "baselines", "scanpy_hvg.py"), "--store", store, "--flavors", flavor])
@@ -95,7 +105,7 @@ def main() -> None:
                              "load_s": res["load_s"], "peak_rss_bytes": m.peak_rss_bytes})
             print(rows[-1], flush=True)
         seed_dir = os.path.join(WORK, f"seed-{size}", "processed")
-        if "dispersion" in a.flavors:
+        if "dispersion" in a.flavors and (a.seed_max_cells is None or size <= a.seed_max_cells):
             if not os.path.exists(os.path.join(seed_dir, "..", "config.json")):  # the seed's batch files, same cells
                 shutil.rmtree(os.path.dirname(seed_dir), ignore_errors=True)
                 made = run_measured([PY, os.path.join(HERE, "baselines", "seed_download.py"), "--source", source,
@@ -116,9 +126,12 @@ def main() -> None:
     gib = 2**30
     passes = [r for r in rows if r["tool"] == "sczarr"]
     floor = md_table(
-        ["flavor", "cells", "decode only (s)", "sczarr pass (s)", "pass / decode", "figure (s)", "end to end (s)"],
+        ["flavor", "cells", "decode only (s)", "sczarr pass (s)", "pass / decode", "CPU: decode / pass (s)",
+         "pass / decode, CPU", "figure (s)", "end to end (s)", "load avg"],
         [[r["flavor"], f"{r['cells']:,}", f"{r['decode_only_s']:.2f}", f"{r['pass_s']:.2f}", f"{r['pass_over_decode']:.2f}x",
-          f"{r['phases_s'].get('figure', 0):.2f}", f"{r['seconds']:.1f}"] for r in passes],
+          f"{r['decode_only_cpu_s']:.2f} / {r['pass_cpu_s']:.2f}", f"{r['pass_over_decode_cpu']:.2f}x",
+          f"{r['phases_s'].get('figure', {}).get('wall', 0):.2f}", f"{r['seconds']:.1f}", f"{r['load_avg_1min_after']:.1f}"]
+         for r in passes],
     )
     table = "### HVG selection (same cells, same 2 cores)\n\n" + md_table(
         ["tool", "flavor", "cells", "wall (s)", "peak RSS (GiB)", "note"],
@@ -152,7 +165,9 @@ def main() -> None:
     table += ("\n\n### The statistics pass against the decode floor (2 threads, page cache warm)\n\n" + floor
               + "\n\nDecode only: every stored chunk of X Blosc-decoded on 2 threads, nothing else (median of 3 after a "
               "warm-up). sczarr pass: the job from its start (imports done) to hvg_info.json written: cluster, every "
-              "pass over X, selection, store columns. End to end: the whole command, interpreter start-up and figure included.")
+              "pass over X, selection, store columns. CPU: seconds of CPU of all the process's threads over the same "
+              "span (what the work cost, whatever else ran on the machine). End to end: the whole command, "
+              "interpreter start-up and figure included. Load avg: the machine's 1-minute load after the run.")
     write_results("bench_hvg" if not a.quick else "bench_hvg_quick", {"results": rows}, table)
 
 

@@ -173,10 +173,10 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
     """Partial for rows ``[start, stop)``: one chunk row of X, per batch when ``inputs.codes`` is
     set (per-batch moments on ``batch_scales``).
 
-    Each gene chunk is decoded once into a reused buffer and scanned once by a compiled kernel
-    that gives every group's moments on the three scales (normalize_total divides by the
-    cells' stored totals, ``obs/total_counts``). ``top`` (genes, M), when given, is updated with
-    the rows' largest counts.
+    Each gene chunk is decoded once into a reused buffer; ``stat_kernels.gene_moments`` gathers
+    its non-zeros and gives every group's moments on the three scales (normalize_total divides by
+    the cells' stored totals, ``obs/total_counts``). ``top`` (genes, M), when given, is updated
+    with the rows' largest counts.
     """
     reader, batch_codes = inputs.reader, inputs.codes
     n, n_genes = stop - start, reader.array.shape[1]

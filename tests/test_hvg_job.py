@@ -29,7 +29,8 @@ def test_hvg_command_outputs(small_store, demo_bucket, tmp_path, capsys):
     assert main(["hvg", "--store", small_store, "--n-hvgs", "150", "--materialize", "--workers", "1",
                  "--flavor", "seurat", "--batch-key", "srx_accession"]) == 0
     timing = capsys.readouterr().out.strip().splitlines()[-1]  # where the time went, phase by phase
-    assert timing.startswith("Time: cluster ") and "hvg_info.json and X_hvg" in timing and ", figure " in timing
+    assert timing.startswith("Time: cluster ") and "hvg_info.json and X_hvg " in timing and ", figure " in timing
+    assert timing.count("(cpu ") == timing.count(" s (") == 5
     out_dir = os.path.dirname(small_store)
     info = json.load(open(os.path.join(out_dir, "hvg_info.json")))
     for key in ("hvg_indices", "hvg_names", "gene_to_hvg_idx", "total_genes", "statistics", "flavor", "parameters"):
