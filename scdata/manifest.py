@@ -196,18 +196,23 @@ def manifest_url(store_url: str) -> str:
 
 
 def _log_array(store_url: str, create: bool):
-    """The log array, created (empty) when ``create`` and absent."""
+    """The log array; with ``create``, an absent one is made (empty).
+
+    Its document is written alone: ``zarr.create_array`` would also rewrite the parent groups'
+    documents, the head among them, and a crash then would leave a store with no manifest."""
     try:
         return open_array(store_url, LOG_NAME, mode="r+" if create else "r")
     except FileNotFoundError:
         if not create:
             raise
     import zarr
+    from zarr.core.buffer import default_buffer_prototype
 
-    from .store import _zarr_store
-
-    return zarr.create_array(_zarr_store(store_url, "r+"), name=LOG_NAME, shape=(0,), chunks=(1,), dtype=str,
-                             dimension_names=("manifest_log",), attributes=STRING_ATTRS)
+    template = zarr.create_array(zarr.storage.MemoryStore(), shape=(0,), chunks=(1,), dtype=str,
+                                 dimension_names=("manifest_log",), attributes=STRING_ATTRS)
+    document = template.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+    remote.write_bytes_atomic(remote.join(store_url, LOG_NAME, "zarr.json"), document)
+    return open_array(store_url, LOG_NAME, mode="r+")
 
 
 def read_manifest(store_url: str) -> Manifest | None:
