@@ -403,17 +403,6 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
 def _stops_cleanly(store: str) -> Iterator[None]:
     """The store's own I/O failing after its retries (the driver's reads and writes: obs rows,
     shapes, manifest, consolidated metadata) stops the run with an ``IngestError`` that names the
-    object; the rounds committed before are intact."""
-    try:
-        yield
-    except remote.SourceError as exc:
-        raise IngestError(f"{exc}; the rounds committed in {remote.redact(store)} are intact, rerun to resume") from exc
-
-
-@contextlib.contextmanager
-def _stops_cleanly(store: str) -> Iterator[None]:
-    """The store's own I/O failing after its retries (the driver's reads and writes: obs rows,
-    shapes, manifest, consolidated metadata) stops the run with an ``IngestError`` that names the
     object; the units committed before are intact."""
     try:
         yield
