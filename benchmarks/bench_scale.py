@@ -330,17 +330,19 @@ class Sim:
         self.now = until
 
 
-def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memory: int, chunk: int = 1024) -> dict:
-    """The ingest's loop (``scdata.ingest._run_rounds``) over simulated workers."""
+def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memory: int, chunk: int = 1024,
+                    policy=None) -> dict:
+    """The ingest's loop (``scdata.ingest._run_units``) over simulated workers; ``policy``: the
+    ingest's default ``WindowPolicy`` with the CLI's default commit caps."""
     from scdata.plan import COMMITTED, plan_round
-    from scdata.window import Capacity, LoadWindow, WindowPolicy
+    from scdata.window import Capacity, LoadWindow
 
     sim = Sim(n_workers)
-    window = LoadWindow(WindowPolicy(), Capacity(n_workers, n_workers * worker_memory))
+    window = LoadWindow(policy or _default_policy(), Capacity(n_workers, n_workers * worker_memory))
     todo = deque(enumerate(cells))
-    loads, units, next_row, tail, commits = {}, deque(), 0, None, 0
+    loads, units, next_row, tail, commits, committing = {}, deque(), 0, None, 0, None
     in_flight = []
-    while todo or loads or units:
+    while todo or loads or units or committing:
         while todo and window.admits(todo[0][1]):
             key, n = todo.popleft()
             loads[key] = sim.submit(Durations._at(d.load, n), -key)
@@ -362,17 +364,33 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
                 last = writes[-1] if seam.stop == plan.stop else last
             for k in keys:
                 loads.pop(k)
-            units.append((keys, plan, writes))
+            units.append([keys, plan, writes, False])
             next_row, tail = plan.stop, last if last is not None else tail
-        if units and all(w["done"] for w in units[0][2]):
-            keys, plan, _ = units.popleft()
-            sim.sleep(Durations._at(d.commit, plan.stop - plan.start))
-            window.committed(keys)
-            commits += 1
+        for unit in units:
+            if not unit[3] and all(w["done"] for w in unit[2]):
+                unit[3] = True
+                window.written(unit[0])
+        if committing is not None and sim.now >= committing[0]:
+            window.committed(committing[1])
+            committing, commits = None, commits + 1
             continue
-        sim.step()
+        if committing is None and units and units[0][3]:  # the committer thread: one commit at a time
+            keys, plan, _, _ = units.popleft()
+            committing = (sim.now + Durations._at(d.commit, plan.stop - plan.start), keys)
+            continue
+        if committing is not None and (not sim.running or sim.running[0][0] > committing[0]) and not (
+                sim.ready and sim.free):
+            sim.sleep(committing[0] - sim.now)
+        else:
+            sim.step()
     return {"workers": n_workers, "wall_s": sim.now, "busy_fraction": sim.busy / (n_workers * sim.now),
             "commits": commits, "mean_loads_in_flight": float(np.mean(in_flight))}
+
+
+def _default_policy():
+    from scdata.ingest import IngestConfig
+
+    return IngestConfig().policy
 
 
 def simulate_rounds(cells: list[int], n_workers: int, d: Durations, batch_size: int = 10,
@@ -470,6 +488,31 @@ def measure_commit(work: str, sizes=(1_000, 10_000, 50_000, 200_000), per_experi
     return {"fit": fit, "points": points}
 
 
+def measure_write(work: str, n_chunks: int = 6, density: float = 0.06) -> float:
+    """Seconds per row of the ingest's chunk writer (``ChunkWriter``, what ``write_own_task``
+    runs) for full-width rows of 36,601 genes at ``density`` non-zeros, with the store's layout."""
+    import scipy.sparse as sp
+    import zarr
+
+    from scdata.chunkio import ChunkWriter
+    from scdata.store import StoreLayout
+
+    layout = StoreLayout()
+    path = os.path.join(work, "write.zarr")
+    shutil.rmtree(path, ignore_errors=True)
+    n_rows, n_genes = n_chunks * layout.chunk_cells, 36_601
+    arr = zarr.create_array(path, shape=(n_rows, n_genes), chunks=(layout.chunk_cells, layout.chunk_genes),
+                            dtype="int16", filters=layout.filters(), compressors=layout.codec(), fill_value=0)
+    rows = sp.random(n_rows, n_genes, density=density, format="csr", dtype=np.float32, random_state=0)
+    rows.data = np.ceil(rows.data * 20).astype(np.float32)
+    rows = rows.astype(np.int16)
+    writer = ChunkWriter(arr)
+    start = time.perf_counter()
+    for lo in range(0, n_rows, layout.chunk_cells):
+        writer.write_rows(lo, rows[lo : lo + layout.chunk_cells])
+    return (time.perf_counter() - start) / n_rows
+
+
 # ---- projection to the whole release -------------------------------------------------------------
 
 RELEASE_EXPERIMENTS = 35_000
@@ -484,7 +527,8 @@ ASSUMPTIONS = {
     "bandwidth_note": "per worker from the bucket (a cloud VM in the bucket's region)",
     "request_latency_s": 0.05,
     "requests_per_load": 8,
-    "cpu_per_cell": "load and write CPU per cell as measured here with one worker per core (no CPU contention)",
+    "cpu_per_cell": "load: the slope of CPU time against cells of the load tasks measured here with one worker "
+                    "(no CPU contention); write: ChunkWriter on rows of 6% non-zeros (measure_write)",
     "store_commit_s": "the driver's commit as measured here on local disk for units of 1k-200k cells (measure_commit), "
                       "plus 40 requests x 50 ms for a gs:// store",
     "worker_memory_bytes": 4 * GIB,
@@ -493,11 +537,11 @@ ASSUMPTIONS = {
 }
 
 
-def release_durations(d: Durations, cpu_per_cell_load: float, cpu_per_cell_write: float) -> Durations:
+def release_durations(d: Durations, load_cpu: tuple[float, float], write_per_row: float) -> Durations:
     a = ASSUMPTIONS
     io_fixed = a["requests_per_load"] * a["request_latency_s"]
     io_per_cell = a["h5ad_bytes_per_cell"] / a["worker_bandwidth_bytes_per_s"]
-    return Durations(load=(io_fixed, io_per_cell + cpu_per_cell_load), write=(d.write[0], cpu_per_cell_write),
+    return Durations(load=(io_fixed + load_cpu[0], io_per_cell + load_cpu[1]), write=(d.write[0], write_per_row),
                      rows=d.rows, seam=d.seam, commit=(d.commit[0] + 40 * a["request_latency_s"], d.commit[1]))
 
 
@@ -668,9 +712,10 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
     d = measured_durations(base, commit["fit"])
     bench_cells = [e["n_cells"] for e in __import__("scdata").read_manifest(base["store"]).experiments]
     sim_bench = [simulate_window(bench_cells, n, d, _bytes(a.worker_memory)) for n in sorted(by_n)]
-    load_cpu = [r["cpu_s"] / max(r["size"], 1) for r in base["records"] if r["task"] == "load_task"]
-    write_cpu = [r["cpu_s"] / max(r["size"], 1) for r in base["records"] if r["task"] == "write_own_task"]
-    rd = release_durations(d, float(np.median(load_cpu)), float(np.median(write_cpu)))
+    load = [r for r in base["records"] if r["task"] == "load_task"]
+    load_cpu = _fit([r["size"] for r in load], [r["cpu_s"] for r in load])
+    write_s = measure_write(work)
+    rd = release_durations(d, load_cpu, write_s)
     sizes = release_sizes()
     mem = ASSUMPTIONS["worker_memory_bytes"]
     projection = []

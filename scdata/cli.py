@@ -193,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--organism", default=src.DEFAULT_ORGANISM)
     ing.add_argument("--cell-count", type=int, default=100_000, help="cell budget; whole experiments are taken")
     ing.add_argument("--store", "--output-dir", dest="store", default="data/scRNA/store.zarr")
-    ing.add_argument("--batch-size", type=int, default=64,
+    ing.add_argument("--batch-size", type=int, default=256,
                      help="at most this many experiments per commit (what is in flight follows the cluster's "
                           "threads and memory, not this)")
-    ing.add_argument("--round-cells", type=int, default=400_000,
+    ing.add_argument("--round-cells", type=int, default=1_000_000,
                      help="at most this many cells per commit (0: no bound)")
     ing.add_argument("--genes", default=None, metavar="FILE",
                      help="gene axis of a new store: Ensembl IDs, one per line, optionally ',symbol' "

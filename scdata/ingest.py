@@ -31,6 +31,8 @@ import logging
 import os
 import time
 from collections import deque
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -58,6 +60,8 @@ from .window import Capacity, LoadWindow, WindowPolicy
 log = logging.getLogger(__name__)
 WINDOW_REFRESH_S = 5.0
 """How often the driver asks the scheduler for its workers (the window follows the cluster)."""
+COMMIT_POLL_S = 0.05
+"""How often the driver looks at a commit under way (the committer thread is not a Dask future)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,10 +71,10 @@ class IngestConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     store: str = "data/scRNA/store.zarr"
     cell_count: int = 100_000
-    batch_size: int = 64
+    batch_size: int = 256
     """At most this many experiments per commit. It does not bound what is in flight: the load
     window follows the cluster's threads and memory (``window``)."""
-    round_cells: int | None = 400_000
+    round_cells: int | None = 1_000_000
     """At most this many cells per commit (by metadata; a larger experiment commits alone)."""
     seed: int = 42
     filters: dict[str, list[str]] = field(default_factory=dict)
@@ -226,6 +230,7 @@ class _Unit:
     """The write of the chunk that holds the unit's last row (None when it has no rows)."""
     cells: int
     """Cells by metadata of the unit's experiments, rejected ones included (for the progress bar)."""
+    written: bool = False
 
 
 def _rejection(exp: Experiment, exc: ExperimentError) -> dict:
@@ -387,7 +392,7 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
             {"started": _now(), "source": config.source.source, "cell_count": config.cell_count, "seed": config.seed,
              "filters": config.filters, "selected": len(selected), "retry_rejected": config.retry_rejected}
         )
-        added, rejected = _run_rounds(client, config, manifest, selection, gene_ids_future, echo)
+        added, rejected = _run_units(client, config, manifest, selection, gene_ids_future, echo)
         chosen = {e.accession for e in selected}
         top_ups = [a for a in added if a not in chosen]
         # Run bookkeeping only: the version counts data commits, so derived data stays fresh.
@@ -414,12 +419,14 @@ def cluster_capacity(client) -> Capacity:
     return Capacity.from_workers(client.scheduler_info(n_workers=-1)["workers"])
 
 
-def _run_rounds(client, config: IngestConfig, manifest: Manifest, selection: _Selection, gene_ids_future, echo):
+def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Selection, gene_ids_future, echo):
     """Load, write and commit until the budget is met; returns (added, rejected).
 
     Loads run through the window in selection order; whenever the head of the window has
-    finished, it becomes a commit unit (``LoadWindow.take_unit``); units commit in order. The
-    next experiments are chosen after each rejection is known, so top-ups follow at once."""
+    finished, it becomes a commit unit (``LoadWindow.take_unit``); units commit in order, one at
+    a time on a committer thread, while this loop keeps the window full (a commit's obs rows and
+    manifest take the driver seconds at scale). The next experiments are chosen after each
+    rejection is known, so top-ups follow at once."""
     from distributed import wait
 
     added, rejected = [], []
@@ -429,6 +436,9 @@ def _run_rounds(client, config: IngestConfig, manifest: Manifest, selection: _Se
     units: deque[_Unit] = deque()
     root = open_root(config.store, mode="r+")
     next_row, tail, fatal, seq = manifest.n_committed, None, None, 0
+    committing = None
+    """(unit, future) of the commit under way on the committer thread."""
+    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sczarr-commit")
     refreshed = time.monotonic()
     initial = selection.todo()
     bar = _progress(config.progress, initial)
@@ -458,9 +468,14 @@ def _run_rounds(client, config: IngestConfig, manifest: Manifest, selection: _Se
                 next_row = unit.plan.stop
                 tail = tail if unit.tail is None else unit.tail
                 units.append(unit)
-            if units and all(f.done() for f in units[0].writes):
-                unit = units.popleft()
-                added += _commit_unit(config, manifest, root, unit)
+            for unit in units:
+                if not unit.written and all(f.done() for f in unit.writes):
+                    unit.written = True
+                    window.written(unit.keys)  # the workers hold its experiments no more
+            if committing is not None and committing[1].done():
+                unit, future = committing
+                committing = None
+                added += future.result()
                 rejected += unit.rejected
                 window.committed(unit.keys)
                 if bar is not None:
@@ -468,14 +483,27 @@ def _run_rounds(client, config: IngestConfig, manifest: Manifest, selection: _Se
                     bar.set_postfix(experiments=f"{len(added)}+{len(rejected)} rejected",
                                     committed=f"{manifest.n_committed:,}")
                 continue
-            if fatal is not None and not units and next(iter(loads), None) == fatal:
+            if committing is None and units and units[0].written:
+                # one commit at a time, in order, on the committer thread: this loop goes on
+                # admitting loads and planning units meanwhile
+                unit = units.popleft()
+                committing = (unit, committer.submit(_commit_unit, config, manifest, root, unit))
+                continue
+            if fatal is not None and not units and committing is None and next(iter(loads), None) == fatal:
                 raise IngestError(f"{loads[fatal].error} (committed rounds are intact; fix or filter it out and rerun)")
-            if not units and not loads and selection.peek() is None:
+            if not units and not loads and committing is None and selection.peek() is None:
                 break
-            waiting = [m.summary for m in loading.values()] + (units[0].writes if units else [])
-            with contextlib.suppress(TimeoutError):
-                wait(waiting, timeout=WINDOW_REFRESH_S, return_when="FIRST_COMPLETED")
+            waiting = [m.summary for m in loading.values()] + [f for u in units if not u.written for f in u.writes]
+            if waiting:
+                with contextlib.suppress(TimeoutError):  # a commit in progress is polled
+                    wait(waiting, timeout=COMMIT_POLL_S if committing else WINDOW_REFRESH_S, return_when="FIRST_COMPLETED")
+            elif committing is not None:
+                futures.wait([committing[1]], timeout=WINDOW_REFRESH_S)
     finally:
+        if committing is not None:  # an error stops the run: the commit under way ends first (or fails)
+            with contextlib.suppress(Exception):
+                committing[1].result()
+        committer.shutdown()
         if bar is not None:
             bar.close()
     return added, rejected

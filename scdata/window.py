@@ -50,22 +50,26 @@ class WindowPolicy:
     loads_per_thread: float = 2.0
     """Loads in flight per worker thread: one running, one queued behind it."""
     memory_fraction: float = 0.5
-    """Share of the workers' total memory limit that loaded, not yet committed experiments may fill."""
-    bytes_per_cell: int = 48 << 10
-    """Worker memory per cell of an experiment from its load until its commit (the h5ad's float32
-    CSR while it is converted, then the int16 rows: ~2,200 non-zeros of 36,601 genes per cell)."""
-    commit_experiments: int = 64
+    """Share of the workers' total memory limit that experiments may fill from their load until
+    their writes are done."""
+    loading_bytes_per_cell: int = 48 << 10
+    """Worker memory per cell of an experiment being loaded (the h5ad's float32 CSR and the
+    conversion's temporaries; ~2,200 non-zeros of 36,601 genes per cell)."""
+    loaded_bytes_per_cell: int = 16 << 10
+    """Worker memory per cell of a loaded experiment waiting for its writes (int16 CSR rows)."""
+    commit_experiments: int = 256
     """At most this many experiments per commit."""
-    commit_cells: int | None = 400_000
+    commit_cells: int | None = 1_000_000
     """At most this many cells per commit (by metadata; a larger experiment commits alone): the
-    driver holds one commit unit's obs rows at a time."""
-    units_ahead: int = 2
-    """Commit units planned (writing) but not committed: one writes while the one before commits.
-    A unit is formed when there is room, so units grow by themselves when commits are slow."""
+    driver holds the obs rows of the units open."""
+    units_ahead: int = 3
+    """Commit units formed and not committed: one commits while the next ones write. A unit is
+    formed when there is room, so units grow by themselves when commits are slow."""
 
     def __post_init__(self) -> None:
-        if self.loads_per_thread <= 0 or not 0 < self.memory_fraction <= 1 or self.bytes_per_cell <= 0:
-            raise ValueError(f"loads_per_thread and bytes_per_cell must be positive and memory_fraction in (0, 1]: {self}")
+        if (self.loads_per_thread <= 0 or not 0 < self.memory_fraction <= 1 or self.loading_bytes_per_cell <= 0
+                or self.loaded_bytes_per_cell <= 0):
+            raise ValueError(f"loads_per_thread and bytes per cell must be positive and memory_fraction in (0, 1]: {self}")
         if self.commit_experiments <= 0 or (self.commit_cells is not None and self.commit_cells <= 0):
             raise ValueError(f"commit_experiments and commit_cells must be positive: {self}")
         if self.units_ahead <= 0:
@@ -74,9 +78,9 @@ class WindowPolicy:
     def max_loads(self, capacity: Capacity) -> int:
         return max(1, int(capacity.threads * self.loads_per_thread))
 
-    def max_cells(self, capacity: Capacity) -> int:
-        """Cells that may be held from load to commit at once."""
-        return max(1, int(capacity.memory_bytes * self.memory_fraction) // self.bytes_per_cell)
+    def max_bytes(self, capacity: Capacity) -> int:
+        """Worker memory that experiments may hold at once, from load until written."""
+        return max(1, int(capacity.memory_bytes * self.memory_fraction))
 
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
@@ -94,7 +98,8 @@ class LoadWindow:
 
     ``admits`` says whether the next experiment may be submitted; ``loaded``/``failed`` record a
     load's end; ``take_unit`` hands the next commit unit (the finished run at the head);
-    ``committed`` releases a unit's memory. Keys are whatever the caller names experiments by."""
+    ``written`` releases a unit's memory (its writes are done: the workers hold it no more) and
+    ``committed`` closes it. Keys are whatever the caller names experiments by."""
 
     def __init__(self, policy: WindowPolicy, capacity: Capacity):
         self.policy = policy
@@ -102,8 +107,8 @@ class LoadWindow:
         self._slots: OrderedDict[object, _Slot] = OrderedDict()
         """Submitted and not yet in a unit, in selection order."""
         self.loading = 0
-        self.held_cells = 0
-        """Cells reserved from submission until the commit of their unit."""
+        self.held_bytes = 0
+        """Worker memory reserved from submission until the unit's writes are done (by metadata cells)."""
         self.units_open = 0
         self._held_by_unit: dict[tuple, int] = {}
 
@@ -116,30 +121,33 @@ class LoadWindow:
         return self.policy.max_loads(self.capacity)
 
     @property
-    def max_cells(self) -> int:
-        return self.policy.max_cells(self.capacity)
+    def max_bytes(self) -> int:
+        return self.policy.max_bytes(self.capacity)
 
     def admits(self, cells: int) -> bool:
         """Whether an experiment of ``cells`` cells may start loading now. One larger than the whole
         memory window is admitted when nothing else is held, so it cannot stall the ingest."""
         if self.loading >= self.max_loads:
             return False
-        return self.held_cells == 0 or self.held_cells + cells <= self.max_cells
+        need = cells * self.policy.loading_bytes_per_cell
+        return self.held_bytes == 0 or self.held_bytes + need <= self.max_bytes
 
     def submitted(self, key, cells: int) -> None:
         if key in self._slots:
             raise ValueError(f"experiment {key!r} is already in the window")
         self._slots[key] = _Slot(cells)
         self.loading += 1
-        self.held_cells += cells
+        self.held_bytes += cells * self.policy.loading_bytes_per_cell
 
     def loaded(self, key) -> None:
-        self._finish(key, READY)
+        """Loaded: it holds its int16 rows now, less than while it was converted."""
+        slot = self._finish(key, READY)
+        self.held_bytes -= slot.cells * (self.policy.loading_bytes_per_cell - self.policy.loaded_bytes_per_cell)
 
     def failed(self, key) -> None:
         """A rejected experiment: it frees its memory now and commits (as a rejection) in its unit."""
         slot = self._finish(key, FAILED)
-        self.held_cells -= slot.cells
+        self.held_bytes -= slot.cells * self.policy.loading_bytes_per_cell
 
     def _finish(self, key, state: str) -> _Slot:
         slot = self._slots[key]
@@ -184,11 +192,17 @@ class LoadWindow:
         held = 0
         for key in unit:
             slot = self._slots.pop(key)
-            held += slot.cells if slot.state == READY else 0
+            held += slot.cells * self.policy.loaded_bytes_per_cell if slot.state == READY else 0
         self._held_by_unit[tuple(unit)] = held
         return unit
 
+    def written(self, unit: list) -> None:
+        """The unit's writes are done: its experiments have left worker memory (the driver holds
+        their obs rows until the commit). Called once per unit, before ``committed``."""
+        self.held_bytes -= self._held_by_unit.pop(tuple(unit))
+
     def committed(self, unit: list) -> None:
-        """The unit is committed: its experiments leave worker memory."""
-        self.held_cells -= self._held_by_unit.pop(tuple(unit))
+        """The unit is committed (``written`` first, if it was not called)."""
+        if tuple(unit) in self._held_by_unit:
+            self.written(unit)
         self.units_open -= 1

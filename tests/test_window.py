@@ -6,26 +6,28 @@ from hypothesis import strategies as st
 
 from scdata.window import GIB, Capacity, LoadWindow, WindowPolicy
 
-POLICY = WindowPolicy(bytes_per_cell=1 << 16, memory_fraction=1.0)  # 16,384 cells per GiB
+KIB = 1 << 10
+POLICY = WindowPolicy(loading_bytes_per_cell=64 * KIB, loaded_bytes_per_cell=16 * KIB, memory_fraction=1.0)
+"""16,384 loading cells per GiB, or 65,536 loaded ones."""
 
 
 def test_loads_in_flight_grow_with_threads_and_memory():
     small, big = Capacity(threads=2, memory_bytes=8 * GIB), Capacity(threads=64, memory_bytes=256 * GIB)
     assert POLICY.max_loads(small) == 4 and POLICY.max_loads(big) == 128
-    assert POLICY.max_cells(small) == 8 * 16_384 and POLICY.max_cells(big) == 256 * 16_384
+    assert POLICY.max_bytes(small) == 8 * GIB and WindowPolicy().max_bytes(big) == 128 * GIB
     workers = {f"w{i}": {"nthreads": 1, "memory_limit": 4 * GIB} for i in range(16)}
     assert Capacity.from_workers(workers) == Capacity(16, 64 * GIB)
     assert Capacity.from_workers({"w": {"nthreads": 4, "memory_limit": 0}}).memory_bytes > 0  # no limit reported
 
 
 def test_admission_is_bounded_by_loads_and_by_memory():
-    window = LoadWindow(POLICY, Capacity(threads=2, memory_bytes=GIB))  # 4 loads, 16,384 cells
+    window = LoadWindow(POLICY, Capacity(threads=2, memory_bytes=GIB))  # 4 loads, 16,384 loading cells
     for key in range(4):
         assert window.admits(1000)
         window.submitted(key, 1000)
     assert not window.admits(1000)  # four loads in flight
-    window.loaded(0)
-    assert window.admits(12_384) and not window.admits(12_385)  # 4,000 cells held of 16,384
+    window.loaded(0)  # 3,000 cells loading, 1,000 loaded (a quarter of a loading one's memory)
+    assert window.admits(13_134) and not window.admits(13_135)
     huge = LoadWindow(POLICY, Capacity(threads=2, memory_bytes=GIB))
     assert huge.admits(50_000)  # larger than the window, but nothing else is held: it loads alone
     huge.submitted("big", 50_000)
@@ -43,13 +45,14 @@ def test_a_slow_head_delays_commits_not_the_loads_behind_it():
     window.loaded(0)
     assert window.take_unit() == [0, 1, 2, 3]
     window.failed(4)  # a rejection is part of the next unit, and frees its memory at once
-    assert window.held_cells == 5 * 500
+    assert window.held_bytes == 4 * 500 * 16 * KIB + 500 * 64 * KIB
     window.loaded(5)
     assert window.take_unit() == [4, 5]
+    window.written([0, 1, 2, 3])  # written: the workers hold those no more
+    assert window.held_bytes == 500 * 16 * KIB
     window.committed([0, 1, 2, 3])
-    assert window.held_cells == 500
-    window.committed([4, 5])
-    assert window.held_cells == 0 and window.pending == 0
+    window.committed([4, 5])  # written on the way
+    assert window.held_bytes == 0 and window.pending == 0 and window.units_open == 0
 
 
 def test_units_are_capped_and_at_most_units_ahead_are_open():
@@ -86,7 +89,7 @@ def test_any_finishing_order_commits_the_selection_in_order(sizes, threads, memo
             nxt += 1
         assert window.loading <= window.max_loads
         # memory: within the window, or one experiment larger than it, admitted alone
-        assert window.held_cells <= max(window.max_cells, max(sizes[:nxt]))
+        assert window.held_bytes <= max(window.max_bytes, max(sizes[:nxt]) * POLICY.loading_bytes_per_cell)
         if loading:
             key = loading.pop(seed.randrange(len(loading)))
             window.failed(key) if sizes[key] % 7 == 0 else window.loaded(key)
@@ -97,4 +100,4 @@ def test_any_finishing_order_commits_the_selection_in_order(sizes, threads, memo
             window.committed(unit)
             committed += unit
     assert committed == list(range(len(sizes)))
-    assert window.held_cells == 0 and window.loading == 0
+    assert window.held_bytes == 0 and window.loading == 0
