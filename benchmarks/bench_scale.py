@@ -61,6 +61,7 @@ def drive(out: str, args: list[str]) -> None:
     import importlib
     import resource
 
+    sys.path.insert(0, os.environ["PYTHONPATH"].split(os.pathsep)[0])  # the tree under test, not this checkout
     from scdata.cli import main
 
     ingest_module = importlib.import_module("scdata.ingest")  # the package's ``ingest`` attribute is the function
@@ -195,8 +196,8 @@ def run_ingest(site: Site, label: str, store: str, cell_count: int, tree: str, n
     stop, peak = threading.Event(), [0]
     sampler = threading.Thread(target=_sample_rss, args=(site.scheduler.pid, stop, peak), daemon=True)
     sampler.start()
-    args = ["--source", f"gs://{RELEASE}", "--store", store, "--cell-count", str(cell_count), "--scheduler",
-            site.address, "--no-progress"]
+    args = ["--source", f"gs://{RELEASE}", "--feature-type", MANY_FEATURE, "--store", store, "--cell-count",
+            str(cell_count), "--scheduler", site.address, "--no-progress"]
     run_checked([PY, os.path.abspath(__file__), "--drive", figures, "--", *args],
                 env=site.env(site.driver_proxy.url, tree))
     stop.set()
@@ -576,31 +577,46 @@ def many_experiments(release: str, dest: str, n: int) -> str:
     return path
 
 
+def wait_idle(address: str, timeout: float = 120) -> None:
+    """Until no worker has a task (a stopped run's tasks finish on their own)."""
+    from distributed import Client
+
+    with Client(address, timeout="60s") as client:
+        deadline = time.monotonic() + timeout
+        while any(client.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
 def time_to_first_commit(site: Site, tree: str, cell_count: int, store: str, timeout: float = 300) -> dict:
-    """Seconds from the command's start to a manifest with committed rows (then the run is stopped)."""
+    """Seconds from the command's start to the store's creation (planning done) and to a manifest
+    with committed rows (then the run is stopped)."""
     shutil.rmtree(store, ignore_errors=True)
+    wait_idle(site.address)
     head = os.path.join(store, "uns", "sczarr_manifest", "zarr.json")
+    created = None
     start = time.perf_counter()
     proc = subprocess.Popen([PY, "-m", "scdata", "ingest", "--source", f"gs://{RELEASE}", "--feature-type",
                              MANY_FEATURE, "--store", store, "--cell-count", str(cell_count), "--scheduler",
                              site.address, "--no-progress"], env=site.env(site.driver_proxy.url, tree),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            cwd=tree)  # ``-m`` puts the working directory first on the path
     seconds = None
     while time.perf_counter() - start < timeout and proc.poll() is None:
         try:
             with open(head) as f:
-                if json.load(f)["attributes"]["sczarr_manifest"]["n_committed"] > 0:
-                    seconds = time.perf_counter() - start
-                    break
+                committed = json.load(f)["attributes"]["sczarr_manifest"]["n_committed"]
+            created = created or time.perf_counter() - start
+            if committed > 0:
+                seconds = time.perf_counter() - start
+                break
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.05)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     output = proc.communicate()[0]
-    time.sleep(3)  # the scheduler drops the killed client's tasks
     selected = next((line for line in output.splitlines() if line.startswith("Selected")), output[-300:])
-    return {"seconds": seconds, "selected": selected}
+    return {"seconds": seconds, "planned_s": created, "selected": selected}
 
 
 # ---- main ----------------------------------------------------------------------------------------
@@ -623,6 +639,10 @@ def main() -> None:
     p.add_argument("--min-cells", type=int, default=100)
     p.add_argument("--max-cells", type=int, default=250)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--per-worker", type=int, default=20,
+                   help="experiments per worker (weak scaling: 20 for 1 worker, 320 for 16)")
+    p.add_argument("--identity", type=int, nargs="+", default=[2, 16],
+                   help="worker counts that also ingest the smallest run's selection, compared byte for byte")
     p.add_argument("--before-workers", type=int, nargs="+", default=[16, 4])
     p.add_argument("--latency", type=float, default=0.1, help="seconds added to every bucket request")
     p.add_argument("--bandwidth", type=float, default=4e6, help="bytes/s per worker from the bucket")
@@ -632,12 +652,13 @@ def main() -> None:
     p.add_argument("--first-commit-before", type=int, nargs="+", default=[10, 100])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reuse", action="store_true", help="analyse the last run's real measurements again")
+    p.add_argument("--only-before", action="store_true", help="measure today's shape again, keep the window's runs")
     p.add_argument("--drive", default=None, help=argparse.SUPPRESS)
     a, rest = p.parse_known_args()
     if a.drive:
         return drive(a.drive, rest[1:] if rest[:1] == ["--"] else rest)
     if a.quick:
-        a.experiments, a.workers, a.before_workers = 12, [1, 2], [2]
+        a.experiments, a.workers, a.before_workers, a.per_worker, a.identity = 12, [1, 2], [2], 6, [2]
         a.first_commit, a.first_commit_before = [10, 1000], [10]
     os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
     work = os.path.join(WORK, "scale")
@@ -649,19 +670,25 @@ def main() -> None:
                      "--min-cells", str(a.min_cells), "--max-cells", str(a.max_cells), "--seed", "11"])
     before = before_tree()
     many = many_experiments(release, os.path.join(work, "many"), 1000)
-    order = {n: sum(e.obs_count for e in _order(many)[:n]) for n in {*a.first_commit, *a.first_commit_before}}
+    sizes = {*a.first_commit, *a.first_commit_before, *(a.per_worker * n for n in [*a.workers, *a.before_workers])}
+    cells = [e.obs_count for e in _order(many)]
+    order = {n: sum(cells[:n]) for n in sizes}
     raw = os.path.join(work, "raw.json")
-    if a.reuse:  # the real runs of the last full run, for the simulation and report only
+    if a.reuse or a.only_before:  # the real runs of the last full run, for the simulation and report only
         with open(raw) as f:
             runs, before_runs, first = json.load(f)
-    else:
+    if a.only_before:  # today's shape again, the window's runs kept
+        _, before_runs, first_before = real_runs(a, work, release, before, many, order, window=False)
+        first = [f for f in first if f["code"] != "rounds (before)"] + first_before
+    elif not a.reuse:
         runs, before_runs, first = real_runs(a, work, release, before, many, order)
-        with open(raw, "w") as f:
-            json.dump([runs, before_runs, first], f)
+    with open(raw, "w") as f:
+        json.dump([runs, before_runs, first], f)
     analyse(a, work, release, runs, before_runs, first)
 
 
-def real_runs(a, work: str, release: str, before: str, many: str, order: dict) -> tuple[list, list, list]:
+def real_runs(a, work: str, release: str, before: str, many: str, order: dict,
+              window: bool = True) -> tuple[list, list, list]:
     from tests.gcs_proxy import GCSProxy
     from tests.services import bucket_fs, gcs_emulator, upload_tree
 
@@ -677,11 +704,18 @@ def real_runs(a, work: str, release: str, before: str, many: str, order: dict) -
         site.driver_proxy = GCSProxy(endpoint, latency=a.latency).__enter__()
         try:
             site.start_scheduler()
-            for n in sorted(a.workers):
+            for n in sorted(a.workers) if window else [max(a.workers)]:
                 site.grow(n)
-                runs.append(run_ingest(site, f"window-{n}", os.path.join(work, f"window-{n}.zarr"), 10**9, ROOT, n))
+                if not window:
+                    break
+                wait_idle(site.address)
+                budget = order[a.per_worker * n]
+                runs.append(run_ingest(site, f"window-{n}", os.path.join(work, f"window-{n}.zarr"), budget, ROOT, n))
+                if n != min(a.workers) and n in a.identity:  # the smallest run's selection, for the byte check
+                    runs.append(run_ingest(site, f"same-{n}", os.path.join(work, f"same-{n}.zarr"),
+                                           order[a.per_worker * min(a.workers)], ROOT, n))
             # time to the first commit: the largest cluster, selections of growing size
-            for tree, label, counts in ((ROOT, "load window", a.first_commit),
+            for tree, label, counts in ((ROOT, "load window", a.first_commit if window else []),
                                         (before, "rounds (before)", a.first_commit_before)):
                 for count in counts:
                     r = time_to_first_commit(site, tree, order[count], os.path.join(work, f"first-{count}.zarr"))
@@ -689,8 +723,9 @@ def real_runs(a, work: str, release: str, before: str, many: str, order: dict) -
                     print(first[-1], flush=True)
             for n in sorted(a.before_workers, reverse=True):
                 site.grow(n) if n > len(site.workers) else site.shrink(n)
-                before_runs.append(run_ingest(site, f"rounds-{n}", os.path.join(work, f"rounds-{n}.zarr"), 10**9,
-                                              before, n))
+                wait_idle(site.address)
+                before_runs.append(run_ingest(site, f"rounds-{n}", os.path.join(work, f"rounds-{n}.zarr"),
+                                              order[a.per_worker * n], before, n))
         finally:
             site.driver_proxy.__exit__()
             site.stop()
@@ -700,18 +735,24 @@ def real_runs(a, work: str, release: str, before: str, many: str, order: dict) -
 def analyse(a, work: str, release: str, runs: list, before_runs: list, first: list) -> None:
     from tests.helpers import store_bytes
 
-    by_n = {r["workers"]: r for r in runs}
-    compared = [n for n in (1, 2, 16) if n in by_n]
-    reference = store_bytes(by_n[compared[0]]["store"])
-    identical = {n: store_bytes(by_n[n]["store"]) == reference for n in compared}
-    identical_before = {r["label"]: store_bytes(r["store"]) == reference for r in before_runs}
+    import scdata
+
+    by_n = {r["workers"]: r for r in runs if r["label"].startswith("window-")}
+    smallest = min(by_n)
+    reference = store_bytes(by_n[smallest]["store"])
+    identical = {smallest: True, **{r["workers"]: store_bytes(r["store"]) == reference
+                                    for r in runs if r["label"].startswith("same-")}}
+    identical_before = {r["label"]: store_bytes(r["store"]) == store_bytes(by_n[r["workers"]]["store"])
+                        for r in before_runs if r["workers"] in by_n}
 
     # simulation: durations from the run with one worker per core
     base = by_n[min(by_n)]
     commit = measure_commit(work)
     d = measured_durations(base, commit["fit"])
-    bench_cells = [e["n_cells"] for e in __import__("scdata").read_manifest(base["store"]).experiments]
-    sim_bench = [simulate_window(bench_cells, n, d, _bytes(a.worker_memory)) for n in sorted(by_n)]
+    sim_bench = []
+    for n in sorted(by_n):  # each run's own selection, through the policy
+        cells = [e["n_cells"] for e in scdata.read_manifest(by_n[n]["store"]).experiments]
+        sim_bench.append({**simulate_window(cells, n, d, _bytes(a.worker_memory)), "experiments": len(cells)})
     load = [r for r in base["records"] if r["task"] == "load_task"]
     load_cpu = _fit([r["size"] for r in load], [r["cpu_s"] for r in load])
     write_s = measure_write(work)
@@ -783,12 +824,18 @@ def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench
           f"{1000 * r['driver_cpu_s_per_experiment']:.0f}", f"{1000 * r['scheduler_cpu_s_per_experiment']:.0f}",
           f"{r['driver_peak_rss_bytes'] / gib:.2f} / {r['scheduler_peak_rss_bytes'] / gib:.2f}"]
          for r in runs + before_runs])
-    table += "\n\nStores byte-identical to 1 worker's: " + ", ".join(
+    table += (f"\n\nWeak scaling: {a.per_worker} experiments per worker (the release's {a.experiments} files listed "
+              f"again under new accessions). `same` rows ingest the {a.per_worker} experiments of the 1-worker run.")
+    table += "\n\nStores byte-identical to 1 worker's (same selection): " + ", ".join(
         f"{n} workers: {'yes' if ok else 'NO'}" for n, ok in identical.items())
-    table += "; today's shape: " + ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in identical_before.items())
-    table += "\n\n### Simulated: the same experiments, the measured task durations, the ingest's window\n\n"
-    table += md_table(["workers", "wall (s)", "busy", "commits"],
-                      [[s["workers"], f"{s['wall_s']:.1f}", f"{s['busy_fraction']:.0%}", s["commits"]] for s in sim_bench])
+    table += "; today's shape against the window at the same worker count: " + ", ".join(
+        f"{k}: {'yes' if ok else 'NO'}" for k, ok in identical_before.items())
+    table += ("\n\n### Simulated: each run's experiments, the 1-worker run's task durations, the ingest's window\n\n"
+              "The tasks' durations without CPU contention, replayed through `LoadWindow` and `plan_round` (no "
+              "planning phase, no Dask overheads): what these runs would do on a core per worker.\n\n")
+    table += md_table(["workers", "experiments", "wall (s)", "busy", "commits"],
+                      [[s["workers"], s["experiments"], f"{s['wall_s']:.1f}", f"{s['busy_fraction']:.0%}", s["commits"]]
+                       for s in sim_bench])
     table += "\n\n### Projection: the 2026-01-12 human release\n\n"
     table += md_table(["workers", "policy", "wall (h)", "worker-hours", "busy", "commits"],
                       [[p["workers"], p["policy"], f"{p['wall_s'] / 3600:.1f}", f"{p['worker_hours']:,.0f}",
@@ -798,9 +845,10 @@ def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench
               f"{driver_memory['bytes_per_experiment'] / 1024:.1f} KiB per experiment held in its manifest).\n\n")
     table += "Assumptions:\n\n" + "\n".join(f"- {k}: {v}" for k, v in ASSUMPTIONS.items())
     table += "\n\n### Time to the first committed row (the same bucket and cluster)\n\n"
-    table += md_table(["code", "experiments selected", "workers", "seconds"],
-                      [[f["code"], f["experiments"], f["workers"], "-" if f["seconds"] is None else f"{f['seconds']:.1f}"]
-                       for f in first])
+    table += md_table(["code", "experiments selected", "workers", "store created (s)", "first commit (s)"],
+                      [[f["code"], f["experiments"], f["workers"],
+                        "-" if f.get("planned_s") is None else f"{f['planned_s']:.1f}",
+                        "-" if f["seconds"] is None else f"{f['seconds']:.1f}"] for f in first])
     name = "bench_scale" if not a.quick else "bench_scale_quick"
     write_results(name, {
         "config": vars(a), "real": real, "identical_to_one_worker": {str(k): v for k, v in identical.items()},
