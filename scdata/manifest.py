@@ -162,6 +162,10 @@ class Manifest:
     def head_json(self) -> bytes:
         return _document(self.head())
 
+    def log_entry_json(self) -> str:
+        """``log_entry`` as stored (URLs' credentials left out, as in the head)."""
+        return remote.redact(json.dumps(self.log_entry(), sort_keys=True))
+
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "Manifest":
         """A head (format 2; its lists are empty until the log is replayed) or a whole format-1 document."""
@@ -244,7 +248,7 @@ def write_manifest(store_url: str, manifest: Manifest) -> None:
     if any(entry.get(k) for k in ("snapshot", "experiments", "retried", "rejected_dropped", "rejected_added")):
         log = _log_array(store_url, create=True)
         i = manifest.log_length
-        text = remote.redact(json.dumps(entry, sort_keys=True))
+        text = manifest.log_entry_json()
         scratch_view(log, i + 1)[i] = np.asarray([text], dtype=str)[0]
         manifest.log_length = i + 1
         remote.write_bytes_atomic(manifest_url(store_url), manifest.head_json())
