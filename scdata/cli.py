@@ -59,6 +59,7 @@ def _ingest_config(args):
         raw_dir=args.raw_dir,
         scratch_dir=args.scratch_dir,
         layout=layout,
+        genes_file=args.genes,
         on_error=args.on_error,
         retry_rejected=args.retry_rejected,
         progress=not args.no_progress,
@@ -192,9 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--organism", default=src.DEFAULT_ORGANISM)
     ing.add_argument("--cell-count", type=int, default=100_000, help="cell budget; whole experiments are taken")
     ing.add_argument("--store", "--output-dir", dest="store", default="data/scRNA/store.zarr")
-    ing.add_argument("--batch-size", type=int, default=10, help="experiments per round (one commit each)")
-    ing.add_argument("--round-cells", type=int, default=40_000,
-                     help="at most this many cells per round, bounding memory (0: no bound)")
+    ing.add_argument("--batch-size", type=int, default=256,
+                     help="at most this many experiments per commit (what is in flight follows the cluster's "
+                          "threads and memory, not this)")
+    ing.add_argument("--round-cells", type=int, default=1_000_000,
+                     help="at most this many cells per commit (0: no bound)")
+    ing.add_argument("--genes", default=None, metavar="FILE",
+                     help="gene axis of a new store: Ensembl IDs, one per line, optionally ',symbol' "
+                          "(default: the gene table of the first few readable experiments)")
     ing.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
     _add_scheduler_options(ing, ", e.g. tcp://host:8786 or tls://host:8786")
     ing.add_argument("--seed", type=int, default=42)

@@ -1,17 +1,21 @@
 """Ingest chosen scBaseCount experiments into one store through a Dask cluster.
 
-Per round of ``batch_size`` experiments:
-
-1. one task per experiment fetches (verified), reads and converts it onto the gene axis; the
-   result stays in the worker's memory;
-2. the driver plans chunk-aligned writes from the experiments' row counts (``plan``): each
-   experiment writes the chunks it fills alone, one seam task writes each shared chunk;
-3. the driver writes the round's obs rows, grows X's and obs' shapes over the new rows and
-   replaces the manifest: the commit.
+1. Planning: the gene axis comes from a few files' gene tables (``axis``) or ``--genes``; the
+   empty store is created.
+2. Loads: one task per experiment fetches (verified), reads and converts it onto the gene axis;
+   the result stays in the worker's memory. A window (``window.LoadWindow``) keeps as many loads
+   in flight as the cluster's threads and memory allow, in selection order.
+3. Commit units: the finished experiments at the head of the window, in selection order. The
+   driver plans chunk-aligned writes from their row counts (``plan``): each experiment writes the
+   chunks it fills alone, one seam task writes each shared chunk (after the unit before has
+   written it). One unit writes while the one before commits.
+4. Commit: the driver writes the unit's obs rows, grows X's and obs' shapes over the new rows and
+   appends to the manifest.
 
 Rows are written past the committed shape and the shapes grow only in the commit, so a reader of
 any array sees committed rows only. A killed run leaves at most scratch past ``n_committed``; the
-rerun truncates it and redoes the round, so the store is identical to an uninterrupted run.
+rerun truncates it and goes on, so the store is identical to an uninterrupted run, and to a run
+on any number of workers (the rows' order is the selection's, whatever the units were).
 
 Rejected experiments are replaced by the next ones in the seeded order (top-ups) until the cell
 budget is met. A rerun tries I/O rejections again (a repaired file is committed, after the rows
@@ -21,10 +25,14 @@ already there); content rejections stay out unless ``retry_rejected``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
+import time
 from collections import deque
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -32,10 +40,11 @@ import numpy as np
 import pandas as pd
 
 from . import remote
+from .axis import PLAN_TABLES, axis_from_tables, read_genes_file
 from .cluster import ClusterConfig, dask_client, recomputable
 from .h5ad import ExperimentError
 from .manifest import Manifest, read_manifest, rejection_kind, write_manifest
-from .plan import COMMITTED, plan_round, split_rounds
+from .plan import COMMITTED, RoundPlan, plan_round
 from .source import (
     CELL_METADATA_COLUMNS,
     Experiment,
@@ -46,9 +55,13 @@ from .source import (
 )
 from .store import StoreLayout, create_store, gene_axis_digest, grow_rows, open_root, truncate, write_obs_rows
 from .tasks import gene_table_task, load_task, rows_task, summarize_task, write_own_task, write_seam_task
+from .window import Capacity, LoadWindow, WindowPolicy
 
 log = logging.getLogger(__name__)
-PREFETCH_ROUNDS = 1
+WINDOW_REFRESH_S = 5.0
+"""How often the driver asks the scheduler for its workers (the window follows the cluster)."""
+COMMIT_POLL_S = 0.05
+"""How often the driver looks at a commit under way (the committer thread is not a Dask future)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,11 +71,11 @@ class IngestConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     store: str = "data/scRNA/store.zarr"
     cell_count: int = 100_000
-    batch_size: int = 10
-    """Experiments per round (one commit per round)."""
-    round_cells: int | None = 40_000
-    """At most this many cells per round (by metadata; a larger experiment is a round alone), so
-    the memory of the rounds in flight does not depend on which experiments come together."""
+    batch_size: int = 256
+    """At most this many experiments per commit. It does not bound what is in flight: the load
+    window follows the cluster's threads and memory (``window``)."""
+    round_cells: int | None = 1_000_000
+    """At most this many cells per commit (by metadata; a larger experiment commits alone)."""
     seed: int = 42
     filters: dict[str, list[str]] = field(default_factory=dict)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -71,6 +84,12 @@ class IngestConfig:
     """Where ``keep_raw`` keeps downloaded h5ad files (default: ``raw/`` beside the store)."""
     scratch_dir: str | None = None
     layout: StoreLayout = field(default_factory=StoreLayout)
+    genes_file: str | None = None
+    """An explicit gene axis for a new store (``axis.read_genes_file``); by default the axis is
+    the gene table of the first few readable experiments."""
+    window: WindowPolicy = field(default_factory=WindowPolicy)
+    """Loads in flight per worker thread and the share of worker memory they may hold; its
+    per-commit caps are replaced by ``batch_size`` and ``round_cells``."""
     on_error: str = "skip"
     """'skip': record a bad experiment as rejected and go on; 'raise': stop at it."""
     retry_rejected: bool = False
@@ -87,6 +106,10 @@ class IngestConfig:
             raise ValueError(f"round_cells must be positive, got {self.round_cells}")
         if self.on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
+
+    @property
+    def policy(self) -> WindowPolicy:
+        return dataclasses.replace(self.window, commit_experiments=self.batch_size, commit_cells=self.round_cells)
 
     @property
     def keep_dir(self) -> str | None:
@@ -120,47 +143,45 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _read_tables(client, config: IngestConfig):
+    """``axis_from_tables``'s reader: one gene-table task per experiment of a batch, on the cluster."""
+
+    def read(batch: list[Experiment]) -> list:
+        futures = client.map(gene_table_task, batch, pure=False)
+        out = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except ExperimentError as exc:
+                out.append(exc)
+            finally:
+                future.release()
+        return out
+
+    return read
+
+
 def _plan_store(client, experiments: list[Experiment], config: IngestConfig, echo) -> Manifest:
-    """Planning pass: read every selected file's gene table and create the empty store."""
-    echo(f"Planning: reading gene tables of {len(experiments)} experiments")
-    futures = client.map(gene_table_task, experiments, pure=False)
-    readable, bad = 0, []
-    # The release maps every file to one reference, so the union is that gene list in its order.
-    # Tables are merged one at a time, in selection order (each is a few MB of gene strings).
-    gene_ids: list[str] = []
-    symbols: list[str] = []
-    seen: set[str] = set()
-    annotation: set[str] = set()
-    union = np.asarray(gene_ids)
-    for future in futures:
-        try:
-            table = future.result()
-        except ExperimentError as exc:
-            if config.on_error == "raise":
-                raise
-            bad.append(exc)
-            continue
-        finally:
-            future.release()  # the worker drops its copy too
-        readable += 1
-        annotation.update(table.annotation_columns)
-        if np.array_equal(table.gene_ids, union):
-            continue  # the usual case: the same reference genes in the same order
-        for gid, sym in zip(table.gene_ids, table.gene_symbols):
-            if gid not in seen:
-                seen.add(gid)
-                gene_ids.append(gid)
-                symbols.append(sym)
-        union = np.asarray(gene_ids)
-    if not readable:
-        raise IngestError("no selected experiment is readable: " + "; ".join(map(str, bad[:3])))
-    annotation = sorted(annotation)
+    """Planning pass: the gene axis from a few files (or ``--genes``), then the empty store."""
+    explicit = read_genes_file(config.genes_file) if config.genes_file else (None, None)
+    n_tables = 1 if config.genes_file else PLAN_TABLES  # with --genes: only the cell annotation columns
+    try:
+        axis = axis_from_tables(experiments, _read_tables(client, config), n_tables, config.on_error, *explicit)
+    except ExperimentError as exc:
+        raise IngestError(f"{exc} (nothing is committed yet; fix or filter it out and rerun)") from exc
+    except ValueError as exc:
+        raise IngestError(str(exc)) from exc
+    how = f"--genes {config.genes_file}" if config.genes_file else f"the gene tables of {axis.tables_read} experiments"
+    echo(f"Planning: gene axis from {how} ({len(axis.rejected)} unreadable)")
+    if not axis.agreed:
+        echo("  warning: the gene tables read differ; the axis is their union (give --genes FILE for a fixed axis)")
     metadata_columns = [c for c in CELL_METADATA_COLUMNS if any(c in e.metadata for e in experiments)]
-    ids = np.asarray(gene_ids)
-    create_store(config.store, ids, np.asarray(symbols), metadata_columns + annotation, config.layout)
-    manifest = Manifest(n_genes=len(ids), gene_axis_digest=gene_axis_digest(ids))
+    create_store(config.store, axis.gene_ids, axis.gene_symbols, metadata_columns + list(axis.annotation_columns),
+                 config.layout)
+    manifest = Manifest(n_genes=len(axis.gene_ids), gene_axis_digest=gene_axis_digest(axis.gene_ids))
     write_manifest(config.store, manifest)
-    echo(f"Created {config.store}: {len(ids):,} genes, chunks ({config.layout.chunk_cells}, {config.layout.chunk_genes})")
+    echo(f"Created {config.store}: {len(axis.gene_ids):,} genes, chunks ({config.layout.chunk_cells}, "
+         f"{config.layout.chunk_genes})")
     return manifest
 
 
@@ -184,81 +205,84 @@ def _obs_frame(exp: Experiment, summary) -> pd.DataFrame:
 
 
 @dataclass(slots=True)
-class _Round:
-    """A round whose load tasks are submitted (they run while the previous round writes)."""
+class _Load:
+    """One experiment from its submission to its commit unit."""
 
-    experiments: list[Experiment]
-    loads: list
-    summaries: list
-
-
-def _submit_round(client, config: IngestConfig, round_exps: list[Experiment], gene_ids_future) -> _Round:
-    loads = [
-        client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir, pure=False)
-        for exp in round_exps
-    ]
-    return _Round(round_exps, loads, [client.submit(summarize_task, f, pure=False) for f in loads])
+    exp: Experiment
+    load: object
+    """The future of the loaded experiment (held on a worker until its writes are done)."""
+    summary: object
+    result: object = None
+    error: ExperimentError | None = None
 
 
-def _collect(config: IngestConfig, manifest: Manifest, pending: _Round, echo):
-    """Wait for a round's loads; returns the kept (experiment, load, summary) and the rejected."""
-    kept, rejected = [], []
-    for exp, load, summ in zip(pending.experiments, pending.loads, pending.summaries):
-        try:
-            summary = summ.result()
-        except ExperimentError as exc:
-            if config.on_error == "raise":
-                raise IngestError(f"{exc} (committed rounds are intact; fix or filter it out and rerun)") from exc
-            echo(f"  rejected {exc}")
-            rejected.append({"accession": exp.accession, "url": exp.url, "reason": exc.problem, "kind": exc.kind,
-                             "at": _now()})
-            continue
-        except Exception as exc:  # transient after retries, or a worker died: stop, keep commits
-            raise IngestError(
-                f"experiment {exp.accession} ({exp.url}): {type(exc).__name__}: {exc}; "
-                f"{manifest.n_committed:,} committed cells are intact, rerun to resume"
-            ) from exc
-        for warning in summary.warnings:
-            echo(f"  warning: experiment {exp.accession}: {warning}")
-        kept.append((exp, load, summary))
-    return kept, rejected
+@dataclass(slots=True)
+class _Unit:
+    """A commit unit whose writes are submitted."""
+
+    keys: list[int]
+    kept: list
+    """(experiment, summary) of the unit's loaded experiments, in order."""
+    rejected: list[dict]
+    plan: RoundPlan
+    writes: list
+    tail: object
+    """The write of the chunk that holds the unit's last row (None when it has no rows)."""
+    cells: int
+    """Cells by metadata of the unit's experiments, rejected ones included (for the progress bar)."""
+    written: bool = False
 
 
-def _write_round(client, config: IngestConfig, manifest: Manifest, kept: list):
-    """Submit one writer per chunk the round touches; returns (root, plan, write futures).
+def _rejection(exp: Experiment, exc: ExperimentError) -> dict:
+    return {"accession": exp.accession, "url": exp.url, "reason": exc.problem, "kind": exc.kind, "at": _now()}
 
-    The writers write past X's committed shape; ``_commit_round`` grows it."""
-    root = open_root(config.store, mode="r+")
-    plan = plan_round(manifest.n_committed, [s.n_cells for _, _, s in kept], config.layout.chunk_cells)
-    writes = []
-    for (_, load, _), own in zip(kept, plan.own_writes):
-        writes += [client.submit(write_own_task, load, w, config.store, plan.stop, pure=False) for w in own]
+
+def _plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, _Load], start: int, tail) -> _Unit:
+    """Submit one writer per chunk the unit touches, past X's committed shape (the commit grows it).
+
+    A seam that shares a chunk with the unit before (``COMMITTED`` rows: the rows before
+    ``start``) runs after that unit's write of the chunk, which it re-reads."""
+    members = [loads.pop(k) for k in keys]
+    kept = [m for m in members if m.error is None]
+    rejected = [_rejection(m.exp, m.error) for m in members if m.error is not None]
+    plan = plan_round(start, [m.result.n_cells for m in kept], config.layout.chunk_cells)
+    writes, last = [], None
+    priority = {"pure": False, "priority": 1}  # before queued loads: writes free worker memory
+    for m, own in zip(kept, plan.own_writes):
+        for w in own:
+            writes.append(client.submit(write_own_task, m.load, w, config.store, plan.stop, **priority))
+            last = writes[-1] if w.stop == plan.stop else last
     for seam in plan.seam_writes:
-        parts = [
-            None if p.owner == COMMITTED else client.submit(rows_task, kept[p.owner][1], p.src_start, p.src_stop, pure=False)
-            for p in seam.pieces
-        ]
-        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, pure=False))
-    return root, plan, writes
+        parts = [None if p.owner == COMMITTED else client.submit(rows_task, kept[p.owner].load, p.src_start,
+                                                                 p.src_stop, **priority)
+                 for p in seam.pieces]
+        after = tail if seam.pieces[0].owner == COMMITTED else None
+        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, after, **priority))
+        last = writes[-1] if seam.stop == plan.stop else last
+    # Only the writers hold the loaded experiments now: each is freed on its worker as soon as its
+    # own writes are done, not when the unit commits.
+    return _Unit(keys, [(m.exp, m.result) for m in kept], rejected, plan, writes, last,
+                 sum(m.exp.obs_count for m in members))
 
 
-def _commit_round(config: IngestConfig, manifest: Manifest, root, plan, writes, kept, rejected) -> list[str]:
-    """Wait for the writes, write obs, grow the shapes, replace the manifest: after this the rows
+def _commit_unit(config: IngestConfig, manifest: Manifest, root, unit: _Unit) -> list[str]:
+    """Wait for the writes, write obs, grow the shapes, append to the manifest: after this the rows
     are the store."""
+    plan, kept = unit.plan, unit.kept
     try:
-        written = sum(f.result() for f in writes)
+        written = sum(f.result() for f in unit.writes)
     except Exception as exc:  # a write failed on its worker (I/O after retries, or the worker died too often)
         raise IngestError(f"writing rows {plan.start:,}-{plan.stop:,}: {type(exc).__name__}: {exc}; "
                           f"{manifest.n_committed:,} committed cells are intact, rerun to resume") from exc
     expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if kept else 0
     if written != expected:
-        raise IngestError(f"round wrote {written} rows but the plan covers {expected}")
+        raise IngestError(f"commit unit wrote {written} rows but the plan covers {expected}")
     if kept:
-        frame = pd.concat([_obs_frame(exp, s) for exp, _, s in kept], ignore_index=True)
+        frame = pd.concat([_obs_frame(exp, s) for exp, s in kept], ignore_index=True)
         manifest.categories = write_obs_rows(root, plan.start, frame)
         grow_rows(root, plan.stop)
     entries = []
-    for (exp, _, s), (lo, hi) in zip(kept, plan.experiment_rows):
+    for (exp, s), (lo, hi) in zip(kept, plan.experiment_rows):
         entries.append(
             {
                 "accession": exp.accession, "row_start": lo, "row_stop": hi, "n_cells": s.n_cells,
@@ -272,38 +296,58 @@ def _commit_round(config: IngestConfig, manifest: Manifest, root, plan, writes, 
         manifest.nnz += s.nnz
         manifest.max_value = max(manifest.max_value, s.repairs["max_value"])
     manifest.record_commits(entries)
-    manifest.record_rejections(rejected)
+    manifest.record_rejections(unit.rejected)
     manifest.n_committed = plan.stop
     manifest.version += 1
     write_manifest(config.store, manifest)
     return [e["accession"] for e in entries]
 
 
-@dataclass(slots=True)
 class _Selection:
-    """What a run still has to submit, round by round.
+    """What a run still has to submit, one experiment at a time, in the seeded order.
 
     The budget's experiments are ``take_budget`` of the seeded order without the lasting
     rejections; each rejection this run finds extends them (top-ups). Committed experiments count
-    toward the budget; those and the ones this run submitted are not submitted again."""
+    toward the budget; those and the ones this run submitted are not submitted again. Kept as a
+    cursor and a running total, so a selection of tens of thousands costs O(1) per experiment."""
 
-    order: list[Experiment]
-    cell_count: int
-    excluded: set[str]
-    """Rejected experiments left out (this run's rejections are added as they come)."""
-    done: set[str]
-    """Committed before this run, or submitted by it."""
+    def __init__(self, order: list[Experiment], cell_count: int, excluded: set[str], done: set[str]):
+        self.order, self.cell_count = order, cell_count
+        self.excluded = excluded
+        """Rejected experiments left out (this run's rejections are added as they come)."""
+        self.done = done
+        """Committed before this run, or submitted by it."""
+        self._cursor = 0
+        self._total = 0
+        """Cells (by metadata) of the experiments before the cursor that count toward the budget."""
 
     def todo(self) -> list[Experiment]:
         return [e for e in take_budget(self.order, self.cell_count, self.excluded) if e.accession not in self.done]
 
-    def next_round(self, batch_size: int, round_cells: int | None) -> list[Experiment]:
-        todo = self.todo()
-        if not todo:
-            return []
-        first = split_rounds(todo, batch_size, [e.obs_count for e in todo], round_cells)[0]
-        self.done.update(e.accession for e in first)
-        return first
+    def peek(self) -> Experiment | None:
+        """The next experiment to submit, or None when the budget is met."""
+        while self._cursor < len(self.order) and self._total < self.cell_count:
+            exp = self.order[self._cursor]
+            if exp.accession in self.excluded:
+                self._cursor += 1
+            elif exp.accession in self.done:  # committed by an earlier run: counts, not submitted
+                self._total += exp.obs_count
+                self._cursor += 1
+            else:
+                return exp
+        return None
+
+    def take(self) -> Experiment:
+        exp = self.peek()
+        self._cursor += 1
+        self._total += exp.obs_count
+        self.done.add(exp.accession)
+        return exp
+
+    def reject(self, exp: Experiment) -> None:
+        """A submitted experiment was rejected: it no longer counts, so the budget reaches further."""
+        self.excluded.add(exp.accession)
+        self._total -= exp.obs_count
 
 
 def _start_selection(config: IngestConfig, order: list[Experiment], manifest: Manifest, echo) -> _Selection:
@@ -348,7 +392,7 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
             {"started": _now(), "source": config.source.source, "cell_count": config.cell_count, "seed": config.seed,
              "filters": config.filters, "selected": len(selected), "retry_rejected": config.retry_rejected}
         )
-        added, rejected = _run_rounds(client, config, manifest, selection, gene_ids_future, echo)
+        added, rejected = _run_units(client, config, manifest, selection, gene_ids_future, echo)
         chosen = {e.accession for e in selected}
         top_ups = [a for a in added if a not in chosen]
         # Run bookkeeping only: the version counts data commits, so derived data stays fresh.
@@ -364,57 +408,131 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
 def _stops_cleanly(store: str) -> Iterator[None]:
     """The store's own I/O failing after its retries (the driver's reads and writes: obs rows,
     shapes, manifest, consolidated metadata) stops the run with an ``IngestError`` that names the
-    object; the rounds committed before are intact."""
+    object; the units committed before are intact."""
     try:
         yield
     except remote.SourceError as exc:
         raise IngestError(f"{exc}; the rounds committed in {remote.redact(store)} are intact, rerun to resume") from exc
 
 
-def _run_rounds(client, config: IngestConfig, manifest: Manifest, selection: _Selection, gene_ids_future, echo):
-    """Load, write and commit rounds until the budget is met; returns (added, rejected).
+def cluster_capacity(client) -> Capacity:
+    return Capacity.from_workers(client.scheduler_info(n_workers=-1)["workers"])
 
-    Later rounds load while round r writes (PREFETCH_ROUNDS ahead); commits stay in order, and at
-    most PREFETCH_ROUNDS + 1 rounds of experiments are held in memory. The next round is chosen
-    after round r's rejections are known, so top-ups follow at once."""
+
+def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Selection, gene_ids_future, echo):
+    """Load, write and commit until the budget is met; returns (added, rejected).
+
+    Loads run through the window in selection order; whenever the head of the window has
+    finished, it becomes a commit unit (``LoadWindow.take_unit``); units commit in order, one at
+    a time on a committer thread, while this loop keeps the window full (a commit's obs rows and
+    manifest take the driver seconds at scale). The next experiments are chosen after each
+    rejection is known, so top-ups follow at once."""
+    from distributed import wait
+
     added, rejected = [], []
-    pending: deque[_Round] = deque()
+    window = LoadWindow(config.policy, cluster_capacity(client))
+    loads: dict[int, _Load] = {}
+    loading: dict[int, _Load] = {}
+    units: deque[_Unit] = deque()
+    root = open_root(config.store, mode="r+")
+    next_row, tail, fatal, seq = manifest.n_committed, None, None, 0
+    committing = None
+    """(unit, future) of the commit under way on the committer thread."""
+    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sczarr-commit")
+    refreshed = time.monotonic()
     initial = selection.todo()
     bar = _progress(config.progress, initial)
     planned = {e.accession for e in initial}  # later ones are top-ups: the bar's total grows
 
-    def submit_ahead() -> None:
-        while len(pending) < PREFETCH_ROUNDS:
-            exps = selection.next_round(config.batch_size, config.round_cells)
-            if not exps:
-                return
-            pending.append(_submit_round(client, config, exps, gene_ids_future))
-            top_up_cells = sum(e.obs_count for e in exps if e.accession not in planned)
-            if bar is not None and top_up_cells:
-                bar.total += top_up_cells
-                bar.refresh()
-
     try:
-        submit_ahead()
-        while pending:
-            current = pending.popleft()
-            kept, r = _collect(config, manifest, current, echo)
-            selection.excluded.update(e["accession"] for e in r)
-            root, plan, writes = _write_round(client, config, manifest, kept)
-            # Only the writers hold the loaded experiments now: each is freed on its worker as
-            # soon as its own writes are done, not when the whole round commits.
-            kept = [(exp, None, summary) for exp, _, summary in kept]
-            submit_ahead()
-            added += _commit_round(config, manifest, root, plan, writes, kept, r)
-            rejected += r
-            del kept, writes
-            if bar is not None:
-                bar.update(sum(e.obs_count for e in current.experiments))
-                bar.set_postfix(experiments=f"{len(added)}+{len(rejected)} rejected", committed=f"{manifest.n_committed:,}")
+        while True:
+            if time.monotonic() - refreshed > WINDOW_REFRESH_S:
+                window.resize(cluster_capacity(client))
+                refreshed = time.monotonic()
+            while fatal is None and (exp := selection.peek()) is not None and window.admits(exp.obs_count):
+                selection.take()
+                # earlier experiments first: the head of the window is what the next commit waits for
+                load = client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir,
+                                     pure=False, priority=-seq)
+                loading[seq] = loads[seq] = _Load(exp, load, client.submit(summarize_task, load, pure=False,
+                                                                           priority=-seq))
+                window.submitted(seq, exp.obs_count)
+                if bar is not None and exp.accession not in planned:
+                    bar.total += exp.obs_count
+                    bar.refresh()
+                seq += 1
+            for key in [k for k, m in loading.items() if m.summary.done()]:
+                fatal = _finish_load(config, manifest, window, selection, key, loading.pop(key), fatal, echo)
+            while (keys := window.take_unit(stop_before=fatal)) is not None:
+                unit = _plan_unit(client, config, keys, loads, next_row, tail)
+                next_row = unit.plan.stop
+                tail = tail if unit.tail is None else unit.tail
+                units.append(unit)
+            for unit in units:
+                if not unit.written and all(f.done() for f in unit.writes):
+                    unit.written = True
+                    window.written(unit.keys)  # the workers hold its experiments no more
+            if committing is not None and committing[1].done():
+                unit, future = committing
+                committing = None
+                added += future.result()
+                rejected += unit.rejected
+                window.committed(unit.keys)
+                if bar is not None:
+                    bar.update(unit.cells)
+                    bar.set_postfix(experiments=f"{len(added)}+{len(rejected)} rejected",
+                                    committed=f"{manifest.n_committed:,}")
+                continue
+            if committing is None and units and units[0].written:
+                # one commit at a time, in order, on the committer thread: this loop goes on
+                # admitting loads and planning units meanwhile
+                unit = units.popleft()
+                committing = (unit, committer.submit(_commit_unit, config, manifest, root, unit))
+                continue
+            if fatal is not None and not units and committing is None and next(iter(loads), None) == fatal:
+                raise IngestError(f"{loads[fatal].error} (committed rounds are intact; fix or filter it out and rerun)")
+            if not units and not loads and committing is None and selection.peek() is None:
+                break
+            waiting = [m.summary for m in loading.values()] + [f for u in units if not u.written for f in u.writes]
+            if waiting:
+                with contextlib.suppress(TimeoutError):  # a commit in progress is polled
+                    wait(waiting, timeout=COMMIT_POLL_S if committing else WINDOW_REFRESH_S, return_when="FIRST_COMPLETED")
+            elif committing is not None:
+                futures.wait([committing[1]], timeout=WINDOW_REFRESH_S)
     finally:
+        if committing is not None:  # an error stops the run: the commit under way ends first (or fails)
+            with contextlib.suppress(Exception):
+                committing[1].result()
+        committer.shutdown()
         if bar is not None:
             bar.close()
     return added, rejected
+
+
+def _finish_load(config: IngestConfig, manifest: Manifest, window: LoadWindow, selection: _Selection, key: int,
+                 m: _Load, fatal, echo):
+    """Record a finished load in the window; returns the key of the first experiment that stops
+    the run (``on_error='raise'``), if any."""
+    try:
+        m.result = m.summary.result()
+    except ExperimentError as exc:
+        m.error, m.load, m.summary = exc, None, None
+        window.failed(key)
+        selection.reject(m.exp)
+        if config.on_error == "raise":
+            return key if fatal is None else min(fatal, key)
+        echo(f"  rejected {exc}")
+        return fatal
+    except Exception as exc:  # transient after retries, or a worker died: stop, keep commits
+        raise IngestError(
+            f"experiment {m.exp.accession} ({m.exp.url}): {type(exc).__name__}: {exc}; "
+            f"{manifest.n_committed:,} committed cells are intact, rerun to resume"
+        ) from exc
+    m.summary = None
+    window.loaded(key)
+    for warning in m.result.warnings:
+        echo(f"  warning: experiment {m.exp.accession}: {warning}")
+    return fatal
 
 
 def _progress(enabled: bool, todo: list[Experiment]):

@@ -57,10 +57,16 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class GCSProxy:
-    """A threaded proxy on loopback; ``url`` is what ``STORAGE_EMULATOR_HOST`` points at."""
+    """A threaded proxy on loopback; ``url`` is what ``STORAGE_EMULATOR_HOST`` points at.
 
-    def __init__(self, upstream: str):
+    ``latency`` (seconds added to every request) and ``bandwidth`` (bytes per second of response
+    bodies, shared by all of this proxy's connections) give the emulator a cloud bucket's shape:
+    one proxy per Dask worker is a bandwidth cap per worker."""
+
+    def __init__(self, upstream: str, latency: float = 0.0, bandwidth: float | None = None):
         self.upstream = urlsplit(upstream)
+        self.latency, self.bandwidth = latency, bandwidth
+        self._next_free = 0.0  # when the capped link is free again
         self._lock = threading.Lock()
         self._fail_next = 0
         self._fail_until = 0.0
@@ -108,6 +114,16 @@ class GCSProxy:
 
     # ---- serving --------------------------------------------------------------------------------
 
+    def _throttle(self, n_bytes: int) -> None:
+        """Sleep as long as ``n_bytes`` take on the capped link (a queue shared by the connections)."""
+        if not self.bandwidth:
+            return
+        with self._lock:
+            start = max(time.monotonic(), self._next_free)
+            self._next_free = start + n_bytes / self.bandwidth
+            done = self._next_free
+        time.sleep(max(0.0, done - time.monotonic()))
+
     def _should_fail(self, path: str) -> bool:
         with self._lock:
             self.requests += 1
@@ -147,7 +163,10 @@ class GCSProxy:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(payload)
+                    piece = 1 << 16
+                    for at in range(0, len(payload), piece):
+                        proxy._throttle(len(payload[at : at + piece]))
+                        self.wfile.write(payload[at : at + piece])
 
             def _error(self, status: int, message: str) -> None:
                 self._reply(status, json.dumps({"error": {"code": status, "message": message,
@@ -166,6 +185,8 @@ class GCSProxy:
                 self._forward(body)
 
             def _forward(self, body: bytes) -> None:
+                if proxy.latency:
+                    time.sleep(proxy.latency)
                 upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 path = self.path

@@ -80,3 +80,20 @@ def assert_consolidated_current(store: str, scratch) -> None:
         zarr.consolidate_metadata(copy)
     with open(os.path.join(store, "zarr.json")) as ours, open(os.path.join(copy, "zarr.json")) as reference:
         assert json.load(ours) == json.load(reference)
+
+
+def write_legacy_manifest(store: str, manifest, edit=None) -> None:
+    """Rewrite a local store's manifest as stores did before the log: one document (format 1)
+    holding every list, ``edit(attributes)`` applied first; the log stays behind, unreferenced."""
+    from scdata.manifest import LEGACY_FORMAT, manifest_url
+
+    attributes = {name: getattr(manifest, name) for name in
+                  ("version", "n_committed", "n_genes", "gene_axis_digest", "nnz", "max_value", "experiments",
+                   "rejected", "retried", "runs", "categories")}
+    attributes["format"] = LEGACY_FORMAT
+    if edit is not None:
+        edit(attributes)
+    document = {"zarr_format": 3, "node_type": "group",
+                "attributes": {"encoding-type": "dict", "encoding-version": "0.1.0", "sczarr_manifest": attributes}}
+    with open(manifest_url(store), "w") as f:
+        json.dump(document, f)

@@ -1,7 +1,6 @@
 """Rejected experiments: I/O faults retried by a rerun, content faults only on request, and
 top-ups along the seeded order that meet the cell budget whatever the rounds."""
 
-import json
 import os
 import pickle
 import shutil
@@ -10,11 +9,11 @@ import numpy as np
 
 import scdata
 from scdata.h5ad import ExperimentError
-from scdata.manifest import CONTENT, IO, Manifest, manifest_url, rejection_kind
+from scdata.manifest import CONTENT, IO, Manifest, rejection_kind
 from scdata.source import take_budget
 
 from .conftest import h5ad_dir, ingest_config
-from .helpers import assert_store_matches_sources, rewrite_h5ad, store_bytes
+from .helpers import assert_store_matches_sources, rewrite_h5ad, store_bytes, write_legacy_manifest
 
 ALL = 10**9
 
@@ -74,11 +73,11 @@ def test_repaired_io_rejection_is_committed_by_a_rerun(demo_bucket, mutable_buck
     assert first.top_ups == []  # nothing left in the bucket
 
     # As a manifest from before rejections had a kind: the reason alone marks it as I/O.
-    document = json.loads(open(manifest_url(store)).read())
-    for entry in document["attributes"]["sczarr_manifest"]["rejected"]:
-        del entry["kind"]
-    with open(manifest_url(store), "w") as f:
-        json.dump(document, f)
+    def drop_kinds(attributes):
+        for entry in attributes["rejected"]:
+            del entry["kind"]
+
+    write_legacy_manifest(store, scdata.read_manifest(store), drop_kinds)  # and in the one-document format
 
     shutil.copyfile(_path(demo_bucket, last), target)  # repaired
     messages = []

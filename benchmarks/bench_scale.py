@@ -1,0 +1,863 @@
+"""Ingest at cluster scale: real ``dask scheduler`` + ``dask worker`` processes on a bucket with a
+cloud bucket's shape, then 64 and 256 workers by simulation, then the whole human release.
+
+1. Real runs. The synthetic release is served by ``gcp-storage-emulator``; every worker reaches
+   it through its own proxy (``tests/gcs_proxy.py``) that adds a latency to each request and caps
+   the worker's bandwidth; the store is on local disk. 1, 2, 4, 8 and 16 single-thread workers
+   run the ingest (``scdata ingest --scheduler``), and today's shape (the rounds of the commit
+   before this benchmark, checked out from git) runs at 1 and 16. A worker preload
+   (``scale_probe.py``) times every task: wall, CPU, time runnable but waiting for a core, and the
+   rest, blocked on I/O. Busy fraction = time a worker has a task in progress / (workers x the
+   ingest's wall time). The scheduler's and the driver's CPU and memory are measured per experiment.
+   The stores of 1, 2 and 16 workers are compared byte for byte.
+2. Simulation. The tasks' measured durations (load, write, seam; the driver's commits) are
+   replayed through the ingest's own policy: ``scdata.window.LoadWindow`` decides what loads and
+   what commits, ``scdata.plan.plan_round`` what each commit writes, as in ``scdata.ingest``; and
+   through today's rounds (``split_rounds``, one round loading ahead) for comparison.
+3. Projection: the 2026-01-12 human release on 64 and 256 workers, every assumption named.
+4. Time to the first committed row for selections of 10 and 1,000 experiments (planning).
+
+    python benchmarks/bench_scale.py            # ~12 min on 2 cores
+    python benchmarks/bench_scale.py --quick    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+from benchmarks.common import WORK, md_table, run_checked, write_results  # noqa: E402
+
+PY = sys.executable
+BUCKET = "sczarr-scale"
+RELEASE = f"{BUCKET}/scbasecount/2026-01-12"
+BEFORE = "679b88b"
+"""The commit before the load window: today's shape (rounds of --batch-size, one loading ahead)."""
+GIB = 1 << 30
+
+
+# ---- the driver, run as its own process ---------------------------------------------------------
+
+def drive(out: str, args: list[str]) -> None:
+    """Run ``scdata ingest`` here, timing the ingest and each commit; write the figures to ``out``."""
+    import importlib
+    import resource
+
+    sys.path.insert(0, os.environ["PYTHONPATH"].split(os.pathsep)[0])  # the tree under test, not this checkout
+    from scdata.cli import main
+
+    ingest_module = importlib.import_module("scdata.ingest")  # the package's ``ingest`` attribute is the function
+
+    commits, span = [], {}
+    name = "_commit_unit" if hasattr(ingest_module, "_commit_unit") else "_commit_round"
+    commit = getattr(ingest_module, name)
+
+    def timed_commit(*a, **k):
+        start = time.time()
+        result = commit(*a, **k)
+        plan = a[3] if name == "_commit_round" else a[3].plan
+        commits.append({"start": start, "end": time.time(), "cells": plan.stop - plan.start})
+        return result
+
+    ingest = ingest_module.ingest
+
+    def timed_ingest(*a, **k):
+        span["start"] = time.time()
+        try:
+            return ingest(*a, **k)
+        finally:
+            span["end"] = time.time()
+
+    setattr(ingest_module, name, timed_commit)
+    ingest_module.ingest = timed_ingest  # the CLI imports it at call time, from the module
+
+    code = main(["ingest", *args])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open(out, "w") as f:
+        json.dump({"code": code, "commits": commits, **span, "cpu_s": usage.ru_utime + usage.ru_stime,
+                   "peak_rss_bytes": usage.ru_maxrss * 1024}, f)
+
+
+# ---- the site: emulator, proxies, scheduler, workers ---------------------------------------------
+
+@dataclass
+class Site:
+    endpoint: str
+    latency: float
+    bandwidth: float
+    worker_memory: str
+    scheduler: subprocess.Popen | None = None
+    address: str = ""
+    proxies: list = field(default_factory=list)
+    workers: list = field(default_factory=list)
+    driver_proxy: object = None
+
+    def start_scheduler(self) -> None:
+        from tests.services import _bin, _wait_port, free_port
+
+        port = free_port()
+        self.scheduler = subprocess.Popen([_bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True)
+        _wait_port(port, self.scheduler)
+        self.address = f"tcp://127.0.0.1:{port}"
+
+    def env(self, proxy_url: str, pythonpath: str = ROOT) -> dict:
+        return {**os.environ, "STORAGE_EMULATOR_HOST": proxy_url, "SCZARR_GCS_TOKEN": "anon", "PYTHONPATH": pythonpath,
+                "MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
+
+    def grow(self, n: int) -> None:
+        """Start workers (each with its own capped proxy) until there are ``n``."""
+        from distributed import Client
+
+        from tests.gcs_proxy import GCSProxy
+        from tests.services import _bin
+
+        while len(self.workers) < n:
+            proxy = GCSProxy(self.endpoint, latency=self.latency, bandwidth=self.bandwidth).__enter__()
+            self.proxies.append(proxy)
+            self.workers.append(subprocess.Popen(
+                [_bin("dask"), "worker", self.address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                 "--memory-limit", self.worker_memory, "--name", f"w{len(self.workers)}",
+                 "--preload", os.path.join(HERE, "scale_probe.py")],
+                env=self.env(proxy.url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        with Client(self.address, timeout="60s") as client:
+            client.wait_for_workers(n, timeout=180)
+
+    def shrink(self, n: int) -> None:
+        from distributed import Client
+
+        while len(self.workers) > n:
+            proc = self.workers.pop()
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            self.proxies.pop().__exit__()
+        with Client(self.address, timeout="60s") as client:
+            deadline = time.monotonic() + 60
+            while len(client.scheduler_info()["workers"]) > n and time.monotonic() < deadline:
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        from tests.services import _stop
+
+        _stop([p for p in [self.scheduler, *self.workers] if p is not None])
+        for proxy in self.proxies:
+            proxy.__exit__()
+
+
+def _records(address: str, reset: bool) -> list[dict]:
+    from distributed import Client
+
+    def collect(dask_worker, reset=reset):
+        records = list(getattr(dask_worker, "scale_probe", []))
+        if reset and hasattr(dask_worker, "scale_probe"):
+            dask_worker.scale_probe.clear()
+        return [{**r, "worker": dask_worker.name} for r in records]
+
+    with Client(address, timeout="60s") as client:
+        return [r for rs in client.run(collect).values() for r in rs]
+
+
+def _sample_rss(pid: int, stop: threading.Event, peak: list) -> None:
+    proc = psutil.Process(pid)
+    while not stop.is_set():
+        try:
+            peak[0] = max(peak[0], proc.memory_info().rss)
+        except psutil.Error:
+            return
+        time.sleep(0.2)
+
+
+def run_ingest(site: Site, label: str, store: str, cell_count: int, tree: str, n_workers: int) -> dict:
+    """One ``scdata ingest --scheduler`` run (the driver from ``tree``) and what it cost."""
+    shutil.rmtree(store, ignore_errors=True)
+    _records(site.address, reset=True)
+    figures = os.path.join(WORK, "scale", f"{label}.json")
+    scheduler = psutil.Process(site.scheduler.pid)
+    cpu0 = sum(scheduler.cpu_times()[:2])
+    stop, peak = threading.Event(), [0]
+    sampler = threading.Thread(target=_sample_rss, args=(site.scheduler.pid, stop, peak), daemon=True)
+    sampler.start()
+    args = ["--source", f"gs://{RELEASE}", "--feature-type", MANY_FEATURE, "--store", store, "--cell-count",
+            str(cell_count), "--scheduler", site.address, "--no-progress"]
+    run_checked([PY, os.path.abspath(__file__), "--drive", figures, "--", *args],
+                env=site.env(site.driver_proxy.url, tree))
+    stop.set()
+    sampler.join()
+    with open(figures) as f:
+        driver = json.load(f)
+    records = _records(site.address, reset=True)
+    import scdata
+
+    manifest = scdata.read_manifest(store)
+    n_exp = len(manifest.experiments)
+    wall = driver["end"] - driver["start"]
+    first = min(r["start"] for r in records if r["task"] == "load_task")
+    data_wall = driver["end"] - first
+    busy = _busy(records, driver["start"], driver["end"]) / (n_workers * wall)
+    busy_data = _busy(records, first, driver["end"]) / (n_workers * data_wall)
+    result = {
+        "label": label, "workers": n_workers, "experiments": n_exp, "cells": manifest.n_committed,
+        "commits": len(driver["commits"]), "wall_s": wall, "cells_per_s": manifest.n_committed / wall,
+        "busy_fraction": busy, "busy_fraction_after_planning": busy_data,
+        "tasks": _task_table(records),
+        "driver_cpu_s_per_experiment": driver["cpu_s"] / n_exp, "driver_peak_rss_bytes": driver["peak_rss_bytes"],
+        "scheduler_cpu_s_per_experiment": (sum(scheduler.cpu_times()[:2]) - cpu0) / n_exp,
+        "scheduler_peak_rss_bytes": peak[0],
+        "commit_s": [c["end"] - c["start"] for c in driver["commits"]],
+        "commit_cells": [c["cells"] for c in driver["commits"]],
+        "records": records, "store": store,
+    }
+    print({k: v for k, v in result.items() if k not in ("records", "tasks", "commit_s", "commit_cells")}, flush=True)
+    return result
+
+
+def _busy(records: list[dict], t0: float, t1: float) -> float:
+    """Worker-seconds with a task in progress within [t0, t1] (overlaps on one worker counted once)."""
+    total = 0.0
+    by_worker: dict[str, list] = {}
+    for r in records:
+        by_worker.setdefault(r["worker"], []).append((max(r["start"], t0), min(r["end"], t1)))
+    for spans in by_worker.values():
+        end = t0
+        for a, b in sorted(spans):
+            a = max(a, end)
+            if b > a:
+                total += b - a
+                end = b
+    return total
+
+
+def _task_table(records: list[dict]) -> dict:
+    out = {}
+    for name in sorted({r["task"] for r in records}):
+        rs = [r for r in records if r["task"] == name]
+        wall = np.array([r["end"] - r["start"] for r in rs])
+        cpu = np.array([r["cpu_s"] for r in rs])
+        runnable = np.array([r["runnable_wait_s"] for r in rs])
+        out[name] = {"n": len(rs), "mean_wall_s": wall.mean(), "mean_cpu_s": cpu.mean(),
+                     "mean_runnable_wait_s": runnable.mean(),
+                     "mean_io_wait_s": np.maximum(wall - cpu - runnable, 0).mean()}
+    return out
+
+
+# ---- simulation: the same policy, measured durations ---------------------------------------------
+
+@dataclass
+class Durations:
+    """Seconds per task as linear functions of size (cells loaded, rows written)."""
+
+    load: tuple[float, float]
+    write: tuple[float, float]
+    rows: float
+    seam: float
+    commit: tuple[float, float]
+
+    @staticmethod
+    def _at(fit, x):
+        return max(0.0, fit[0] + fit[1] * x)
+
+
+class Sim:
+    """Single-thread workers taking queued tasks by priority (Dask's order: higher first)."""
+
+    def __init__(self, n_workers: int):
+        self.now, self.free, self.busy = 0.0, n_workers, 0.0
+        self.ready, self.running, self.waiting = [], [], []
+        self.seq = 0
+
+    def submit(self, duration: float, priority: float, after=None) -> dict:
+        task = {"duration": duration, "priority": priority, "done": False, "after": after}
+        if after is not None and not after["done"]:
+            self.waiting.append(task)
+        else:
+            self._queue(task)
+        return task
+
+    def _queue(self, task) -> None:
+        self.seq += 1
+        heapq.heappush(self.ready, (-task["priority"], self.seq, task))
+
+    def _dispatch(self) -> None:
+        while self.free and self.ready:
+            _, _, task = heapq.heappop(self.ready)
+            self.free -= 1
+            self.seq += 1
+            heapq.heappush(self.running, (self.now + task["duration"], self.seq, task))
+
+    def _complete_next(self) -> None:
+        end, _, task = heapq.heappop(self.running)
+        self.now = end
+        task["done"] = True
+        self.free += 1
+        self.busy += task["duration"]
+        if self.waiting:
+            released = [t for t in self.waiting if t["after"]["done"]]
+            self.waiting = [t for t in self.waiting if not t["after"]["done"]]
+            for t in released:
+                self._queue(t)
+
+    def step(self) -> None:
+        """Run until the next task ends."""
+        self._dispatch()
+        self._complete_next()
+        self._dispatch()
+
+    def sleep(self, seconds: float) -> None:
+        """The driver is busy (a commit) for ``seconds``; the workers go on."""
+        until = self.now + seconds
+        self._dispatch()
+        while self.running and self.running[0][0] <= until:
+            self._complete_next()
+            self._dispatch()
+        self.now = until
+
+
+def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memory: int, chunk: int = 1024,
+                    policy=None) -> dict:
+    """The ingest's loop (``scdata.ingest._run_units``) over simulated workers; ``policy``: the
+    ingest's default ``WindowPolicy`` with the CLI's default commit caps."""
+    from scdata.plan import COMMITTED, plan_round
+    from scdata.window import Capacity, LoadWindow
+
+    sim = Sim(n_workers)
+    window = LoadWindow(policy or _default_policy(), Capacity(n_workers, n_workers * worker_memory))
+    todo = deque(enumerate(cells))
+    loads, units, next_row, tail, commits, committing = {}, deque(), 0, None, 0, None
+    in_flight = []
+    while todo or loads or units or committing:
+        while todo and window.admits(todo[0][1]):
+            key, n = todo.popleft()
+            loads[key] = sim.submit(Durations._at(d.load, n), -key)
+            window.submitted(key, n)
+        for key in [k for k, t in loads.items() if t["done"] and not t.get("seen")]:
+            loads[key]["seen"] = True
+            window.loaded(key)
+        in_flight.append(window.loading)
+        while (keys := window.take_unit()) is not None:
+            plan = plan_round(next_row, [cells[k] for k in keys], chunk)
+            writes, last = [], None
+            for own in plan.own_writes:
+                for w in own:
+                    writes.append(sim.submit(Durations._at(d.write, w.stop - w.start), 1))
+                    last = writes[-1] if w.stop == plan.stop else last
+            for seam in plan.seam_writes:
+                after = tail if seam.pieces[0].owner == COMMITTED else None
+                writes.append(sim.submit(d.seam + d.rows * (len(seam.pieces) - 1), 1, after))
+                last = writes[-1] if seam.stop == plan.stop else last
+            for k in keys:
+                loads.pop(k)
+            units.append([keys, plan, writes, False])
+            next_row, tail = plan.stop, last if last is not None else tail
+        for unit in units:
+            if not unit[3] and all(w["done"] for w in unit[2]):
+                unit[3] = True
+                window.written(unit[0])
+        if committing is not None and sim.now >= committing[0]:
+            window.committed(committing[1])
+            committing, commits = None, commits + 1
+            continue
+        if committing is None and units and units[0][3]:  # the committer thread: one commit at a time
+            keys, plan, _, _ = units.popleft()
+            committing = (sim.now + Durations._at(d.commit, plan.stop - plan.start), keys)
+            continue
+        if committing is not None and (not sim.running or sim.running[0][0] > committing[0]) and not (
+                sim.ready and sim.free):
+            sim.sleep(committing[0] - sim.now)
+        else:
+            sim.step()
+    return {"workers": n_workers, "wall_s": sim.now, "busy_fraction": sim.busy / (n_workers * sim.now),
+            "commits": commits, "mean_loads_in_flight": float(np.mean(in_flight))}
+
+
+def _default_policy():
+    from scdata.ingest import IngestConfig
+
+    return IngestConfig().policy
+
+
+def simulate_rounds(cells: list[int], n_workers: int, d: Durations, batch_size: int = 10,
+                    round_cells: int = 40_000, chunk: int = 1024) -> dict:
+    """Today's shape: rounds of ``batch_size`` experiments and ``round_cells`` cells, the next
+    round's loads submitted when a round's loads are all done, commits in order."""
+    from scdata.plan import plan_round, split_rounds
+
+    sim = Sim(n_workers)
+    rounds = split_rounds(list(range(len(cells))), batch_size, cells, round_cells)
+    submit = lambda r: [sim.submit(Durations._at(d.load, cells[k]), -k) for k in r]  # noqa: E731
+    pending = deque([submit(rounds[0])]) if rounds else deque()
+    next_row, i = 0, 1
+    while pending:
+        loads = pending.popleft()
+        while not all(t["done"] for t in loads):
+            sim.step()
+        r = rounds[i - 1]
+        plan = plan_round(next_row, [cells[k] for k in r], chunk)
+        writes = [sim.submit(Durations._at(d.write, w.stop - w.start), 1) for own in plan.own_writes for w in own]
+        writes += [sim.submit(d.seam + d.rows * (len(s.pieces) - 1), 1) for s in plan.seam_writes]
+        if i < len(rounds):
+            pending.append(submit(rounds[i]))
+        i += 1
+        while not all(t["done"] for t in writes):
+            sim.step()
+        sim.sleep(Durations._at(d.commit, plan.stop - plan.start))
+        next_row = plan.stop
+    return {"workers": n_workers, "wall_s": sim.now, "busy_fraction": sim.busy / (n_workers * sim.now),
+            "commits": len(rounds)}
+
+
+def _fit(x, y) -> tuple[float, float]:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float(y.mean()), 0.0
+    slope, intercept = np.polyfit(x, y, 1)
+    if slope < 0:  # no size dependence within the noise: a constant
+        return float(y.mean()), 0.0
+    if intercept < 0:  # keep it physical: all of it per cell
+        return 0.0, float((y / np.maximum(x, 1)).mean())
+    return float(intercept), float(slope)
+
+
+def measured_durations(run: dict, commit: tuple[float, float]) -> Durations:
+    """Durations fitted on a run's tasks (a worker per core: no waiting for a core); the commit's
+    from ``measure_commit`` (the run's own commits span too few sizes to fit)."""
+    rs = run["records"]
+    load = [r for r in rs if r["task"] == "load_task"]
+    write = [r for r in rs if r["task"] == "write_own_task"]
+    seams = [r["end"] - r["start"] for r in rs if r["task"] == "write_seam_task"] or [0.0]
+    rows = [r["end"] - r["start"] for r in rs if r["task"] == "rows_task"] or [0.0]
+    summarize = np.mean([r["end"] - r["start"] for r in rs if r["task"] == "summarize_task"] or [0.0])
+    load_fit = _fit([r["size"] for r in load], [r["end"] - r["start"] + summarize for r in load])
+    return Durations(load=load_fit, write=_fit([r["size"] for r in write], [r["end"] - r["start"] for r in write]),
+                     rows=float(np.mean(rows)), seam=float(np.mean(seams)),
+                     commit=commit)
+
+
+def measure_commit(work: str, sizes=(1_000, 10_000, 50_000, 200_000), per_experiment: int = 8_000) -> dict:
+    """The driver's commit on local disk for units of ``sizes`` cells (what ``_commit_unit`` does
+    after the writes: obs rows, shapes, manifest head and log entry, consolidated metadata), after
+    a few hundred commits are in the store. Returns the linear fit and the points."""
+    from scdata.manifest import Manifest, write_manifest
+    from scdata.source import CELL_METADATA_COLUMNS
+    from scdata.store import StoreLayout, create_store, grow_rows, open_root, write_obs_rows
+
+    store = os.path.join(work, "commit.zarr")
+    shutil.rmtree(store, ignore_errors=True)
+    genes = np.asarray([f"ENSG{i:011d}" for i in range(36_601)])
+    create_store(store, genes, genes, list(CELL_METADATA_COLUMNS) + ["cell_type"], StoreLayout())
+    manifest = Manifest(n_genes=len(genes))
+    write_manifest(store, manifest)
+    root = open_root(store, mode="r+")
+    rng = np.random.default_rng(0)
+    points, row = [], 0
+    for n in [1_000] * 20 + [n for n in sizes for _ in range(3)]:
+        n_exp = max(1, n // per_experiment)
+        accessions = np.repeat([f"SRX{row + i}" for i in range(n_exp)], -(-n // n_exp))[:n]
+        frame = pd.DataFrame({"_index": [f"{a}:{i}" for i, a in enumerate(accessions)], "barcode": accessions,
+                              "srx_accession": accessions, "umi_count": rng.integers(500, 9000, n),
+                              "total_counts": rng.integers(500, 9000, n), "gene_count": rng.integers(200, 3000, n),
+                              "tissue": "blood", "cell_type": rng.choice(["T", "B", "NK"], n)})
+        start = time.perf_counter()
+        manifest.categories = write_obs_rows(root, row, frame)
+        grow_rows(root, row + n)
+        manifest.record_commits([{"accession": a, "row_start": row, "row_stop": row + n, "committed_at": "t",
+                                  "metadata": {"tissue": "blood"}, "counters": {}} for a in dict.fromkeys(accessions)])
+        manifest.n_committed, manifest.version = row + n, manifest.version + 1
+        write_manifest(store, manifest)
+        points.append((n, time.perf_counter() - start))
+        row += n
+    points = points[20:]
+    fit = _fit([p[0] for p in points], [p[1] for p in points])
+    return {"fit": fit, "points": points}
+
+
+def measure_write(work: str, n_chunks: int = 6, density: float = 0.06) -> float:
+    """Seconds per row of the ingest's chunk writer (``ChunkWriter``, what ``write_own_task``
+    runs) for full-width rows of 36,601 genes at ``density`` non-zeros, with the store's layout."""
+    import scipy.sparse as sp
+    import zarr
+
+    from scdata.chunkio import ChunkWriter
+    from scdata.store import StoreLayout
+
+    layout = StoreLayout()
+    path = os.path.join(work, "write.zarr")
+    shutil.rmtree(path, ignore_errors=True)
+    n_rows, n_genes = n_chunks * layout.chunk_cells, 36_601
+    arr = zarr.create_array(path, shape=(n_rows, n_genes), chunks=(layout.chunk_cells, layout.chunk_genes),
+                            dtype="int16", filters=layout.filters(), compressors=layout.codec(), fill_value=0)
+    rows = sp.random(n_rows, n_genes, density=density, format="csr", dtype=np.float32, random_state=0)
+    rows.data = np.ceil(rows.data * 20).astype(np.float32)
+    rows = rows.astype(np.int16)
+    writer = ChunkWriter(arr)
+    start = time.perf_counter()
+    for lo in range(0, n_rows, layout.chunk_cells):
+        writer.write_rows(lo, rows[lo : lo + layout.chunk_cells])
+    return (time.perf_counter() - start) / n_rows
+
+
+# ---- projection to the whole release -------------------------------------------------------------
+
+RELEASE_EXPERIMENTS = 35_000
+RELEASE_CELLS = 290_000_000
+ASSUMPTIONS = {
+    "release": f"{RELEASE_EXPERIMENTS:,} human experiments, {RELEASE_CELLS / 1e6:.0f}M cells (the issue's estimate; "
+               "DESIGN.md: ~35k experiments, ~7.7k cells each)",
+    "experiment_sizes": "log-normal cell counts (sigma 1.0) scaled to the release's mean, at least 500 cells, seed 0",
+    "h5ad_bytes_per_cell": 20_000,
+    "h5ad_note": "bytes of h5ad per cell as in the synthetic files (real 2026-01-12 files also carry fractional layers)",
+    "worker_bandwidth_bytes_per_s": 100e6,
+    "bandwidth_note": "per worker from the bucket (a cloud VM in the bucket's region)",
+    "request_latency_s": 0.05,
+    "requests_per_load": 8,
+    "cpu_per_cell": "load: the slope of CPU time against cells of the load tasks measured here with one worker "
+                    "(no CPU contention); write: ChunkWriter on rows of 6% non-zeros (measure_write)",
+    "store_commit_s": "the driver's commit as measured here on local disk for units of 1k-200k cells (measure_commit), "
+                      "plus 40 requests x 50 ms for a gs:// store",
+    "worker_memory_bytes": 4 * GIB,
+    "memory_note": "4 GiB per single-thread worker (a cloud VM's usual memory per vCPU)",
+    "workers": "single-thread workers, one per vCPU; Dask's own overheads not modelled beyond the measured task times",
+}
+
+
+def release_durations(d: Durations, load_cpu: tuple[float, float], write_per_row: float) -> Durations:
+    a = ASSUMPTIONS
+    io_fixed = a["requests_per_load"] * a["request_latency_s"]
+    io_per_cell = a["h5ad_bytes_per_cell"] / a["worker_bandwidth_bytes_per_s"]
+    return Durations(load=(io_fixed + load_cpu[0], io_per_cell + load_cpu[1]), write=(d.write[0], write_per_row),
+                     rows=d.rows, seam=d.seam, commit=(d.commit[0] + 40 * a["request_latency_s"], d.commit[1]))
+
+
+def release_sizes(n: int = RELEASE_EXPERIMENTS, total: int = RELEASE_CELLS) -> list[int]:
+    rng = np.random.default_rng(0)
+    raw = rng.lognormal(0.0, 1.0, n)
+    cells = np.maximum(500, raw / raw.mean() * total / n).astype(int)
+    return [int(c) for c in cells]
+
+
+# ---- time to the first commit --------------------------------------------------------------------
+
+MANY_FEATURE = "GeneFull"
+"""The feature type under which the benchmark lists its large selection (metadata only)."""
+
+
+def many_experiments(release: str, dest: str, n: int) -> str:
+    """A sample table of ``n`` experiments, under feature type ``MANY_FEATURE``: the release's
+    experiments again under new accessions, their ``file_path`` pointing at the release's own
+    files (``h5ad/GeneFull_Ex50pAS/...``, resolved under the source), so nothing else is uploaded
+    and planning that reads every file reads ``n`` of them. Returns the local table's path."""
+    table = pd.read_parquet(os.path.join(release, "metadata", "GeneFull_Ex50pAS", "Homo_sapiens",
+                                         "sample_metadata.parquet"))
+    rows = []
+    for i in range(n):
+        row = table.iloc[i % len(table)].copy()
+        row["srx_accession"] = f"SRX9{i:06d}"
+        rows.append(row)
+    path = os.path.join(dest, "metadata", MANY_FEATURE, "Homo_sapiens", "sample_metadata.parquet")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    return path
+
+
+def wait_idle(address: str, timeout: float = 120) -> None:
+    """Until no worker has a task (a stopped run's tasks finish on their own)."""
+    from distributed import Client
+
+    with Client(address, timeout="60s") as client:
+        deadline = time.monotonic() + timeout
+        while any(client.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+def time_to_first_commit(site: Site, tree: str, cell_count: int, store: str, timeout: float = 300) -> dict:
+    """Seconds from the command's start to the store's creation (planning done) and to a manifest
+    with committed rows (then the run is stopped)."""
+    shutil.rmtree(store, ignore_errors=True)
+    wait_idle(site.address)
+    head = os.path.join(store, "uns", "sczarr_manifest", "zarr.json")
+    created = None
+    start = time.perf_counter()
+    proc = subprocess.Popen([PY, "-m", "scdata", "ingest", "--source", f"gs://{RELEASE}", "--feature-type",
+                             MANY_FEATURE, "--store", store, "--cell-count", str(cell_count), "--scheduler",
+                             site.address, "--no-progress"], env=site.env(site.driver_proxy.url, tree),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            cwd=tree)  # ``-m`` puts the working directory first on the path
+    seconds = None
+    while time.perf_counter() - start < timeout and proc.poll() is None:
+        try:
+            with open(head) as f:
+                committed = json.load(f)["attributes"]["sczarr_manifest"]["n_committed"]
+            created = created or time.perf_counter() - start
+            if committed > 0:
+                seconds = time.perf_counter() - start
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    output = proc.communicate()[0]
+    selected = next((line for line in output.splitlines() if line.startswith("Selected")), output[-300:])
+    return {"seconds": seconds, "planned_s": created, "selected": selected}
+
+
+# ---- main ----------------------------------------------------------------------------------------
+
+def before_tree() -> str:
+    """The package as of ``BEFORE`` (today's shape), extracted beside the work files."""
+    dest = os.path.join(WORK, "scale", f"tree-{BEFORE}")
+    if not os.path.exists(os.path.join(dest, "scdata")):
+        os.makedirs(dest, exist_ok=True)
+        archive = os.path.join(WORK, "scale", "before.tar")
+        subprocess.run(["git", "-C", ROOT, "archive", "-o", archive, BEFORE, "scdata"], check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest)
+    return dest
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--experiments", type=int, default=80)
+    p.add_argument("--min-cells", type=int, default=100)
+    p.add_argument("--max-cells", type=int, default=250)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--per-worker", type=int, default=20,
+                   help="experiments per worker (weak scaling: 20 for 1 worker, 320 for 16)")
+    p.add_argument("--identity", type=int, nargs="+", default=[2, 16],
+                   help="worker counts that also ingest the smallest run's selection, compared byte for byte")
+    p.add_argument("--before-workers", type=int, nargs="+", default=[16, 4])
+    p.add_argument("--latency", type=float, default=0.1, help="seconds added to every bucket request")
+    p.add_argument("--bandwidth", type=float, default=4e6, help="bytes/s per worker from the bucket")
+    p.add_argument("--worker-memory", default="1GiB")
+    p.add_argument("--first-commit", type=int, nargs="+", default=[10, 100, 1000],
+                   help="selection sizes (experiments) for the time to the first commit")
+    p.add_argument("--first-commit-before", type=int, nargs="+", default=[10, 100])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reuse", action="store_true", help="analyse the last run's real measurements again")
+    p.add_argument("--only-before", action="store_true", help="measure today's shape again, keep the window's runs")
+    p.add_argument("--drive", default=None, help=argparse.SUPPRESS)
+    a, rest = p.parse_known_args()
+    if a.drive:
+        return drive(a.drive, rest[1:] if rest[:1] == ["--"] else rest)
+    if a.quick:
+        a.experiments, a.workers, a.before_workers, a.per_worker, a.identity = 12, [1, 2], [2], 6, [2]
+        a.first_commit, a.first_commit_before = [10, 1000], [10]
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    work = os.path.join(WORK, "scale")
+    os.makedirs(work, exist_ok=True)
+    bucket_dir = os.path.join(work, f"bucket-{a.experiments}-{a.min_cells}-{a.max_cells}")
+    release = os.path.join(bucket_dir, "scbasecount", "2026-01-12")
+    if not os.path.exists(os.path.join(release, "metadata")):
+        run_checked([PY, "-m", "scdata", "demo-bucket", bucket_dir, "--experiments", str(a.experiments),
+                     "--min-cells", str(a.min_cells), "--max-cells", str(a.max_cells), "--seed", "11"])
+    before = before_tree()
+    many = many_experiments(release, os.path.join(work, "many"), 1000)
+    sizes = {*a.first_commit, *a.first_commit_before, *(a.per_worker * n for n in [*a.workers, *a.before_workers])}
+    cells = [e.obs_count for e in _order(many)]
+    order = {n: sum(cells[:n]) for n in sizes}
+    raw = os.path.join(work, "raw.json")
+    if a.reuse or a.only_before:  # the real runs of the last full run, for the simulation and report only
+        with open(raw) as f:
+            runs, before_runs, first = json.load(f)
+    if a.only_before:  # today's shape again, the window's runs kept
+        _, before_runs, first_before = real_runs(a, work, release, before, many, order, window=False)
+        first = [f for f in first if f["code"] != "rounds (before)"] + first_before
+    elif not a.reuse:
+        runs, before_runs, first = real_runs(a, work, release, before, many, order)
+    with open(raw, "w") as f:
+        json.dump([runs, before_runs, first], f)
+    analyse(a, work, release, runs, before_runs, first)
+
+
+def real_runs(a, work: str, release: str, before: str, many: str, order: dict,
+              window: bool = True) -> tuple[list, list, list]:
+    from tests.gcs_proxy import GCSProxy
+    from tests.services import bucket_fs, gcs_emulator, upload_tree
+
+    runs, before_runs, first = [], [], []
+    with gcs_emulator(BUCKET) as endpoint:
+        site = Site(endpoint, a.latency, a.bandwidth, a.worker_memory)
+        with GCSProxy(endpoint) as uploader:
+            t = time.perf_counter()
+            fs = bucket_fs(uploader.url)
+            upload_tree(fs, release, RELEASE)
+            fs.put_file(many, f"{RELEASE}/metadata/{MANY_FEATURE}/Homo_sapiens/sample_metadata.parquet")
+            print(f"uploaded the release in {time.perf_counter() - t:.0f} s", flush=True)
+        site.driver_proxy = GCSProxy(endpoint, latency=a.latency).__enter__()
+        try:
+            site.start_scheduler()
+            for n in sorted(a.workers) if window else [max(a.workers)]:
+                site.grow(n)
+                if not window:
+                    break
+                wait_idle(site.address)
+                budget = order[a.per_worker * n]
+                runs.append(run_ingest(site, f"window-{n}", os.path.join(work, f"window-{n}.zarr"), budget, ROOT, n))
+                if n != min(a.workers) and n in a.identity:  # the smallest run's selection, for the byte check
+                    runs.append(run_ingest(site, f"same-{n}", os.path.join(work, f"same-{n}.zarr"),
+                                           order[a.per_worker * min(a.workers)], ROOT, n))
+            # time to the first commit: the largest cluster, selections of growing size
+            for tree, label, counts in ((ROOT, "load window", a.first_commit if window else []),
+                                        (before, "rounds (before)", a.first_commit_before)):
+                for count in counts:
+                    r = time_to_first_commit(site, tree, order[count], os.path.join(work, f"first-{count}.zarr"))
+                    first.append({"code": label, "experiments": count, "workers": len(site.workers), **r})
+                    print(first[-1], flush=True)
+            for n in sorted(a.before_workers, reverse=True):
+                site.grow(n) if n > len(site.workers) else site.shrink(n)
+                wait_idle(site.address)
+                before_runs.append(run_ingest(site, f"rounds-{n}", os.path.join(work, f"rounds-{n}.zarr"),
+                                              order[a.per_worker * n], before, n))
+        finally:
+            site.driver_proxy.__exit__()
+            site.stop()
+    return runs, before_runs, first
+
+
+def analyse(a, work: str, release: str, runs: list, before_runs: list, first: list) -> None:
+    from tests.helpers import store_bytes
+
+    import scdata
+
+    by_n = {r["workers"]: r for r in runs if r["label"].startswith("window-")}
+    smallest = min(by_n)
+    reference = store_bytes(by_n[smallest]["store"])
+    identical = {smallest: True, **{r["workers"]: store_bytes(r["store"]) == reference
+                                    for r in runs if r["label"].startswith("same-")}}
+    identical_before = {r["label"]: store_bytes(r["store"]) == store_bytes(by_n[r["workers"]]["store"])
+                        for r in before_runs if r["workers"] in by_n}
+
+    # simulation: durations from the run with one worker per core
+    base = by_n[min(by_n)]
+    commit = measure_commit(work)
+    d = measured_durations(base, commit["fit"])
+    sim_bench = []
+    for n in sorted(by_n):  # each run's own selection, through the policy
+        cells = [e["n_cells"] for e in scdata.read_manifest(by_n[n]["store"]).experiments]
+        sim_bench.append({**simulate_window(cells, n, d, _bytes(a.worker_memory)), "experiments": len(cells)})
+    load = [r for r in base["records"] if r["task"] == "load_task"]
+    load_cpu = _fit([r["size"] for r in load], [r["cpu_s"] for r in load])
+    write_s = measure_write(work)
+    rd = release_durations(d, load_cpu, write_s)
+    sizes = release_sizes()
+    mem = ASSUMPTIONS["worker_memory_bytes"]
+    projection = []
+    for n in (64, 256):
+        window = simulate_window(sizes, n, rd, mem)
+        rounds = simulate_rounds(sizes, n, rd)
+        projection.append({"workers": n, "policy": "load window", **window, "worker_hours": n * window["wall_s"] / 3600})
+        projection.append({"workers": n, "policy": "rounds (before)", **rounds, "worker_hours": n * rounds["wall_s"] / 3600})
+    driver_per_exp = _driver_bytes_per_experiment(release, base["store"])
+    driver_memory = {"base_bytes": min(r["driver_peak_rss_bytes"] for r in runs),
+                     "bytes_per_experiment": driver_per_exp,
+                     "release_bytes": min(r["driver_peak_rss_bytes"] for r in runs) + driver_per_exp * RELEASE_EXPERIMENTS}
+
+    write_report(a, runs, before_runs, identical, identical_before, d, sim_bench, rd, projection, driver_memory, first,
+                 commit)
+
+
+def _order(table_path: str) -> list:
+    from scdata.source import SourceConfig, seeded_order
+
+    return seeded_order(pd.read_parquet(table_path), SourceConfig(feature_type=MANY_FEATURE))
+
+
+def _bytes(text: str) -> int:
+    from dask.utils import parse_bytes
+
+    return parse_bytes(text)
+
+
+def _driver_bytes_per_experiment(release: str, store: str) -> float:
+    """Driver memory that grows with the number of experiments: the seeded order (an
+    ``Experiment`` with its metadata per experiment of the release) and the manifest's entries,
+    measured with tracemalloc on this run's release and store."""
+    import tracemalloc
+
+    import scdata
+
+    config = scdata.SourceConfig(release)
+    table = scdata.read_sample_metadata(config)
+    tracemalloc.start()
+    from scdata.source import seeded_order
+
+    order = seeded_order(table, config)
+    manifest = scdata.read_manifest(store)
+    size = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return size / max(len(order), len(manifest.experiments))
+
+
+def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench, rd, projection, driver_memory, first,
+                 commit):
+    gib = 2**30
+    real = [{k: v for k, v in r.items() if k not in ("records", "store")} for r in runs + before_runs]
+    table = "### Real workers (dask scheduler + dask worker, GCS emulator behind a latency/bandwidth proxy)\n\n"
+    table += (f"{a.experiments} synthetic experiments of {a.min_cells}-{a.max_cells} cells x 36,601 genes; "
+              f"{a.latency * 1000:.0f} ms per request, {a.bandwidth / 1e6:.0f} MB/s per worker; store on local disk; "
+              f"this machine has {os.cpu_count()} cores.\n\n")
+    table += md_table(
+        ["shape", "workers", "wall (s)", "cells/s", "busy", "busy after planning", "commits",
+         "load: wall / CPU / runnable / I/O (s)", "driver CPU ms/exp", "scheduler CPU ms/exp", "driver / scheduler RSS (GiB)"],
+        [[r["label"].split("-")[0], r["workers"], f"{r['wall_s']:.1f}", f"{r['cells_per_s']:,.0f}",
+          f"{r['busy_fraction']:.0%}", f"{r['busy_fraction_after_planning']:.0%}", r["commits"],
+          "{mean_wall_s:.2f} / {mean_cpu_s:.2f} / {mean_runnable_wait_s:.2f} / {mean_io_wait_s:.2f}".format(
+              **r["tasks"]["load_task"]),
+          f"{1000 * r['driver_cpu_s_per_experiment']:.0f}", f"{1000 * r['scheduler_cpu_s_per_experiment']:.0f}",
+          f"{r['driver_peak_rss_bytes'] / gib:.2f} / {r['scheduler_peak_rss_bytes'] / gib:.2f}"]
+         for r in runs + before_runs])
+    table += (f"\n\nWeak scaling: {a.per_worker} experiments per worker (the release's {a.experiments} files listed "
+              f"again under new accessions). `same` rows ingest the {a.per_worker} experiments of the 1-worker run.")
+    table += "\n\nStores byte-identical to 1 worker's (same selection): " + ", ".join(
+        f"{n} workers: {'yes' if ok else 'NO'}" for n, ok in identical.items())
+    table += "; today's shape against the window at the same worker count: " + ", ".join(
+        f"{k}: {'yes' if ok else 'NO'}" for k, ok in identical_before.items())
+    table += ("\n\n### Simulated: each run's experiments, the 1-worker run's task durations, the ingest's window\n\n"
+              "The tasks' durations without CPU contention, replayed through `LoadWindow` and `plan_round` (no "
+              "planning phase, no Dask overheads): what these runs would do on a core per worker.\n\n")
+    table += md_table(["workers", "experiments", "wall (s)", "busy", "commits"],
+                      [[s["workers"], s["experiments"], f"{s['wall_s']:.1f}", f"{s['busy_fraction']:.0%}", s["commits"]]
+                       for s in sim_bench])
+    table += "\n\n### Projection: the 2026-01-12 human release\n\n"
+    table += md_table(["workers", "policy", "wall (h)", "worker-hours", "busy", "commits"],
+                      [[p["workers"], p["policy"], f"{p['wall_s'] / 3600:.1f}", f"{p['worker_hours']:,.0f}",
+                        f"{p['busy_fraction']:.0%}", f"{p['commits']:,}"] for p in projection])
+    table += (f"\n\nDriver memory for the release: ~{driver_memory['release_bytes'] / gib:.2f} GiB "
+              f"({driver_memory['base_bytes'] / gib:.2f} GiB measured + "
+              f"{driver_memory['bytes_per_experiment'] / 1024:.1f} KiB per experiment held in its manifest).\n\n")
+    table += "Assumptions:\n\n" + "\n".join(f"- {k}: {v}" for k, v in ASSUMPTIONS.items())
+    table += "\n\n### Time to the first committed row (the same bucket and cluster)\n\n"
+    table += md_table(["code", "experiments selected", "workers", "store created (s)", "first commit (s)"],
+                      [[f["code"], f["experiments"], f["workers"],
+                        "-" if f.get("planned_s") is None else f"{f['planned_s']:.1f}",
+                        "-" if f["seconds"] is None else f"{f['seconds']:.1f}"] for f in first])
+    name = "bench_scale" if not a.quick else "bench_scale_quick"
+    write_results(name, {
+        "config": vars(a), "real": real, "identical_to_one_worker": {str(k): v for k, v in identical.items()},
+        "before_identical_to_one_worker": identical_before, "durations": d.__dict__, "simulated_bench": sim_bench,
+        "release_durations": rd.__dict__, "commit_measured": commit, "projection": projection, "assumptions": ASSUMPTIONS,
+        "driver_memory": driver_memory, "time_to_first_commit": first,
+        "busy_by_workers": {f"{r['label'].split('-')[0]}-{r['workers']}": r["busy_fraction"] for r in runs + before_runs},
+    }, table)
+
+
+if __name__ == "__main__":
+    main()
