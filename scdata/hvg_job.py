@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -60,29 +59,20 @@ def _up_to_date(job: HVGJob) -> bool:
     return True
 
 
-def _import_matplotlib() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-
-
 def run_hvg_job(job: HVGJob, echo=print) -> dict:
     """Run the whole HVG step; returns the hvg_info payload.
 
-    hvg_info.json is written before the figure is drawn, and matplotlib is imported in a thread
-    while the statistics pass runs (the pass's kernels release the GIL), so the figure does not
-    hold up the selection. The last line says where the time went."""
+    hvg_info.json is written before the figure is drawn (importing matplotlib in a thread during
+    the pass was tried: its GIL time slowed the pass by more than it saved). The last line says
+    where the time went."""
     info_path = os.path.join(job.out, "hvg_info.json")
     if not job.force and _up_to_date(job):
         echo(f"{info_path} is up to date with the store (use --force to recompute)")
         return previous_info(info_path)
     config = job.config
     timer = PhaseTimer()
-    plotting = threading.Thread(target=_import_matplotlib, name="import-matplotlib", daemon=True)
     with dask_client(job.cluster, echo=echo) as client:
         timer.lap("cluster")
-        plotting.start()
         df, stats = run_hvg(job.store, config, client, stats_batch_key=PANEL_BATCH_KEY)
         timer.lap("statistics and selection")
         order = ranked_hvgs(df, config)
@@ -101,7 +91,6 @@ def run_hvg_job(job: HVGJob, echo=print) -> dict:
     score_col = {"seurat": "dispersions_norm", "cell_ranger": "dispersions_norm", "dispersion": "dispersions"}.get(
         config.flavor, "variances_norm")
     plot_path = os.path.join(job.out, "hvg_analysis.png")
-    plotting.join()
     plot_hvg_analysis(plot_path, stats, order, symbols, np.asarray(df[score_col], dtype=float), score_name,
                       f"{len(order):,} HVGs ({config.flavor}) from {stats.n_cells:,} cells, {len(stats.batches)} experiments")
     timer.lap("figure")

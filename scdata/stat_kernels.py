@@ -5,9 +5,10 @@ about 2% of it non-zero. A pass over a block costs what it does per entry, so th
 little as possible per zero and vectorize the work per non-zero:
 
 1. ``_compact`` gathers each gene's non-zeros in row order, skipping eight zeros at a time (one
-   OR of eight values, one branch), into per-thread buffers: a CSR view of the block;
-2. numpy divides them by their cells' normalize_total divisors and takes log1p over the whole
-   block at once (numpy's SIMD log1p, the function scanpy applies, about 3x a scalar one);
+   OR of eight values, one branch), into per-thread buffers (a CSR view of the block), and
+   divides them by their cells' normalize_total divisors;
+2. numpy takes their log1p over the whole block at once (numpy's SIMD log1p, the function
+   scanpy applies, about 3x a scalar one);
 3. ``_reduce_moments`` sums per gene and per run of rows of one group in registers, then makes a
    second pass for the squared deviations from the group mean (zeros contribute
    ``(n - nnz) * mean**2``); blocks' partials then merge with Chan's formula
@@ -48,10 +49,12 @@ def _replace_heap_root(heap: np.ndarray, x) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _compact(block: np.ndarray, rows: np.ndarray, values: np.ndarray, starts: np.ndarray) -> int:
+def _compact(block: np.ndarray, divisor: np.ndarray, rows: np.ndarray, values: np.ndarray, normalized: np.ndarray,
+             starts: np.ndarray) -> int:
     """Gene g's non-zeros of the (genes, rows) ``block`` go to ``rows``/``values`` at
-    ``starts[g]:starts[g + 1]``, in row order; returns their number. Branch-free within a group of
-    eight entries that holds a non-zero; a group of zeros costs one test."""
+    ``starts[g]:starts[g + 1]``, in row order, and ``normalized`` gets each divided by its cell's
+    ``divisor``; returns their number. Branch-free within a group of eight entries that holds a
+    non-zero; a group of zeros costs one test."""
     n_genes, n_rows = block.shape
     whole = n_rows - n_rows % 8
     found = 0
@@ -72,6 +75,8 @@ def _compact(block: np.ndarray, rows: np.ndarray, values: np.ndarray, starts: np
             values[found] = x
             found += x != 0
     starts[n_genes] = found
+    for i in range(found):  # scanpy's normalize_total: x / (total / target_sum)
+        normalized[i] = np.float64(values[i]) / divisor[rows[i]]
     return found
 
 
@@ -171,9 +176,8 @@ def gene_moments(block: np.ndarray, divisor: np.ndarray, group: np.ndarray, grou
     n_genes = block.shape[0]
     rows, values, normalized, logged = _buffers(block.size)
     starts = np.empty(n_genes + 1, np.int64)
-    found = _compact(block, rows, values, starts)
+    found = _compact(block, divisor, rows, values, normalized, starts)
     rows, values, normalized, logged = rows[:found], values[:found], normalized[:found], logged[:found]
-    np.divide(values, divisor[rows], out=normalized)
     np.log1p(normalized, out=logged)
     _reduce_moments(starts, rows, values, normalized, logged, group, group_n, sums, m2, nnz, max_count, squares, top)
 

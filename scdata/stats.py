@@ -118,18 +118,27 @@ class GeneStats:
 
 @dataclass(slots=True)
 class _TaskInputs:
-    """What a task's chunk rows are read from, opened once per task."""
+    """What a task's chunk rows are read from, opened once per task; the per-cell columns are
+    read once for all its rows (one read instead of one per chunk row)."""
 
     reader: ChunkReader
-    totals: "zarr.Array"  # noqa: F821
+    offset: int
+    """First row of the task: ``totals[i]``/``codes[i]`` belong to row ``offset + i``."""
+    totals: np.ndarray
     """obs/total_counts: each cell's stored-row total, what normalize_total divides by."""
-    codes: "zarr.Array | None"  # noqa: F821
+    codes: np.ndarray | None
     """The batch key's category codes (None without a batch key)."""
 
+    def rows(self, column: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return column[start - self.offset : stop - self.offset]
 
-def _open_for_task(store: str, batch_key: str | None) -> _TaskInputs:
+
+def _open_for_task(store: str, batch_key: str | None, ranges: list[tuple[int, int]]) -> _TaskInputs:
     root = open_root(store, mode="r")
-    return _TaskInputs(ChunkReader(root["X"]), root["obs/total_counts"], root[f"obs/{batch_key}/codes"] if batch_key else None)
+    lo, hi = ranges[0][0], ranges[-1][1]  # a task's chunk rows are contiguous
+    totals = np.asarray(root["obs/total_counts"][lo:hi], dtype=np.float64)
+    codes = np.asarray(root[f"obs/{batch_key}/codes"][lo:hi]) if batch_key else None
+    return _TaskInputs(ChunkReader(root["X"]), lo, totals, codes)
 
 
 def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, batch_key: str | None,
@@ -137,7 +146,7 @@ def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, bat
     """One task's partial over several chunk rows, merged where they are read: fewer, larger
     tasks send fewer partials (megabytes each) between worker processes. One top-counts heap
     per task collects the largest counts of all its rows."""
-    inputs = _open_for_task(store, batch_key)
+    inputs = _open_for_task(store, batch_key, ranges)
     top = np.zeros((inputs.reader.array.shape[1], top_counts), dtype=np.int16)
     partial = None
     for lo, hi in ranges:  # merged as read: one chunk row's partial exists beside the running one
@@ -148,7 +157,7 @@ def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, bat
 
 def clipped_task(store: str, ranges: list[tuple[int, int]], batch_key: str | None, clips: dict[int, np.ndarray],
                  gene_chunks: list[int] | None = None) -> dict:
-    inputs = _open_for_task(store, batch_key)
+    inputs = _open_for_task(store, batch_key, ranges)
     total: dict = {}
     for lo, hi in ranges:
         total = clipped_combine(total, clipped_chunk(inputs, lo, hi, clips, gene_chunks))
@@ -180,8 +189,8 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
     """
     reader, batch_codes = inputs.reader, inputs.codes
     n, n_genes = stop - start, reader.array.shape[1]
-    totals = np.asarray(inputs.totals[start:stop], dtype=np.float64)
-    codes = batch_codes[start:stop] if batch_codes is not None else np.zeros(n, dtype=np.int32)
+    totals = inputs.rows(inputs.totals, start, stop)
+    codes = inputs.rows(batch_codes, start, stop) if batch_codes is not None else np.zeros(n, dtype=np.int32)
     present, group = np.unique(codes, return_inverse=True)
     group_n = np.bincount(group, minlength=len(present)).astype(np.float64)
     sums = np.zeros((len(SCALES), len(present), n_genes))
@@ -287,7 +296,7 @@ def clipped_chunk(inputs: _TaskInputs, start: int, stop: int, clips: dict[int, n
     the chunks of ``gene_chunks`` only, when given; other genes' sums stay 0)."""
     reader, batch_codes = inputs.reader, inputs.codes
     n, n_genes = stop - start, reader.array.shape[1]
-    codes = batch_codes[start:stop] if batch_codes is not None else np.zeros(n, dtype=np.int32)
+    codes = inputs.rows(batch_codes, start, stop) if batch_codes is not None else np.zeros(n, dtype=np.int32)
     present, group = np.unique(codes, return_inverse=True)
     group = group.astype(np.int64)
     clip_rows = np.stack([clips[int(code)] for code in present])
