@@ -420,17 +420,23 @@ def write_obs_rows(root: zarr.Group, start: int, frame: pd.DataFrame) -> dict[st
     for column in categorical_columns(root):
         categories = read_categories(root, column)
         lookup = {c: i for i, c in enumerate(categories)}
-        values = frame[column] if column in frame.columns else pd.Series([None] * len(frame))
-        new = [v for v in pd.unique(values.dropna().astype(str)) if v not in lookup]
+        if column in frame.columns:
+            # Factorized once on the raw values (a hash per cell; the few distinct values are
+            # turned into strings, not every cell's): missing values (None, NaN) get -1, not the
+            # string "None"/"nan".
+            local, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+            names = [str(u) for u in uniques]
+        else:
+            local, names = np.full(len(frame), -1, dtype=np.intp), []
+        new = [v for v in dict.fromkeys(names) if v not in lookup]  # first-seen order
         if new:  # values first, then the shape: a reader never sees an unwritten ("") category
             cats, total = obs[f"{column}/categories"], len(categories) + len(new)
             scratch_view(cats, total)[len(categories):] = np.asarray(new, dtype=str)
             cats.resize((total,))
             for v in new:
                 lookup[v] = len(lookup)
-        codes = pd.Categorical(values.astype(str), categories=list(lookup)).codes.astype(np.int32)
-        codes[values.isna().to_numpy()] = -1  # missing, not the string "None"/"nan"
-        scratch_view(obs[f"{column}/codes"], stop)[start:stop] = codes
+        to_code = np.asarray([lookup[v] for v in names] + [-1], dtype=np.int32)  # local -1 picks the last
+        scratch_view(obs[f"{column}/codes"], stop)[start:stop] = to_code[local]
         counts[column] = len(lookup)
     return counts
 
