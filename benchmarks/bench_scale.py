@@ -544,6 +544,9 @@ def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench
                       [[s["workers"], s["experiments"], f"{s['wall_s']:.1f}", f"{s['busy_fraction']:.0%}", s["commits"]]
                        for s in sim_bench])
     table += "\n\n### Projection: the 2026-01-12 human release\n\n"
+    if a.reuse:
+        table += ("The real runs above are those of the last full run, reused (`--reuse`); the driver's commit was "
+                  f"measured again for this projection: {commit['fit'][0]:.3f} s + {commit['fit'][1] * 1e6:.2f} us per cell.\n\n")
     table += md_table(["workers", "policy", "wall (h)", "worker-hours", "busy", "commits"],
                       [[p["workers"], p["policy"], f"{p['wall_s'] / 3600:.1f}", f"{p['worker_hours']:,.0f}",
                         f"{p['busy_fraction']:.0%}", f"{p['commits']:,}"] for p in projection])
