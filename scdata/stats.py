@@ -124,8 +124,9 @@ class _TaskInputs:
     reader: ChunkReader
     offset: int
     """First row of the task: ``totals[i]``/``codes[i]`` belong to row ``offset + i``."""
-    totals: np.ndarray
-    """obs/total_counts: each cell's stored-row total, what normalize_total divides by."""
+    totals: np.ndarray | None
+    """obs/total_counts: each cell's stored-row total, what normalize_total divides by (None
+    for the clipped-sums pass, which works on raw counts)."""
     codes: np.ndarray | None
     """The batch key's category codes (None without a batch key)."""
 
@@ -133,10 +134,10 @@ class _TaskInputs:
         return column[start - self.offset : stop - self.offset]
 
 
-def _open_for_task(store: str, batch_key: str | None, ranges: list[tuple[int, int]]) -> _TaskInputs:
+def _open_for_task(store: str, batch_key: str | None, ranges: list[tuple[int, int]], totals: bool = True) -> _TaskInputs:
     root = open_root(store, mode="r")
     lo, hi = ranges[0][0], ranges[-1][1]  # a task's chunk rows are contiguous
-    totals = np.asarray(root["obs/total_counts"][lo:hi], dtype=np.float64)
+    totals = np.asarray(root["obs/total_counts"][lo:hi], dtype=np.float64) if totals else None
     codes = np.asarray(root[f"obs/{batch_key}/codes"][lo:hi]) if batch_key else None
     return _TaskInputs(ChunkReader(root["X"]), lo, totals, codes)
 
@@ -157,7 +158,7 @@ def stats_task(store: str, ranges: list[tuple[int, int]], target_sum: float, bat
 
 def clipped_task(store: str, ranges: list[tuple[int, int]], batch_key: str | None, clips: dict[int, np.ndarray],
                  gene_chunks: list[int] | None = None) -> dict:
-    inputs = _open_for_task(store, batch_key, ranges)
+    inputs = _open_for_task(store, batch_key, ranges, totals=False)
     total: dict = {}
     for lo, hi in ranges:
         total = clipped_combine(total, clipped_chunk(inputs, lo, hi, clips, gene_chunks))
