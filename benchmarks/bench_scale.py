@@ -68,14 +68,15 @@ def drive(out: str, args: list[str]) -> None:
     ingest_module = importlib.import_module("scdata.ingest")  # the package's ``ingest`` attribute is the function
 
     commits, span = [], {}
-    name = "_commit_unit" if hasattr(ingest_module, "_commit_unit") else "_commit_round"
+    name = next(n for n in ("_commit_units", "_commit_unit", "_commit_round") if hasattr(ingest_module, n))
     commit = getattr(ingest_module, name)
 
     def timed_commit(*a, **k):
         start = time.time()
         result = commit(*a, **k)
-        plan = a[3] if name == "_commit_round" else a[3].plan
-        commits.append({"start": start, "end": time.time(), "cells": plan.stop - plan.start})
+        first, last = {"_commit_round": (a[3], a[3]), "_commit_unit": (a[3].plan, a[3].plan),
+                       "_commit_units": (a[3][0].plan, a[3][-1].plan)}[name]
+        commits.append({"start": start, "end": time.time(), "cells": last.stop - first.start})
         return result
 
     ingest = ingest_module.ingest
@@ -454,7 +455,10 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
 
     # simulation: durations from the run with one worker per core
     base = by_n[min(by_n)]
-    commit = measure_commit(work)
+    local = os.path.join(work, "commit.zarr")
+    shutil.rmtree(local, ignore_errors=True)
+    commit = measure_commit(local)
+    bucket_commit = measure_bucket_commit(ASSUMPTIONS["request_latency_s"])
     d = measured_durations(base, commit["fit"])
     sim_bench = []
     for n in sorted(by_n):  # each run's own selection, through the policy
@@ -463,7 +467,7 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
     load = [r for r in base["records"] if r["task"] == "load_task"]
     load_cpu = linear_fit([r["size"] for r in load], [r["cpu_s"] for r in load])
     write_s = measure_write(work)
-    rd = release_durations(d, load_cpu, write_s)
+    rd = release_durations(d, load_cpu, write_s, bucket_commit["fit"])
     sizes = release_sizes()
     mem = ASSUMPTIONS["worker_memory_bytes"]
     projection = []
@@ -478,7 +482,26 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
                      "release_bytes": min(r["driver_peak_rss_bytes"] for r in runs) + driver_per_exp * RELEASE_EXPERIMENTS}
 
     write_report(a, runs, before_runs, identical, identical_before, d, sim_bench, rd, projection, driver_memory, first,
-                 commit)
+                 commit, bucket_commit)
+
+
+def measure_bucket_commit(latency: float) -> dict:
+    """``measure_commit`` into a ``gs://`` store: the GCS emulator behind a proxy that adds
+    ``latency`` to every request, as a bucket seen from a cloud VM."""
+    from scdata.store import close_remote_sessions
+    from tests.gcs_proxy import GCSProxy
+    from tests.services import gcs_emulator
+
+    names = ("STORAGE_EMULATOR_HOST", "SCZARR_GCS_TOKEN")
+    saved = {k: os.environ.get(k) for k in names}
+    with gcs_emulator("commit") as endpoint, GCSProxy(endpoint, latency=latency) as proxy:
+        os.environ.update({"STORAGE_EMULATOR_HOST": proxy.url, "SCZARR_GCS_TOKEN": "anon"})
+        try:
+            return {**measure_commit("gs://commit/commit.zarr"), "latency_s": latency}
+        finally:
+            close_remote_sessions()
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def _order(table_path: str) -> list:
@@ -514,7 +537,7 @@ def _driver_bytes_per_experiment(release: str, store: str) -> float:
 
 
 def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench, rd, projection, driver_memory, first,
-                 commit):
+                 commit, bucket_commit):
     gib = 2**30
     real = [{k: v for k, v in r.items() if k not in ("records", "store")} for r in runs + before_runs]
     table = "### Real workers (dask scheduler + dask worker, GCS emulator behind a latency/bandwidth proxy)\n\n"
@@ -546,7 +569,11 @@ def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench
     table += "\n\n### Projection: the 2026-01-12 human release\n\n"
     if a.reuse:
         table += ("The real runs above are those of the last full run, reused (`--reuse`); the driver's commit was "
-                  f"measured again for this projection: {commit['fit'][0]:.3f} s + {commit['fit'][1] * 1e6:.2f} us per cell.\n\n")
+                  "measured again for this projection.\n\n")
+    table += (f"The driver's commit, measured: {commit['fit'][0]:.3f} s + {commit['fit'][1] * 1e6:.2f} us per cell on "
+              f"local disk; {bucket_commit['fit'][0]:.3f} s + {bucket_commit['fit'][1] * 1e6:.2f} us per cell into a "
+              f"gs:// store at {bucket_commit['latency_s'] * 1000:.0f} ms per request (the release's commits; "
+              "`rounds (before)` is replayed with it too).\n\n")
     table += md_table(["workers", "policy", "wall (h)", "worker-hours", "busy", "commits"],
                       [[p["workers"], p["policy"], f"{p['wall_s'] / 3600:.1f}", f"{p['worker_hours']:,.0f}",
                         f"{p['busy_fraction']:.0%}", f"{p['commits']:,}"] for p in projection])
@@ -563,7 +590,8 @@ def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench
     write_results(name, {
         "config": vars(a), "real": real, "identical_to_one_worker": {str(k): v for k, v in identical.items()},
         "before_identical_to_one_worker": identical_before, "durations": d.__dict__, "simulated_bench": sim_bench,
-        "release_durations": rd.__dict__, "commit_measured": commit, "projection": projection, "assumptions": ASSUMPTIONS,
+        "release_durations": rd.__dict__, "commit_measured": commit,
+        "bucket_commit_measured": bucket_commit, "projection": projection, "assumptions": ASSUMPTIONS,
         "driver_memory": driver_memory, "time_to_first_commit": first,
         "busy_by_workers": {f"{r['label'].split('-')[0]}-{r['workers']}": r["busy_fraction"] for r in runs + before_runs},
     }, table)

@@ -11,11 +11,13 @@ Used by ``bench_scale.py``.
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -100,7 +102,7 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
     """The ingest's loop (``scdata.ingest._run_units``) over simulated workers; ``policy``: the
     ingest's default ``WindowPolicy`` with the CLI's default commit caps."""
     from scdata.plan import COMMITTED, plan_round
-    from scdata.window import Capacity, LoadWindow
+    from scdata.window import Capacity, LoadWindow, commit_group
 
     sim = Sim(n_workers)
     window = LoadWindow(policy or _default_policy(), Capacity(n_workers, n_workers * worker_memory))
@@ -136,12 +138,16 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
                 unit[3] = True
                 window.written(unit[0])
         if committing is not None and sim.now >= committing[0]:
-            window.committed(committing[1])
+            for keys in committing[1]:
+                window.committed(keys)
             committing, commits = None, commits + 1
             continue
         if committing is None and units and units[0][3]:  # the committer thread: one commit at a time
-            keys, plan, _, _ = units.popleft()
-            committing = (sim.now + Durations._at(d.commit, plan.stop - plan.start), keys)
+            written = list(itertools.takewhile(lambda u: u[3], units))
+            group = [units.popleft() for _ in range(commit_group([u[1].stop - u[1].start for u in written],
+                                                                 window.policy))]
+            rows = group[-1][1].stop - group[0][1].start
+            committing = (sim.now + Durations._at(d.commit, rows), [u[0] for u in group])
             continue
         if committing is not None and (not sim.running or sim.running[0][0] > committing[0]) and not (
                 sim.ready and sim.free):
@@ -215,37 +221,40 @@ def measured_durations(run: dict, commit: tuple[float, float]) -> Durations:
                      commit=commit)
 
 
-def measure_commit(work: str, sizes=(1_000, 10_000, 50_000, 200_000), per_experiment: int = 8_000) -> dict:
-    """The driver's commit on local disk for units of ``sizes`` cells (what ``_commit_unit`` does
-    after the writes: obs rows, shapes, manifest head and log entry, consolidated metadata), after
-    a few hundred commits are in the store. Returns the linear fit and the points."""
+def measure_commit(store: str, sizes=(1_000, 10_000, 50_000, 200_000), per_experiment: int = 8_000) -> dict:
+    """The driver's commit into ``store`` (a new local path or ``gs://`` URL) for units of
+    ``sizes`` cells (what ``ingest._commit_units`` does after the writes, through a run's
+    ``StoreWriter``: obs rows, shapes, manifest head and log entry, consolidated metadata), after
+    a few dozen commits are in the store. Returns the linear fit and the points."""
+    from scdata.commit import StoreWriter
+    from scdata.ingest import _obs_part
     from scdata.manifest import Manifest, write_manifest
     from scdata.source import CELL_METADATA_COLUMNS
-    from scdata.store import StoreLayout, create_store, grow_rows, open_root, write_obs_rows
+    from scdata.store import StoreLayout, create_store
 
-    store = os.path.join(work, "commit.zarr")
-    shutil.rmtree(store, ignore_errors=True)
     genes = np.asarray([f"ENSG{i:011d}" for i in range(36_601)])
     create_store(store, genes, genes, list(CELL_METADATA_COLUMNS) + ["cell_type"], StoreLayout())
     manifest = Manifest(n_genes=len(genes))
     write_manifest(store, manifest)
-    root = open_root(store, mode="r+")
+    writer = StoreWriter(store)
     rng = np.random.default_rng(0)
     points, row = [], 0
     for n in [1_000] * 20 + [n for n in sizes for _ in range(3)]:
-        n_exp = max(1, n // per_experiment)
-        accessions = np.repeat([f"SRX{row + i}" for i in range(n_exp)], -(-n // n_exp))[:n]
-        frame = pd.DataFrame({"_index": [f"{a}:{i}" for i, a in enumerate(accessions)], "barcode": accessions,
-                              "srx_accession": accessions, "umi_count": rng.integers(500, 9000, n),
-                              "total_counts": rng.integers(500, 9000, n), "gene_count": rng.integers(200, 3000, n),
-                              "tissue": "blood", "cell_type": rng.choice(["T", "B", "NK"], n)})
-        start = time.perf_counter()
-        manifest.categories = write_obs_rows(root, row, frame)
-        grow_rows(root, row + n)
-        manifest.record_commits([{"accession": a, "row_start": row, "row_stop": row + n, "committed_at": "t",
-                                  "metadata": {"tissue": "blood"}, "counters": {}} for a in dict.fromkeys(accessions)])
+        parts = np.array_split(np.arange(n), max(1, n // per_experiment))
+        members = [(SimpleNamespace(accession=f"SRX{row + i}", metadata={"tissue": "blood", "tech_10x": "3_prime_gex"}),
+                    SimpleNamespace(barcodes=np.asarray([f"BC{j:012d}-1" for j in p], dtype=object),
+                                    umi_count=rng.integers(500, 9000, len(p)),
+                                    total_counts=rng.integers(500, 9000, len(p)),
+                                    gene_count=rng.integers(200, 3000, len(p)),
+                                    annotations=pd.DataFrame({"cell_type": rng.choice(["T", "B", "NK"], len(p))})))
+                   for i, p in enumerate(parts)]
+        start = time.perf_counter()  # the driver's work from here: the unit's obs rows, then the commit
+        manifest.categories = writer.write_obs_rows(row, [_obs_part(exp, summary) for exp, summary in members])
+        writer.grow_rows(row + n)
+        manifest.record_commits([{"accession": exp.accession, "row_start": row, "row_stop": row + n, "committed_at": "t",
+                                  "metadata": exp.metadata, "counters": {}} for exp, _ in members])
         manifest.n_committed, manifest.version = row + n, manifest.version + 1
-        write_manifest(store, manifest)
+        write_manifest(store, manifest, writer)
         points.append((n, time.perf_counter() - start))
         row += n
     points = points[20:]
@@ -294,20 +303,24 @@ ASSUMPTIONS = {
     "requests_per_load": 8,
     "cpu_per_cell": "load: the slope of CPU time against cells of the load tasks measured here with one worker "
                     "(no CPU contention); write: ChunkWriter on rows of 6% non-zeros (measure_write)",
-    "store_commit_s": "the driver's commit as measured here on local disk for units of 1k-200k cells (measure_commit), "
-                      "plus 40 requests x 50 ms for a gs:// store",
+    "store_commit_s": "the driver's commit into a gs:// store as measured here for units of 1k-200k cells "
+                      "(measure_commit): the GCS emulator behind a proxy that adds the request latency above to "
+                      "each request (the emulator's own time, one request at a time, included)",
     "worker_memory_bytes": 4 * GIB,
     "memory_note": "4 GiB per single-thread worker (a cloud VM's usual memory per vCPU)",
     "workers": "single-thread workers, one per vCPU; Dask's own overheads not modelled beyond the measured task times",
 }
 
 
-def release_durations(d: Durations, load_cpu: tuple[float, float], write_per_row: float) -> Durations:
+def release_durations(d: Durations, load_cpu: tuple[float, float], write_per_row: float,
+                      bucket_commit: tuple[float, float]) -> Durations:
+    """The release's task durations: the measured CPU, the assumed bucket's I/O, and the commit
+    as measured on the emulated bucket (``bucket_commit``)."""
     a = ASSUMPTIONS
     io_fixed = a["requests_per_load"] * a["request_latency_s"]
     io_per_cell = a["h5ad_bytes_per_cell"] / a["worker_bandwidth_bytes_per_s"]
     return Durations(load=(io_fixed + load_cpu[0], io_per_cell + load_cpu[1]), write=(d.write[0], write_per_row),
-                     rows=d.rows, seam=d.seam, commit=(d.commit[0] + 40 * a["request_latency_s"], d.commit[1]))
+                     rows=d.rows, seam=d.seam, commit=bucket_commit)
 
 
 def release_sizes(n: int = RELEASE_EXPERIMENTS, total: int = RELEASE_CELLS) -> list[int]:

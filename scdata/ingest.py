@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import os
 import time
@@ -37,7 +38,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from . import remote
 from .axis import PLAN_TABLES, axis_from_tables, read_genes_file
@@ -53,9 +53,10 @@ from .source import (
     seeded_order,
     take_budget,
 )
-from .store import StoreLayout, create_store, gene_axis_digest, grow_rows, open_root, truncate, write_obs_rows
+from .commit import STRINGS, ObsPart, StoreWriter
+from .store import StoreLayout, create_store, gene_axis_digest, open_root, truncate
 from .tasks import gene_table_task, load_task, rows_task, summarize_task, write_own_task, write_seam_task
-from .window import Capacity, LoadWindow, WindowPolicy
+from .window import Capacity, LoadWindow, WindowPolicy, commit_group
 
 log = logging.getLogger(__name__)
 WINDOW_REFRESH_S = 5.0
@@ -185,23 +186,16 @@ def _plan_store(client, experiments: list[Experiment], config: IngestConfig, ech
     return manifest
 
 
-def _obs_frame(exp: Experiment, summary) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "_index": [f"{exp.accession}:{b}" for b in summary.barcodes],
-            "barcode": summary.barcodes,
-            "srx_accession": exp.accession,
-            "umi_count": summary.umi_count,
-            "total_counts": summary.total_counts,
-            "gene_count": summary.gene_count,
-        }
-    )
-    for column in CELL_METADATA_COLUMNS:
-        if column in exp.metadata:
-            frame[column] = exp.metadata[column]
-    for column in summary.annotations.columns:
-        frame[column] = summary.annotations[column].to_numpy()
-    return frame
+def _obs_part(exp: Experiment, summary) -> ObsPart:
+    """The experiment's obs rows: cell ids ``<accession>:<barcode>`` and the per-cell columns; its
+    accession and sample metadata as one value each (per-cell annotations of the same name win)."""
+    barcodes = np.asarray(summary.barcodes, dtype=STRINGS)
+    columns = {"_index": np.strings.add(f"{exp.accession}:", barcodes), "barcode": barcodes,
+               "umi_count": summary.umi_count, "total_counts": summary.total_counts, "gene_count": summary.gene_count,
+               **{column: summary.annotations[column].to_numpy() for column in summary.annotations.columns}}
+    constants = {"srx_accession": exp.accession,
+                 **{column: exp.metadata[column] for column in CELL_METADATA_COLUMNS if column in exp.metadata}}
+    return ObsPart(len(barcodes), columns, constants)
 
 
 @dataclass(slots=True)
@@ -265,24 +259,31 @@ def _plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, _
                  sum(m.exp.obs_count for m in members))
 
 
-def _commit_unit(config: IngestConfig, manifest: Manifest, root, unit: _Unit) -> list[str]:
-    """Wait for the writes, write obs, grow the shapes, append to the manifest: after this the rows
-    are the store."""
-    plan, kept = unit.plan, unit.kept
+def _check_written(manifest: Manifest, unit: _Unit) -> None:
+    """The unit's writes are done and cover its plan, or the run stops (committed rows intact)."""
+    plan = unit.plan
     try:
         written = sum(f.result() for f in unit.writes)
     except Exception as exc:  # a write failed on its worker (I/O after retries, or the worker died too often)
         raise IngestError(f"writing rows {plan.start:,}-{plan.stop:,}: {type(exc).__name__}: {exc}; "
                           f"{manifest.n_committed:,} committed cells are intact, rerun to resume") from exc
-    expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if kept else 0
+    expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if unit.kept else 0
     if written != expected:
         raise IngestError(f"commit unit wrote {written} rows but the plan covers {expected}")
+
+
+def _commit_units(config: IngestConfig, manifest: Manifest, writer: StoreWriter, units: list[_Unit]) -> list[str]:
+    """Wait for the writes of consecutive units, write their obs rows, grow the shapes, append to
+    the manifest, all as one commit: after this the rows are the store."""
+    for unit in units:
+        _check_written(manifest, unit)
+    kept = [(member, rows) for unit in units for member, rows in zip(unit.kept, unit.plan.experiment_rows)]
+    stop = units[-1].plan.stop
     if kept:
-        frame = pd.concat([_obs_frame(exp, s) for exp, s in kept], ignore_index=True)
-        manifest.categories = write_obs_rows(root, plan.start, frame)
-        grow_rows(root, plan.stop)
+        manifest.categories = writer.write_obs_rows(units[0].plan.start, [_obs_part(exp, s) for (exp, s), _ in kept])
+        writer.grow_rows(stop)
     entries = []
-    for (exp, s), (lo, hi) in zip(kept, plan.experiment_rows):
+    for (exp, s), (lo, hi) in kept:
         entries.append(
             {
                 "accession": exp.accession, "row_start": lo, "row_stop": hi, "n_cells": s.n_cells,
@@ -296,10 +297,10 @@ def _commit_unit(config: IngestConfig, manifest: Manifest, root, unit: _Unit) ->
         manifest.nnz += s.nnz
         manifest.max_value = max(manifest.max_value, s.repairs["max_value"])
     manifest.record_commits(entries)
-    manifest.record_rejections(unit.rejected)
-    manifest.n_committed = plan.stop
+    manifest.record_rejections([r for unit in units for r in unit.rejected])
+    manifest.n_committed = stop
     manifest.version += 1
-    write_manifest(config.store, manifest)
+    write_manifest(config.store, manifest, writer)
     return [e["accession"] for e in entries]
 
 
@@ -434,10 +435,10 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
     loads: dict[int, _Load] = {}
     loading: dict[int, _Load] = {}
     units: deque[_Unit] = deque()
-    root = open_root(config.store, mode="r+")
+    writer = StoreWriter(config.store)
     next_row, tail, fatal, seq = manifest.n_committed, None, None, 0
     committing = None
-    """(unit, future) of the commit under way on the committer thread."""
+    """(units, future) of the commit under way on the committer thread."""
     committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sczarr-commit")
     refreshed = time.monotonic()
     initial = selection.todo()
@@ -473,21 +474,24 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
                     unit.written = True
                     window.written(unit.keys)  # the workers hold its experiments no more
             if committing is not None and committing[1].done():
-                unit, future = committing
+                group, future = committing
                 committing = None
                 added += future.result()
-                rejected += unit.rejected
-                window.committed(unit.keys)
+                for unit in group:
+                    rejected += unit.rejected
+                    window.committed(unit.keys)
                 if bar is not None:
-                    bar.update(unit.cells)
+                    bar.update(sum(unit.cells for unit in group))
                     bar.set_postfix(experiments=f"{len(added)}+{len(rejected)} rejected",
                                     committed=f"{manifest.n_committed:,}")
                 continue
             if committing is None and units and units[0].written:
                 # one commit at a time, in order, on the committer thread: this loop goes on
-                # admitting loads and planning units meanwhile
-                unit = units.popleft()
-                committing = (unit, committer.submit(_commit_unit, config, manifest, root, unit))
+                # admitting loads and planning units meanwhile; a commit takes every written unit
+                # at the head (up to the policy's group), so commits keep up with the writes
+                written = [u.plan.stop - u.plan.start for u in itertools.takewhile(lambda u: u.written, units)]
+                group = [units.popleft() for _ in range(commit_group(written, window.policy))]
+                committing = (group, committer.submit(_commit_units, config, manifest, writer, group))
                 continue
             if fatal is not None and not units and committing is None and next(iter(loads), None) == fatal:
                 raise IngestError(f"{loads[fatal].error} (committed rounds are intact; fix or filter it out and rerun)")

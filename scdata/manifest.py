@@ -27,10 +27,15 @@ import copy
 import json
 from dataclasses import dataclass, field, fields
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import remote
 from .store import STRING_ATTRS, consolidate, open_array, open_root, scratch_view
+
+if TYPE_CHECKING:
+    from .commit import StoreWriter
 
 MANIFEST_NAME = "uns/sczarr_manifest/zarr.json"
 """A Zarr group document whose attributes hold the head: one object, replaced atomically,
@@ -199,24 +204,30 @@ def manifest_url(store_url: str) -> str:
     return remote.join(store_url, MANIFEST_NAME)
 
 
-def _log_array(store_url: str, create: bool):
-    """The log array; with ``create``, an absent one is made (empty).
+def _log_array(store_url: str, create: bool, writer: "StoreWriter | None" = None):
+    """The log array; with ``create``, an absent one is made (empty). A run's ``writer`` keeps it
+    open (and lists it in the consolidated copy).
 
     Its document is written alone: ``zarr.create_array`` would also rewrite the parent groups'
     documents, the head among them, and a crash then would leave a store with no manifest."""
+    if writer is not None and (log := writer.get(LOG_NAME)) is not None:
+        return log
     try:
-        return open_array(store_url, LOG_NAME, mode="r+" if create else "r")
+        log = open_array(store_url, LOG_NAME, mode="r+" if create else "r")
     except FileNotFoundError:
         if not create:
             raise
-    import zarr
-    from zarr.core.buffer import default_buffer_prototype
+        import zarr
+        from zarr.core.buffer import default_buffer_prototype
 
-    template = zarr.create_array(zarr.storage.MemoryStore(), shape=(0,), chunks=(1,), dtype=str,
-                                 dimension_names=("manifest_log",), attributes=STRING_ATTRS)
-    document = template.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
-    remote.write_bytes_atomic(remote.join(store_url, LOG_NAME, "zarr.json"), document)
-    return open_array(store_url, LOG_NAME, mode="r+")
+        template = zarr.create_array(zarr.storage.MemoryStore(), shape=(0,), chunks=(1,), dtype=str,
+                                     dimension_names=("manifest_log",), attributes=STRING_ATTRS)
+        document = template.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+        remote.write_bytes_atomic(remote.join(store_url, LOG_NAME, "zarr.json"), document)
+        log = open_array(store_url, LOG_NAME, mode="r+")
+    if writer is not None:
+        writer.add(LOG_NAME, log)
+    return log
 
 
 def read_manifest(store_url: str) -> Manifest | None:
@@ -238,22 +249,31 @@ def read_manifest(store_url: str) -> Manifest | None:
     return manifest
 
 
-def write_manifest(store_url: str, manifest: Manifest) -> None:
+def write_manifest(store_url: str, manifest: Manifest, writer: "StoreWriter | None" = None) -> None:
     """Commit: append the lists' changes to the log (past the head: scratch until the head counts
     it), replace the head, then rewrite the consolidated metadata from the head and the arrays'
     current shapes. Each costs the same however many experiments are committed. A crash between
     head and copy leaves the copy one commit behind, never ahead: still a committed snapshot, and
-    the next run's ``truncate`` rewrites it."""
+    the next run's ``truncate`` rewrites it.
+
+    ``writer``: a run's ``StoreWriter``, whose open nodes save re-reading every document for the
+    copy."""
     entry = manifest.log_entry()
-    if any(entry.get(k) for k in ("snapshot", "experiments", "retried", "rejected_dropped", "rejected_added")):
-        log = _log_array(store_url, create=True)
+    logged = any(entry.get(k) for k in ("snapshot", "experiments", "retried", "rejected_dropped", "rejected_added"))
+    log = None
+    if logged:
+        log = _log_array(store_url, create=True, writer=writer)
         i = manifest.log_length
         text = manifest.log_entry_json()
         scratch_view(log, i + 1)[i] = np.asarray([text], dtype=str)[0]
         manifest.log_length = i + 1
-        remote.write_bytes_atomic(manifest_url(store_url), manifest.head_json())
+    head = manifest.head_json()
+    remote.write_bytes_atomic(manifest_url(store_url), head)
+    if log is not None:
         log.resize((manifest.log_length,))  # for other readers of the array; sczarr reads up to the head's count
+    if writer is None:
+        consolidate(open_root(store_url, mode="r+"))
     else:
-        remote.write_bytes_atomic(manifest_url(store_url), manifest.head_json())
+        writer.replaced(MANIFEST_NAME.removesuffix("/zarr.json"), head)
+        writer.consolidate()
     manifest.mark_logged()
-    consolidate(open_root(store_url, mode="r+"))

@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, TransposeCodec
 from zarr.core.array import AsyncArray
@@ -210,13 +209,19 @@ def consolidate(root: zarr.Group, exclude: Collection[str] = ()) -> None:
         for path, node in group.members(max_depth=None, use_consolidated_for_children=False)
         if not any(path == p or path.startswith(f"{p}/") for p in skip)
     }
+    sync((group.store_path / "zarr.json").set(consolidated_document(group.metadata, members)))
+
+
+def consolidated_document(group_metadata: GroupMetadata, members: dict):
+    """The group's document carrying ``members`` (path -> metadata) as its consolidated copy, in
+    path order (the same bytes however the members were listed)."""
+    members = {path: members[path] for path in sorted(members)}
     for path, metadata in members.items():  # an empty group says so, as zarr.consolidate_metadata does
         if isinstance(metadata, GroupMetadata) and metadata.consolidated_metadata is None:
             members[path] = dataclasses.replace(metadata, consolidated_metadata=ConsolidatedMetadata(metadata={}))
     ConsolidatedMetadata._flat_to_nested(members)
-    metadata = dataclasses.replace(group.metadata, consolidated_metadata=ConsolidatedMetadata(metadata=members))
-    document = metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"]
-    sync((group.store_path / "zarr.json").set(document))
+    metadata = dataclasses.replace(group_metadata, consolidated_metadata=ConsolidatedMetadata(metadata=members))
+    return metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"]
 
 
 def gene_axis_digest(gene_ids: np.ndarray) -> str:
@@ -351,15 +356,6 @@ def row_arrays(root: zarr.Group) -> list[zarr.Array]:
     return [obs[name] for name in names] + [obs[f"{column}/codes"] for column in categorical_columns(root)]
 
 
-def grow_rows(root: zarr.Group, n_rows: int) -> None:
-    """The commit's shape change: obs arrays first, then X, each to ``n_rows`` (rows written
-    before, through ``scratch_view``). obs grows first so a reader never sees rows of X whose
-    obs are not visible yet; the manifest is replaced after this."""
-    for array in [*row_arrays(root), root["X"]]:
-        if array.shape[0] != n_rows:
-            array.resize((n_rows, *array.shape[1:]))
-
-
 def truncate(root: zarr.Group, n_committed: int, categories: dict[str, int]) -> None:
     """Drop what an unfinished round left: shapes past ``n_committed`` (a commit killed before its
     manifest), chunks written past the shape, and categories added after the last commit.
@@ -399,46 +395,6 @@ def drop_chunks_past(array: zarr.Array, n_rows: int) -> list[int]:
 
 async def _list_dir(store, prefix: str) -> list[str]:
     return [name async for name in store.list_dir(prefix)]
-
-
-def write_obs_rows(root: zarr.Group, start: int, frame: pd.DataFrame) -> dict[str, int]:
-    """Write a round's cells at rows ``[start, start+len(frame))`` past the committed shape (which
-    ``grow_rows`` then extends over them); returns category counts.
-
-    Categories are appended now, before any code points at them: a reader may see a category no
-    committed cell uses yet, never a code past the categories. Called by the driver only (one
-    writer), so unaligned 1-D writes are safe here.
-    """
-    stop = start + len(frame)
-    obs = root["obs"]
-    for name in ["_index", *OBS_STRING_COLUMNS]:
-        scratch_view(obs[name], stop)[start:stop] = np.asarray(frame[name].astype(str), dtype=str)
-    for name in numeric_columns(root):
-        arr = obs[name]
-        scratch_view(arr, stop)[start:stop] = frame[name].to_numpy(dtype=arr.dtype)
-    counts: dict[str, int] = {}
-    for column in categorical_columns(root):
-        categories = read_categories(root, column)
-        lookup = {c: i for i, c in enumerate(categories)}
-        if column in frame.columns:
-            # Factorized once on the raw values (a hash per cell; the few distinct values are
-            # turned into strings, not every cell's): missing values (None, NaN) get -1, not the
-            # string "None"/"nan".
-            local, uniques = pd.factorize(frame[column], use_na_sentinel=True)
-            names = [str(u) for u in uniques]
-        else:
-            local, names = np.full(len(frame), -1, dtype=np.intp), []
-        new = [v for v in dict.fromkeys(names) if v not in lookup]  # first-seen order
-        if new:  # values first, then the shape: a reader never sees an unwritten ("") category
-            cats, total = obs[f"{column}/categories"], len(categories) + len(new)
-            scratch_view(cats, total)[len(categories):] = np.asarray(new, dtype=str)
-            cats.resize((total,))
-            for v in new:
-                lookup[v] = len(lookup)
-        to_code = np.asarray([lookup[v] for v in names] + [-1], dtype=np.int32)  # local -1 picks the last
-        scratch_view(obs[f"{column}/codes"], stop)[start:stop] = to_code[local]
-        counts[column] = len(lookup)
-    return counts
 
 
 def store_nbytes(url: str) -> int:

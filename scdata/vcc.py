@@ -30,10 +30,11 @@ from .cluster import ClusterConfig, dask_client, recomputable
 from .counts import CountsError, to_store_counts
 from .gene_map import GeneMapping, map_genes, map_targets
 from .h5ad import frame_column
+from .commit import StoreWriter
 from .manifest import Manifest, read_manifest, write_manifest
 from .store import (
-    ARRAY_ATTRS, DICT_ATTRS, StoreLayout, _string_array, create_store, gene_axis_digest, grow_rows, open_array,
-    open_root, read_strings, scratch_view, truncate, write_obs_rows,
+    ARRAY_ATTRS, DICT_ATTRS, StoreLayout, _string_array, create_store, gene_axis_digest, open_array, open_root,
+    read_strings, scratch_view, truncate,
 )
 
 KIND = "perturbation"
@@ -258,9 +259,10 @@ def _obs_frame(config: VCCImportConfig, table: SourceTable, positions: dict[str,
     })
 
 
-def _commit(config, manifest: Manifest, root, table, positions, k: int, lo: int, hi: int, result: dict) -> None:
-    manifest.categories = write_obs_rows(root, lo, _obs_frame(config, table, positions, lo, hi, result))
-    grow_rows(root, hi)
+def _commit(config, manifest: Manifest, writer: StoreWriter, table, positions, k: int, lo: int, hi: int,
+            result: dict) -> None:
+    manifest.categories = writer.write_obs_rows(lo, _obs_frame(config, table, positions, lo, hi, result))
+    writer.grow_rows(hi)
     manifest.experiments.append({
         "accession": f"{config.dataset}/{k:05d}", "row_start": lo, "row_stop": hi, "n_cells": hi - lo,
         "source_url": config.input, "kind": KIND, "source_rows": [lo, hi], "file_size": table.file_size,
@@ -269,7 +271,7 @@ def _commit(config, manifest: Manifest, root, table, positions, k: int, lo: int,
     manifest.max_value = max(manifest.max_value, result["repairs"]["max_value"])
     manifest.n_committed = hi
     manifest.version += 1
-    write_manifest(config.store, manifest)
+    write_manifest(config.store, manifest, writer)
 
 
 def _check_resumable(config: VCCImportConfig, table: SourceTable, gene_ids) -> None:
@@ -319,13 +321,14 @@ def import_vcc(config: VCCImportConfig, echo=print) -> VCCImportReport:
     if manifest.n_committed:
         echo(f"Resuming at cell {manifest.n_committed:,}: {len(bounds)} blocks to go")
     first = len(manifest.experiments)
+    writer = StoreWriter(config.store)
     with dask_client(config.cluster, echo=echo) as client:
         columns = recomputable(client, mapping.columns)
         futures = [client.submit(import_block_task, config.input, lo, hi, columns, len(gene_ids), config.store,
                                  pure=False) for lo, hi in bounds]
         try:
             for k, ((lo, hi), future) in enumerate(zip(bounds, futures), start=first):
-                _commit(config, manifest, root, table, positions, k, lo, hi, future.result())
+                _commit(config, manifest, writer, table, positions, k, lo, hi, future.result())
                 future.release()
         finally:
             for future in futures:

@@ -62,9 +62,15 @@ class WindowPolicy:
     commit_cells: int | None = 1_000_000
     """At most this many cells per commit (by metadata; a larger experiment commits alone): the
     driver holds the obs rows of the units open."""
-    units_ahead: int = 3
+    units_ahead: int | None = None
     """Commit units formed and not committed: one commits while the next ones write. A unit is
-    formed when there is room, so units grow by themselves when commits are slow."""
+    formed when there is room, so units grow by themselves when commits are slow. None: one per
+    8 worker threads, at least 3 (a unit is written when its largest experiment is, so on a big
+    cluster many units write at once)."""
+    group_cells: int = 4_000_000
+    """At most this many cells per commit of consecutive written units (``commit_group``): when
+    commits are slower than writes, one commit takes every written unit at the head, so its fixed
+    cost (round trips to the bucket) is paid once for all of them."""
 
     def __post_init__(self) -> None:
         if (self.loads_per_thread <= 0 or not 0 < self.memory_fraction <= 1 or self.loading_bytes_per_cell <= 0
@@ -72,11 +78,14 @@ class WindowPolicy:
             raise ValueError(f"loads_per_thread and bytes per cell must be positive and memory_fraction in (0, 1]: {self}")
         if self.commit_experiments <= 0 or (self.commit_cells is not None and self.commit_cells <= 0):
             raise ValueError(f"commit_experiments and commit_cells must be positive: {self}")
-        if self.units_ahead <= 0:
-            raise ValueError(f"units_ahead must be positive, got {self.units_ahead}")
+        if (self.units_ahead is not None and self.units_ahead <= 0) or self.group_cells <= 0:
+            raise ValueError(f"units_ahead and group_cells must be positive: {self}")
 
     def max_loads(self, capacity: Capacity) -> int:
         return max(1, int(capacity.threads * self.loads_per_thread))
+
+    def max_units(self, capacity: Capacity) -> int:
+        return self.units_ahead or max(3, capacity.threads // 8)
 
     def max_bytes(self, capacity: Capacity) -> int:
         """Worker memory that experiments may hold at once, from load until written."""
@@ -174,9 +183,9 @@ class LoadWindow:
     def take_unit(self, stop_before=None) -> list | None:
         """The next commit unit: finished experiments at the head in order, capped by the policy's
         experiments and cells per commit; ``stop_before`` (a key) ends the unit before that
-        experiment. None when no unit can be formed now (``units_ahead`` units open, or the head
+        experiment. None when no unit can be formed now (``max_units`` units open, or the head
         is still loading)."""
-        if self.units_open >= self.policy.units_ahead:
+        if self.units_open >= self.policy.max_units(self.capacity):
             return None
         unit, cells = [], 0
         for key, slot in self._slots.items():
@@ -206,3 +215,14 @@ class LoadWindow:
         if tuple(unit) in self._held_by_unit:
             self.written(unit)
         self.units_open -= 1
+
+
+def commit_group(written_cells: list[int], policy: WindowPolicy) -> int:
+    """How many of the written units at the head (their cells, in order) the next commit takes:
+    all of them up to ``policy.group_cells`` cells, and at least one."""
+    n, cells = 0, 0
+    for c in written_cells:
+        if n and cells + c > policy.group_cells:
+            break
+        n, cells = n + 1, cells + c
+    return n

@@ -25,6 +25,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "content-length", "host"}
 TOKEN_PATH = "/token"
+UPSTREAM_CONNECTIONS = 4
+"""Requests passed on at once: the emulator serves one at a time from a listen backlog of 5, and a
+connection past it waits for a resent SYN (1 s, then 3 s) instead of its turn."""
 BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
 
 
@@ -52,6 +55,10 @@ def _part(raw: bytes) -> tuple[dict[str, str], bytes]:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 256
+    """Concurrent clients (a commit's writes go out together) queue here, not in dropped SYNs
+    that the client's TCP resends a second later (``socketserver``'s backlog is 5)."""
+
     def handle_error(self, request, client_address) -> None:
         """A client that goes away mid-request (a killed worker or driver) is expected here."""
 
@@ -68,6 +75,7 @@ class GCSProxy:
         self.latency, self.bandwidth = latency, bandwidth
         self._next_free = 0.0  # when the capped link is free again
         self._lock = threading.Lock()
+        self._upstream_slots = threading.BoundedSemaphore(UPSTREAM_CONNECTIONS)
         self._fail_next = 0
         self._fail_until = 0.0
         self._down = False
@@ -187,15 +195,16 @@ class GCSProxy:
             def _forward(self, body: bytes) -> None:
                 if proxy.latency:
                     time.sleep(proxy.latency)
-                upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 path = self.path
                 if self.command == "POST" and "uploadType=multipart" in path:
                     path, headers, body = as_media_upload(path, headers, body)
-                upstream.request(self.command, path, body=body if body or self.command in ("POST", "PUT") else None,
-                                 headers=headers)
-                response = upstream.getresponse()
-                payload = response.read()
+                with proxy._upstream_slots:
+                    upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                    upstream.request(self.command, path, headers=headers,
+                                     body=body if body or self.command in ("POST", "PUT") else None)
+                    response = upstream.getresponse()
+                    payload = response.read()
                 out = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
                 if "Location" in out:  # resumable uploads continue through the proxy too
                     emulator = f"{proxy.upstream.scheme}://{proxy.upstream.netloc}"

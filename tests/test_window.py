@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scdata.window import GIB, Capacity, LoadWindow, WindowPolicy
+from scdata.window import GIB, Capacity, LoadWindow, WindowPolicy, commit_group
 
 KIB = 1 << 10
 POLICY = WindowPolicy(loading_bytes_per_cell=64 * KIB, loaded_bytes_per_cell=16 * KIB, memory_fraction=1.0)
@@ -101,3 +101,21 @@ def test_any_finishing_order_commits_the_selection_in_order(sizes, threads, memo
             committed += unit
     assert committed == list(range(len(sizes)))
     assert window.held_bytes == 0 and window.loading == 0
+
+
+def test_units_ahead_follow_the_cluster():
+    policy = WindowPolicy()
+    assert policy.max_units(Capacity(threads=2, memory_bytes=GIB)) == 3
+    assert policy.max_units(Capacity(threads=64, memory_bytes=GIB)) == 8
+    assert policy.max_units(Capacity(threads=256, memory_bytes=GIB)) == 32
+    assert WindowPolicy(units_ahead=5).max_units(Capacity(threads=256, memory_bytes=GIB)) == 5
+    with pytest.raises(ValueError, match="units_ahead"):
+        WindowPolicy(units_ahead=0)
+
+
+def test_a_commit_takes_the_written_units_at_the_head_up_to_the_group_cap():
+    policy = WindowPolicy(group_cells=1000)
+    assert commit_group([400, 400, 400], policy) == 2  # 1,200 > 1,000
+    assert commit_group([2000, 10], policy) == 1  # larger than the cap: alone
+    assert commit_group([0, 0, 10], policy) == 3  # units of rejections only ride along
+    assert commit_group([500], policy) == 1
