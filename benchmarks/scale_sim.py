@@ -102,18 +102,29 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
     """The ingest's loop (``scdata.ingest._run_units``) over simulated workers; ``policy``: the
     ingest's default ``WindowPolicy`` with the CLI's default commit caps."""
     from scdata.plan import COMMITTED, plan_round
-    from scdata.window import Capacity, LoadWindow, commit_group
+    from scdata.window import Capacity, EarlyStarts, LoadWindow, commit_group
 
     sim = Sim(n_workers)
     window = LoadWindow(policy or _default_policy(), Capacity(n_workers, n_workers * worker_memory))
     todo = deque(enumerate(cells))
+    early, started = EarlyStarts(cells, window.policy), {}
     loads, units, next_row, tail, commits, committing = {}, deque(), 0, None, 0, None
     in_flight = []
     while todo or loads or units or committing:
-        while todo and window.admits(todo[0][1]):
+        for key in early.due(todo[0][0] if todo else len(cells), window.capacity):
+            if not window.admits_early(cells[key]):
+                break
+            early.started(key)
+            started[key] = sim.submit(Durations._at(d.load, cells[key]), -todo[0][0])  # as urgent as the head
+            window.started_early(cells[key])
+        while todo and (todo[0][0] in started or window.admits(todo[0][1])):
             key, n = todo.popleft()
-            loads[key] = sim.submit(Durations._at(d.load, n), -key)
-            window.submitted(key, n)
+            if key in started:
+                loads[key] = started.pop(key)
+                window.submitted(key, n, early=True)
+            else:
+                loads[key] = sim.submit(Durations._at(d.load, n), -key)
+                window.submitted(key, n)
         for key in [k for k, t in loads.items() if t["done"] and not t.get("seen")]:
             loads[key]["seen"] = True
             window.loaded(key)

@@ -56,7 +56,7 @@ from .source import (
 from .commit import STRINGS, ObsPart, StoreWriter
 from .store import StoreLayout, create_store, gene_axis_digest, open_root, truncate
 from .tasks import gene_table_task, load_task, rows_task, summarize_task, write_own_task, write_seam_task
-from .window import Capacity, LoadWindow, WindowPolicy, commit_group
+from .window import Capacity, EarlyStarts, LoadWindow, WindowPolicy, commit_group
 
 log = logging.getLogger(__name__)
 WINDOW_REFRESH_S = 5.0
@@ -338,6 +338,20 @@ class _Selection:
                 return exp
         return None
 
+    @property
+    def cursor(self) -> int:
+        """Position in ``order`` of the next experiment to take (or past it)."""
+        return self._cursor
+
+    def may_start_early(self, position: int) -> bool:
+        """Whether the experiment at ``position`` (past the cursor) will be taken in its turn
+        whatever happens before: not committed or rejected, and within the budget even if every
+        experiment before it counts (rejections only make the budget reach further)."""
+        exp = self.order[position]
+        ahead = sum(e.obs_count for e in self.order[self._cursor:position] if e.accession not in self.excluded)
+        return (exp.accession not in self.excluded and exp.accession not in self.done
+                and self._total + ahead < self.cell_count)
+
     def take(self) -> Experiment:
         exp = self.peek()
         self._cursor += 1
@@ -445,19 +459,41 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
     bar = _progress(config.progress, initial)
     planned = {e.accession for e in initial}  # later ones are top-ups: the bar's total grows
 
+    early = EarlyStarts([e.obs_count for e in selection.order], window.policy)
+    started: dict[str, _Load] = {}
+    """Loads started ahead of their turn, by accession."""
+
+    def submit_load(exp: Experiment, priority: int) -> _Load:
+        load = client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir,
+                             pure=False, priority=-priority)
+        return _Load(exp, load, client.submit(summarize_task, load, pure=False, priority=-priority))
+
     try:
         while True:
             if time.monotonic() - refreshed > WINDOW_REFRESH_S:
                 window.resize(cluster_capacity(client))
                 refreshed = time.monotonic()
-            while fatal is None and (exp := selection.peek()) is not None and window.admits(exp.obs_count):
+            if fatal is None:  # large experiments first, ahead of their turn (as urgent as the next in turn)
+                for position in early.due(selection.cursor, window.capacity):
+                    if not selection.may_start_early(position):
+                        early.started(position)  # committed, rejected or past the budget: not ahead
+                        continue
+                    exp = selection.order[position]
+                    if not window.admits_early(exp.obs_count):
+                        break
+                    early.started(position)
+                    started[exp.accession] = submit_load(exp, seq)
+                    window.started_early(exp.obs_count)
+            while fatal is None and (exp := selection.peek()) is not None and (
+                    exp.accession in started or window.admits(exp.obs_count)):
                 selection.take()
                 # earlier experiments first: the head of the window is what the next commit waits for
-                load = client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir,
-                                     pure=False, priority=-seq)
-                loading[seq] = loads[seq] = _Load(exp, load, client.submit(summarize_task, load, pure=False,
-                                                                           priority=-seq))
-                window.submitted(seq, exp.obs_count)
+                if exp.accession in started:
+                    loading[seq] = loads[seq] = started.pop(exp.accession)
+                    window.submitted(seq, exp.obs_count, early=True)
+                else:
+                    loading[seq] = loads[seq] = submit_load(exp, seq)
+                    window.submitted(seq, exp.obs_count)
                 if bar is not None and exp.accession not in planned:
                     bar.total += exp.obs_count
                     bar.refresh()
@@ -497,13 +533,17 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
                 raise IngestError(f"{loads[fatal].error} (committed rounds are intact; fix or filter it out and rerun)")
             if not units and not loads and committing is None and selection.peek() is None:
                 break
-            waiting = [m.summary for m in loading.values()] + [f for u in units if not u.written for f in u.writes]
+            waiting = [m.summary for m in [*loading.values(), *started.values()]] + [
+                f for u in units if not u.written for f in u.writes]
             if waiting:
                 with contextlib.suppress(TimeoutError):  # a commit in progress is polled
                     wait(waiting, timeout=COMMIT_POLL_S if committing else WINDOW_REFRESH_S, return_when="FIRST_COMPLETED")
             elif committing is not None:
                 futures.wait([committing[1]], timeout=WINDOW_REFRESH_S)
     finally:
+        for m in started.values():  # a run stopped with loads started ahead: they are not needed
+            m.summary.cancel()
+            m.load.cancel()
         if committing is not None:  # an error stops the run: the commit under way ends first (or fails)
             with contextlib.suppress(Exception):
                 committing[1].result()

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
+
 GIB = 1 << 30
 DEFAULT_WORKER_MEMORY = 4 * GIB
 """Memory assumed for a worker that reports no limit (``dask worker --memory-limit 0``)."""
@@ -67,6 +69,9 @@ class WindowPolicy:
     formed when there is room, so units grow by themselves when commits are slow. None: one per
     8 worker threads, at least 3 (a unit is written when its largest experiment is, so on a big
     cluster many units write at once)."""
+    early_factor: float | None = 4.0
+    """An experiment this many times the selection's mean size or larger starts loading ahead of
+    its turn (``EarlyStarts``); None: every load in turn."""
     group_cells: int = 4_000_000
     """At most this many cells per commit of consecutive written units (``commit_group``): when
     commits are slower than writes, one commit takes every written unit at the head, so its fixed
@@ -120,6 +125,9 @@ class LoadWindow:
         """Worker memory reserved from submission until the unit's writes are done (by metadata cells)."""
         self.units_open = 0
         self._held_by_unit: dict[tuple, int] = {}
+        self.early = 0
+        """Loads started ahead of their turn and not yet in it."""
+        self.early_bytes = 0
 
     def resize(self, capacity: Capacity) -> None:
         """Workers joined or left: the window follows (what is in flight stays)."""
@@ -134,19 +142,42 @@ class LoadWindow:
         return self.policy.max_bytes(self.capacity)
 
     def admits(self, cells: int) -> bool:
-        """Whether an experiment of ``cells`` cells may start loading now. One larger than the whole
-        memory window is admitted when nothing else is held, so it cannot stall the ingest."""
+        """Whether an experiment of ``cells`` cells may start loading now, in its turn. One larger
+        than the whole memory window is admitted when nothing else in turn is held (loads started
+        ahead wait for their turn), so it cannot stall the ingest."""
         if self.loading >= self.max_loads:
             return False
         need = cells * self.policy.loading_bytes_per_cell
-        return self.held_bytes == 0 or self.held_bytes + need <= self.max_bytes
+        return self.held_bytes == self.early_bytes or self.held_bytes + need <= self.max_bytes
 
-    def submitted(self, key, cells: int) -> None:
+    def admits_early(self, cells: int) -> bool:
+        """Whether a load may start ahead of its turn: such loads hold at most half the window's
+        loads and memory, so the loads in turn, which they wait for, always have room."""
+        need = cells * self.policy.loading_bytes_per_cell
+        return (self.loading < self.max_loads and self.early < self.max_loads // 2
+                and self.early_bytes + need <= self.max_bytes // 2 and self.held_bytes + need <= self.max_bytes)
+
+    def submitted(self, key, cells: int, early: bool = False) -> None:
+        """An experiment starts loading in its turn; ``early``: it started ahead of its turn
+        (``started_early``) and takes its place in the order now."""
         if key in self._slots:
             raise ValueError(f"experiment {key!r} is already in the window")
         self._slots[key] = _Slot(cells)
+        need = cells * self.policy.loading_bytes_per_cell
+        if early:
+            self.early -= 1
+            self.early_bytes -= need
+        else:
+            self.loading += 1
+            self.held_bytes += need
+
+    def started_early(self, cells: int) -> None:
+        """A load started ahead of its turn (``EarlyStarts``): it holds a thread and memory from now."""
+        need = cells * self.policy.loading_bytes_per_cell
         self.loading += 1
-        self.held_bytes += cells * self.policy.loading_bytes_per_cell
+        self.early += 1
+        self.held_bytes += need
+        self.early_bytes += need
 
     def loaded(self, key) -> None:
         """Loaded: it holds its int16 rows now, less than while it was converted."""
@@ -226,3 +257,41 @@ def commit_group(written_cells: list[int], policy: WindowPolicy) -> int:
             break
         n, cells = n + 1, cells + c
     return n
+
+
+class EarlyStarts:
+    """Large experiments whose loads start ahead of their turn.
+
+    Commits follow the selection's order, so a large experiment holds up every commit behind it
+    while it loads, and the experiments loaded behind it wait in worker memory until the window
+    is full. Started when the cells before it that have not started loading would take the
+    cluster about as long as it takes itself (``threads * cells``: one thread loads it while every
+    thread loads those), it finishes about when they do. Positions index the selection's order;
+    the caller skips the positions that are not to be loaded (committed, rejected, past the
+    budget)."""
+
+    def __init__(self, cells: list[int], policy: WindowPolicy):
+        self.cells = np.asarray(cells, dtype=np.int64)
+        self.prefix = np.concatenate([[0], np.cumsum(self.cells)])
+        big = [] if policy.early_factor is None or not len(cells) else \
+            np.flatnonzero(self.cells >= policy.early_factor * self.cells.mean())
+        self.pending = [int(i) for i in big]
+        """Candidates not started, in order."""
+        self.largest = int(self.cells[big].max()) if len(big) else 0
+
+    def due(self, cursor: int, capacity: Capacity) -> list[int]:
+        """Candidates after ``cursor`` (the next position to start in turn) that should start now,
+        in order. Those reached in turn leave the candidates; ``started`` removes the others."""
+        while self.pending and self.pending[0] < cursor:
+            self.pending.pop(0)
+        due = []
+        for i in self.pending:
+            ahead = int(self.prefix[i] - self.prefix[cursor])
+            if ahead > capacity.threads * self.largest:  # no later one can be due either
+                break
+            if ahead <= capacity.threads * int(self.cells[i]):
+                due.append(i)
+        return due
+
+    def started(self, position: int) -> None:
+        self.pending.remove(position)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scdata.window import GIB, Capacity, LoadWindow, WindowPolicy, commit_group
+from scdata.window import GIB, Capacity, EarlyStarts, LoadWindow, WindowPolicy, commit_group
 
 KIB = 1 << 10
 POLICY = WindowPolicy(loading_bytes_per_cell=64 * KIB, loaded_bytes_per_cell=16 * KIB, memory_fraction=1.0)
@@ -119,3 +119,35 @@ def test_a_commit_takes_the_written_units_at_the_head_up_to_the_group_cap():
     assert commit_group([2000, 10], policy) == 1  # larger than the cap: alone
     assert commit_group([0, 0, 10], policy) == 3  # units of rejections only ride along
     assert commit_group([500], policy) == 1
+
+
+def test_large_experiments_start_when_the_cells_before_them_take_as_long():
+    cells = [100] * 30 + [2000] + [100] * 5 + [5000]
+    early = EarlyStarts(cells, WindowPolicy(early_factor=4.0))  # mean 270: 2,000 and 5,000 are large
+    capacity = Capacity(threads=1, memory_bytes=64 * GIB)
+    assert early.due(0, capacity) == []  # 3,000 cells before the first: more than it takes itself
+    assert early.due(5, capacity) == [36]  # 2,500 + 2,000 + 500 <= 5,000: the larger one first
+    early.started(36)
+    assert early.due(5, capacity) == []
+    assert early.due(10, capacity) == [30]  # 2,000 before it
+    assert early.due(31, capacity) == []  # reached in turn, or started
+    assert EarlyStarts(cells, WindowPolicy(early_factor=None)).due(10, capacity) == []
+
+
+def test_loads_ahead_of_their_turn_leave_room_for_the_loads_in_turn():
+    policy = WindowPolicy(loads_per_thread=2, memory_fraction=0.5, loading_bytes_per_cell=KIB, loaded_bytes_per_cell=KIB)
+    window = LoadWindow(policy, Capacity(threads=2, memory_bytes=8 * KIB * 1000))  # 4 loads, 4,000 cells
+    assert window.admits_early(1500)
+    window.started_early(1500)
+    assert not window.admits_early(1000)  # half the memory at most
+    assert window.admits_early(400)
+    window.started_early(400)
+    assert not window.admits_early(1)  # half the loads at most
+    assert window.admits(10_000)  # nothing in turn is held: the head is never stalled by loads ahead
+    window.submitted(0, 1000)
+    assert window.admits(1100) and not window.admits(1200)  # 1,900 ahead + 1,000 in turn of 4,000
+    window.submitted(1, 1500, early=True)  # its turn: no second reservation
+    assert window.loading == 3 and window.early == 1 and window.held_bytes == 2900 * KIB
+    window.loaded(0)
+    window.loaded(1)
+    assert window.take_unit() == [0, 1]
