@@ -74,8 +74,8 @@ def drive(out: str, args: list[str]) -> None:
     def timed_commit(*a, **k):
         start = time.time()
         result = commit(*a, **k)
-        first, last = {"_commit_round": (a[3], a[3]), "_commit_unit": (a[3].plan, a[3].plan),
-                       "_commit_units": (a[3][0].plan, a[3][-1].plan)}[name]
+        units = a[3] if name == "_commit_units" else [a[3]]  # the units' plans (a round is its own plan)
+        first, last = [getattr(u, "plan", u) for u in (units[0], units[-1])]
         commits.append({"start": start, "end": time.time(), "cells": last.stop - first.start})
         return result
 
