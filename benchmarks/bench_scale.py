@@ -42,10 +42,12 @@ import psutil
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from benchmarks.common import WORK, md_table, run_checked, write_results  # noqa: E402
+from benchmarks.common import WORK, run_checked  # noqa: E402
 from benchmarks.scale_sim import (ASSUMPTIONS, RELEASE_EXPERIMENTS, linear_fit, measure_commit,  # noqa: E402
                                   measure_write, measured_durations, release_durations, release_sizes,
+                                  summary_bytes_per_cell,
                                   simulate_rounds, simulate_window)
+from benchmarks.scale_report import write_report  # noqa: E402
 
 PY = sys.executable
 BUCKET = "sczarr-scale"
@@ -324,7 +326,15 @@ def time_to_first_commit(site: Site, tree: str, cell_count: int, store: str, tim
         os.killpg(proc.pid, signal.SIGKILL)
     output = proc.communicate()[0]
     selected = next((line for line in output.splitlines() if line.startswith("Selected")), output[-300:])
-    return {"seconds": seconds, "planned_s": created, "selected": selected}
+    failed = {} if seconds is not None else {"returncode": proc.returncode, "output": output[-3000:],
+                                              "timed_out": time.perf_counter() - start >= timeout}
+    return {"seconds": seconds, "planned_s": created, "selected": selected, **failed}
+
+
+def _median_try(tries: list[dict]) -> dict:
+    """The try with the median time to the first commit (a try that never committed counts as slowest)."""
+    ranked = sorted(tries, key=lambda t: float("inf") if t["seconds"] is None else t["seconds"])
+    return ranked[len(ranked) // 2]
 
 
 # ---- main ----------------------------------------------------------------------------------------
@@ -358,6 +368,9 @@ def main() -> None:
     p.add_argument("--first-commit", type=int, nargs="+", default=[10, 100, 1000],
                    help="selection sizes (experiments) for the time to the first commit")
     p.add_argument("--first-commit-before", type=int, nargs="+", default=[10, 100])
+    p.add_argument("--first-commit-repeats", type=int, default=3, help="tries per selection size (median)")
+    p.add_argument("--only-first-commit", action="store_true",
+                   help="measure the times to the first commit again, keep the last run's ingests")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reuse", action="store_true", help="analyse the last run's real measurements again")
     p.add_argument("--only-before", action="store_true", help="measure today's shape again, keep the window's runs")
@@ -382,10 +395,12 @@ def main() -> None:
     cells = [e.obs_count for e in _order(many)]
     order = {n: sum(cells[:n]) for n in sizes}
     raw = os.path.join(work, "raw.json")
-    if a.reuse or a.only_before:  # the real runs of the last full run, for the simulation and report only
+    if a.reuse or a.only_before or a.only_first_commit:  # the last full run's real runs, for the report
         with open(raw) as f:
             runs, before_runs, first = json.load(f)
-    if a.only_before:  # today's shape again, the window's runs kept
+    if a.only_first_commit:
+        _, _, first = real_runs(a, work, release, before, many, order, ingest_runs=False)
+    elif a.only_before:  # today's shape again, the window's runs kept
         _, before_runs, first_before = real_runs(a, work, release, before, many, order, window=False)
         first = [f for f in first if f["code"] != "rounds (before)"] + first_before
     elif not a.reuse:
@@ -396,7 +411,9 @@ def main() -> None:
 
 
 def real_runs(a, work: str, release: str, before: str, many: str, order: dict,
-              window: bool = True) -> tuple[list, list, list]:
+              window: bool = True, ingest_runs: bool = True) -> tuple[list, list, list]:
+    """The real ingests (``ingest_runs``; the window's with ``window``) and the times to the first
+    commit, on one emulator and cluster."""
     from tests.gcs_proxy import GCSProxy
     from tests.services import bucket_fs, gcs_emulator, upload_tree
 
@@ -412,9 +429,9 @@ def real_runs(a, work: str, release: str, before: str, many: str, order: dict,
         site.driver_proxy = GCSProxy(endpoint, latency=a.latency).__enter__()
         try:
             site.start_scheduler()
-            for n in sorted(a.workers) if window else [max(a.workers)]:
+            for n in sorted(a.workers) if window and ingest_runs else [max(a.workers)]:
                 site.grow(n)
-                if not window:
+                if not (window and ingest_runs):
                     break
                 wait_idle(site.address)
                 budget = order[a.per_worker * n]
@@ -426,10 +443,13 @@ def real_runs(a, work: str, release: str, before: str, many: str, order: dict,
             for tree, label, counts in ((ROOT, "load window", a.first_commit if window else []),
                                         (before, "rounds (before)", a.first_commit_before)):
                 for count in counts:
-                    r = time_to_first_commit(site, tree, order[count], os.path.join(work, f"first-{count}.zarr"))
-                    first.append({"code": label, "experiments": count, "workers": len(site.workers), **r})
-                    print(first[-1], flush=True)
-            for n in sorted(a.before_workers, reverse=True):
+                    # a store per try: a stopped try's workers may still be writing into its store
+                    tries = [time_to_first_commit(site, tree, order[count], os.path.join(work, f"first-{count}-{i}.zarr"))
+                             for i in range(a.first_commit_repeats)]
+                    first.append({"code": label, "experiments": count, "workers": len(site.workers),
+                                  **_median_try(tries), "tries": tries})
+                    print({k: v for k, v in first[-1].items() if k != "tries"}, flush=True)
+            for n in sorted(a.before_workers, reverse=True) if ingest_runs else []:
                 site.grow(n) if n > len(site.workers) else site.shrink(n)
                 wait_idle(site.address)
                 before_runs.append(run_ingest(site, f"rounds-{n}", os.path.join(work, f"rounds-{n}.zarr"),
@@ -477,9 +497,13 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
         projection.append({"workers": n, "policy": "load window", **window, "worker_hours": n * window["wall_s"] / 3600})
         projection.append({"workers": n, "policy": "rounds (before)", **rounds, "worker_hours": n * rounds["wall_s"] / 3600})
     driver_per_exp = _driver_bytes_per_experiment(release, base["store"])
-    driver_memory = {"base_bytes": min(r["driver_peak_rss_bytes"] for r in runs),
-                     "bytes_per_experiment": driver_per_exp,
-                     "release_bytes": min(r["driver_peak_rss_bytes"] for r in runs) + driver_per_exp * RELEASE_EXPERIMENTS}
+    base_bytes = min(r["driver_peak_rss_bytes"] for r in runs)
+    per_cell = summary_bytes_per_cell()
+    driver_memory = {"base_bytes": base_bytes, "bytes_per_experiment": driver_per_exp,
+                     "summary_bytes_per_cell": per_cell,
+                     "release_bytes": {p["workers"]: base_bytes + driver_per_exp * RELEASE_EXPERIMENTS
+                                       + per_cell * p["peak_cells_on_driver"]
+                                       for p in projection if p["policy"] == "load window"}}
 
     write_report(a, runs, before_runs, identical, identical_before, d, sim_bench, rd, projection, driver_memory, first,
                  commit, bucket_commit)
@@ -534,67 +558,6 @@ def _driver_bytes_per_experiment(release: str, store: str) -> float:
     size = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return size / max(len(order), len(manifest.experiments))
-
-
-def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench, rd, projection, driver_memory, first,
-                 commit, bucket_commit):
-    gib = 2**30
-    real = [{k: v for k, v in r.items() if k not in ("records", "store")} for r in runs + before_runs]
-    table = "### Real workers (dask scheduler + dask worker, GCS emulator behind a latency/bandwidth proxy)\n\n"
-    table += (f"{a.experiments} synthetic experiments of {a.min_cells}-{a.max_cells} cells x 36,601 genes; "
-              f"{a.latency * 1000:.0f} ms per request, {a.bandwidth / 1e6:.0f} MB/s per worker; store on local disk; "
-              f"this machine has {os.cpu_count()} cores.\n\n")
-    table += md_table(
-        ["shape", "workers", "wall (s)", "cells/s", "busy", "busy after planning", "commits",
-         "load: wall / CPU / runnable / I/O (s)", "driver CPU ms/exp", "scheduler CPU ms/exp", "driver / scheduler RSS (GiB)"],
-        [[r["label"].split("-")[0], r["workers"], f"{r['wall_s']:.1f}", f"{r['cells_per_s']:,.0f}",
-          f"{r['busy_fraction']:.0%}", f"{r['busy_fraction_after_planning']:.0%}", r["commits"],
-          "{mean_wall_s:.2f} / {mean_cpu_s:.2f} / {mean_runnable_wait_s:.2f} / {mean_io_wait_s:.2f}".format(
-              **r["tasks"]["load_task"]),
-          f"{1000 * r['driver_cpu_s_per_experiment']:.0f}", f"{1000 * r['scheduler_cpu_s_per_experiment']:.0f}",
-          f"{r['driver_peak_rss_bytes'] / gib:.2f} / {r['scheduler_peak_rss_bytes'] / gib:.2f}"]
-         for r in runs + before_runs])
-    table += (f"\n\nWeak scaling: {a.per_worker} experiments per worker (the release's {a.experiments} files listed "
-              f"again under new accessions). `same` rows ingest the {a.per_worker} experiments of the 1-worker run.")
-    table += "\n\nStores byte-identical to 1 worker's (same selection): " + ", ".join(
-        f"{n} workers: {'yes' if ok else 'NO'}" for n, ok in identical.items())
-    table += "; today's shape against the window at the same worker count: " + ", ".join(
-        f"{k}: {'yes' if ok else 'NO'}" for k, ok in identical_before.items())
-    table += ("\n\n### Simulated: each run's experiments, the 1-worker run's task durations, the ingest's window\n\n"
-              "The tasks' durations without CPU contention, replayed through `LoadWindow` and `plan_round` (no "
-              "planning phase, no Dask overheads): what these runs would do on a core per worker.\n\n")
-    table += md_table(["workers", "experiments", "wall (s)", "busy", "commits"],
-                      [[s["workers"], s["experiments"], f"{s['wall_s']:.1f}", f"{s['busy_fraction']:.0%}", s["commits"]]
-                       for s in sim_bench])
-    table += "\n\n### Projection: the 2026-01-12 human release\n\n"
-    if a.reuse:
-        table += ("The real runs above are those of the last full run, reused (`--reuse`); the driver's commit was "
-                  "measured again for this projection.\n\n")
-    table += (f"The driver's commit, measured: {commit['fit'][0]:.3f} s + {commit['fit'][1] * 1e6:.2f} us per cell on "
-              f"local disk; {bucket_commit['fit'][0]:.3f} s + {bucket_commit['fit'][1] * 1e6:.2f} us per cell into a "
-              f"gs:// store at {bucket_commit['latency_s'] * 1000:.0f} ms per request (the release's commits; "
-              "`rounds (before)` is replayed with it too).\n\n")
-    table += md_table(["workers", "policy", "wall (h)", "worker-hours", "busy", "commits"],
-                      [[p["workers"], p["policy"], f"{p['wall_s'] / 3600:.1f}", f"{p['worker_hours']:,.0f}",
-                        f"{p['busy_fraction']:.0%}", f"{p['commits']:,}"] for p in projection])
-    table += (f"\n\nDriver memory for the release: ~{driver_memory['release_bytes'] / gib:.2f} GiB "
-              f"({driver_memory['base_bytes'] / gib:.2f} GiB measured + "
-              f"{driver_memory['bytes_per_experiment'] / 1024:.1f} KiB per experiment held in its manifest).\n\n")
-    table += "Assumptions:\n\n" + "\n".join(f"- {k}: {v}" for k, v in ASSUMPTIONS.items())
-    table += "\n\n### Time to the first committed row (the same bucket and cluster)\n\n"
-    table += md_table(["code", "experiments selected", "workers", "store created (s)", "first commit (s)"],
-                      [[f["code"], f["experiments"], f["workers"],
-                        "-" if f.get("planned_s") is None else f"{f['planned_s']:.1f}",
-                        "-" if f["seconds"] is None else f"{f['seconds']:.1f}"] for f in first])
-    name = "bench_scale" if not a.quick else "bench_scale_quick"
-    write_results(name, {
-        "config": vars(a), "real": real, "identical_to_one_worker": {str(k): v for k, v in identical.items()},
-        "before_identical_to_one_worker": identical_before, "durations": d.__dict__, "simulated_bench": sim_bench,
-        "release_durations": rd.__dict__, "commit_measured": commit,
-        "bucket_commit_measured": bucket_commit, "projection": projection, "assumptions": ASSUMPTIONS,
-        "driver_memory": driver_memory, "time_to_first_commit": first,
-        "busy_by_workers": {f"{r['label'].split('-')[0]}-{r['workers']}": r["busy_fraction"] for r in runs + before_runs},
-    }, table)
 
 
 if __name__ == "__main__":

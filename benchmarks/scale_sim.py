@@ -109,7 +109,7 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
     todo = deque(enumerate(cells))
     early, started = EarlyStarts(cells, window.policy), {}
     loads, units, next_row, tail, commits, committing = {}, deque(), 0, None, 0, None
-    in_flight = []
+    in_flight, on_driver, peak_on_driver = [], 0, 0
     while todo or loads or units or committing:
         for key in early.due(todo[0][0] if todo else len(cells), window.capacity):
             if not window.admits_early(cells[key]):
@@ -128,6 +128,8 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
         for key in [k for k, t in loads.items() if t["done"] and not t.get("seen")]:
             loads[key]["seen"] = True
             window.loaded(key)
+            on_driver += cells[key]  # its summary (barcodes, per-cell counts) until its commit
+            peak_on_driver = max(peak_on_driver, on_driver)
         in_flight.append(window.loading)
         while (keys := window.take_unit()) is not None:
             plan = plan_round(next_row, [cells[k] for k in keys], chunk)
@@ -151,6 +153,7 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
         if committing is not None and sim.now >= committing[0]:
             for keys in committing[1]:
                 window.committed(keys)
+                on_driver -= sum(cells[k] for k in keys)
             committing, commits = None, commits + 1
             continue
         if committing is None and units and units[0][3]:  # the committer thread: one commit at a time
@@ -166,7 +169,8 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
         else:
             sim.step()
     return {"workers": n_workers, "wall_s": sim.now, "busy_fraction": sim.busy / (n_workers * sim.now),
-            "commits": commits, "mean_loads_in_flight": float(np.mean(in_flight))}
+            "commits": commits, "mean_loads_in_flight": float(np.mean(in_flight)),
+            "peak_cells_on_driver": peak_on_driver}
 
 
 def _default_policy():
@@ -271,6 +275,28 @@ def measure_commit(store: str, sizes=(1_000, 10_000, 50_000, 200_000), per_exper
     points = points[20:]
     fit = linear_fit([p[0] for p in points], [p[1] for p in points])
     return {"fit": fit, "points": points}
+
+
+def summary_bytes_per_cell(n: int = 20_000) -> float:
+    """Driver memory per cell of a loaded experiment's summary (``tasks.ExperimentSummary``: 10x
+    barcodes as strings, per-cell counts, one annotation column), held from its load until its
+    commit; measured with tracemalloc."""
+    import tracemalloc
+
+    from scdata.tasks import ExperimentSummary
+
+    rng = np.random.default_rng(0)
+    tracemalloc.start()
+    summary = ExperimentSummary(
+        accession="SRX0", n_cells=n, barcodes=np.asarray([f"{''.join(rng.choice(list('ACGT'), 16))}-1" for _ in range(n)],
+                                                          dtype=object),
+        umi_count=rng.integers(500, 9000, n), total_counts=rng.integers(500, 9000, n), gene_count=rng.integers(200, 3000, n),
+        annotations=pd.DataFrame({"cell_type": rng.choice(["T cell", "B cell", "NK cell"], n)}), repairs={}, nnz=0,
+        rows_digest="", file_size=0, file_digest="", warnings=())
+    size = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del summary
+    return size / n
 
 
 def measure_write(work: str, n_chunks: int = 6, density: float = 0.06) -> float:
