@@ -24,6 +24,7 @@ cloud bucket's shape, then 64 and 256 workers by simulation, then the whole huma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -46,7 +47,7 @@ from benchmarks.common import WORK, run_checked  # noqa: E402
 from benchmarks.scale_sim import (ASSUMPTIONS, RELEASE_EXPERIMENTS, linear_fit, measure_commit,  # noqa: E402
                                   measure_write, measured_durations, release_durations, release_sizes,
                                   summary_bytes_per_cell,
-                                  simulate_rounds, simulate_window)
+                                  _default_policy, simulate_rounds, simulate_window)
 from benchmarks.scale_report import write_report  # noqa: E402
 
 PY = sys.executable
@@ -491,11 +492,12 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
     sizes = release_sizes()
     mem = ASSUMPTIONS["worker_memory_bytes"]
     projection = []
+    in_turn = dataclasses.replace(_default_policy(), early_factor=None)  # what early starts are worth
     for n in (64, 256):
-        window = simulate_window(sizes, n, rd, mem)
-        rounds = simulate_rounds(sizes, n, rd)
-        projection.append({"workers": n, "policy": "load window", **window, "worker_hours": n * window["wall_s"] / 3600})
-        projection.append({"workers": n, "policy": "rounds (before)", **rounds, "worker_hours": n * rounds["wall_s"] / 3600})
+        for policy, run in (("load window", simulate_window(sizes, n, rd, mem)),
+                            ("load window, every load in turn", simulate_window(sizes, n, rd, mem, policy=in_turn)),
+                            ("rounds (before)", simulate_rounds(sizes, n, rd))):
+            projection.append({"workers": n, "policy": policy, **run, "worker_hours": n * run["wall_s"] / 3600})
     driver_per_exp = _driver_bytes_per_experiment(release, base["store"])
     base_bytes = min(r["driver_peak_rss_bytes"] for r in runs)
     per_cell = summary_bytes_per_cell()
@@ -505,8 +507,10 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
                                        + per_cell * p["peak_cells_on_driver"]
                                        for p in projection if p["policy"] == "load window"}}
 
+    sizes_summary = {"experiments": len(sizes), "cells": int(sum(sizes)), "median": int(np.median(sizes)),
+                     "p99": int(np.percentile(sizes, 99)), "largest": int(max(sizes))}
     write_report(a, runs, before_runs, identical, identical_before, d, sim_bench, rd, projection, driver_memory, first,
-                 commit, bucket_commit)
+                 commit, bucket_commit, sizes_summary)
 
 
 def measure_bucket_commit(latency: float) -> dict:

@@ -10,7 +10,7 @@ from benchmarks.scale_sim import ASSUMPTIONS
 
 
 def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench, rd, projection, driver_memory, first,
-                 commit, bucket_commit):
+                 commit, bucket_commit, sizes):
     gib = 2**30
     real = [{k: v for k, v in r.items() if k not in ("records", "store")} for r in runs + before_runs]
     table = "### Real workers (dask scheduler + dask worker, GCS emulator behind a latency/bandwidth proxy)\n\n"
@@ -50,6 +50,8 @@ def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench
               f"local disk; {bucket_commit['fit'][0]:.3f} s + {bucket_commit['fit'][1] * 1e6:.2f} us per cell into a "
               f"gs:// store at {bucket_commit['latency_s'] * 1000:.0f} ms per request (the release's commits; "
               "`rounds (before)` is replayed with it too).\n\n")
+    table += (f"The release's experiments as simulated: {sizes['experiments']:,}, {sizes['cells'] / 1e6:.0f}M cells; "
+              f"median {sizes['median']:,} cells, 99th percentile {sizes['p99']:,}, largest {sizes['largest']:,}.\n\n")
     table += md_table(["workers", "policy", "wall (h)", "worker-hours", "busy", "commits"],
                       [[p["workers"], p["policy"], f"{p['wall_s'] / 3600:.1f}", f"{p['worker_hours']:,.0f}",
                         f"{p['busy_fraction']:.0%}", f"{p['commits']:,}"] for p in projection])
@@ -73,7 +75,7 @@ def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench
         "config": vars(a), "real": real, "identical_to_one_worker": {str(k): v for k, v in identical.items()},
         "before_identical_to_one_worker": identical_before, "durations": d.__dict__, "simulated_bench": sim_bench,
         "release_durations": rd.__dict__, "commit_measured": commit,
-        "bucket_commit_measured": bucket_commit, "projection": projection, "assumptions": ASSUMPTIONS,
+        "bucket_commit_measured": bucket_commit, "release_sizes": sizes, "projection": projection, "assumptions": ASSUMPTIONS,
         "driver_memory": driver_memory, "time_to_first_commit": first,
         "busy_by_workers": {f"{r['label'].split('-')[0]}-{r['workers']}": r["busy_fraction"] for r in runs + before_runs},
     }, table)
