@@ -279,19 +279,20 @@ def measure_commit(store: str, sizes=(1_000, 10_000, 50_000, 200_000), per_exper
 
 def summary_bytes_per_cell(n: int = 20_000) -> float:
     """Driver memory per cell of a loaded experiment's summary (``tasks.ExperimentSummary``: 10x
-    barcodes as strings, per-cell counts, one annotation column), held from its load until its
-    commit; measured with tracemalloc."""
+    barcodes, per-cell counts, one annotation column), held from its load until its commit;
+    measured with tracemalloc."""
     import tracemalloc
 
     from scdata.tasks import ExperimentSummary
 
     rng = np.random.default_rng(0)
+    barcodes = [f"{''.join(rng.choice(list('ACGT'), 16))}-1" for _ in range(n)]
+    labels = np.asarray(["T cell", "B cell", "NK cell"], dtype=object)  # unpickled: one object per distinct value
     tracemalloc.start()
-    summary = ExperimentSummary(
-        accession="SRX0", n_cells=n, barcodes=np.asarray([f"{''.join(rng.choice(list('ACGT'), 16))}-1" for _ in range(n)],
-                                                          dtype=object),
+    summary = ExperimentSummary(  # as summarize_task makes it
+        accession="SRX0", n_cells=n, barcodes=np.asarray(barcodes, dtype=np.dtypes.StringDType()),
         umi_count=rng.integers(500, 9000, n), total_counts=rng.integers(500, 9000, n), gene_count=rng.integers(200, 3000, n),
-        annotations=pd.DataFrame({"cell_type": rng.choice(["T cell", "B cell", "NK cell"], n)}), repairs={}, nnz=0,
+        annotations=pd.DataFrame({"cell_type": labels[rng.integers(0, 3, n)]}), repairs={}, nnz=0,
         rows_digest="", file_size=0, file_digest="", warnings=())
     size = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()

@@ -82,7 +82,9 @@ def load_task(
 
 @dataclass(frozen=True, slots=True)
 class ExperimentSummary:
-    """Everything the driver needs from a loaded experiment except its count matrix."""
+    """Everything the driver needs from a loaded experiment except its count matrix. The driver
+    holds it from the load until the commit (tens of millions of cells on a large cluster), so
+    barcodes are one string array, not a Python string per cell."""
 
     accession: str
     n_cells: int
@@ -104,7 +106,7 @@ def summarize_task(loaded: LoadedExperiment) -> ExperimentSummary:
     return ExperimentSummary(
         accession=loaded.accession,
         n_cells=loaded.n_cells,
-        barcodes=loaded.barcodes,
+        barcodes=np.asarray(loaded.barcodes, dtype=np.dtypes.StringDType()),  # 35 bytes a barcode, not 75
         umi_count=counts.umi_count,
         total_counts=counts.total_counts,
         gene_count=counts.gene_count,
