@@ -88,6 +88,8 @@ class StoreWriter:
         categories. The driver is the only writer, so unaligned 1-D writes are safe."""
         parts = [ObsPart.from_frame(rows)] if isinstance(rows, pd.DataFrame) else rows
         stop = start + sum(p.n for p in parts)
+        if stop == start:  # nothing to write (a unit of rejections only)
+            return {column: len(self._lookup[column]) for column in self.categorical}
         cells = slice(start, stop)
         writes, grown = [], []
 

@@ -83,6 +83,8 @@ def test_parts_equal_the_frame_and_the_copy_equals_a_fresh_consolidation(tmp_pat
     codes, categories = obs["cell_type"]  # per-cell values win; the metadata's where there are none
     assert codes[5:12] == [categories.index("from metadata")] * 7 and categories.count("from metadata") == 1
     assert read_manifest(stores["parts"]).n_committed == 42
+    writer = StoreWriter(stores["parts"])  # reopened: the categories are read back
+    assert writer.write_obs_rows(42, []) == {"srx_accession": 4, "tissue": 2, "cell_type": 3}
 
     url = stores["parts"]
     copy = (tmp_path / "parts.zarr" / "zarr.json").read_bytes()
