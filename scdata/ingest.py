@@ -343,12 +343,12 @@ class _Selection:
         """Position in ``order`` of the next experiment to take (or past it)."""
         return self._cursor
 
-    def may_start_early(self, position: int) -> bool:
+    def may_start_early(self, position: int, ahead: int) -> bool:
         """Whether the experiment at ``position`` (past the cursor) will be taken in its turn
-        whatever happens before: not committed or rejected, and within the budget even if every
-        experiment before it counts (rejections only make the budget reach further)."""
+        whatever happens before: not committed or rejected, and within the budget even if all
+        ``ahead`` cells before it count (at least the cells the budget will count there:
+        rejections only make the budget reach further)."""
         exp = self.order[position]
-        ahead = sum(e.obs_count for e in self.order[self._cursor:position] if e.accession not in self.excluded)
         return (exp.accession not in self.excluded and exp.accession not in self.done
                 and self._total + ahead < self.cell_count)
 
@@ -475,7 +475,7 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
                 refreshed = time.monotonic()
             if fatal is None:  # large experiments first, ahead of their turn (as urgent as the next in turn)
                 for position in early.due(selection.cursor, window.capacity):
-                    if not selection.may_start_early(position):
+                    if not selection.may_start_early(position, early.cells_between(selection.cursor, position)):
                         early.started(position)  # committed, rejected or past the budget: not ahead
                         continue
                     exp = selection.order[position]

@@ -286,7 +286,7 @@ class EarlyStarts:
             self.pending.pop(0)
         due = []
         for i in self.pending:
-            ahead = int(self.prefix[i] - self.prefix[cursor])
+            ahead = self.cells_between(cursor, i)
             if ahead > capacity.threads * self.largest:  # no later one can be due either
                 break
             if ahead <= capacity.threads * int(self.cells[i]):
@@ -295,3 +295,7 @@ class EarlyStarts:
 
     def started(self, position: int) -> None:
         self.pending.remove(position)
+
+    def cells_between(self, start: int, stop: int) -> int:
+        """Cells of the positions ``[start, stop)``."""
+        return int(self.prefix[stop] - self.prefix[start])
