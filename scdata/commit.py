@@ -28,7 +28,10 @@ import zarr
 from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
 
-from .store import OBS_STRING_COLUMNS, consolidated_document, open_root, scratch_view
+from .store import (
+    OBS_STRING_COLUMNS, categorical_columns, consolidated_document, numeric_columns, open_root, read_categories,
+    row_array_paths, scratch_view,
+)
 
 STRINGS = np.dtypes.StringDType()
 
@@ -52,16 +55,11 @@ class StoreWriter:
         self.root = open_root(url, mode="r+")
         self._nodes: dict[str, zarr.Array | zarr.Group] = dict(
             self.root.members(max_depth=None, use_consolidated_for_children=False))
-        order = self._nodes["obs"].attrs["column-order"]
-        self.categorical = [c for c in order if isinstance(self._nodes.get(f"obs/{c}"), zarr.Group)]
-        self.numeric = [c for c in order if c not in OBS_STRING_COLUMNS and c != "_index"
-                        and isinstance(self._nodes.get(f"obs/{c}"), zarr.Array)]
-        self._lookup = {c: self._read_categories(c) for c in self.categorical}
+        self.categorical = categorical_columns(self.root)
+        self.numeric = numeric_columns(self.root)
+        self._row_paths = row_array_paths(self.root)
+        self._lookup = {c: {v: i for i, v in enumerate(read_categories(self.root, c))} for c in self.categorical}
         self._replaced: dict[str, GroupMetadata] = {}
-
-    def _read_categories(self, column: str) -> dict[str, int]:
-        cats = self._nodes[f"obs/{column}/categories"]
-        return {str(v): i for i, v in enumerate(cats[:])} if cats.shape[0] else {}
 
     def get(self, path: str) -> zarr.Array | zarr.Group | None:
         return self._nodes.get(path)
@@ -70,11 +68,8 @@ class StoreWriter:
         """A node created during the run (the manifest's log), so the consolidated copy lists it."""
         self._nodes[path] = node
 
-    @property
-    def row_arrays(self) -> list[zarr.Array]:
-        """Every obs array with one entry per cell (categories are per category, not per cell)."""
-        names = ["_index", *OBS_STRING_COLUMNS, *self.numeric] + [f"{c}/codes" for c in self.categorical]
-        return [self._nodes[f"obs/{name}"] for name in names]
+    def category_counts(self) -> dict[str, int]:
+        return {column: len(self._lookup[column]) for column in self.categorical}
 
     # ---- a commit's steps -----------------------------------------------------------------------
 
@@ -89,7 +84,7 @@ class StoreWriter:
         parts = [ObsPart.from_frame(rows)] if isinstance(rows, pd.DataFrame) else rows
         stop = start + sum(p.n for p in parts)
         if stop == start:  # nothing to write (a unit of rejections only)
-            return {column: len(self._lookup[column]) for column in self.categorical}
+            return self.category_counts()
         cells = slice(start, stop)
         writes, grown = [], []
 
@@ -112,13 +107,14 @@ class StoreWriter:
                 grown.append((cats, cats.shape[0] + len(new)))
         gather(writes)  # values first, then the categories' shapes
         gather([cats.async_array.resize((total,)) for cats, total in grown])
-        return {column: len(self._lookup[column]) for column in self.categorical}
+        return self.category_counts()
 
     def grow_rows(self, n_rows: int) -> None:
         """The commit's shape change: every obs array, then X, to ``n_rows`` rows (written before,
         through ``scratch_view``). obs first, so a reader never sees rows of X whose obs are not
         visible yet; the manifest is replaced after this."""
-        gather([a.async_array.resize((n_rows, *a.shape[1:])) for a in self.row_arrays if a.shape[0] != n_rows])
+        rows = [self._nodes[path] for path in self._row_paths]
+        gather([a.async_array.resize((n_rows, *a.shape[1:])) for a in rows if a.shape[0] != n_rows])
         x = self._nodes["X"]
         if x.shape[0] != n_rows:
             x.resize((n_rows, *x.shape[1:]))

@@ -349,11 +349,14 @@ def scratch_view(array: zarr.Array, n_rows: int) -> zarr.Array:
     return zarr.Array(AsyncArray(metadata, async_array.store_path, async_array.config))
 
 
-def row_arrays(root: zarr.Group) -> list[zarr.Array]:
+def row_array_paths(root: zarr.Group) -> list[str]:
     """Every obs array with one entry per cell (categories are per category, not per cell)."""
-    obs = root["obs"]
-    names = ["_index", *OBS_STRING_COLUMNS, *numeric_columns(root)]
-    return [obs[name] for name in names] + [obs[f"{column}/codes"] for column in categorical_columns(root)]
+    return ([f"obs/{name}" for name in ["_index", *OBS_STRING_COLUMNS, *numeric_columns(root)]]
+            + [f"obs/{column}/codes" for column in categorical_columns(root)])
+
+
+def row_arrays(root: zarr.Group) -> list[zarr.Array]:
+    return [root[path] for path in row_array_paths(root)]
 
 
 def truncate(root: zarr.Group, n_committed: int, categories: dict[str, int]) -> None:
