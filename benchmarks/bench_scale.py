@@ -47,7 +47,7 @@ from benchmarks.common import WORK, run_checked  # noqa: E402
 from benchmarks.scale_sim import (ASSUMPTIONS, RELEASE_EXPERIMENTS, linear_fit, measure_commit,  # noqa: E402
                                   measure_write, measured_durations, release_durations, release_sizes,
                                   summary_bytes_per_cell,
-                                  _default_policy, simulate_rounds, simulate_window)
+                                  default_policy, simulate_rounds, simulate_window)
 from benchmarks.scale_report import write_report  # noqa: E402
 
 PY = sys.executable
@@ -492,7 +492,7 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
     sizes = release_sizes()
     mem = ASSUMPTIONS["worker_memory_bytes"]
     projection = []
-    in_turn = dataclasses.replace(_default_policy(), early_factor=None)  # what early starts are worth
+    in_turn = dataclasses.replace(default_policy(), early_factor=None)  # what early starts are worth
     for n in (64, 256):
         for policy, run in (("load window", simulate_window(sizes, n, rd, mem)),
                             ("load window, every load in turn", simulate_window(sizes, n, rd, mem, policy=in_turn)),

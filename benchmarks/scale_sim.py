@@ -105,7 +105,7 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
     from scdata.window import Capacity, EarlyStarts, LoadWindow, commit_group
 
     sim = Sim(n_workers)
-    window = LoadWindow(policy or _default_policy(), Capacity(n_workers, n_workers * worker_memory))
+    window = LoadWindow(policy or default_policy(), Capacity(n_workers, n_workers * worker_memory))
     todo = deque(enumerate(cells))
     early, started = EarlyStarts(cells, window.policy), {}
     loads, units, next_row, tail, commits, committing = {}, deque(), 0, None, 0, None
@@ -173,7 +173,7 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
             "peak_cells_on_driver": peak_on_driver}
 
 
-def _default_policy():
+def default_policy():
     from scdata.ingest import IngestConfig
 
     return IngestConfig().policy
