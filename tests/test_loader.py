@@ -236,26 +236,44 @@ def test_numpy_tokenizer_path_equals_torch(n_tokens):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_persistent_workers_serve_every_epoch_and_a_resume_exactly(store):
+def test_persistent_workers_serve_every_epoch_and_a_resume_exactly(store, monkeypatch):
     """One loader with 2 workers over several epochs: its worker processes persist, each epoch and
-    a resumed one serve exactly what an in-process loader serves, values included."""
+    a resumed one serve exactly what an in-process loader serves, values included (epochs out of
+    order, so a prefetched buffer is dropped). Batches are copied, not kept, so buffers are
+    reused: each crosses to this process once, and later hand-offs of it travel as offsets."""
+    import torch.multiprocessing.reductions as reductions
+
+    crossed = []
+    rebuild = reductions.rebuild_storage_fd
+
+    def counted(*args):
+        crossed.append(1)
+        return rebuild(*args)
+
+    # pickled by name: the workers (forked after this) must find it under the original's name
+    counted.__module__, counted.__qualname__ = rebuild.__module__, rebuild.__qualname__
+    monkeypatch.setattr(reductions, "rebuild_storage_fd", counted)
+
     def config():
         return LoaderConfig(store=store, batch_size=30, buffer_blocks=2, seed=6, handoff_cells=90, metadata=())
 
     def epoch_of(loader, epoch):
         loader.set_epoch(epoch)
-        return {int(r): x for xs, meta in loader for r, x in zip(meta["row"].numpy(), xs.numpy())}
+        return {int(r): x.copy() for xs, meta in loader for r, x in zip(meta["row"].numpy(), xs.numpy())}
 
     reference = StoreDataLoader(StoreDataset(config()))
     loader = StoreDataLoader(StoreDataset(config()), num_workers=2)
     pids = None
-    for epoch in (0, 1, 2):
+    handoffs = 0
+    for epoch in (0, 1, 5, 2):
         want, got = epoch_of(reference, epoch), epoch_of(loader, epoch)
         assert got.keys() == want.keys()
         assert all(np.array_equal(got[r], want[r]) for r in want)
+        handoffs += len(loader.dataset.rows) // 90
         now = sorted(w.pid for w in loader._workers[0]._iterator._workers)
         assert pids is None or now == pids  # the same processes every epoch
         pids = now
+    assert 0 < len(crossed) < handoffs / 4  # per ring slot (and the odd fresh buffer), not per hand-off
     # stop mid-epoch 3, resume on the same loader: the rest of the epoch, each cell once
     loader.set_epoch(3)
     seen = []

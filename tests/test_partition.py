@@ -5,16 +5,18 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scmodel.data.partition import (EpochPlan, complement, handoff_sizes, n_batches, n_positions, rank_slice,
-                                    served_intervals, served_per_role, sub_intervals, union, worker_range)
+from scmodel.data.partition import (EpochPlan, complement, handoff_sizes, n_batches, n_positions, positions_before,
+                                    rank_slice, served_intervals, served_per_role, sub_intervals, union, worker_range)
 
 
 def _positions(intervals) -> list[int]:
     return [p for a, b in intervals for p in range(a, b)]
 
 
-def _brute_force_served(remaining: list[int], world, workers, batch, drop_last, per_handoff, k) -> set[int]:
-    """Round-robin over hand-offs, written out batch by batch."""
+def _brute_force_served(remaining: list[int], world, workers, batch, drop_last, per_handoff, k,
+                        buffer_starts=()) -> set[int]:
+    """Round-robin over hand-offs, written out batch by batch: a hand-off is ``per_handoff``
+    batches, and a new one starts with any batch holding a buffer's first position."""
     n = len(remaining)
     served = set()
     for rank in range(world):
@@ -25,7 +27,14 @@ def _brute_force_served(remaining: list[int], world, workers, batch, drop_last, 
             batches = [cells[i : i + batch] for i in range(0, len(cells), batch)]
             if drop_last:
                 batches = [b for b in batches if len(b) == batch]
-            queues.append([batches[i : i + per_handoff] for i in range(0, len(batches), per_handoff)])
+            handoffs = []
+            for i, b in enumerate(batches):
+                previous = batches[i - 1][-1] if i else None
+                new_buffer = previous is not None and any(previous < s <= b[-1] for s in buffer_starts)
+                if not handoffs or len(handoffs[-1]) == per_handoff or new_buffer:
+                    handoffs.append([])
+                handoffs[-1].append(b)
+            queues.append(handoffs)
         order = [b for lap in range(max(map(len, queues), default=0)) for q in queues if lap < len(q) for b in q[lap]]
         for b in order[:k]:
             served.update(b)
@@ -63,8 +72,9 @@ def test_order_seeded_by_seed_and_epoch():
 @settings(max_examples=300, deadline=None)
 @given(n=st.integers(0, 400), holes=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 40)), max_size=4),
        world=st.integers(1, 3), workers=st.integers(1, 4), batch=st.integers(1, 17), per_handoff=st.integers(1, 4),
-       drop_last=st.booleans(), fraction=st.floats(0, 1))
-def test_served_positions_match_round_robin(n, holes, world, workers, batch, per_handoff, drop_last, fraction):
+       drop_last=st.booleans(), fraction=st.floats(0, 1), buffers=st.lists(st.integers(1, 399), max_size=6))
+def test_served_positions_match_round_robin(n, holes, world, workers, batch, per_handoff, drop_last, fraction,
+                                            buffers):
     start = union(np.array([[a, min(a + w, n)] for a, w in holes if a < n], dtype=np.int64).reshape(-1, 2))
     remaining = complement(start, n)
     m = n_positions(remaining)
@@ -72,8 +82,11 @@ def test_served_positions_match_round_robin(n, holes, world, workers, batch, per
     counts = [n_batches(worker_range(m, world, 0, workers, w)[1] - worker_range(m, world, 0, workers, w)[0],
                         batch, drop_last) for w in range(workers)]
     k = int(fraction * sum(counts))
-    got = set(_positions(served_intervals(remaining, world, workers, batch, drop_last, per_handoff, k)))
-    assert got == _brute_force_served(_positions(remaining), world, workers, batch, drop_last, per_handoff, k)
+    buffer_starts = sorted({b for b in buffers if b < n})
+    cuts = positions_before(remaining, np.asarray(buffer_starts, dtype=np.int64))
+    got = set(_positions(served_intervals(remaining, world, workers, batch, drop_last, per_handoff, k, cuts)))
+    assert got == _brute_force_served(_positions(remaining), world, workers, batch, drop_last, per_handoff, k,
+                                      buffer_starts)
     assert not got & set(_positions(start))
 
 
@@ -101,9 +114,14 @@ def test_restarts_at_other_scales_serve_each_cell_once(n, layouts, batch):
 
 def test_round_robin_accounting():
     assert handoff_sizes(10, 4) == [4, 4, 2]
+    assert handoff_sizes(10, 4, starts=[3, 9]) == [3, 4, 2, 1]  # a new hand-off at each buffer's first batch
     # roles with 10 and 9 batches, hand-offs of 4: 4 (r0), 4 (r1), 4 (r0), 4 (r1), 2 (r0), 1 (r1)
-    assert served_per_role([10, 9], 4, 6) == ([4, 2], 1)  # mid hand-off of role 1
-    assert served_per_role([10, 9], 4, 8) == ([4, 4], 0)
-    assert served_per_role([10, 9], 4, 18) == ([10, 8], 1)
+    items = [handoff_sizes(10, 4), handoff_sizes(9, 4)]
+    assert served_per_role(items, 6) == ([4, 2], 1)  # mid hand-off of role 1
+    assert served_per_role(items, 8) == ([4, 4], 0)
+    assert served_per_role(items, 18) == ([10, 8], 1)
+    # a buffer's start's place in the remaining sequence
+    places = positions_before(np.array([[0, 3], [5, 9]]), np.array([0, 2, 4, 5, 7, 9, 12]))
+    assert places.tolist() == [0, 2, 3, 3, 5, 7, 7]
     assert rank_slice(10, 3, 2) == (6, 9)
     assert sub_intervals(np.array([[0, 3], [5, 9]]), 2, 6).tolist() == [[2, 3], [5, 8]]

@@ -25,12 +25,13 @@ def run_sczarr(a) -> dict:
 
     features = {"features": "hvg"} if a.variant == "hvg" else {"features": "genes", "genes": tuple(a.genes)}
     ds = StoreDataset(LoaderConfig(store=a.store, batch_size=BATCH, seed=0, metadata=(), buffer_blocks=a.buffer_blocks,
-                                   read_threads=a.read_threads, **features))
+                                   read_threads=a.read_threads, handoff_cells=a.handoff_cells, **features))
     codes = np.load(a.codes)
     epoch = iter(range(10**6))
+    # one loader for the run, as training uses it: its workers persist across epochs (set_epoch)
+    loader = StoreDataLoader(ds, num_workers=a.workers, prefetch_factor=a.prefetch_factor)
 
     def make_iter():
-        loader = StoreDataLoader(ds, num_workers=a.workers, prefetch_factor=a.prefetch_factor)
         loader.set_epoch(next(epoch))
         return ((x, codes[meta["row"].numpy()]) for x, meta in loader)
 
@@ -133,6 +134,7 @@ if __name__ == "__main__":
     p.add_argument("--buffer-blocks", type=int, default=8)
     p.add_argument("--read-threads", type=int, default=2)
     p.add_argument("--prefetch-factor", type=int, default=None)
+    p.add_argument("--handoff-cells", type=int, default=8192)
     p.add_argument("--block-size", type=int, default=64)
     p.add_argument("--fetch-factor", type=int, default=64)
     a = p.parse_args()

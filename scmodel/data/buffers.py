@@ -13,6 +13,12 @@ be reused only once nothing reads it any more:
   hand-offs nothing uses any more (their storage's use count) into a shared int64 array, and the
   worker reuses a slot once that count equals the number of views it handed out from it and it
   is done with the slot itself. Without that array (the dataset iterated by a plain DataLoader) every buffer is new.
+
+The main process also keeps each slot it has received mapped, and says so in the same array:
+the worker then hands over later views of that slot as ``(offset, rows)`` instead of a tensor.
+Passing a tensor costs a file descriptor through a socket, an authentication handshake and, in
+the main process, a fresh ``mmap`` whose pages fault again when read: measured ~1.2 ms per
+hand-off, about 8% of the rate with 8,192-cell hand-offs on 2 cores.
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ import sys
 import numpy as np
 import torch
 
-RING_SLOTS = 4
-"""Buffers a worker keeps: one being filled, one read ahead, and two whose hand-offs are queued."""
+RING_SLOTS = 6
+"""Buffers a worker keeps: one being served, one read ahead, one prefetched for the next epoch,
+two whose hand-offs are queued (``prefetch_factor``) and one the main process is letting go."""
+RELEASED, MAPPED = 0, 1
+"""Fields of the shared flags, per (worker, slot): hand-offs dropped (generation << 32 | count);
+whether the main process holds the slot's storage."""
 
 
 def shared_buffer(shape: tuple[int, int], dtype) -> torch.Tensor:
@@ -85,6 +95,10 @@ class SharedRing:
         self.slots[i]["handed"] += 1
         return [self.worker, i, gen]
 
+    def mapped(self, slot: tuple) -> bool:
+        """Whether the main process holds ``slot``'s buffer: a view of it can travel as offsets."""
+        return self.flags is not None and bool(self.flags[self.worker, slot[0], MAPPED])
+
     def done(self, slot: tuple) -> None:
         """The worker no longer reads ``slot``'s buffer: it is free once its hand-offs are dropped."""
         i, gen = slot
@@ -95,7 +109,7 @@ class SharedRing:
     def _released(self, i: int, slot: dict) -> bool:
         if slot["views"] == 0:
             return True
-        value = int(self.flags[self.worker, i])
+        value = int(self.flags[self.worker, i, RELEASED])
         return value >> 32 == slot["gen"] and value & 0xFFFFFFFF == slot["views"]
 
 
@@ -106,25 +120,41 @@ class ReleaseCounter:
     necessarily the tensor object. Polled as hand-offs arrive."""
 
     def __init__(self, workers: int):
-        self.flags = torch.zeros((max(workers, 1), RING_SLOTS), dtype=torch.int64).share_memory_()
+        self.flags = torch.zeros((max(workers, 1), RING_SLOTS, 2), dtype=torch.int64).share_memory_()
         self.live: list[tuple[torch.UntypedStorage, tuple[int, int, int]]] = []
+        self.storages: dict[tuple[int, int], torch.UntypedStorage] = {}  # (worker, slot): kept mapped
+        self.dtypes: dict[tuple[int, int], torch.dtype] = {}
+
+    def receive(self, x: torch.Tensor | None, tag, offsets=None) -> torch.Tensor:
+        """A hand-off's tensor: ``x`` itself (its slot's storage is kept, and the worker told), or
+        the view ``offsets`` describes of a slot received before."""
+        worker, slot = int(tag[0]), int(tag[1])
+        if offsets is None:
+            if (worker, slot) not in self.storages and x.is_shared():  # not a pinned copy: the slot itself
+                self.storages[(worker, slot)], self.dtypes[(worker, slot)] = x.untyped_storage(), x.dtype
+                self.flags[worker, slot, MAPPED] = 1
+        else:
+            first, rows, width = (int(v) for v in offsets)
+            x = torch.empty(0, dtype=self.dtypes[(worker, slot)]).set_(self.storages[(worker, slot)], first,
+                                                                         (rows, width))
+        self.watch(x, tag)
+        return x
 
     def watch(self, x: torch.Tensor, tag) -> None:
         self.live.append((x.untyped_storage(), tuple(int(v) for v in tag)))
         self.poll()
 
     def poll(self) -> None:
-        ours: dict[int, int] = {}
-        for storage, _ in self.live:
-            ours[storage._cdata] = ours.get(storage._cdata, 0) + 1
         keep = []
         for storage, tag in self.live:
-            if torch._C._storage_Use_Count(storage._cdata) > ours[storage._cdata]:
+            # a storage has one Python object, however often it is asked for: beyond its reference,
+            # each tensor on it (hand-offs, batches, arrays made from them) holds one
+            if torch._C._storage_Use_Count(storage._cdata) > 1:
                 keep.append((storage, tag))
             else:
                 self._dropped(*tag)
         self.live = keep
 
     def _dropped(self, worker: int, slot: int, gen: int) -> None:
-        value = int(self.flags[worker, slot])
-        self.flags[worker, slot] = value + 1 if value >> 32 == gen else (gen << 32) | 1
+        value = int(self.flags[worker, slot, RELEASED])
+        self.flags[worker, slot, RELEASED] = value + 1 if value >> 32 == gen else (gen << 32) | 1

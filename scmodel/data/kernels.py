@@ -43,11 +43,12 @@ def fill_rows(chunk: np.ndarray, rows: np.ndarray, slots: np.ndarray, divisor: n
     for g0 in range(0, width, tile):
         g1 = min(g0 + tile, width)
         for k in range(rows.shape[0]):
-            r = rows[k]
-            s = slots[k]
+            # 1-D slices indexed from 0: the inner loop vectorizes (2-D or offset indexing did not: ~8x slower)
+            src = chunk[rows[k], g0:g1]
+            dst = out[slots[k], col0 + g0 : col0 + g1]
             f = inv[k]
-            for g in range(g0, g1):
-                out[s, col0 + g] = np.float32(chunk[r, g]) * f
+            for g in range(g1 - g0):
+                dst[g] = np.float32(src[g]) * f
 
 
 @njit(cache=True, nogil=True)
@@ -59,20 +60,21 @@ def fill_columns(chunk: np.ndarray, rows: np.ndarray, slots: np.ndarray, divisor
     for m0 in range(0, n, tile):
         m1 = min(m0 + tile, n)
         for k in range(rows.shape[0]):
-            r = rows[k]
-            s = slots[k]
+            row = chunk[rows[k]]
+            target = out[slots[k]]
             f = inv[k]
             for m in range(m0, m1):
-                out[s, dst[m]] = np.float32(chunk[r, src[m]]) * f
+                target[dst[m]] = np.float32(row[src[m]]) * f
 
 
 @njit(cache=True, nogil=True)
 def gather_counts(chunk: np.ndarray, rows: np.ndarray, src: np.ndarray, col0: int, out: np.ndarray) -> None:
     """Raw counts ``out[k, col0 + m] = chunk[rows[k], src[m]]`` (the tokenizer path)."""
     for k in range(rows.shape[0]):
-        r = rows[k]
+        row = chunk[rows[k]]
+        target = out[k]
         for m in range(src.shape[0]):
-            out[k, col0 + m] = chunk[r, src[m]]
+            target[col0 + m] = row[src[m]]
 
 
 def warm() -> None:

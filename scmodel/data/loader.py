@@ -33,6 +33,12 @@ def pin_memory(batch):
     return x.pin_memory(), {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
 
 
+def as_handed(item):
+    """DataLoader's collate for hand-offs: none. Its default (``default_convert``) would make the
+    numpy columns tensors, each one more shared-memory segment and file descriptor per hand-off."""
+    return item
+
+
 def _cut(v, a: int, b: int):
     if isinstance(v, np.ndarray):
         return torch.from_numpy(v[a:b]) if v.dtype.kind in "iuf" else v[a:b]
@@ -83,10 +89,12 @@ class StoreDataLoader:
         for item in loader:
             tag = item[1].pop("_slot", None)
             if tag is not None:
-                counter.watch(item[0], tag)
-            for batch in split_batches(item, size):
+                item = (counter.receive(item[0], tag, item[1].pop("_view", None)), item[1])
+            for i, batch in enumerate(split_batches(item, size)):
                 self.consumed += 1
                 yield batch
+                if i == 0 and counter is not None:
+                    counter.poll()  # the previous hand-off's last batch has just been let go: its slot is free
             del item
         self.dataset.reset_position()  # the epoch is done: iterating again serves it whole
 
@@ -110,8 +118,9 @@ class StoreDataLoader:
         self.dataset.write_control(control) if persistent else None
         self.dataset.release_flags, self.dataset.control = counter.flags, control if persistent else None
         extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor else {}
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            multiprocessing_context=self.multiprocessing_context, persistent_workers=persistent, **extra)
+        loader = DataLoader(self.dataset, batch_size=None, collate_fn=as_handed, num_workers=self.num_workers,
+                            pin_memory=self.pin_memory, multiprocessing_context=self.multiprocessing_context,
+                            persistent_workers=persistent, **extra)
         it = iter(loader)  # starts the workers, which take their copy of the dataset now
         self.dataset.release_flags, self.dataset.control = None, None
         if persistent:
@@ -149,8 +158,9 @@ class StoreDataLoader:
     def consumed_positions(self) -> np.ndarray:
         """Positions of the epoch order served so far by every rank (ranks step together)."""
         layout = self._layout()
+        cuts = self.dataset.handoff_cuts() if layout["handoff"] > 1 else ()
         served = served_intervals(self.dataset.remaining(), layout["world"], layout["workers"], layout["batch_size"],
-                                  layout["drop_last"], layout["handoff"], self.consumed)
+                                  layout["drop_last"], layout["handoff"], self.consumed, cuts)
         return union(self.dataset.start, served)
 
     def state_dict(self) -> dict:

@@ -14,9 +14,11 @@ ranks x W workers) splits the remaining sequence S' (S without ``consumed``, in 
 Rank r takes the contiguous slice ``S'[r*M:(r+1)*M]`` with ``M = len(S') // R`` (equal counts
 per rank; the ``len(S') % R`` cells at the end are not served by this layout); worker w of W takes
 a contiguous share of its rank's slice (sizes differ by at most one cell, larger shares first) and
-cuts it into batches, grouped ``G`` at a time into hand-offs that DataLoader collects round-robin.
-After every rank served ``k`` batches, which positions were served is a function of (S', R, W,
-G, k) alone, so a restart with another R or W serves exactly the rest of the epoch, each cell once.
+cuts it into batches, grouped ``G`` at a time into hand-offs that DataLoader collects round-robin
+(a new group also starts at the batch that begins or crosses into a new buffer). After every
+rank served ``k`` batches, which positions were served is a function of (S', R, W, G, the
+buffers' starts, k) alone, so a restart with another R or W serves exactly the rest of the
+epoch, each cell once.
 
 Nothing here imports torch or zarr; tests check it against brute force.
 """
@@ -174,19 +176,53 @@ def n_batches(n_cells: int, batch_size: int, drop_last: bool) -> int:
     return n_cells // batch_size if drop_last else -(-n_cells // batch_size)
 
 
-def handoff_sizes(batches: int, per_handoff: int) -> list[int]:
-    """Batches in each hand-off of a worker serving ``batches`` (groups of ``per_handoff``)."""
-    full, rest = divmod(batches, per_handoff)
-    return [per_handoff] * full + ([rest] if rest else [])
+def handoff_sizes(batches: int, per_handoff: int, starts=()) -> list[int]:
+    """Batches in each hand-off of a worker serving ``batches``: groups of ``per_handoff``, and a
+    new group at each batch in ``starts`` (those that begin at or cross into a new buffer, so a
+    hand-off is a view of one buffer but for that batch's few cells of the buffer before)."""
+    edges = sorted({0, batches} | {int(b) for b in starts if 0 < b < batches})
+    sizes = []
+    for a, b in zip(edges, edges[1:]):
+        full, rest = divmod(b - a, per_handoff)
+        sizes += [per_handoff] * full + ([rest] if rest else [])
+    return sizes
 
 
-def served_per_role(role_batches: list[int], per_handoff: int, consumed: int) -> tuple[list[int], int]:
-    """After a rank handed out ``consumed`` batches (hand-offs taken round-robin over the worker
-    roles, exhausted roles skipped, as torch's DataLoader does): batches served per role, and the
-    role whose hand-off comes next (the one a resumed DataLoader's worker 0 must play)."""
-    workers = len(role_batches)
+def positions_before(remaining: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """For each position ``p`` of S, how many positions of ``remaining`` lie before it: ``p``'s
+    place in the remaining sequence S' (buffer starts there are where hand-offs are cut)."""
+    remaining = as_intervals(remaining)
+    points = np.asarray(points, dtype=np.int64)
+    if not len(remaining):
+        return np.zeros(len(points), np.int64)
+    a, b = remaining[:, 0], remaining[:, 1]
+    offsets = np.r_[0, np.cumsum(b - a)]
+    i = np.searchsorted(a, points, side="right") - 1
+    inside = np.clip(points - a[np.maximum(i, 0)], 0, (b - a)[np.maximum(i, 0)])
+    return np.where(i < 0, 0, offsets[np.maximum(i, 0)] + inside)
+
+
+def role_handoffs(n: int, world: int, rank: int, workers: int, batch_size: int, drop_last: bool, per_handoff: int,
+                  cuts: np.ndarray = ()) -> tuple[list[tuple[int, int]], list[list[int]]]:
+    """Each worker role of a rank over a remaining sequence of ``n``: its range, and the batches of
+    each of its hand-offs (``cuts``: positions of S' where a buffer starts)."""
+    ranges = [worker_range(n, world, rank, workers, w) for w in range(workers)]
+    cuts = np.asarray(cuts, dtype=np.int64)
+    items = []
+    for lo, hi in ranges:
+        inside = cuts[(cuts > lo) & (cuts < hi)]
+        items.append(handoff_sizes(n_batches(hi - lo, batch_size, drop_last), per_handoff,
+                                   np.unique((inside - lo) // batch_size)))
+    return ranges, items
+
+
+def served_per_role(items: list[list[int]], consumed: int) -> tuple[list[int], int]:
+    """After a rank handed out ``consumed`` batches (hand-offs, of ``items[role]`` batches each,
+    taken round-robin over the worker roles, exhausted roles skipped, as torch's DataLoader
+    does): batches served per role, and the role whose hand-off comes next (the one a resumed
+    DataLoader's worker 0 must play)."""
+    workers = len(items)
     served = [0] * workers
-    items = [handoff_sizes(n, per_handoff) for n in role_batches]
     left = consumed
     lap = 0
     while left > 0:
@@ -203,7 +239,7 @@ def served_per_role(role_batches: list[int], per_handoff: int, consumed: int) ->
                     return served, role  # mid hand-off: this role continues it
                 return served, _next_role(items, lap, role)
         if not progressed:
-            raise ValueError(f"{consumed} batches consumed, but the layout serves only {sum(role_batches)}")
+            raise ValueError(f"{consumed} batches consumed, but the layout serves only {sum(map(sum, items))}")
         lap += 1
     return served, 0
 
@@ -219,15 +255,14 @@ def _next_role(items: list[list[int]], lap: int, role: int) -> int:
 
 
 def served_intervals(remaining: np.ndarray, world: int, workers: int, batch_size: int, drop_last: bool,
-                     per_handoff: int, consumed: int) -> np.ndarray:
+                     per_handoff: int, consumed: int, cuts: np.ndarray = ()) -> np.ndarray:
     """Positions of S served once every rank of a layout over ``remaining`` handed out
     ``consumed`` batches (ranks step together, as DDP does)."""
     n = n_positions(remaining)
     parts = []
     for rank in range(world):
-        ranges = [worker_range(n, world, rank, workers, w) for w in range(workers)]
-        served, _ = served_per_role([n_batches(hi - lo, batch_size, drop_last) for lo, hi in ranges], per_handoff,
-                                    consumed)
+        ranges, items = role_handoffs(n, world, rank, workers, batch_size, drop_last, per_handoff, cuts)
+        served, _ = served_per_role(items, consumed)
         for (lo, hi), b in zip(ranges, served):
             parts.append(sub_intervals(remaining, lo, min(hi, lo + b * batch_size)))
     return union(*parts)

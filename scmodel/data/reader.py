@@ -4,7 +4,7 @@ A segment is the part of one shuffle buffer that one process serves, in serving 
 buffer is allocated once (in shared memory for a DataLoader worker, so it crosses to the main
 process without a copy); one job per chunk row decodes the chunk(s) into this thread's scratch
 and a compiled kernel writes each needed cell, normalized, into its slot. Batches are then views
-of the buffer. Jobs run on ``read_threads`` threads; the next segment is started while the
+of the buffer. Jobs run on the process's read threads; the next segment is started while the
 current one is served.
 """
 
@@ -75,7 +75,8 @@ class SegmentReader:
     """Reads segments of one dataset's cells into buffers (one instance per process)."""
 
     def __init__(self, cfg, block_rows: int, n_committed: int, feature_ids: np.ndarray, columns: np.ndarray | None,
-                 dtype, shared: bool, release_flags: torch.Tensor | None = None, worker: int = 0):
+                 dtype, shared: bool, release_flags: torch.Tensor | None = None, worker: int = 0, threads: int = 2,
+                 max_cells: int | None = None):
         self.cfg, self.block_rows, self.n_committed = cfg, block_rows, n_committed
         self.n_features = len(feature_ids)
         self.dtype, self.shared = dtype, shared
@@ -104,24 +105,42 @@ class SegmentReader:
                             for name in categorical_columns(self.root) if name in cfg.metadata}
         self.ids = ObsColumn(obs["_index"], n_committed, keep=max(4, cfg.buffer_blocks)) \
             if "cell_id" in cfg.metadata else None
-        self.pool = ThreadPoolExecutor(cfg.read_threads, thread_name_prefix="sczarr-read") if cfg.read_threads else None
-        capacity = cfg.buffer_blocks * block_rows
-        self.buffers = SharedRing(capacity, release_flags, worker) if shared else BufferPool(capacity)
+        self.threads = threads
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="sczarr-read") if threads else None
+        capacity = min(cfg.buffer_blocks * block_rows, max_cells or cfg.buffer_blocks * block_rows)
+        # a worker's hand-off starts in an earlier buffer only for its first batch (see
+        # ``partition.handoff_sizes``): those few cells are copied into the rows just before the
+        # buffer's own, so the hand-off is a view of one shared buffer, like any other
+        self.head = cfg.batch_size if shared else 0
+        self.buffers = SharedRing(capacity + self.head, release_flags, worker) if shared else BufferPool(capacity)
+        self.ahead: dict | None = None  # a segment begun by ``prefetch``
 
     def close(self) -> None:
+        if self.ahead is not None:
+            self._discard(self.ahead)
+            self.ahead = None
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- one segment --------------------------------------------------------------------
 
-    def start(self, rows: np.ndarray) -> dict:
-        """Begin filling a buffer with the cells ``rows`` (global rows, serving order)."""
-        out, slot = self.buffers.get(len(rows), self.n_features, np.dtype(self.dtype))
+    def start(self, rows: np.ndarray, claim: bool = False) -> dict:
+        """Begin filling a buffer with the cells ``rows`` (global rows, serving order). With
+        ``claim`` (an iteration's first buffer), the one ``prefetch`` began, if it holds the same
+        rows: any other prefetched buffer is dropped."""
+        if claim and self.ahead is not None:
+            ahead, self.ahead = self.ahead, None
+            if np.array_equal(ahead["rows"], rows):
+                return ahead
+            self._discard(ahead)
+        base, slot = self.buffers.get(self.head + len(rows), self.n_features, np.dtype(self.dtype))
+        out = base[self.head :]
         blocks = rows // self.block_rows
         order = np.argsort(blocks, kind="stable")
         bounds = np.flatnonzero(np.diff(blocks[order])) + 1
         parts = np.split(order, bounds) if len(rows) else []
-        segment = {"rows": rows, "out": out, "slot": slot, "left": len(parts), "lock": threading.Lock(), "post": []}
+        segment = {"rows": rows, "base": base, "out": out, "slot": slot, "left": len(parts), "lock": threading.Lock(),
+                   "post": []}
         jobs = []
         for idx in parts:
             b = int(blocks[idx[0]])
@@ -130,11 +149,29 @@ class SegmentReader:
         segment["jobs"] = jobs
         return segment
 
+    def prefetch(self, rows: np.ndarray | None) -> None:
+        """Begin filling the buffer the next iteration most likely starts with (the next epoch's
+        first), while the last one of this iteration is served: epochs then follow each other
+        without a stall. The next iteration's first ``start`` claims it or drops it."""
+        if self.ahead is not None:
+            self._discard(self.ahead)
+            self.ahead = None
+        if self.pool is not None and rows is not None and len(rows):
+            self.ahead = self.start(rows)
+
+    def _discard(self, segment: dict) -> None:
+        """A prefetched buffer nobody asked for: its fills end, then its slot is free again."""
+        for job in segment["jobs"]:
+            job.result()
+        for job in segment["post"]:
+            job.result()
+        self.done(segment["slot"])
+
     def _log_ranges(self, out: torch.Tensor) -> list[tuple[int, int]]:
         if self.cfg.tokenizer is not None or self.cfg.target is None or not len(out):
             return []
         n = len(out)
-        parts = max(1, self.cfg.read_threads)
+        parts = max(1, self.threads)
         return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
 
     def _fill_then_log(self, segment: dict, args: tuple) -> None:
@@ -169,9 +206,30 @@ class SegmentReader:
             meta[name] = categories[codes.take(rows)]
         return segment["out"], meta
 
+    def joined(self, segment: dict, before: list[np.ndarray], take: int) -> torch.Tensor | None:
+        """``before`` (rows of earlier buffers) followed by the segment's first ``take`` rows, as
+        one view of its buffer: ``before`` is copied into the rows ahead of the segment's (None
+        when they do not fit)."""
+        n = sum(len(b) for b in before)
+        if n > self.head:
+            return None
+        view = segment["base"][self.head - n : self.head + take]
+        dest, pos = view.numpy(), 0
+        for part in before:
+            dest[pos : pos + len(part)] = part
+            pos += len(part)
+        return view
+
     def tag(self, slot) -> list[int] | None:
         """What a hand-off that is a view of ``slot``'s buffer carries (None: nothing to report)."""
         return None if slot is None or not isinstance(self.buffers, SharedRing) else self.buffers.tag(slot)
+
+    def offsets(self, slot, view: torch.Tensor) -> list[int] | None:
+        """Where ``view`` lies in ``slot``'s buffer (first element, rows, width), when the main
+        process maps that buffer already (see ``buffers``)."""
+        if slot is None or not isinstance(self.buffers, SharedRing) or not self.buffers.mapped(slot):
+            return None
+        return [view.storage_offset(), view.shape[0], view.shape[1]]
 
     def done(self, slot) -> None:
         """This process no longer reads the buffer of ``slot`` (see ``SharedRing``)."""
