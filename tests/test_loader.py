@@ -289,3 +289,38 @@ def test_persistent_workers_serve_every_epoch_and_a_resume_exactly(store, monkey
     everything = np.concatenate([meta["row"].numpy() for _, meta in reference])
     assert len(np.unique(served)) == len(served) == len(everything)
     assert set(served) == set(everything)
+
+
+def test_epochs_left_early_do_not_strand_worker_buffers(store, monkeypatch):
+    """Breaking out of epochs (DataLoader then discards the hand-offs in flight) leaves a
+    persistent worker's buffers reusable: a later full epoch serves every cell once, with the
+    values an in-process loader gives, from buffers that crossed to this process before."""
+    import torch.multiprocessing.reductions as reductions
+
+    crossed = []
+    rebuild = reductions.rebuild_storage_fd
+
+    def counted(*args):
+        crossed.append(1)
+        return rebuild(*args)
+
+    counted.__module__, counted.__qualname__ = rebuild.__module__, rebuild.__qualname__
+    monkeypatch.setattr(reductions, "rebuild_storage_fd", counted)
+    config = LoaderConfig(store=store, batch_size=30, buffer_blocks=2, seed=3, handoff_cells=90, metadata=())
+    loader = StoreDataLoader(StoreDataset(config), num_workers=2)
+    loader.set_epoch(0)
+    for _ in loader:  # a whole epoch: each worker's buffers cross once
+        pass
+    for epoch in range(1, 9):
+        loader.set_epoch(epoch)
+        for k, _ in enumerate(loader):
+            if k == 4:
+                break
+    before = len(crossed)
+    loader.set_epoch(9)
+    got = {int(r): x.copy() for xs, meta in loader for r, x in zip(meta["row"].numpy(), xs.numpy())}
+    reference = StoreDataLoader(StoreDataset(config))
+    reference.set_epoch(9)
+    want = {int(r): x.copy() for xs, meta in reference for r, x in zip(meta["row"].numpy(), xs.numpy())}
+    assert got.keys() == want.keys() and all(np.array_equal(got[r], want[r]) for r in want)
+    assert len(crossed) - before < len(loader.dataset.rows) // 90 / 4  # not a fresh buffer per hand-off

@@ -31,9 +31,10 @@ import torch
 RING_SLOTS = 6
 """Buffers a worker keeps: one being served, one read ahead, one prefetched for the next epoch,
 two whose hand-offs are queued (``prefetch_factor``) and one the main process is letting go."""
-RELEASED, MAPPED = 0, 1
-"""Fields of the shared flags, per (worker, slot): hand-offs dropped (generation << 32 | count);
-whether the main process holds the slot's storage."""
+RELEASED, MAPPED, RECEIVED = 0, 1, 2
+"""Fields of the shared flags, per (worker, slot): hand-offs dropped and hand-offs received (each
+generation << 32 | count); whether the main process holds the slot's storage. Hand-offs handed
+out but never received were discarded by DataLoader when an iteration was left early."""
 
 
 def shared_buffer(shape: tuple[int, int], dtype) -> torch.Tensor:
@@ -66,6 +67,9 @@ class BufferPool:
     def done(self, slot) -> None:
         pass
 
+    def settle(self) -> None:
+        pass
+
 
 class SharedRing:
     """A worker's shared-memory buffers, reused when the main process has dropped their hand-offs."""
@@ -95,6 +99,15 @@ class SharedRing:
         self.slots[i]["handed"] += 1
         return [self.worker, i, gen]
 
+    def settle(self) -> None:
+        """At a new iteration: hand-offs the main process never received (DataLoader discards
+        those in flight when an iteration is left early) will never be dropped either, so a slot
+        waits only for those it received."""
+        for i, slot in enumerate(self.slots):
+            if self.flags is not None and slot["views"]:
+                value = int(self.flags[self.worker, i, RECEIVED])
+                slot["views"] = min(slot["views"], value & 0xFFFFFFFF if value >> 32 == slot["gen"] else 0)
+
     def mapped(self, slot: tuple) -> bool:
         """Whether the main process holds ``slot``'s buffer: a view of it can travel as offsets."""
         return self.flags is not None and bool(self.flags[self.worker, slot[0], MAPPED])
@@ -120,7 +133,7 @@ class ReleaseCounter:
     necessarily the tensor object. Polled as hand-offs arrive."""
 
     def __init__(self, workers: int):
-        self.flags = torch.zeros((max(workers, 1), RING_SLOTS, 2), dtype=torch.int64).share_memory_()
+        self.flags = torch.zeros((max(workers, 1), RING_SLOTS, 3), dtype=torch.int64).share_memory_()
         self.live: list[tuple[torch.UntypedStorage, tuple[int, int, int]]] = []
         self.storages: dict[tuple[int, int], torch.UntypedStorage] = {}  # (worker, slot): kept mapped
         self.dtypes: dict[tuple[int, int], torch.dtype] = {}
@@ -129,6 +142,7 @@ class ReleaseCounter:
         """A hand-off's tensor: ``x`` itself (its slot's storage is kept, and the worker told), or
         the view ``offsets`` describes of a slot received before."""
         worker, slot = int(tag[0]), int(tag[1])
+        self._count(worker, slot, int(tag[2]), RECEIVED)
         if offsets is None:
             if (worker, slot) not in self.storages and x.is_shared():  # not a pinned copy: the slot itself
                 self.storages[(worker, slot)], self.dtypes[(worker, slot)] = x.untyped_storage(), x.dtype
@@ -152,9 +166,9 @@ class ReleaseCounter:
             if torch._C._storage_Use_Count(storage._cdata) > 1:
                 keep.append((storage, tag))
             else:
-                self._dropped(*tag)
+                self._count(*tag, RELEASED)
         self.live = keep
 
-    def _dropped(self, worker: int, slot: int, gen: int) -> None:
-        value = int(self.flags[worker, slot, RELEASED])
-        self.flags[worker, slot, RELEASED] = value + 1 if value >> 32 == gen else (gen << 32) | 1
+    def _count(self, worker: int, slot: int, gen: int, field: int) -> None:
+        value = int(self.flags[worker, slot, field])
+        self.flags[worker, slot, field] = value + 1 if value >> 32 == gen else (gen << 32) | 1

@@ -253,6 +253,7 @@ class StoreDataset(IterableDataset):
         stop = lo + min(hi - lo, sum(items[role]) * cfg.batch_size)  # drop_last: whole batches only
         pieces = plan.pieces(sub_intervals(remaining, lo + skip * cfg.batch_size, stop))
         reader = self._segment_reader(in_worker, worker)
+        reader.settle()
         upcoming = lambda: self._next_epoch_first_rows(world, rank, workers, worker)  # noqa: E731
         yield from self._serve(reader, pieces, role, skip, np.cumsum(items[role]), stop - lo, upcoming)
 
@@ -283,36 +284,52 @@ class StoreDataset(IterableDataset):
             slots = {p[2] for p in pending if p[2] is not None}
             return item, slots
 
-        want = need(batch)
-        started = reader.start(pieces[0][1], claim=True) if pieces else None
-        for k in range(len(pieces)):
-            current = started
-            started = reader.start(pieces[k + 1][1]) if k + 1 < len(pieces) else None  # read ahead
-            if started is None:
-                reader.prefetch(upcoming())
-            x, meta = reader.finish(current)
-            slot = current["slot"]
-            pos = 0
-            while pos < len(x):
-                take = min(want - pending_n, len(x) - pos)
-                pending.append((x[pos : pos + take], _slice(meta, pos, pos + take), slot))
-                pending_n += take
-                pos += take
-                if pending_n == want:
-                    item, slots = flush()
-                    yield item
-                    for old in slots - {slot}:  # an earlier buffer's tail, now copied out
-                        reader.done(old)
-                    batch += -(-want // size)
-                    pending, pending_n = [], 0
-                    want = need(batch)
-            if not any(p[2] == slot for p in pending):
-                reader.done(slot)
-        if pending_n:
-            item, slots = flush()
-            yield item
-            for old in slots:
-                reader.done(old)
+        held = {}  # slot -> segment, for the buffers this iteration still reads
+
+        def begin(rows, claim=False):
+            segment = reader.start(rows, claim=claim)
+            if segment["slot"] is not None:
+                held[segment["slot"]] = segment
+            return segment
+
+        def release(slot):
+            held.pop(slot, None)
+            reader.done(slot)
+
+        try:
+            want = need(batch)
+            started = begin(pieces[0][1], claim=True) if pieces else None
+            for k in range(len(pieces)):
+                current = started
+                started = begin(pieces[k + 1][1]) if k + 1 < len(pieces) else None  # read ahead
+                if started is None:
+                    reader.prefetch(upcoming())
+                x, meta = reader.finish(current)
+                slot = current["slot"]
+                pos = 0
+                while pos < len(x):
+                    take = min(want - pending_n, len(x) - pos)
+                    pending.append((x[pos : pos + take], _slice(meta, pos, pos + take), slot))
+                    pending_n += take
+                    pos += take
+                    if pending_n == want:
+                        item, slots = flush()
+                        yield item
+                        for old in slots - {slot}:  # an earlier buffer's tail, now copied out
+                            release(old)
+                        batch += -(-want // size)
+                        pending, pending_n = [], 0
+                        want = need(batch)
+                if not any(p[2] == slot for p in pending):
+                    release(slot)
+            if pending_n:
+                item, slots = flush()
+                yield item
+                for old in slots:
+                    release(old)
+        finally:  # left early (DataLoader's reset, a break): the buffers still held are let go
+            for segment in list(held.values()):
+                reader.drop(segment)
 
     def _handoff(self, pieces: list, role: int, batch: int, reader, segment: dict):
         """One hand-off from ``pieces`` (consecutive rows of buffers; the last from ``segment``)."""

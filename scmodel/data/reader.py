@@ -117,7 +117,7 @@ class SegmentReader:
 
     def close(self) -> None:
         if self.ahead is not None:
-            self._discard(self.ahead)
+            self.drop(self.ahead)
             self.ahead = None
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -132,7 +132,7 @@ class SegmentReader:
             ahead, self.ahead = self.ahead, None
             if np.array_equal(ahead["rows"], rows):
                 return ahead
-            self._discard(ahead)
+            self.drop(ahead)
         base, slot = self.buffers.get(self.head + len(rows), self.n_features, np.dtype(self.dtype))
         out = base[self.head :]
         blocks = rows // self.block_rows
@@ -154,18 +154,23 @@ class SegmentReader:
         first), while the last one of this iteration is served: epochs then follow each other
         without a stall. The next iteration's first ``start`` claims it or drops it."""
         if self.ahead is not None:
-            self._discard(self.ahead)
+            self.drop(self.ahead)
             self.ahead = None
         if self.pool is not None and rows is not None and len(rows):
             self.ahead = self.start(rows)
 
-    def _discard(self, segment: dict) -> None:
-        """A prefetched buffer nobody asked for: its fills end, then its slot is free again."""
+    def drop(self, segment: dict) -> None:
+        """A buffer nobody will serve (prefetched for nothing, or read ahead by an iteration left
+        early): its fills end, then its slot is free again once its hand-offs are dropped."""
         for job in segment["jobs"]:
-            job.result()
+            job.result() if hasattr(job, "result") else None
         for job in segment["post"]:
             job.result()
         self.done(segment["slot"])
+
+    def settle(self) -> None:
+        """At a new iteration (see ``SharedRing.settle``)."""
+        self.buffers.settle()
 
     def _log_ranges(self, out: torch.Tensor) -> list[tuple[int, int]]:
         if self.cfg.tokenizer is not None or self.cfg.target is None or not len(out):
