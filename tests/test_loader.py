@@ -19,6 +19,24 @@ def store(demo_bucket, tmp_path_factory):
     return materialized_store(demo_bucket, tmp_path_factory.mktemp("loader"), n_hvgs=200)
 
 
+@pytest.fixture
+def crossed(monkeypatch):
+    """Counts the shared-memory storages rebuilt in this process (a worker's buffer crossing)."""
+    import torch.multiprocessing.reductions as reductions
+
+    rebuilt = []
+    rebuild = reductions.rebuild_storage_fd
+
+    def counted(*args):
+        rebuilt.append(1)
+        return rebuild(*args)
+
+    # pickled by name: the workers (forked after this) must find it under the original's name
+    counted.__module__, counted.__qualname__ = rebuild.__module__, rebuild.__qualname__
+    monkeypatch.setattr(reductions, "rebuild_storage_fd", counted)
+    return rebuilt
+
+
 def _rows(loader):
     return [b[1]["row"].numpy() for b in loader]
 
@@ -236,24 +254,11 @@ def test_numpy_tokenizer_path_equals_torch(n_tokens):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_persistent_workers_serve_every_epoch_and_a_resume_exactly(store, monkeypatch):
+def test_persistent_workers_serve_every_epoch_and_a_resume_exactly(store, crossed):
     """One loader with 2 workers over several epochs: its worker processes persist, each epoch and
     a resumed one serve exactly what an in-process loader serves, values included (epochs out of
     order, so a prefetched buffer is dropped). Batches are copied, not kept, so buffers are
     reused: each crosses to this process once, and later hand-offs of it travel as offsets."""
-    import torch.multiprocessing.reductions as reductions
-
-    crossed = []
-    rebuild = reductions.rebuild_storage_fd
-
-    def counted(*args):
-        crossed.append(1)
-        return rebuild(*args)
-
-    # pickled by name: the workers (forked after this) must find it under the original's name
-    counted.__module__, counted.__qualname__ = rebuild.__module__, rebuild.__qualname__
-    monkeypatch.setattr(reductions, "rebuild_storage_fd", counted)
-
     def config():
         return LoaderConfig(store=store, batch_size=30, buffer_blocks=2, seed=6, handoff_cells=90, metadata=())
 
@@ -291,21 +296,10 @@ def test_persistent_workers_serve_every_epoch_and_a_resume_exactly(store, monkey
     assert set(served) == set(everything)
 
 
-def test_epochs_left_early_do_not_strand_worker_buffers(store, monkeypatch):
+def test_epochs_left_early_do_not_strand_worker_buffers(store, crossed):
     """Breaking out of epochs (DataLoader then discards the hand-offs in flight) leaves a
     persistent worker's buffers reusable: a later full epoch serves every cell once, with the
     values an in-process loader gives, from buffers that crossed to this process before."""
-    import torch.multiprocessing.reductions as reductions
-
-    crossed = []
-    rebuild = reductions.rebuild_storage_fd
-
-    def counted(*args):
-        crossed.append(1)
-        return rebuild(*args)
-
-    counted.__module__, counted.__qualname__ = rebuild.__module__, rebuild.__qualname__
-    monkeypatch.setattr(reductions, "rebuild_storage_fd", counted)
     config = LoaderConfig(store=store, batch_size=30, buffer_blocks=2, seed=3, handoff_cells=90, metadata=())
     loader = StoreDataLoader(StoreDataset(config), num_workers=2)
     loader.set_epoch(0)
