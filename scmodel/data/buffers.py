@@ -135,8 +135,8 @@ class ReleaseCounter:
     def __init__(self, workers: int):
         self.flags = torch.zeros((max(workers, 1), RING_SLOTS, 3), dtype=torch.int64).share_memory_()
         self.live: list[tuple[torch.UntypedStorage, tuple[int, int, int]]] = []
-        self.storages: dict[tuple[int, int], torch.UntypedStorage] = {}  # (worker, slot): kept mapped
-        self.dtypes: dict[tuple[int, int], torch.dtype] = {}
+        # (worker, slot): its storage, kept mapped, and dtype
+        self.storages: dict[tuple[int, int], tuple[torch.UntypedStorage, torch.dtype]] = {}
 
     def receive(self, x: torch.Tensor | None, tag, offsets=None) -> torch.Tensor:
         """A hand-off's tensor: ``x`` itself (its slot's storage is kept, and the worker told), or
@@ -145,12 +145,12 @@ class ReleaseCounter:
         self._count(worker, slot, int(tag[2]), RECEIVED)
         if offsets is None:
             if (worker, slot) not in self.storages and x.is_shared():  # not a pinned copy: the slot itself
-                self.storages[(worker, slot)], self.dtypes[(worker, slot)] = x.untyped_storage(), x.dtype
+                self.storages[(worker, slot)] = x.untyped_storage(), x.dtype
                 self.flags[worker, slot, MAPPED] = 1
         else:
             first, rows, width = (int(v) for v in offsets)
-            x = torch.empty(0, dtype=self.dtypes[(worker, slot)]).set_(self.storages[(worker, slot)], first,
-                                                                         (rows, width))
+            storage, dtype = self.storages[(worker, slot)]
+            x = torch.empty(0, dtype=dtype).set_(storage, first, (rows, width))
         self.watch(x, tag)
         return x
 

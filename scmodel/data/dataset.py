@@ -163,9 +163,11 @@ class StoreDataset(IterableDataset):
         self.start = np.zeros((0, 2), np.int64)
         self.resume_batches = 0
 
-    def plan(self) -> EpochPlan:
+    def plan(self, epoch: int | None = None) -> EpochPlan:
+        """The order of ``epoch`` (the current one by default)."""
         cfg = self.config
-        return EpochPlan(self.rows, self.block_rows, cfg.buffer_blocks, cfg.seed, self.epoch, cfg.shuffle)
+        return EpochPlan(self.rows, self.block_rows, cfg.buffer_blocks, cfg.seed,
+                         self.epoch if epoch is None else epoch, cfg.shuffle)
 
     def remaining(self) -> np.ndarray:
         """Positions of the epoch order not served before the current layout (intervals)."""
@@ -262,7 +264,7 @@ class StoreDataset(IterableDataset):
         start (the usual training loop; without shuffling, any epoch's)."""
         cfg = self.config
         n = len(self.rows)
-        plan = EpochPlan(self.rows, self.block_rows, cfg.buffer_blocks, cfg.seed, self.epoch + 1, cfg.shuffle)
+        plan = self.plan(self.epoch + 1)
         lo, hi = worker_range(n, world, rank, workers, worker)  # a fresh epoch: each worker plays its own role
         stop = lo + min(hi - lo, n_batches(hi - lo, cfg.batch_size, cfg.drop_last) * cfg.batch_size)
         pieces = plan.pieces(np.array([[lo, stop]], np.int64)) if stop > lo else []
