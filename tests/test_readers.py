@@ -64,10 +64,12 @@ def _xarray_view(store: str):
 
 
 def _plain_xarray_view(store: str):
-    """``xr.open_zarr`` of the root and of obs (it opens the root's consolidated metadata for both)."""
-    x = xr.open_zarr(store)["X"]
-    obs = xr.open_zarr(store, group="obs")
-    return x.sizes["cell"], _digest(x.values), obs["_index"].values
+    """The root and obs through plain xarray, in one ``xr.open_datatree`` (one read of the root's
+    consolidated metadata, so one commit). Two ``xr.open_zarr`` calls, one per group, are two
+    reads: each shows one commit, but a commit may land between them."""
+    tree = xr.open_datatree(store, engine="zarr", chunks={})
+    x = tree["X"]
+    return x.sizes["cell"], _digest(x.values), tree["obs"]["_index"].values
 
 
 def test_readers_during_ingest_see_committed_rows(demo_bucket, tmp_path):
