@@ -64,6 +64,7 @@ bench: $(STAMP) $(PEERS)/bin/python
 	test -d $(DEMO)/store.zarr || $(MAKE) demo
 	$(BIN)/python benchmarks/bench_samples.py --store $(DEMO)/store.zarr
 	$(BIN)/python benchmarks/bench_query.py
+	$(BIN)/python benchmarks/bench_query.py --cells 1000000
 	$(BIN)/python benchmarks/bench_vcc.py
 	$(BIN)/python benchmarks/bench_perturbation.py --store $(DEMO)/store.zarr
 

@@ -26,7 +26,10 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks.common import WORK, ensure_bucket, md_table, run_checked, run_measured, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    LARGE_BUCKET_CELLS, WORK, ensure_bucket, md_table,
+    million_bucket, run_checked, run_measured, write_results,
+)
 
 PY = sys.executable
 SCANPY_FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
@@ -72,7 +75,7 @@ def main() -> None:
     small = ensure_bucket(os.path.join(WORK, "bucket"), 50)
     rows = []
     for size in a.sizes:
-        source = small if size <= 380_000 else ensure_bucket(os.path.join(WORK, "bucket-1m"), 125, seed=8)
+        source = small if size <= LARGE_BUCKET_CELLS else million_bucket()
         store = store_of(source, size)
         import scdata
 

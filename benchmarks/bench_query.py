@@ -11,7 +11,8 @@ Warm: one process per tool opens its store once and runs each query ``--repeats`
 Cold: a fresh process per query and tool after dropping the page cache (root only; otherwise a
 fresh process with a warm cache, and the results say so); its time includes opening the store.
 
-    python benchmarks/bench_query.py                  # ~100k cells
+    python benchmarks/bench_query.py                  # ~100k cells: results/bench_query_100000.{json,md}
+    python benchmarks/bench_query.py --cells 1000000  # the HVG benchmark's ~1M-cell bucket
     python benchmarks/bench_query.py --cells 20000 --repeats 3
 """
 
@@ -26,7 +27,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks.common import WORK, du, ensure_bucket, md_table, run_checked, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    LARGE_BUCKET_CELLS, WORK, du, ensure_bucket,
+    md_table, million_bucket, run_checked, write_results,
+)
 
 PY = sys.executable
 QUERIES = ("a_one_gene", "b_tissue_x_100_genes", "c_experiment_means_100_genes", "d_experiment_rows")
@@ -149,7 +153,7 @@ class Soma:
 
 
 TOOLS = {"sczarr": Sczarr, "tiledbsoma": Soma}
-IMPORTS = {"sczarr": ["scdata", "scdata.dataset", "scdata.query", "anndata", "flox.xarray"],
+IMPORTS = {"sczarr": ["scdata", "scdata.dataset", "scdata.query", "anndata", "flox.xarray", "distributed"],
            "tiledbsoma": ["tiledbsoma", "anndata", "pandas", "scipy.sparse"]}
 
 
@@ -205,28 +209,53 @@ def build_soma(store: str) -> tuple[str, float]:
     return uri, time.perf_counter() - t
 
 
-def _build_soma(store: str, uri: str) -> None:
+SOMA_IN_MEMORY_CELLS = 300_000
+"""Up to this many cells TileDB-SOMA is built in one ``from_anndata`` of the concatenated files
+(its fastest way); above it the concatenation does not fit in 24 GiB (~12 GiB of CSR, copied
+once by ``anndata.concat``), and it is built the way its docs give for many files: register
+every file's obs and var, then append one file at a time."""
+
+
+def _soma_part(e: dict, with_x: bool = True):
+    """One experiment's h5ad as the SOMA experiment holds it: unique cell IDs (barcodes repeat
+    across experiments), the store's accession and tissue, the counts' QC columns."""
     import anndata as ad
     import pandas as pd
+
+    a = ad.read_h5ad(e["source_url"]) if with_x else ad.read_h5ad(e["source_url"], backed="r")
+    names = [f"{e['accession']}:{b}" for b in a.obs_names]
+    obs = pd.DataFrame({"srx_accession": pd.Categorical([e["accession"]] * a.n_obs),
+                        "tissue": pd.Categorical([e["metadata"].get("tissue") or ""] * a.n_obs),
+                        "umi_count": a.obs["umi_count"].to_numpy(), "gene_count": a.obs["gene_count"].to_numpy()},
+                       index=pd.Index(names))
+    var = a.var[[]]
+    if not with_x:
+        a.file.close()
+        return ad.AnnData(obs=obs, var=var)
+    a.obs, a.var = obs, var
+    return a
+
+
+def _build_soma(store: str, uri: str) -> None:
+    import anndata as ad
     import tiledbsoma.io
 
     import scdata
 
     manifest = scdata.read_manifest(store)
-    parts = []
+    if manifest.n_committed <= SOMA_IN_MEMORY_CELLS:
+        adata = ad.concat([_soma_part(e) for e in manifest.experiments], join="outer", merge=None)
+        for column in ("srx_accession", "tissue"):
+            adata.obs[column] = adata.obs[column].astype("category")
+        tiledbsoma.io.from_anndata(uri, adata, measurement_name="RNA")
+        return
+    tiledbsoma.io.from_anndata(uri, _soma_part(manifest.experiments[0]), measurement_name="RNA",
+                               ingest_mode="schema_only")
+    mapping = tiledbsoma.io.register_anndatas(uri, [_soma_part(e, with_x=False) for e in manifest.experiments],
+                                              measurement_name="RNA", obs_field_name="obs_id", var_field_name="var_id")
+    mapping.prepare_experiment(uri)
     for e in manifest.experiments:
-        a = ad.read_h5ad(e["source_url"])
-        a.obs_names = [f"{e['accession']}:{b}" for b in a.obs_names]  # barcodes repeat across experiments
-        a.obs = pd.DataFrame({"srx_accession": e["accession"], "tissue": e["metadata"].get("tissue") or "",
-                              "umi_count": a.obs["umi_count"].to_numpy(), "gene_count": a.obs["gene_count"].to_numpy()},
-                             index=a.obs_names)
-        a.var = a.var[[]]
-        parts.append(a)
-    adata = ad.concat(parts, join="outer", merge=None)
-    for column in ("srx_accession", "tissue"):
-        adata.obs[column] = adata.obs[column].astype("category")
-    del parts
-    tiledbsoma.io.from_anndata(uri, adata, measurement_name="RNA")
+        tiledbsoma.io.from_anndata(uri, _soma_part(e), measurement_name="RNA", registration_mapping=mapping)
 
 
 # ---------------------------------------------------------------- orchestration
@@ -259,7 +288,8 @@ def run_worker(tool: str, path: str, params: dict, queries: list[str], repeats: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cells", type=int, default=100_000)
-    p.add_argument("--experiments", type=int, default=16, help="experiments in the synthetic bucket")
+    p.add_argument("--experiments", type=int, default=16,
+                   help="experiments in the synthetic bucket (above 380k cells: the 1M-cell bucket's 125)")
     p.add_argument("--repeats", type=int, default=5, help="warm runs per query (median)")
     p.add_argument("--cold-repeats", type=int, default=3, help="cold runs per query (median)")
     p.add_argument("--reuse", action="store_true", help="reuse stores built by an earlier run (build times from it)")
@@ -275,7 +305,8 @@ def main() -> None:
         return
 
     os.makedirs(WORK, exist_ok=True)
-    source = ensure_bucket(os.path.join(WORK, "bucket-query"), a.experiments)
+    source = (million_bucket() if a.cells > LARGE_BUCKET_CELLS  # the HVG benchmark's 1M-cell bucket
+              else ensure_bucket(os.path.join(WORK, "bucket-query"), a.experiments))
     previous = os.path.join(WORK, f"query-{a.cells}-build.json")
     if a.reuse and os.path.exists(previous):
         with open(previous) as f:
@@ -336,7 +367,7 @@ def main() -> None:
         + f"\n\nWarm: median of {a.repeats} runs in one process; cold: median of {a.cold_repeats} fresh processes. "
         f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
     )
-    write_results("bench_query", {"cells": n_cells, "params": {k: v for k, v in params.items() if k != "genes"},
+    write_results(f"bench_query_{a.cells}", {"cells": n_cells, "params": {k: v for k, v in params.items() if k != "genes"},
                                   "n_genes_queried": len(params["genes"]), "cold": cold_kind, "load_avg": load,
                                   "built": built, "results": results, "same_result": agree}, table)
 

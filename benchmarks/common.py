@@ -76,6 +76,15 @@ def ensure_bucket(path: str, n_experiments: int, seed: int = 7) -> str:
     return release
 
 
+LARGE_BUCKET_CELLS = 380_000
+"""Runs of more cells than this read the 1M-cell bucket (the 50-experiment one holds ~390k)."""
+
+
+def million_bucket() -> str:
+    """The 125-experiment bucket (~954k cells) that the 1M-cell runs share, written once."""
+    return ensure_bucket(os.path.join(WORK, "bucket-1m"), 125, seed=8)
+
+
 def du(path: str) -> int:
     total = 0
     for dirpath, _, files in os.walk(path):

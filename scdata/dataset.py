@@ -12,6 +12,8 @@ import pandas as pd
 import scipy.sparse as sp
 import xarray as xr
 import zarr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 from .manifest import Manifest, read_manifest
 from .lazyx import DirectX, as_dask, registered, sparse_rows, subset
@@ -33,57 +35,94 @@ _OBS_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
 _OBS_CACHE_SIZE = 4
 
 
-def _obs_columns(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, np.ndarray]:
-    """Every per-cell column of the committed rows, in memory and read-only.
+def _version_key(store: str, manifest: Manifest) -> tuple:
+    """A store's committed state: a later commit (a new version), or a store rebuilt at the same
+    path (another run's start time), is never answered from a cache entry of an earlier one."""
+    return store, manifest.version, manifest.n_committed, tuple(r.get("started") for r in manifest.runs)
 
-    Read once per store and manifest version: a notebook that reopens the store does not read
-    them again, and a later commit (a new version), or a store rebuilt at the same path (another
-    run's start time), is never answered from the cache.
-    Categoricals are decoded through their category table, so each string exists once and a
-    column costs one pointer per cell (missing values: "").
-    """
-    key = (store, manifest.version, manifest.n_committed, tuple(r.get("started") for r in manifest.runs))
-    cached = _OBS_CACHE.get(key)
-    if cached is not None:
-        return cached
+
+def _obs_column(store: str, manifest: Manifest, name: str, root: zarr.Group | None = None) -> np.ndarray:
+    """One per-cell column of the committed rows, in memory and read-only, read once per store
+    version (a notebook that reopens the store does not read it again). ``name`` ``"cell"`` is
+    the cell IDs. Categoricals are decoded through their category table, so each string exists
+    once and a column costs one pointer per cell (missing values: "")."""
+    key = _version_key(store, manifest)
+    columns = _OBS_CACHE.get(key)
+    if columns is None:
+        while len(_OBS_CACHE) >= _OBS_CACHE_SIZE:
+            _OBS_CACHE.pop(next(iter(_OBS_CACHE)))
+        columns = _OBS_CACHE[key] = {}
+    values = columns.get(name)
+    if values is not None:
+        return values
+    root = open_root(store, mode="r") if root is None else root
     n, obs = manifest.n_committed, root["obs"]
-    columns: dict[str, np.ndarray] = {"cell": read_strings(obs["_index"], n) if n else np.array([], dtype=object)}
-    for name in OBS_STRING_COLUMNS:
-        columns[name] = read_strings(obs[name], n) if n else np.array([], dtype=object)
-    for name in numeric_columns(root):
-        columns[name] = np.asarray(obs[name][:n])
-    for column in categorical_columns(root):
-        lookup = np.asarray(read_categories(root, column, manifest.categories.get(column)) + [""], dtype=object)
-        columns[column] = lookup[np.asarray(obs[f"{column}/codes"][:n])]  # code -1 (missing) -> ""
-    for values in columns.values():
-        values.flags.writeable = False  # shared by every Dataset opened from this cache entry
-    while len(_OBS_CACHE) >= _OBS_CACHE_SIZE:
-        _OBS_CACHE.pop(next(iter(_OBS_CACHE)))
-    _OBS_CACHE[key] = columns
-    return columns
+    if name == "cell" or name in OBS_STRING_COLUMNS:
+        values = read_strings(obs["_index" if name == "cell" else name], n) if n else np.array([], dtype=object)
+    elif name in categorical_columns(root):
+        lookup = np.asarray(read_categories(root, name, manifest.categories.get(name)) + [""], dtype=object)
+        values = lookup[np.asarray(obs[f"{name}/codes"][:n])]  # code -1 (missing) -> ""
+    else:
+        values = np.asarray(obs[name][:n])
+    values.flags.writeable = False  # shared by every Dataset opened from this cache entry
+    columns[name] = values
+    return values
+
+
+def _obs_columns(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Every per-cell column of the committed rows (``_obs_column`` of each)."""
+    names = ["cell", *OBS_STRING_COLUMNS, *numeric_columns(root), *categorical_columns(root)]
+    return {name: _obs_column(store, manifest, name, root) for name in names}
+
+
+class _LazyObsColumn(BackendArray):
+    """A per-cell column that is read when first used (a filter, a groupby, ``.values``), not
+    when the store is opened: opening reads only the cell IDs, and a query reads the columns
+    it touches. Holds the store's URL and manifest, not open handles, so it pickles to workers."""
+
+    def __init__(self, store: str, manifest: Manifest, name: str, dtype: np.dtype):
+        self.store, self.manifest, self.name = store, manifest, name
+        self.shape, self.dtype = (manifest.n_committed,), np.dtype(dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._get)
+
+    def _get(self, key: tuple) -> np.ndarray:
+        return _obs_column(self.store, self.manifest, self.name)[key]
+
+
+def _lazy_obs(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, xr.Variable]:
+    """The per-cell metadata coordinates, each loaded on first use and then kept in memory (a
+    numpy array, never dask: xarray filters and groups by it directly)."""
+    obs = root["obs"]
+    dtypes = {name: np.dtype(object) for name in [*OBS_STRING_COLUMNS, *categorical_columns(root)]}
+    dtypes.update({name: np.dtype(obs[name].dtype) for name in numeric_columns(root)})
+    return {name: xr.Variable("cell", indexing.MemoryCachedArray(indexing.LazilyIndexedArray(
+                _LazyObsColumn(store, manifest, name, dtype))))
+            for name, dtype in dtypes.items()}
 
 
 def open_store(store: str) -> xr.Dataset:
     """The committed cells as a labelled ``xarray.Dataset`` (dims ``cell``, ``gene``).
 
     ``counts`` is int16 and lazy: a dask array whose blocks are X's chunks, decoded directly
-    (``scdata.lazyx``). The coordinates are in memory: ``cell``/``gene`` are indexes (``.sel``),
-    and the per-cell metadata (``srx_accession``, ``tissue``, ``umi_count``…) are numpy arrays,
-    so ``ds.counts.where(ds.tissue == "blood", drop=True)`` and ``groupby("srx_accession")``
-    work as on any in-memory coordinate. They are small next to X (a pointer or a number per
-    cell and column) and read once per store version. ``attrs`` carry the manifest version.
+    (``scdata.lazyx``). ``cell``/``gene`` are in-memory indexes (``.sel``). The per-cell
+    metadata (``srx_accession``, ``tissue``, ``umi_count``…) are read on first use and then held
+    as numpy arrays, so ``ds.counts.where(ds.tissue == "blood", drop=True)`` and
+    ``groupby("srx_accession")`` work as on any in-memory coordinate. They are small next to X
+    (a pointer or a number per cell and column) and read once per store version. ``attrs``
+    carry the manifest version.
     """
     root, manifest = _committed(store)
     n = manifest.n_committed
     var = root["var"]
-    columns = _obs_columns(store, root, manifest)
     counts = as_dask(DirectX(store, n))
     coords: dict = {
-        "cell": columns["cell"],
+        "cell": _obs_column(store, manifest, "cell", root),
         "gene": read_strings(var["_index"]),
         "gene_symbol": ("gene", read_strings(var["gene_symbol"])),
+        **_lazy_obs(store, root, manifest),
     }
-    coords.update({name: ("cell", values) for name, values in columns.items() if name != "cell"})
     attrs = {"store": store, "manifest_version": manifest.version, "n_committed": n,
              "chunk_shape": list(root["X"].chunks)}
     return xr.Dataset({"counts": (("cell", "gene"), counts)}, coords=coords, attrs=attrs)

@@ -201,17 +201,17 @@ def registered(arr: da.Array) -> tuple[DirectX, np.ndarray | None, np.ndarray | 
 
 
 @njit(cache=True, nogil=True)
-def _gene_major_nonzeros(block, width, n_rows, g0, cells, genes, values, k):
+def _gene_major_nonzeros(block, width, n_rows, cells, values, gene_ends, k):
     """Append the non-zeros of a decoded (genes, rows) chunk at ``k``, gene by gene (CSC order),
-    in one pass over memory; returns the new end."""
+    in one pass over memory; ``gene_ends[g]`` gets the end of gene ``g``'s entries."""
     for g in range(width):
         for c in range(n_rows):
             v = block[g, c]
             if v != 0:
                 cells[k] = c
-                genes[k] = g0 + g
                 values[k] = v
                 k += 1
+        gene_ends[g] = k
     return k
 
 
@@ -221,22 +221,25 @@ def _chunk_row_csr(x: DirectX, i: int, n_rows: int) -> sp.csr_matrix:
     reader = x.reader
     crow, cgene = x.chunks
     n_genes = x.shape[1]
-    parts = []
+    gene_ends = np.zeros(n_genes + 1, dtype=np.int64)  # CSC indptr: an unwritten chunk's genes stay empty
+    parts, total = [], 0
     for j, g0 in enumerate(range(0, n_genes, cgene)):
+        width = min(cgene, n_genes - g0)
         chunk = reader.chunk(i, j, out=reader.thread_buffer())
         if chunk is None:
+            gene_ends[g0 + 1:g0 + width + 1] = total
             continue
-        width = min(cgene, n_genes - g0)
         block = chunk if reader.writer.transpose else np.ascontiguousarray(chunk.T)
         nnz = int(np.count_nonzero(block[:width, :n_rows]))
-        cells, gene_ids, values = np.empty(nnz, np.int32), np.empty(nnz, np.int32), np.empty(nnz, np.float32)
-        _gene_major_nonzeros(block, width, n_rows, g0, cells, gene_ids, values, 0)
-        parts.append((cells, gene_ids, values))
+        cells, values = np.empty(nnz, np.int32), np.empty(nnz, np.float32)
+        _gene_major_nonzeros(block, width, n_rows, cells, values, gene_ends[g0 + 1:g0 + width + 1], 0)
+        gene_ends[g0 + 1:g0 + width + 1] += total
+        parts.append((cells, values))
+        total += nnz
     if not parts:
         return sp.csr_matrix((n_rows, n_genes), dtype=np.float32)
-    cells, gene_ids, values = (np.concatenate(p) for p in zip(*parts))
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(gene_ids, minlength=n_genes))])
-    return sp.csc_matrix((values, cells, indptr), shape=(n_rows, n_genes)).tocsr()
+    cells, values = (np.concatenate(p) for p in zip(*parts))
+    return sp.csc_matrix((values, cells, gene_ends), shape=(n_rows, n_genes)).tocsr()
 
 
 def sparse_rows(x: DirectX, rows: np.ndarray | None, genes: np.ndarray | None, threads: int | None = None) -> sp.csr_matrix:

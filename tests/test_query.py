@@ -26,16 +26,23 @@ def dense(store) -> np.ndarray:
     return zarr.open_group(store, mode="r")["X"][:]
 
 
-def test_metadata_in_memory_counts_lazy_and_cached(store, monkeypatch):
+def test_metadata_read_on_first_use_then_in_memory_counts_lazy(store, monkeypatch):
+    dataset._OBS_CACHE.clear()
     ds = scdata.open_store(store)
     assert isinstance(ds.counts.data, da.Array) and ds.counts.dtype == np.int16
-    for name in ("srx_accession", "tissue", "cell_type", "barcode", "umi_count", "gene_count", "gene_symbol"):
-        assert isinstance(ds[name].variable._data, np.ndarray), name  # not dask: filter and group directly
-    assert ds.tissue.dtype == object and ds.barcode.dtype == object
+    (read,) = dataset._OBS_CACHE.values()
+    assert set(read) == {"cell"}  # opening reads the cell IDs only
+    names = ("srx_accession", "tissue", "cell_type", "barcode", "umi_count", "gene_count")
+    for name in names:
+        assert isinstance(ds[name].variable.data, np.ndarray), name  # not dask: filter and group directly
+    assert set(names) <= set(read) and "disease" not in read  # each column read when first used
+    assert ds.tissue.dtype == object and ds.barcode.dtype == object and ds.umi_count.dtype == np.int64
     reads = []
     monkeypatch.setattr(dataset, "read_categories", lambda *a: reads.append(a) or [])
     again = scdata.open_store(store)  # metadata read once per store version
-    assert not reads and list(again.tissue.values) == list(ds.tissue.values)
+    assert list(again.tissue.values) == list(ds.tissue.values) and not reads
+    picked = again.isel(cell=[4, 2, 0])  # a selection stays lazy and indexes the column once read
+    np.testing.assert_array_equal(picked.umi_count.values, ds.umi_count.values[[4, 2, 0]])
     dataset._OBS_CACHE.clear()
     monkeypatch.undo()
 
