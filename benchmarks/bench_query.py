@@ -213,7 +213,10 @@ SOMA_IN_MEMORY_CELLS = 300_000
 """Up to this many cells TileDB-SOMA is built in one ``from_anndata`` of the concatenated files
 (its fastest way); above it the concatenation does not fit in 24 GiB (~12 GiB of CSR, copied
 once by ``anndata.concat``), and it is built the way its docs give for many files: register
-every file's obs and var, then append one file at a time."""
+every file's obs and var, then append one file at a time. That leaves a fragment per file and
+array; tiledbsoma's ``consolidate_and_vacuum`` write option merges only their metadata (it made
+no difference to the queries here), and merging the fragments needs tiledb-py, which
+tiledbsoma 2.x does not install."""
 
 
 def _soma_part(e: dict, with_x: bool = True):
@@ -249,13 +252,14 @@ def _build_soma(store: str, uri: str) -> None:
             adata.obs[column] = adata.obs[column].astype("category")
         tiledbsoma.io.from_anndata(uri, adata, measurement_name="RNA")
         return
-    tiledbsoma.io.from_anndata(uri, _soma_part(manifest.experiments[0]), measurement_name="RNA",
-                               ingest_mode="schema_only")
+    part = _soma_part(manifest.experiments[0])  # read once: the schema, then the first append
+    tiledbsoma.io.from_anndata(uri, part, measurement_name="RNA", ingest_mode="schema_only")
     mapping = tiledbsoma.io.register_anndatas(uri, [_soma_part(e, with_x=False) for e in manifest.experiments],
                                               measurement_name="RNA", obs_field_name="obs_id", var_field_name="var_id")
     mapping.prepare_experiment(uri)
-    for e in manifest.experiments:
-        tiledbsoma.io.from_anndata(uri, _soma_part(e), measurement_name="RNA", registration_mapping=mapping)
+    for i, e in enumerate(manifest.experiments):
+        tiledbsoma.io.from_anndata(uri, part if i == 0 else _soma_part(e), measurement_name="RNA",
+                                   registration_mapping=mapping)
 
 
 # ---------------------------------------------------------------- orchestration
