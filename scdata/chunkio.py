@@ -157,23 +157,33 @@ class ChunkReader:
         self.array = array
         self.chunk_rows, self.chunk_genes = array.chunks
 
-    def chunk(self, i: int, j: int, out: np.ndarray | None = None) -> np.ndarray | None:
-        """Chunk (i, j) in storage order: (genes, rows) if transposed, else (rows, genes); decoded
-        into ``out`` (a flat int16 array of the chunk's size) when given."""
+    def raw(self, i: int, j: int):
+        """Chunk (i, j)'s stored bytes (a buffer), or None if it was never written (all zeros)."""
         stored = self.writer._get(self.writer.key(i, j))
-        if stored is None:
-            return None
-        raw = stored.as_buffer_like()
+        return None if stored is None else stored.as_buffer_like()
+
+    def describe(self, i: int, j: int) -> str:
+        """Where chunk (i, j) is, for error messages."""
+        return f"chunk {self.writer.key(i, j)} of {self.array.store} (rows from {i * self.chunk_rows})"
+
+    def decode(self, raw, out: np.ndarray | None = None) -> np.ndarray:
+        """Stored bytes ``raw`` as the chunk in storage order: (genes, rows) if transposed, else
+        (rows, genes); decoded into ``out`` (a flat int16 array of the chunk's size) when given."""
         shape = (self.chunk_genes, self.chunk_rows) if self.writer.transpose else (self.chunk_rows, self.chunk_genes)
         if out is not None:
             return self.writer.blosc.decode(raw, out=out).view("<i2").reshape(shape)
         return np.frombuffer(self.writer.blosc.decode(raw), dtype="<i2").reshape(shape)
 
+    def chunk(self, i: int, j: int, out: np.ndarray | None = None) -> np.ndarray | None:
+        """Chunk (i, j) decoded (see ``decode``), or None if it was never written."""
+        raw = self.raw(i, j)
+        return None if raw is None else self.decode(raw, out)
+
     def thread_buffer(self) -> np.ndarray:
         """This thread's reusable decode buffer (one flat chunk), for ``chunk(..., out=...)``."""
         return thread_buffer("decode", (self.chunk_rows * self.chunk_genes,))
 
-    def _check_row(self, start: int, stop: int) -> None:
+    def check_rows(self, start: int, stop: int) -> None:
         if start % self.chunk_rows or stop - start > self.chunk_rows or stop > self.array.shape[0] or stop < start:
             raise ValueError(f"rows [{start}, {stop}) are not within one chunk row of {self.chunk_rows}")
 
@@ -184,7 +194,7 @@ class ChunkReader:
 
         Each view is valid until this thread's next read: a thread decodes into one reused buffer
         (``thread_buffer``)."""
-        self._check_row(start, stop)
+        self.check_rows(start, stop)
         n_rows, n_genes = stop - start, self.array.shape[1]
         i = start // self.chunk_rows
         for j in range(-(-n_genes // self.chunk_genes)) if gene_chunks is None else gene_chunks:
@@ -198,7 +208,7 @@ class ChunkReader:
     def read_entries(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Non-zeros of rows ``[start, stop)`` (one aligned chunk row) as ``(gene, cell, value)``
         arrays, sorted by gene then cell; ``cell`` counts from ``start``."""
-        self._check_row(start, stop)
+        self.check_rows(start, stop)
         n_rows, n_genes = stop - start, self.array.shape[1]
         i = start // self.chunk_rows
         genes, cells, values = [], [], []

@@ -1,17 +1,15 @@
-"""Compiled kernels for the statistics passes: one scan of each decoded chunk, no entry lists.
+"""Compiled kernels for the statistics passes, on each chunk's non-zeros (``nonzeros``).
 
-Each chunk of X is decoded into a (genes, rows) int16 block (the store's gene-major chunk order),
-about 2% of it non-zero. A pass over a block costs what it does per entry, so the kernels do as
-little as possible per zero and vectorize the work per non-zero:
+A chunk of X is about 2% non-zero; ``nonzeros`` gives its non-zeros gene by gene in row order
+(read from the chunk's bit planes, or compacted from a decoded block), and the kernels here work
+per non-zero only:
 
-1. ``_compact`` gathers each gene's non-zeros in row order, skipping eight zeros at a time (one
-   OR of eight values, one branch), into per-thread buffers (a CSR view of the block), and
-   divides them by their cells' normalize_total divisors;
-2. numpy takes their log1p over the whole block at once (numpy's SIMD log1p, the function
-   scanpy applies, about 3x a scalar one);
-3. ``_reduce_moments`` sums per gene and per run of rows of one group in registers, then makes a
+1. each non-zero is divided by its cell's normalize_total divisor (``nonzeros.normalized``) and
+   numpy takes the log1p of the whole chunk's at once (numpy's SIMD log1p, the function scanpy
+   applies, about 3x a scalar one);
+2. ``_reduce_moments`` sums per gene and per run of rows of one group in registers, then makes a
    second pass for the squared deviations from the group mean (zeros contribute
-   ``(n - nnz) * mean**2``); blocks' partials then merge with Chan's formula
+   ``(n - nnz) * mean**2``); chunks' partials then merge with Chan's formula
    (``moments.merge_moments``).
 
 The compiled kernels release the GIL and numpy's ufuncs do too, so the threads of one Dask worker
@@ -24,6 +22,8 @@ import threading
 
 import numpy as np
 from numba import njit
+
+from .nonzeros import Nonzeros, normalized
 
 N_SCALES = 3
 """counts, normalize_total values, and their log1p (``stats.SCALES`` order)."""
@@ -46,38 +46,6 @@ def _replace_heap_root(heap: np.ndarray, x) -> None:
         heap[i] = heap[child]
         i = child
     heap[i] = x
-
-
-@njit(cache=True, nogil=True)
-def _compact(block: np.ndarray, divisor: np.ndarray, rows: np.ndarray, values: np.ndarray, normalized: np.ndarray,
-             starts: np.ndarray) -> int:
-    """Gene g's non-zeros of the (genes, rows) ``block`` go to ``rows``/``values`` at
-    ``starts[g]:starts[g + 1]``, in row order, and ``normalized`` gets each divided by its cell's
-    ``divisor``; returns their number. Branch-free within a group of eight entries that holds a
-    non-zero; a group of zeros costs one test."""
-    n_genes, n_rows = block.shape
-    whole = n_rows - n_rows % 8
-    found = 0
-    for g in range(n_genes):
-        starts[g] = found
-        for r0 in range(0, whole, 8):
-            if (block[g, r0] | block[g, r0 + 1] | block[g, r0 + 2] | block[g, r0 + 3]
-                    | block[g, r0 + 4] | block[g, r0 + 5] | block[g, r0 + 6] | block[g, r0 + 7]) == 0:
-                continue
-            for r in range(r0, r0 + 8):
-                x = block[g, r]
-                rows[found] = r
-                values[found] = x
-                found += x != 0
-        for r in range(whole, n_rows):
-            x = block[g, r]
-            rows[found] = r
-            values[found] = x
-            found += x != 0
-    starts[n_genes] = found
-    for i in range(found):  # scanpy's normalize_total: x / (total / target_sum)
-        normalized[i] = np.float64(values[i]) / divisor[rows[i]]
-    return found
 
 
 @njit(cache=True, nogil=True)
@@ -150,21 +118,19 @@ def _reduce_moments(starts: np.ndarray, rows: np.ndarray, values: np.ndarray, no
                     m2[s, k, g] += zeros * mean * mean
 
 
-def _buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """This thread's compaction buffers for a block of ``size`` entries: rows, counts,
-    normalized values, log1p values. Allocated once at the largest size seen; only the pages a
-    block's non-zeros touch are ever faulted in."""
-    held = getattr(_BUFFERS, "moments", None)
+def _scale_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's normalized and log1p buffers for ``size`` non-zeros (allocated once at the
+    largest size seen)."""
+    held = getattr(_BUFFERS, "scales", None)
     if held is None or held[0].shape[0] < size:
-        held = _BUFFERS.moments = (np.empty(size, np.int32), np.empty(size, np.int16),
-                                   np.empty(size, np.float64), np.empty(size, np.float64))
+        held = _BUFFERS.scales = (np.empty(size, np.float64), np.empty(size, np.float64))
     return held
 
 
-def gene_moments(block: np.ndarray, divisor: np.ndarray, group: np.ndarray, group_n: np.ndarray,
+def gene_moments(nonzeros: Nonzeros, divisor: np.ndarray, group: np.ndarray, group_n: np.ndarray,
                  sums: np.ndarray, m2: np.ndarray, nnz: np.ndarray, max_count: np.ndarray,
                  squares: np.ndarray, top: np.ndarray) -> None:
-    """Per-gene moments of one (genes, rows) block on the three scales.
+    """Per-gene moments of one chunk on the three scales, from its ``nonzeros``.
 
     ``divisor[r]``: cell r's total / target_sum (normalized value = count / divisor); ``group[r]``:
     its group in ``0..n_groups-1`` with ``group_n`` rows each. Outputs (written, not added):
@@ -173,36 +139,26 @@ def gene_moments(block: np.ndarray, divisor: np.ndarray, group: np.ndarray, grou
     is updated, not written: per gene a min-heap of the M largest counts seen (0: an empty slot),
     so Seurat v3 can clip the few counts above its cut-off without reading X again.
     """
-    n_genes = block.shape[0]
-    rows, values, normalized, logged = _buffers(block.size)
-    starts = np.empty(n_genes + 1, np.int64)
-    found = _compact(block, divisor, rows, values, normalized, starts)
-    rows, values, normalized, logged = rows[:found], values[:found], normalized[:found], logged[:found]
-    np.log1p(normalized, out=logged)
-    _reduce_moments(starts, rows, values, normalized, logged, group, group_n, sums, m2, nnz, max_count, squares, top)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add_clipped(x, k: int, g: int, clips: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> None:
-    if x != 0:
-        value = min(np.float64(x), clips[k, g])
-        sums[k, g] += value
-        squares[k, g] += value * value
+    starts, rows, values = nonzeros
+    norm_buffer, logged = _scale_buffers(len(values))
+    scaled = normalized(rows, values, divisor, norm_buffer)
+    logged = np.log1p(scaled, out=logged[: len(values)])
+    _reduce_moments(starts, rows, values, scaled, logged, group, group_n, sums, m2, nnz, max_count, squares, top)
 
 
 @njit(cache=True, nogil=True)
-def clipped_gene_sums(block: np.ndarray, group: np.ndarray, clips: np.ndarray, sums: np.ndarray,
+def _clipped_sums(starts: np.ndarray, rows: np.ndarray, values: np.ndarray, group: np.ndarray, clips: np.ndarray,
+                  sums: np.ndarray, squares: np.ndarray) -> None:
+    for g in range(starts.shape[0] - 1):
+        for e in range(starts[g], starts[g + 1]):
+            k = group[rows[e]]
+            value = min(np.float64(values[e]), clips[k, g])
+            sums[k, g] += value
+            squares[k, g] += value * value
+
+
+def clipped_gene_sums(nonzeros: Nonzeros, group: np.ndarray, clips: np.ndarray, sums: np.ndarray,
                       squares: np.ndarray) -> None:
     """Seurat v3's clipped sums: per group k and gene g, add ``min(x, clips[k, g])`` and its square
-    over the block's non-zeros (zeros add nothing since clips are >= 0), eight zeros at a time."""
-    n_genes, n_rows = block.shape
-    whole = n_rows - n_rows % 8
-    for g in range(n_genes):
-        for r0 in range(0, whole, 8):
-            if (block[g, r0] | block[g, r0 + 1] | block[g, r0 + 2] | block[g, r0 + 3]
-                    | block[g, r0 + 4] | block[g, r0 + 5] | block[g, r0 + 6] | block[g, r0 + 7]) == 0:
-                continue
-            for r in range(r0, r0 + 8):
-                _add_clipped(block[g, r], group[r], g, clips, sums, squares)
-        for r in range(whole, n_rows):
-            _add_clipped(block[g, r], group[r], g, clips, sums, squares)
+    over the chunk's ``nonzeros`` (zeros add nothing since clips are >= 0)."""
+    _clipped_sums(*nonzeros, group, clips, sums, squares)

@@ -21,6 +21,7 @@ from .chunkio import ChunkReader
 from .dataset import _committed
 from .moments import Moments, merge_moments, variance
 from .moments import mean as mean_of
+from .nonzeros import gene_nonzeros
 from .stat_kernels import clipped_gene_sums, gene_moments
 from .store import categorical_columns, open_root, read_categories, read_strings
 
@@ -183,9 +184,9 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
     """Partial for rows ``[start, stop)``: one chunk row of X, per batch when ``inputs.codes`` is
     set (per-batch moments on ``batch_scales``).
 
-    Each gene chunk is decoded once into a reused buffer; ``stat_kernels.gene_moments`` gathers
-    its non-zeros and gives every group's moments on the three scales (normalize_total divides by
-    the cells' stored totals, ``obs/total_counts``). ``top`` (genes, M), when given, is updated
+    Each gene chunk's non-zeros are read once (``nonzeros.gene_nonzeros``);
+    ``stat_kernels.gene_moments`` gives every group's moments on the three scales (normalize_total
+    divides by the cells' stored totals, ``obs/total_counts``). ``top`` (genes, M), when given, is updated
     with the rows' largest counts.
     """
     reader, batch_codes = inputs.reader, inputs.codes
@@ -202,9 +203,9 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
     top = np.zeros((n_genes, 0), dtype=np.int16) if top is None else top
     divisor = totals / target_sum  # scanpy: x / (total / target_sum)
     group = group.astype(np.int64)
-    for g0, block in reader.gene_blocks(start, stop):
-        g1 = g0 + block.shape[0]
-        gene_moments(block, divisor, group, group_n, sums[:, :, g0:g1], m2[:, :, g0:g1], nnz[:, g0:g1], max_count[g0:g1],
+    for g0, chunk in gene_nonzeros(reader, start, stop):
+        g1 = g0 + len(chunk.starts) - 1
+        gene_moments(chunk, divisor, group, group_n, sums[:, :, g0:g1], m2[:, :, g0:g1], nnz[:, g0:g1], max_count[g0:g1],
                      squares[:, g0:g1], top[g0:g1])
     groups = [
         {"moments": {scale: {"n": int(group_n[k]), "sum": sums[s, k], "m2": m2[s, k]}
@@ -303,9 +304,9 @@ def clipped_chunk(inputs: _TaskInputs, start: int, stop: int, clips: dict[int, n
     clip_rows = np.stack([clips[int(code)] for code in present])
     sums = np.zeros((len(present), n_genes))
     squares = np.zeros_like(sums)
-    for g0, block in reader.gene_blocks(start, stop, gene_chunks):
-        g1 = g0 + block.shape[0]
-        clipped_gene_sums(block, group, clip_rows[:, g0:g1], sums[:, g0:g1], squares[:, g0:g1])
+    for g0, chunk in gene_nonzeros(reader, start, stop, gene_chunks):
+        g1 = g0 + len(chunk.starts) - 1
+        clipped_gene_sums(chunk, group, clip_rows[:, g0:g1], sums[:, g0:g1], squares[:, g0:g1])
     return {int(code): (sums[k], squares[k]) for k, code in enumerate(present)}
 
 

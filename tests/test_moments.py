@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scdata.moments import empty_moments, merge_moments, variance
+from scdata.nonzeros import block_nonzeros
 from scdata.stat_kernels import clipped_gene_sums, gene_moments
 
 
@@ -60,8 +61,8 @@ def test_kernels_match_numpy(seed, n, g, n_groups, transposed):
     sums, m2 = np.zeros((3, n_groups, g)), np.full((3, n_groups, g), 7.0)  # outputs are written, not added
     nnz, top = np.zeros((n_groups, g), np.int64), np.zeros(g, np.int64)
     squares, heap = np.zeros((n_groups, g)), np.zeros((g, 3), np.int16)
-    gene_moments(block, divisor, group, group_n, sums, m2, nnz, top, squares, heap[:, :0])
-    gene_moments(block, divisor, group, group_n, sums, m2, nnz, top, squares, heap)  # same outputs, heap filled
+    gene_moments(block_nonzeros(block), divisor, group, group_n, sums, m2, nnz, top, squares, heap[:, :0])
+    gene_moments(block_nonzeros(block), divisor, group, group_n, sums, m2, nnz, top, squares, heap)  # same outputs, heap filled
     counts = x.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         normalized = np.where(counts > 0, counts / divisor[:, None], 0.0)
@@ -79,7 +80,7 @@ def test_kernels_match_numpy(seed, n, g, n_groups, transposed):
     np.testing.assert_array_equal(np.sort(heap, axis=1), three_largest)
     clips = rng.uniform(0, 8, size=(n_groups, g))
     s1, s2 = np.zeros((n_groups, g)), np.zeros((n_groups, g))
-    clipped_gene_sums(block, group, clips, s1, s2)
+    clipped_gene_sums(block_nonzeros(block), group, clips, s1, s2)
     for k in range(n_groups):
         c = np.minimum(counts[group == k], clips[k])
         np.testing.assert_allclose(s1[k], c.sum(axis=0), rtol=1e-12)
