@@ -22,8 +22,9 @@ import struct
 import sys
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
 from numcodecs.zstd import Zstd
 
 _HEADER = struct.Struct("<BBBBiii")
@@ -31,132 +32,151 @@ _BITSHUFFLE, _MEMCPYED, _DONT_SPLIT = 0x04, 0x02, 0x10
 _ZSTD_FORMAT = 4
 """Blosc 1's compressor format code for zstd (flags bits 5-7)."""
 _BITS = 16
+_UNROLL = 2
+SLACK = _UNROLL
+"""Entries ``rows``/``values`` must hold past a chunk's values: up to this many are written ahead."""
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD = Zstd()
 
 
-@njit(cache=True, nogil=True)
-def _live_planes(planes: np.ndarray, block_words: int, live: np.ndarray, live_bit: np.ndarray,
-                 n_live: np.ndarray) -> None:
-    """Per block k, the word offsets of its planes that hold a set bit (``live[k, :n_live[k]]``)
-    and the bits they stand for (``live_bit``). Counts rarely reach the high bits, so most blocks'
-    upper planes are all zeros and never read again. (``max`` is the vectorized test: an OR
-    reduction loop does not vectorize.)"""
-    n_words = planes.shape[0]
-    for k in range(n_live.shape[0]):
-        base = k * _BITS * block_words
-        stride = min(block_words, (n_words - base) // _BITS)
-        count = 0
-        for b in range(_BITS):
-            if planes[base + b * stride : base + (b + 1) * stride].max() != 0:
-                live[k, count] = base + b * stride
-                live_bit[k, count] = b
-                count += 1
-        n_live[k] = count
+@intrinsic
+def _popcount(typingctx, x):
+    """The number of set bits of a uint64 (LLVM's ctpop: one instruction where the CPU has it)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.uint64(types.uint64), codegen
 
 
 @njit(cache=True, nogil=True)
-def _plane_entries(planes: np.ndarray, block_words: int, width: int, chunk_rows: int, n_rows: int,
-                   rows: np.ndarray, values: np.ndarray, starts: np.ndarray) -> int:
-    """Gene g's non-zeros (of the first ``width`` genes, rows below ``n_rows``) go to
-    ``rows``/``values`` at ``starts[g]:starts[g + 1]`` in row order; returns their number.
+def _block_entries(planes: np.ndarray, first: int, chunk_rows: int, width: int, n_rows: int, rows: np.ndarray,
+                   values: np.ndarray, starts: np.ndarray, found: int) -> int:
+    """Append the non-zeros of one block to ``rows``/``values`` from position ``found``; returns
+    the new count. ``planes``: the block's zstd output as 64-bit words, 16 planes one after the
+    other; ``first``: the block's first word in the chunk's value order. Value e of the chunk
+    (gene ``e // chunk_rows``, row ``e % chunk_rows``) is bit ``e % 64`` of word ``e // 64``. Only
+    the first ``width`` genes and ``n_rows`` rows count; ``starts[g]`` is set when gene g begins.
 
-    ``planes``: the chunk's zstd output as 64-bit words; block k (``block_words`` words per plane,
-    the last block possibly shorter) holds 16 planes one after the other. Value e of the chunk
-    (gene ``e // chunk_rows``, row ``e % chunk_rows``) is bit ``e % 64`` of word ``e // 64`` of its
-    block's planes. Most counts are 1 to 3: a value's first two bits are read for every non-zero,
-    its other bits only where the OR of the higher planes (one vectorized sweep per block) is set.
-    """
+    Most counts are 1 to 3: a value's first two bits are read for every non-zero, its other bits
+    only where the OR of the higher planes (one vectorized sweep over the block) is set; planes
+    that are all zeros (most of the upper ones) are never read again."""
+    size = planes.shape[0] // _BITS
     words_per_gene = chunk_rows // 64
-    n_words = planes.shape[0]
-    n_blocks = -(-n_words // (_BITS * block_words))
-    live = np.empty((n_blocks, _BITS), np.int64)
-    live_bit = np.empty((n_blocks, _BITS), np.int64)
-    n_live = np.empty(n_blocks, np.int64)
-    _live_planes(planes, block_words, live, live_bit, n_live)
-    zeros = np.zeros(block_words, np.uint64)
-    high = np.empty(block_words, np.uint64)
+    bit0 = bit1 = planes[:0]
+    high = np.zeros(size, np.uint64)
     high_at = np.empty(_BITS, np.int64)
     high_bit = np.empty(_BITS, np.int64)
-    used_words = -(-n_rows // 64)
-    tail_mask = (np.uint64(1) << np.uint64(n_rows % 64)) - np.uint64(1) if n_rows % 64 else ~np.uint64(0)
-    found = 0
-    for k in range(n_blocks):
-        first = k * block_words  # the block's first word in the chunk's value order
-        size = min(block_words, (n_words - k * _BITS * block_words) // _BITS)
-        if first // words_per_gene >= width:
-            break
-        bit0, bit1, n_high = zeros[:size], zeros[:size], 0
-        for j in range(n_live[k]):
-            plane = planes[live[k, j] : live[k, j] + size]
-            if live_bit[k, j] == 0:
-                bit0 = plane
-            elif live_bit[k, j] == 1:
-                bit1 = plane
-            else:
-                high_at[n_high] = live[k, j]
-                high_bit[n_high] = live_bit[k, j]
-                n_high += 1
-        high[:size] = 0
-        for j in range(n_high):
-            plane = planes[high_at[j] : high_at[j] + size]
+    n_high = 0
+    for b in range(_BITS):
+        plane = planes[b * size : (b + 1) * size]
+        if plane.max() == 0:  # max vectorizes; an OR reduction loop does not
+            continue
+        if b == 0:
+            bit0 = plane
+        elif b == 1:
+            bit1 = plane
+        else:
+            high_at[n_high] = b * size
+            high_bit[n_high] = b
+            n_high += 1
             for i in range(size):
                 high[i] |= plane[i]
-        gene, w = first // words_per_gene, first % words_per_gene - 1  # counters: no division per word
-        for i in range(size):
-            w += 1
-            if w == words_per_gene:
-                gene, w = gene + 1, 0
-            if gene >= width:
-                break
-            if w == 0:
-                starts[gene] = found
-            if w >= used_words:
-                continue
-            a0, a1, above = bit0[i], bit1[i], high[i]
-            marked = a0 | a1 | above
-            if w == used_words - 1:
-                marked &= tail_mask
-            while marked != 0:
-                t = np.uint64(trailing_zeros(marked))
-                x = np.int64((a0 >> t) & np.uint64(1)) | (np.int64((a1 >> t) & np.uint64(1)) << 1)
-                if (above >> t) & np.uint64(1):
-                    for j in range(n_high):
-                        x |= np.int64((planes[high_at[j] + i] >> t) & np.uint64(1)) << high_bit[j]
-                if x >= 32768:
-                    x -= 65536
-                rows[found] = w * 64 + np.int64(t)
-                values[found] = x
-                found += 1
-                marked &= marked - np.uint64(1)
-    starts[width] = found
+    if bit0.shape[0] == 0:
+        bit0 = np.zeros(size, np.uint64)
+    if bit1.shape[0] == 0:
+        bit1 = np.zeros(size, np.uint64)
+    used_words = -(-n_rows // 64)
+    tail_mask = (np.uint64(1) << np.uint64(n_rows % 64)) - np.uint64(1) if n_rows % 64 else ~np.uint64(0)
+    fix_word = np.empty(size, np.int64)  # words with values above 3, and where their entries begin
+    fix_at = np.empty(size, np.int64)
+    n_fix = 0
+    gene, w = first // words_per_gene, first % words_per_gene - 1  # counters: no division per word
+    for i in range(size):
+        w += 1
+        if w == words_per_gene:
+            gene, w = gene + 1, 0
+        if gene >= width:
+            break
+        if w == 0:
+            starts[gene] = found
+        if w >= used_words:
+            continue
+        a0, a1 = bit0[i], bit1[i]
+        marked = a0 | a1 | high[i]
+        if w == used_words - 1:
+            marked &= tail_mask
+        fix_word[n_fix] = i
+        fix_at[n_fix] = found
+        n_fix += (high[i] & marked) != 0
+        count = np.int64(_popcount(marked))
+        for k in range(_UNROLL):  # written whether or not they exist: no unpredictable loop exit
+            t = np.uint64(trailing_zeros(marked)) & np.uint64(63)
+            rows[found + k] = w * 64 + np.int64(t)
+            values[found + k] = np.int64((a0 >> t) & np.uint64(1)) | (np.int64((a1 >> t) & np.uint64(1)) << 1)
+            marked &= marked - np.uint64(1)
+        e = found + _UNROLL
+        while marked != 0:  # the first two bits of every non-zero
+            t = np.uint64(trailing_zeros(marked))
+            rows[e] = w * 64 + np.int64(t)
+            values[e] = np.int64((a0 >> t) & np.uint64(1)) | (np.int64((a1 >> t) & np.uint64(1)) << 1)
+            e += 1
+            marked &= marked - np.uint64(1)
+        found += count
+    for f in range(n_fix):  # the other bits, for the few values that have them
+        i = fix_word[f]
+        w = rows[fix_at[f]] // 64
+        marked = bit0[i] | bit1[i] | high[i]
+        if w == used_words - 1:
+            marked &= tail_mask
+        above = high[i] & marked
+        while above != 0:
+            t = np.uint64(trailing_zeros(above))
+            e = fix_at[f] + np.int64(_popcount(marked & ((np.uint64(1) << t) - np.uint64(1))))
+            x = np.int64(values[e])
+            for j in range(n_high):
+                x |= np.int64((planes[high_at[j] + i] >> t) & np.uint64(1)) << high_bit[j]
+            if x >= 32768:
+                x -= 65536
+            values[e] = x
+            above &= above - np.uint64(1)
     return found
 
 
-def bit_planes(raw, out: np.ndarray) -> np.ndarray | None:
-    """The zstd output of every block of the Blosc chunk ``raw`` in ``out`` (a flat uint8 buffer of
-    at least the chunk's uncompressed size) as 64-bit words, or None when the frame is not one
-    ``nonzeros`` reads (see the module docstring)."""
+def frames(raw) -> list[tuple[memoryview, int]] | None:
+    """The zstd frame of each block of the Blosc chunk ``raw`` and the block's size in bytes, or
+    None when the chunk is not one ``nonzeros`` reads (see the module docstring). Everything is
+    checked before any block is decoded, so a refusal never follows partial output."""
     view = memoryview(raw).cast("B")
     if len(view) < _HEADER.size or sys.byteorder != "little":
         return None
     version, _, flags, typesize, nbytes, blocksize, cbytes = _HEADER.unpack_from(view)
     if (version != 2 or typesize != 2 or flags & _MEMCPYED or not flags & _BITSHUFFLE or not flags & _DONT_SPLIT
             or flags >> 5 != _ZSTD_FORMAT or cbytes != len(view) or blocksize <= 0
-            or blocksize % 128 or nbytes % 128 or out.nbytes < nbytes):
+            or blocksize % 128 or nbytes % 128):
         return None
     n_blocks = -(-nbytes // blocksize)
-    offsets = np.frombuffer(view, dtype="<i4", count=n_blocks, offset=_HEADER.size)
-    for k, start in enumerate(offsets.tolist()):
+    if len(view) < _HEADER.size + 4 * n_blocks:
+        return None
+    out = []
+    for k, start in enumerate(np.frombuffer(view, dtype="<i4", count=n_blocks, offset=_HEADER.size).tolist()):
         size = min(blocksize, nbytes - k * blocksize)
+        if not _HEADER.size <= start <= len(view) - 4:
+            return None
         (stream,) = struct.unpack_from("<i", view, start)
-        if stream == size:  # Blosc stored this block uncompressed
-            return None
         frame = view[start + 4 : start + 4 + stream]
-        if _content_size(frame) != size:  # zstd checks a frame against its declared size, not ours
+        # a block Blosc stored uncompressed has no frame; zstd checks a frame against its own
+        # declared size, not the block's
+        if stream == size or _content_size(frame) != size:
             return None
-        _ZSTD.decode(frame, out=out[k * blocksize : k * blocksize + size])
-    return out[:nbytes].view(np.uint64)
+        out.append((frame, size))
+    return out
+
+
+def decode_frame(frame: memoryview, out: np.ndarray) -> np.ndarray:
+    """One block's zstd frame decoded into ``out`` (uint8, exactly the block's size) as 64-bit
+    words."""
+    _ZSTD.decode(frame, out=out)
+    return out.view(np.uint64)
 
 
 def _content_size(frame: memoryview) -> int | None:
@@ -173,17 +193,27 @@ def _content_size(frame: memoryview) -> int | None:
     return size + 256 if field == 2 else size
 
 
-def nonzeros(raw, chunk_shape: tuple[int, int], width: int, n_rows: int, out: np.ndarray, rows: np.ndarray,
+def nonzeros(raw, chunk_shape: tuple[int, int], width: int, n_rows: int, scratch: np.ndarray, rows: np.ndarray,
              values: np.ndarray, starts: np.ndarray) -> int | None:
     """The non-zeros of the gene-major (genes, rows) chunk ``raw`` of ``chunk_shape``, first
     ``width`` genes and ``n_rows`` rows: gene g's rows and values at ``starts[g]:starts[g + 1]``;
     returns their number, or None when the frame is not one this reads (decode it instead).
-    ``out``: scratch for the zstd output (at least the chunk's bytes)."""
+
+    ``scratch``: a uint8 buffer of at least one Blosc block; each block is decoded into it and
+    read while it is still in this core's cache (a whole 4 MiB chunk would not be)."""
     chunk_genes, chunk_rows = chunk_shape
-    if chunk_rows % 64 or out.nbytes < 2 * chunk_genes * chunk_rows:
+    if min(len(rows), len(values)) < chunk_genes * chunk_rows + SLACK:
+        raise ValueError(f"rows and values need {chunk_genes * chunk_rows + SLACK} entries for a {chunk_shape} chunk")
+    blocks = frames(raw) if chunk_rows % 64 == 0 else None
+    if blocks is None or sum(size for _, size in blocks) != 2 * chunk_genes * chunk_rows \
+            or scratch.nbytes < max(size for _, size in blocks):
         return None
-    planes = bit_planes(raw, out)
-    if planes is None or planes.nbytes != 2 * chunk_genes * chunk_rows:
-        return None
-    blocksize = _HEADER.unpack_from(memoryview(raw).cast("B"))[5]
-    return _plane_entries(planes, blocksize // 128, width, chunk_rows, n_rows, rows, values, starts)
+    found, first = 0, 0
+    for frame, size in blocks:
+        if first // (chunk_rows // 64) >= width:  # the padding genes of an edge chunk
+            break
+        planes = decode_frame(frame, scratch[:size])
+        found = _block_entries(planes, first, chunk_rows, width, n_rows, rows, values, starts, found)
+        first += size // 128
+    starts[width] = found
+    return found

@@ -64,6 +64,7 @@ def _buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
     """This thread's rows/values buffers for ``size`` entries, allocated once at the largest size
     seen; only the pages a chunk's non-zeros touch are ever faulted in."""
     held = getattr(_BUFFERS, "entries", None)
+    size += bitplanes.SLACK
     if held is None or held[0].shape[0] < size:
         held = _BUFFERS.entries = (np.empty(size, np.int32), np.empty(size, np.int16))
     return held

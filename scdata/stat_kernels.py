@@ -118,6 +118,49 @@ def _reduce_moments(starts: np.ndarray, rows: np.ndarray, values: np.ndarray, no
                     m2[s, k, g] += zeros * mean * mean
 
 
+@njit(cache=True, nogil=True)
+def _reduce_one_group(starts: np.ndarray, values: np.ndarray, normalized: np.ndarray, logged: np.ndarray, n: float,
+                      sums: np.ndarray, m2: np.ndarray, nnz: np.ndarray, max_count: np.ndarray, squares: np.ndarray,
+                      top: np.ndarray) -> None:
+    """``_reduce_moments`` for a chunk whose rows are all one group (most chunks: experiments are
+    contiguous), without a group lookup per non-zero; the same additions in the same order."""
+    keep_top = top.shape[1] > 0
+    for g in range(starts.shape[0] - 1):
+        lo, hi = starts[g], starts[g + 1]
+        s0 = s1 = s2 = sq = 0.0
+        largest = 0
+        for j in range(lo, hi):
+            x = values[j]
+            value = np.float64(x)
+            s0 += value
+            s1 += normalized[j]
+            s2 += logged[j]
+            sq += value * value
+            if x > largest:
+                largest = x
+            if keep_top and x > top[g, 0]:
+                _replace_heap_root(top[g], x)
+        sums[0, 0, g], sums[1, 0, g], sums[2, 0, g] = 0.0 + s0, 0.0 + s1, 0.0 + s2
+        squares[0, g] = 0.0 + sq
+        nnz[0, g] = hi - lo
+        max_count[g] = largest
+        mean0, mean1, mean2 = sums[0, 0, g] / n, sums[1, 0, g] / n, sums[2, 0, g] / n
+        a0 = a1 = a2 = 0.0
+        for j in range(lo, hi):
+            d = np.float64(values[j]) - mean0
+            a0 += d * d
+            d = normalized[j] - mean1
+            a1 += d * d
+            d = logged[j] - mean2
+            a2 += d * d
+        m2[0, 0, g], m2[1, 0, g], m2[2, 0, g] = 0.0 + a0, 0.0 + a1, 0.0 + a2
+        zeros = n - (hi - lo)
+        if zeros and hi > lo:  # the zeros' share: (n - nnz) * mean**2
+            for s in range(N_SCALES):
+                mean = sums[s, 0, g] / n
+                m2[s, 0, g] += zeros * mean * mean
+
+
 def _scale_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
     """This thread's normalized and log1p buffers for ``size`` non-zeros (allocated once at the
     largest size seen)."""
@@ -143,7 +186,10 @@ def gene_moments(nonzeros: Nonzeros, divisor: np.ndarray, group: np.ndarray, gro
     norm_buffer, logged = _scale_buffers(len(values))
     scaled = normalized(rows, values, divisor, norm_buffer)
     logged = np.log1p(scaled, out=logged[: len(values)])
-    _reduce_moments(starts, rows, values, scaled, logged, group, group_n, sums, m2, nnz, max_count, squares, top)
+    if len(group_n) == 1:
+        _reduce_one_group(starts, values, scaled, logged, group_n[0], sums, m2, nnz, max_count, squares, top)
+    else:
+        _reduce_moments(starts, rows, values, scaled, logged, group, group_n, sums, m2, nnz, max_count, squares, top)
 
 
 @njit(cache=True, nogil=True)

@@ -19,7 +19,8 @@ def _encode(block: np.ndarray, blocksize: int, cname: str = "zstd", shuffle: int
 
 def _from_planes(raw: bytes, shape: tuple[int, int], width: int, n_rows: int):
     size = shape[0] * shape[1]
-    rows, values, starts = np.empty(size, np.int32), np.empty(size, np.int16), np.empty(width + 1, np.int64)
+    rows, values = np.empty(size + bitplanes.SLACK, np.int32), np.empty(size + bitplanes.SLACK, np.int16)
+    starts = np.empty(width + 1, np.int64)
     found = bitplanes.nonzeros(raw, shape, width, n_rows, np.empty(2 * size, np.uint8), rows, values, starts)
     return None if found is None else (starts, rows[:found], values[:found])
 

@@ -93,3 +93,32 @@ def test_merge_top_counts():
     a = np.array([[5, 1, 0], [9, 9, 2]], np.int16)
     b = np.array([[3, 7, 0], [1, 9, 8]], np.int16)
     np.testing.assert_array_equal(np.sort(merge_top_counts(a, b), axis=1), [[3, 5, 7], [9, 9, 9]])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 90), g=st.integers(1, 9), top_counts=st.sampled_from([0, 3]))
+def test_one_group_kernel_is_the_general_one_bit_for_bit(seed, n, g, top_counts):
+    """The single-group fast path makes the same additions in the same order."""
+    from scdata.nonzeros import normalized
+    from scdata.stat_kernels import _reduce_moments, _reduce_one_group
+
+    rng = np.random.default_rng(seed)
+    x = rng.poisson(rng.gamma(0.5, 3.0, size=(g, 1)), size=(g, n)).astype(np.int16)
+    x[rng.random((g, n)) < 0.5] = 0
+    starts, rows, values = block_nonzeros(x)
+    rows, values = rows.copy(), values.copy()
+    scaled = normalized(rows, values, rng.random(n) + 0.5, np.empty(len(values)))
+    logged = np.log1p(scaled)
+    outputs = []
+    for kernel in ("general", "one"):
+        sums, m2 = np.full((3, 1, g), 5.0), np.full((3, 1, g), 7.0)
+        nnz, top, squares = np.zeros((1, g), np.int64), np.zeros(g, np.int64), np.zeros((1, g))
+        heap = np.zeros((g, top_counts), np.int16)
+        if kernel == "general":
+            _reduce_moments(starts, rows, values, scaled, logged, np.zeros(n, np.int64), np.array([float(n)]), sums, m2,
+                            nnz, top, squares, heap)
+        else:
+            _reduce_one_group(starts, values, scaled, logged, float(n), sums, m2, nnz, top, squares, heap)
+        outputs.append((sums, m2, nnz, top, squares, heap))
+    for a, b in zip(*outputs):
+        np.testing.assert_array_equal(a, b)

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from scdata.bitplanes import bit_planes  # noqa: E402
+from scdata.bitplanes import decode_frame, frames  # noqa: E402
 from scdata.chunkio import ChunkReader  # noqa: E402
 from scdata.dataset import _committed  # noqa: E402
 
@@ -46,8 +46,11 @@ def main() -> None:
             raw = reader.raw(i, j)
             if raw is not None:
                 n += 1
-                if bit_planes(raw, out) is None:
+                blocks = frames(raw)
+                if blocks is None:
                     reader.decode(raw, out=out.view(np.int16))
+                for frame, size in blocks or ():  # block by block into one buffer, as the pass reads
+                    decode_frame(frame, out[:size])
         return n
 
     result = {"cells": n, "threads": a.threads}
