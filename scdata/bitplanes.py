@@ -27,6 +27,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 from numcodecs.zstd import Zstd
 
+from . import zstd_lib
+
 _HEADER = struct.Struct("<BBBBiii")
 _BITSHUFFLE, _MEMCPYED, _DONT_SPLIT = 0x04, 0x02, 0x10
 _ZSTD_FORMAT = 4
@@ -193,26 +195,86 @@ def _content_size(frame: memoryview) -> int | None:
     return size + 256 if field == 2 else size
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _int32(raw: np.ndarray, at: int) -> int:
+    x = np.int64(raw[at]) | np.int64(raw[at + 1]) << 8 | np.int64(raw[at + 2]) << 16 | np.int64(raw[at + 3]) << 24
+    return x - (1 << 32) if x >= (1 << 31) else x
+
+
+@njit(cache=True, nogil=True)
+def _native_chunk(raw: np.ndarray, scratch: np.ndarray, dctx: int, chunk_genes: int, chunk_rows: int, width: int,
+                  n_rows: int, rows: np.ndarray, values: np.ndarray, starts: np.ndarray) -> int:
+    """``nonzeros`` in one compiled call: the Blosc frame parsed and checked (``frames``), each
+    block's zstd frame decoded by zstd itself into ``scratch`` (uint64, at least one block) and read
+    by ``_block_entries``. Returns the number of non-zeros, -1 for a chunk this does not read, -2
+    for a zstd error."""
+    n = raw.shape[0]
+    if n < 16 or raw[0] != 2 or raw[3] != 2:
+        return -1
+    flags = raw[2]
+    nbytes, blocksize, cbytes = _int32(raw, 4), _int32(raw, 8), _int32(raw, 12)
+    if (flags & _MEMCPYED or not flags & _BITSHUFFLE or not flags & _DONT_SPLIT or flags >> 5 != _ZSTD_FORMAT
+            or cbytes != n or blocksize <= 0 or blocksize % 128 or nbytes != 2 * chunk_genes * chunk_rows
+            or chunk_rows % 64 or 8 * scratch.shape[0] < blocksize):
+        return -1
+    n_blocks = -(-nbytes // blocksize)
+    if n < 16 + 4 * n_blocks:
+        return -1
+    base = raw.ctypes.data
+    for k in range(n_blocks):  # every block checked before any is decoded: a refusal has no partial output
+        start, size = _int32(raw, 16 + 4 * k), min(blocksize, nbytes - k * blocksize)
+        if start < 16 or start > n - 4:
+            return -1
+        stream = _int32(raw, start)
+        if stream == size or stream <= 0 or start + 4 + stream > n:  # stored uncompressed, or cut short
+            return -1
+        if np.int64(zstd_lib.frame_content_size(base + np.uintp(start + 4), np.uintp(stream))) != size:
+            return -1
+    found = 0
+    words_per_gene = chunk_rows // 64
+    for k in range(n_blocks):
+        first = k * (blocksize // 128)
+        if first // words_per_gene >= width:  # the padding genes of an edge chunk
+            break
+        start, size = _int32(raw, 16 + 4 * k), min(blocksize, nbytes - k * blocksize)
+        stream = _int32(raw, start)
+        got = zstd_lib.decompress_dctx(dctx, scratch.ctypes.data, np.uintp(size), base + np.uintp(start + 4),
+                                       np.uintp(stream))
+        if zstd_lib.is_error(got) or np.int64(got) != size:
+            return -2
+        found = _block_entries(scratch[: size // 8], first, chunk_rows, width, n_rows, rows, values, starts, found)
+    starts[width] = found
+    return found
+
+
 def nonzeros(raw, chunk_shape: tuple[int, int], width: int, n_rows: int, scratch: np.ndarray, rows: np.ndarray,
              values: np.ndarray, starts: np.ndarray) -> int | None:
     """The non-zeros of the gene-major (genes, rows) chunk ``raw`` of ``chunk_shape``, first
     ``width`` genes and ``n_rows`` rows: gene g's rows and values at ``starts[g]:starts[g + 1]``;
     returns their number, or None when the frame is not one this reads (decode it instead).
 
-    ``scratch``: a uint8 buffer of at least one Blosc block; each block is decoded into it and
-    read while it is still in this core's cache (a whole 4 MiB chunk would not be)."""
+    ``scratch``: a uint64 buffer of at least one Blosc block; each block is decoded into it and
+    read while it is still in this core's cache (a whole 4 MiB chunk would not be). A zstd error
+    raises RuntimeError."""
     chunk_genes, chunk_rows = chunk_shape
     if min(len(rows), len(values)) < chunk_genes * chunk_rows + SLACK:
         raise ValueError(f"rows and values need {chunk_genes * chunk_rows + SLACK} entries for a {chunk_shape} chunk")
+    if zstd_lib.AVAILABLE and sys.byteorder == "little":
+        found = _native_chunk(np.frombuffer(raw, np.uint8), scratch, zstd_lib.thread_context(), chunk_genes,
+                              chunk_rows, width, n_rows, rows, values, starts)
+        if found == -2:
+            raise RuntimeError("Zstd decompression error: invalid input data")
+        return None if found < 0 else found
     blocks = frames(raw) if chunk_rows % 64 == 0 else None
     if blocks is None or sum(size for _, size in blocks) != 2 * chunk_genes * chunk_rows \
             or scratch.nbytes < max(size for _, size in blocks):
         return None
     found, first = 0, 0
+    bytes_scratch = scratch.view(np.uint8)
     for frame, size in blocks:
         if first // (chunk_rows // 64) >= width:  # the padding genes of an edge chunk
             break
-        planes = decode_frame(frame, scratch[:size])
+        planes = decode_frame(frame, bytes_scratch[:size])
         found = _block_entries(planes, first, chunk_rows, width, n_rows, rows, values, starts, found)
         first += size // 128
     starts[width] = found

@@ -71,10 +71,10 @@ def _buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scratch(nbytes: int) -> np.ndarray:
-    """This thread's buffer for a chunk's zstd output."""
+    """This thread's buffer for a Blosc block's zstd output (uint64 words)."""
     held = getattr(_BUFFERS, "planes", None)
     if held is None or held.nbytes < nbytes:
-        held = _BUFFERS.planes = np.empty(nbytes, np.uint8)
+        held = _BUFFERS.planes = np.empty(-(-nbytes // 8), np.uint64)
     return held
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numcodecs import Blosc
 
-from scdata import bitplanes
+from scdata import bitplanes, zstd_lib
 from scdata.chunkio import ChunkReader, ChunkWriter
 from scdata.nonzeros import block_nonzeros, gene_nonzeros
 from scdata.store import StoreLayout
@@ -17,11 +17,22 @@ def _encode(block: np.ndarray, blocksize: int, cname: str = "zstd", shuffle: int
     return Blosc(cname=cname, clevel=1, shuffle=shuffle, blocksize=blocksize, typesize=2).encode(block.reshape(-1))
 
 
-def _from_planes(raw: bytes, shape: tuple[int, int], width: int, n_rows: int):
+def _from_planes(raw: bytes, shape: tuple[int, int], width: int, n_rows: int, native: bool = True):
+    """Through zstd called from the compiled kernel (``native``) or through numcodecs' Python API."""
+    if native:
+        assert zstd_lib.AVAILABLE  # numcodecs' zstd exports its API here; the fallback is tested too
+    available, zstd_lib.AVAILABLE = zstd_lib.AVAILABLE, native
+    try:
+        return _entries(raw, shape, width, n_rows)
+    finally:
+        zstd_lib.AVAILABLE = available
+
+
+def _entries(raw: bytes, shape: tuple[int, int], width: int, n_rows: int):
     size = shape[0] * shape[1]
     rows, values = np.empty(size + bitplanes.SLACK, np.int32), np.empty(size + bitplanes.SLACK, np.int16)
     starts = np.empty(width + 1, np.int64)
-    found = bitplanes.nonzeros(raw, shape, width, n_rows, np.empty(2 * size, np.uint8), rows, values, starts)
+    found = bitplanes.nonzeros(raw, shape, width, n_rows, np.empty(size // 4 + 1, np.uint64), rows, values, starts)
     return None if found is None else (starts, rows[:found], values[:found])
 
 
@@ -47,11 +58,12 @@ def test_planes_match_decoded_block(seed, genes, row_words, density, top, negati
     width = data.draw(st.integers(0, genes))
     n_rows = data.draw(st.integers(0, rows))
     raw = _encode(block, 128 * block_units)
-    got = _from_planes(raw, block.shape, width, n_rows)
-    if got is None:  # only where Blosc stored some of it uncompressed, which has no planes to read
-        assert _stored_raw(raw)
-    else:
-        _assert_same(got, block[:width, :n_rows])
+    for native in (True, False):
+        got = _from_planes(raw, block.shape, width, n_rows, native)
+        if got is None:  # only where Blosc stored some of it uncompressed, which has no planes to read
+            assert _stored_raw(raw)
+        else:
+            _assert_same(got, block[:width, :n_rows])
 
 
 def _stored_raw(raw: bytes) -> bool:
@@ -63,21 +75,36 @@ def _stored_raw(raw: bytes) -> bool:
     return any(int.from_bytes(raw[s : s + 4], "little") == size for s, size in zip(starts, sizes))
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("cname,shuffle", [("zstd", Blosc.SHUFFLE), ("zstd", Blosc.NOSHUFFLE), ("lz4", Blosc.BITSHUFFLE)])
-def test_other_codecs_are_refused(cname, shuffle):
+def test_other_codecs_are_refused(cname, shuffle, native):
     block = np.arange(64 * 8, dtype=np.int16).reshape(8, 64)
-    assert _from_planes(_encode(block, 0, cname, shuffle), block.shape, 8, 64) is None
+    assert _from_planes(_encode(block, 0, cname, shuffle), block.shape, 8, 64, native) is None
 
 
-def test_rows_not_in_whole_words_are_refused():
+@pytest.mark.parametrize("native", [True, False])
+def test_rows_not_in_whole_words_are_refused(native):
     block = np.ones((4, 100), np.int16)
-    assert _from_planes(_encode(block, 0), block.shape, 4, 100) is None
+    assert _from_planes(_encode(block, 0), block.shape, 4, 100, native) is None
 
 
-def test_incompressible_block_stored_raw_is_refused():
+@pytest.mark.parametrize("native", [True, False])
+def test_incompressible_block_stored_raw_is_refused(native):
     """Blosc stores a block that does not compress as is; that block has no zstd frame."""
     block = np.random.default_rng(0).integers(-32768, 32767, size=(16, 64), dtype=np.int16)
-    assert _from_planes(_encode(block, 0), block.shape, 16, 64) is None
+    assert _from_planes(_encode(block, 0), block.shape, 16, 64, native) is None
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_truncated_chunk_is_refused_or_fails(native):
+    """A chunk cut short is never read as if it were whole."""
+    block = (np.arange(64 * 32, dtype=np.int16).reshape(32, 64) % 7 == 0).astype(np.int16)
+    raw = _encode(block, 1024)
+    for cut in (len(raw) - 1, len(raw) // 2, 20, 3):
+        try:
+            assert _from_planes(raw[:cut], block.shape, 32, 64, native) is None
+        except RuntimeError:
+            pass
 
 
 def test_corrupt_chunk_names_the_chunk(tmp_path):
@@ -94,5 +121,10 @@ def test_corrupt_chunk_names_the_chunk(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[-12:-4] = b"\xff" * 8  # inside the zstd frame of the last block
     path.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"X/c/0/1.*cannot decode"):
-        list(gene_nonzeros(ChunkReader(zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["X"]), 0, 128))
+    for native in (True, False):
+        available, zstd_lib.AVAILABLE = zstd_lib.AVAILABLE, native
+        try:
+            with pytest.raises(ValueError, match=r"X/c/0/1.*cannot decode"):
+                list(gene_nonzeros(ChunkReader(zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["X"]), 0, 128))
+        finally:
+            zstd_lib.AVAILABLE = available
