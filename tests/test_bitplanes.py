@@ -76,7 +76,8 @@ def _stored_raw(raw: bytes) -> bool:
 
 
 @pytest.mark.parametrize("native", [True, False])
-@pytest.mark.parametrize("cname,shuffle", [("zstd", Blosc.SHUFFLE), ("zstd", Blosc.NOSHUFFLE), ("lz4", Blosc.BITSHUFFLE)])
+@pytest.mark.parametrize("cname,shuffle",
+                         [("zstd", Blosc.SHUFFLE), ("zstd", Blosc.NOSHUFFLE), ("lz4", Blosc.BITSHUFFLE)])
 def test_other_codecs_are_refused(cname, shuffle, native):
     block = np.arange(64 * 8, dtype=np.int16).reshape(8, 64)
     assert _from_planes(_encode(block, 0, cname, shuffle), block.shape, 8, 64, native) is None
