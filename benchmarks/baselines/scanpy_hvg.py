@@ -1,7 +1,9 @@
 """scanpy in memory: read the store's source experiments (h5ad), concatenate, then the HVG flavors.
 
 This is what a scanpy user does with the same cells: everything in memory. Prints one JSON line
-with load and per-flavor compute times.
+with load and per-flavor compute times. Each flavor first runs once, untimed, on the first cells:
+scanpy's compiled kernels (numba) are built or loaded from its cache on first use, which a user's
+session pays once, not per call, so the timed compute is scanpy's steady state.
 """
 
 from __future__ import annotations
@@ -37,18 +39,21 @@ def main() -> None:
     load_s = time.perf_counter() - t
     out = {"cells": adata.n_obs, "load_s": load_s, "compute_s": {}}
     for flavor in a.flavors:
+        hvgs(adata[: min(adata.n_obs, 20_000)].copy(), flavor, a.n_top_genes)  # warm-up, untimed
         t = time.perf_counter()
-        if flavor in ("seurat", "cell_ranger"):
-            work = adata.copy()
-            sc.pp.normalize_total(work, target_sum=1e4)
-            sc.pp.log1p(work)
-        else:
-            work = adata
-        df = sc.pp.highly_variable_genes(work, flavor=flavor, n_top_genes=a.n_top_genes, inplace=False)
+        df = hvgs(adata, flavor, a.n_top_genes)
         out["compute_s"][flavor] = time.perf_counter() - t
         out.setdefault("n_hvgs", {})[flavor] = int(np.sum(df["highly_variable"]))
-        del work
     print(json.dumps(out))
+
+
+def hvgs(adata: ad.AnnData, flavor: str, n_top_genes: int):
+    """scanpy's HVG table for ``flavor``, after normalize_total + log1p for the flavors that expect them."""
+    if flavor in ("seurat", "cell_ranger"):
+        adata = adata.copy()
+        sc.pp.normalize_total(adata, target_sum=1e4)
+        sc.pp.log1p(adata)
+    return sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=n_top_genes, inplace=False)
 
 
 if __name__ == "__main__":
