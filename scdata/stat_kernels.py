@@ -129,6 +129,8 @@ def _reduce_one_group(starts: np.ndarray, values: np.ndarray, normalized: np.nda
         lo, hi = starts[g], starts[g + 1]
         s0 = s1 = s2 = sq = 0.0
         largest = 0
+        heap = top[g]
+        smallest_kept = heap[0] if keep_top else 0  # the heap's root, in a register
         for j in range(lo, hi):
             x = values[j]
             value = np.float64(x)
@@ -138,8 +140,9 @@ def _reduce_one_group(starts: np.ndarray, values: np.ndarray, normalized: np.nda
             sq += value * value
             if x > largest:
                 largest = x
-            if keep_top and x > top[g, 0]:
-                _replace_heap_root(top[g], x)
+            if keep_top and x > smallest_kept:
+                _replace_heap_root(heap, x)
+                smallest_kept = heap[0]
         sums[0, 0, g], sums[1, 0, g], sums[2, 0, g] = 0.0 + s0, 0.0 + s1, 0.0 + s2
         squares[0, g] = 0.0 + sq
         nnz[0, g] = hi - lo
