@@ -64,9 +64,9 @@ def _block_entries(planes: np.ndarray, first: int, chunk_rows: int, width: int, 
     (gene ``e // chunk_rows``, row ``e % chunk_rows``) is bit ``e % 64`` of word ``e // 64``. Only
     the first ``width`` genes and ``n_rows`` rows count; ``starts[g]`` is set when gene g begins.
 
-    Most counts are 1 to 3: a value's first two bits are read for every non-zero, its other bits
-    only where the OR of the higher planes (one vectorized sweep over the block) is set; planes
-    that are all zeros (most of the upper ones) are never read again."""
+    Most counts are 1 to 3: every non-zero gets its first two bits as it is written; a second
+    loop adds the other bits to the few entries where the OR of the higher planes (one vectorized
+    sweep over the block) is set, reading only the planes that are not all zeros."""
     size = planes.shape[0] // _BITS
     words_per_gene = chunk_rows // 64
     bit0 = bit1 = planes[:0]
