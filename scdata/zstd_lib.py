@@ -22,11 +22,14 @@ _REQUIRED = ("ZSTD_createDCtx", "ZSTD_decompressDCtx", "ZSTD_isError", "ZSTD_get
 def _load() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(numcodecs.zstd.__file__)
-        for name in _REQUIRED:
-            getattr(lib, name)
+        addresses = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in _REQUIRED}
     except (OSError, AttributeError):
         return None
     llvm.load_library_permanently(numcodecs.zstd.__file__)  # kernels link to the symbols by name
+    # Other extensions bundle a zstd of their own (numcodecs' blosc does): use these only if the
+    # names resolve to this copy, whose contexts are made here.
+    if any(llvm.address_of_symbol(name) != address for name, address in addresses.items()):
+        return None
     lib.ZSTD_createDCtx.restype = ctypes.c_void_p
     return lib
 
