@@ -48,6 +48,54 @@ def _replace_heap_root(heap: np.ndarray, x) -> None:
     heap[i] = x
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _run_end(rows: np.ndarray, group: np.ndarray, i: int, hi: int) -> int:
+    """The end of the run of entries from ``i`` whose rows are in ``i``'s group."""
+    k = group[rows[i]]
+    j = i + 1
+    while j < hi and group[rows[j]] == k:
+        j += 1
+    return j
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _run_sums(values: np.ndarray, normalized: np.ndarray, logged: np.ndarray, lo: int, hi: int, heap: np.ndarray,
+              keep_top: bool, largest):
+    """Sums over entries ``[lo, hi)`` on the three scales and of squared counts, in registers, and
+    the largest count so far; counts above the heap's root enter the heap (its root stays in a
+    register)."""
+    s0 = s1 = s2 = sq = 0.0
+    smallest_kept = heap[0] if keep_top else 0
+    for j in range(lo, hi):
+        x = values[j]
+        value = np.float64(x)
+        s0 += value
+        s1 += normalized[j]
+        s2 += logged[j]
+        sq += value * value
+        if x > largest:
+            largest = x
+        if keep_top and x > smallest_kept:
+            _replace_heap_root(heap, x)
+            smallest_kept = heap[0]
+    return s0, s1, s2, sq, largest
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _run_deviations(values: np.ndarray, normalized: np.ndarray, logged: np.ndarray, lo: int, hi: int,
+                    mean0: float, mean1: float, mean2: float):
+    """Squared deviations of entries ``[lo, hi)`` from the three scales' means."""
+    a0 = a1 = a2 = 0.0
+    for j in range(lo, hi):
+        d = np.float64(values[j]) - mean0
+        a0 += d * d
+        d = normalized[j] - mean1
+        a1 += d * d
+        d = logged[j] - mean2
+        a2 += d * d
+    return a0, a1, a2
+
+
 @njit(cache=True, nogil=True)
 def _reduce_moments(starts: np.ndarray, rows: np.ndarray, values: np.ndarray, normalized: np.ndarray,
                     logged: np.ndarray, group: np.ndarray, group_n: np.ndarray, sums: np.ndarray, m2: np.ndarray,
@@ -69,21 +117,8 @@ def _reduce_moments(starts: np.ndarray, rows: np.ndarray, values: np.ndarray, no
         largest = 0
         i = lo
         while i < hi:  # first pass: sums, one run of a group at a time
-            k = group[rows[i]]
-            s0 = s1 = s2 = sq = 0.0
-            j = i
-            while j < hi and group[rows[j]] == k:
-                x = values[j]
-                value = np.float64(x)
-                s0 += value
-                s1 += normalized[j]
-                s2 += logged[j]
-                sq += value * value
-                if x > largest:
-                    largest = x
-                if keep_top and x > top[g, 0]:
-                    _replace_heap_root(top[g], x)
-                j += 1
+            k, j = group[rows[i]], _run_end(rows, group, i, hi)
+            s0, s1, s2, sq, largest = _run_sums(values, normalized, logged, i, j, top[g], keep_top, largest)
             sums[0, k, g] += s0
             sums[1, k, g] += s1
             sums[2, k, g] += s2
@@ -93,29 +128,26 @@ def _reduce_moments(starts: np.ndarray, rows: np.ndarray, values: np.ndarray, no
         max_count[g] = largest
         i = lo
         while i < hi:  # second pass: squared deviations from the group means
-            k = group[rows[i]]
+            k, j = group[rows[i]], _run_end(rows, group, i, hi)
             n = group_n[k]
-            mean0, mean1, mean2 = sums[0, k, g] / n, sums[1, k, g] / n, sums[2, k, g] / n
-            a0 = a1 = a2 = 0.0
-            j = i
-            while j < hi and group[rows[j]] == k:
-                d = np.float64(values[j]) - mean0
-                a0 += d * d
-                d = normalized[j] - mean1
-                a1 += d * d
-                d = logged[j] - mean2
-                a2 += d * d
-                j += 1
+            a0, a1, a2 = _run_deviations(values, normalized, logged, i, j, sums[0, k, g] / n, sums[1, k, g] / n,
+                                         sums[2, k, g] / n)
             m2[0, k, g] += a0
             m2[1, k, g] += a1
             m2[2, k, g] += a2
             i = j
-        for k in range(n_groups):  # the zeros' share: (n - nnz) * mean**2
-            zeros = group_n[k] - nnz[k, g]
-            if zeros and nnz[k, g]:
-                for s in range(N_SCALES):
-                    mean = sums[s, k, g] / group_n[k]
-                    m2[s, k, g] += zeros * mean * mean
+        _add_zeros_share(g, group_n, nnz, sums, m2)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_zeros_share(g: int, group_n: np.ndarray, nnz: np.ndarray, sums: np.ndarray, m2: np.ndarray) -> None:
+    """Gene g's zeros in each group add ``(n - nnz) * mean**2`` to its M2."""
+    for k in range(group_n.shape[0]):
+        zeros = group_n[k] - nnz[k, g]
+        if zeros and nnz[k, g]:
+            for s in range(N_SCALES):
+                mean = sums[s, k, g] / group_n[k]
+                m2[s, k, g] += zeros * mean * mean
 
 
 @njit(cache=True, nogil=True)
@@ -123,45 +155,20 @@ def _reduce_one_group(starts: np.ndarray, values: np.ndarray, normalized: np.nda
                       sums: np.ndarray, m2: np.ndarray, nnz: np.ndarray, max_count: np.ndarray, squares: np.ndarray,
                       top: np.ndarray) -> None:
     """``_reduce_moments`` for a chunk whose rows are all one group (most chunks: experiments are
-    contiguous), without a group lookup per non-zero; the same additions in the same order."""
+    contiguous): each gene's entries are one run, found without a group lookup per non-zero."""
     keep_top = top.shape[1] > 0
+    group_n = np.full(1, n)
     for g in range(starts.shape[0] - 1):
         lo, hi = starts[g], starts[g + 1]
-        s0 = s1 = s2 = sq = 0.0
-        largest = 0
-        heap = top[g]
-        smallest_kept = heap[0] if keep_top else 0  # the heap's root, in a register
-        for j in range(lo, hi):
-            x = values[j]
-            value = np.float64(x)
-            s0 += value
-            s1 += normalized[j]
-            s2 += logged[j]
-            sq += value * value
-            if x > largest:
-                largest = x
-            if keep_top and x > smallest_kept:
-                _replace_heap_root(heap, x)
-                smallest_kept = heap[0]
+        s0, s1, s2, sq, largest = _run_sums(values, normalized, logged, lo, hi, top[g], keep_top, 0)
         sums[0, 0, g], sums[1, 0, g], sums[2, 0, g] = 0.0 + s0, 0.0 + s1, 0.0 + s2
         squares[0, g] = 0.0 + sq
         nnz[0, g] = hi - lo
         max_count[g] = largest
-        mean0, mean1, mean2 = sums[0, 0, g] / n, sums[1, 0, g] / n, sums[2, 0, g] / n
-        a0 = a1 = a2 = 0.0
-        for j in range(lo, hi):
-            d = np.float64(values[j]) - mean0
-            a0 += d * d
-            d = normalized[j] - mean1
-            a1 += d * d
-            d = logged[j] - mean2
-            a2 += d * d
+        a0, a1, a2 = _run_deviations(values, normalized, logged, lo, hi, sums[0, 0, g] / n, sums[1, 0, g] / n,
+                                     sums[2, 0, g] / n)
         m2[0, 0, g], m2[1, 0, g], m2[2, 0, g] = 0.0 + a0, 0.0 + a1, 0.0 + a2
-        zeros = n - (hi - lo)
-        if zeros and hi > lo:  # the zeros' share: (n - nnz) * mean**2
-            for s in range(N_SCALES):
-                mean = sums[s, 0, g] / n
-                m2[s, 0, g] += zeros * mean * mean
+        _add_zeros_share(g, group_n, nnz, sums, m2)
 
 
 def _scale_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
