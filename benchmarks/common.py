@@ -27,7 +27,9 @@ class Measured:
 
 
 def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> Measured:
-    """Run ``cmd``; peak RSS is the largest sum over the process and all its descendants."""
+    """Run ``cmd``; peak RSS is the largest sum over the process and all its descendants: the
+    process's RSS plus each descendant's USS (the pages only it maps). A child forked from the
+    process shares its pages until either writes them; RSS would count those twice."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     peak = 0
@@ -42,7 +44,7 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05
                 total = 0
                 for p in procs:
                     try:
-                        total += p.memory_info().rss
+                        total += p.memory_info().rss if p is root else _unique_bytes(p)
                     except psutil.Error:
                         pass
                 peak = max(peak, total)
@@ -56,6 +58,13 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05
     stop.set()
     thread.join()
     return Measured(time.perf_counter() - start, peak, proc.returncode, output)
+
+
+def _unique_bytes(p: psutil.Process) -> int:
+    try:
+        return p.memory_full_info().uss
+    except (psutil.AccessDenied, AttributeError):  # no USS on this platform: RSS
+        return p.memory_info().rss
 
 
 def run_checked(cmd: list[str], env: dict | None = None) -> Measured:

@@ -14,11 +14,11 @@ from .ingest import IngestConfig, IngestError, IngestReport, ingest  # eager: th
 
 _EXPORTS = {
     "ClusterConfig": "cluster",
-    "StoreError": "dataset", "open_store": "dataset", "to_anndata": "dataset",
+    "open_store": "dataset", "to_anndata": "dataset",
     "DemoConfig": "demo", "write_demo_bucket": "demo",
     "ExperimentError": "h5ad",
     "store_info": "info",
-    "Manifest": "manifest", "read_manifest": "manifest",
+    "Manifest": "manifest", "StoreError": "manifest", "read_manifest": "manifest",
     "SourceConfig": "source", "read_sample_metadata": "source", "select_experiments": "source",
     "StoreLayout": "store",
 }
@@ -40,10 +40,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .cluster import ClusterConfig
-    from .dataset import StoreError, open_store, to_anndata
+    from .dataset import open_store, to_anndata
     from .demo import DemoConfig, write_demo_bucket
     from .h5ad import ExperimentError
     from .info import store_info
-    from .manifest import Manifest, read_manifest
+    from .manifest import Manifest, StoreError, read_manifest
     from .source import SourceConfig, read_sample_metadata, select_experiments
     from .store import StoreLayout

@@ -67,7 +67,7 @@ def _ingest_config(args):
 
 
 def _info(args) -> int:
-    from .dataset import StoreError
+    from .manifest import StoreError
     from .info import format_info, store_info
 
     try:
@@ -108,7 +108,7 @@ def _hvg(args) -> int:
         store = args.vcc_store or os.path.join(os.path.dirname(os.path.abspath(args.store)), "vcc.zarr")
         return _run_vcc_import(_vcc_config(args, store, args.store))
     from .cluster import ClusterError
-    from .dataset import StoreError
+    from .manifest import StoreError
     from .hvg import HVGConfig
     from .hvg_job import HVGJob, run_hvg_job
 

@@ -15,20 +15,9 @@ import zarr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from .manifest import Manifest, read_manifest
+from .manifest import Manifest, open_committed
 from .lazyx import DirectX, as_dask, registered, sparse_rows, subset
 from .store import OBS_STRING_COLUMNS, categorical_columns, numeric_columns, open_root, read_categories, read_strings
-
-
-class StoreError(ValueError):
-    """The path is not a readable sczarr store."""
-
-
-def _committed(store: str) -> tuple[zarr.Group, Manifest]:
-    manifest = read_manifest(store)
-    if manifest is None:
-        raise StoreError(f"{store} has no manifest (uns/sczarr_manifest): not a sczarr store, or its ingest never committed a round")
-    return open_root(store, mode="r"), manifest
 
 
 _OBS_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
@@ -113,7 +102,7 @@ def open_store(store: str) -> xr.Dataset:
     (a pointer or a number per cell and column) and read once per store version. ``attrs``
     carry the manifest version.
     """
-    root, manifest = _committed(store)
+    root, manifest = open_committed(store)
     n = manifest.n_committed
     var = root["var"]
     counts = as_dask(DirectX(store, n))

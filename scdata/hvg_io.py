@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .chunkio import ChunkReader, ChunkWriter
-from .dataset import _committed
+from .manifest import open_committed
 from .hvg import HVGConfig
 from .manifest import StaleError
 from .stats import GeneStats
@@ -79,7 +79,7 @@ def write_var_columns(store: str, df: pd.DataFrame, config: HVGConfig, version: 
 
 def load_hvg(store: str) -> dict:
     """The stored selection (parameters and ranked indices); StaleError if the store moved on."""
-    root, manifest = _committed(store)
+    root, manifest = open_committed(store)
     info = root["var"].attrs.get(HVG_ATTR)
     if info is None:
         raise FileNotFoundError(f"{store} has no HVG selection yet: run `scdata hvg --store {store}`")
@@ -104,7 +104,7 @@ def materialize(store: str, order: np.ndarray, version: int, client=None) -> Non
     dropped from it before it is deleted)."""
     import dask
 
-    _, manifest = _committed(store)
+    _, manifest = open_committed(store)
     if manifest.version != version:
         raise StaleError(f"selection from manifest v{version}, store at v{manifest.version}")
     root = open_root(store, mode="r+")
@@ -128,7 +128,7 @@ def materialize(store: str, order: np.ndarray, version: int, client=None) -> Non
 
 def open_hvg_matrix(store: str):
     """``obsm/X_hvg`` and its HVG indices, checked against the current manifest."""
-    root, manifest = _committed(store)
+    root, manifest = open_committed(store)
     if "X_hvg" not in root["obsm"]:
         raise FileNotFoundError(f"{store} has no obsm/X_hvg: run `scdata hvg --store {store} --materialize`")
     arr = root["obsm/X_hvg"]

@@ -15,7 +15,8 @@ from .hvg_io import (
     hvg_info, load_hvg, materialize, open_hvg_matrix, previous_info, ranked_hvgs, write_json, write_var_columns,
 )
 from .manifest import StaleError
-from .plots import plot_hvg_analysis
+from .draw_process import DrawProcess
+from .plots import HVGPanels, draw_hvg_analysis, hvg_panels
 from .store import open_root, read_strings
 
 PANEL_BATCH_KEY = "srx_accession"
@@ -59,41 +60,49 @@ def _up_to_date(job: HVGJob) -> bool:
     return True
 
 
+def _panels(stats, config: HVGConfig, df, order: np.ndarray, symbols: np.ndarray) -> HVGPanels:
+    score_name = {"seurat": "normalised dispersion", "cell_ranger": "normalised dispersion",
+                  "dispersion": "dispersion (variance / mean)"}.get(config.flavor, "normalised variance")
+    score_col = {"seurat": "dispersions_norm", "cell_ranger": "dispersions_norm", "dispersion": "dispersions"}.get(
+        config.flavor, "variances_norm")
+    title = f"{len(order):,} HVGs ({config.flavor}) from {stats.n_cells:,} cells, {len(stats.batches)} experiments"
+    return hvg_panels(stats, order, symbols, np.asarray(df[score_col], dtype=float), score_name, title)
+
+
 def run_hvg_job(job: HVGJob, echo=print) -> dict:
     """Run the whole HVG step; returns the hvg_info payload.
 
-    hvg_info.json is written before the figure is drawn (importing matplotlib in a thread during
-    the pass was tried: its GIL time slowed the pass by more than it saved). The last line says
-    where the time went."""
+    The figure is drawn by a child process (``DrawProcess``) while the store's columns and
+    hvg_info.json are written (importing matplotlib in a thread during the pass was tried: its GIL
+    time slowed the pass by more than it saved). The last line says where the time went: "figure"
+    is the wait for the child after the outputs are written."""
     info_path = os.path.join(job.out, "hvg_info.json")
     if not job.force and _up_to_date(job):
         echo(f"{info_path} is up to date with the store (use --force to recompute)")
         return previous_info(info_path)
     config = job.config
     timer = PhaseTimer()
-    with dask_client(job.cluster, echo=echo) as client:
-        timer.lap("cluster")
-        df, stats = run_hvg(job.store, config, client, stats_batch_key=PANEL_BATCH_KEY)
-        timer.lap("statistics and selection")
-        order = ranked_hvgs(df, config)
-        echo(f"Selected {len(order):,} HVGs ({config.flavor}{', batch_key=' + config.batch_key if config.batch_key else ''}) "
-             f"from {stats.n_cells:,} cells x {len(stats.gene_ids):,} genes (manifest v{stats.manifest_version})")
-        write_var_columns(job.store, df, config, stats.manifest_version, order)
-        if job.materialize:
-            materialize(job.store, order, stats.manifest_version, client)
-            echo(f"Materialized obsm/X_hvg ({stats.n_cells:,} x {len(order):,} int16)")
-    symbols = read_strings(open_root(job.store)["var/gene_symbol"])
-    info = hvg_info(job.store, stats, config, order, symbols)
-    write_json(info_path, info)
-    timer.lap("store columns and hvg_info.json" + (" and X_hvg" if job.materialize else ""))
-    score_name = {"seurat": "normalised dispersion", "cell_ranger": "normalised dispersion",
-                  "dispersion": "dispersion (variance / mean)"}.get(config.flavor, "normalised variance")
-    score_col = {"seurat": "dispersions_norm", "cell_ranger": "dispersions_norm", "dispersion": "dispersions"}.get(
-        config.flavor, "variances_norm")
     plot_path = os.path.join(job.out, "hvg_analysis.png")
-    plot_hvg_analysis(plot_path, stats, order, symbols, np.asarray(df[score_col], dtype=float), score_name,
-                      f"{len(order):,} HVGs ({config.flavor}) from {stats.n_cells:,} cells, {len(stats.batches)} experiments")
-    timer.lap("figure")
+    with DrawProcess() as figure:  # imports matplotlib on the core the cluster's start leaves idle
+        with dask_client(job.cluster, echo=echo) as client:
+            timer.lap("cluster")
+            df, stats = run_hvg(job.store, config, client, stats_batch_key=PANEL_BATCH_KEY)
+            timer.lap("statistics and selection")
+            order = ranked_hvgs(df, config)
+            echo(f"Selected {len(order):,} HVGs ({config.flavor}"
+                 f"{', batch_key=' + config.batch_key if config.batch_key else ''}) from {stats.n_cells:,} cells x "
+                 f"{len(stats.gene_ids):,} genes (manifest v{stats.manifest_version})")
+            symbols = read_strings(open_root(job.store)["var/gene_symbol"])
+            figure.draw(draw_hvg_analysis, plot_path, _panels(stats, config, df, order, symbols))
+            write_var_columns(job.store, df, config, stats.manifest_version, order)
+            if job.materialize:
+                materialize(job.store, order, stats.manifest_version, client)
+                echo(f"Materialized obsm/X_hvg ({stats.n_cells:,} x {len(order):,} int16)")
+        info = hvg_info(job.store, stats, config, order, symbols)
+        write_json(info_path, info)
+        timer.lap("store columns and hvg_info.json" + (" and X_hvg" if job.materialize else ""))
+        figure.wait()
+        timer.lap("figure")
     echo(f"Wrote {info_path} and {plot_path}")
     echo(f"Time: {timer}")
     return info

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from .dataset import _committed
+from .manifest import open_committed
 from .manifest import rejection_kind
 from .store import layout_of, store_nbytes
 
 
 def store_info(store: str) -> dict:
     """Summary of a store with the seed's ``config.json`` keys plus storage figures."""
-    root, manifest = _committed(store)
+    root, manifest = open_committed(store)
     n_cells, n_genes = manifest.n_committed, manifest.n_genes
     nbytes = store_nbytes(store)
     requested = max((r.get("cell_count", 0) for r in manifest.runs), default=0)

@@ -35,6 +35,8 @@ from . import remote
 from .store import STRING_ATTRS, consolidate, open_array, open_root, scratch_view
 
 if TYPE_CHECKING:
+    import zarr
+
     from .commit import StoreWriter
 
 MANIFEST_NAME = "uns/sczarr_manifest/zarr.json"
@@ -247,6 +249,18 @@ def read_manifest(store_url: str) -> Manifest | None:
             manifest.replay(entry)
         manifest.mark_logged()
     return manifest
+
+
+class StoreError(ValueError):
+    """The path is not a readable sczarr store."""
+
+
+def open_committed(store: str) -> tuple["zarr.Group", Manifest]:
+    """The store's root (read-only) and its committed manifest; StoreError if it never committed."""
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise StoreError(f"{store} has no manifest (uns/sczarr_manifest): not a sczarr store, or its ingest never committed a round")
+    return open_root(store, mode="r"), manifest
 
 
 def write_manifest(store_url: str, manifest: Manifest, writer: "StoreWriter | None" = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .stats import GeneStats
@@ -17,15 +19,43 @@ def between_batch_fraction(stats: GeneStats, scale: str = "log1p") -> np.ndarray
         return np.where(total > 0, np.minimum(between / total, 1.0), np.nan)
 
 
+@dataclass(frozen=True)
+class HVGPanels:
+    """What ``hvg_analysis.png`` shows, per gene: small enough to send to the process that draws it."""
+
+    mean: np.ndarray
+    dispersion: np.ndarray
+    pct: np.ndarray
+    between_batch: np.ndarray | None
+    order: np.ndarray
+    symbols: np.ndarray
+    score: np.ndarray
+    score_name: str
+    title: str
+    batch_key: str | None
+    n_batches: int
+
+
+def hvg_panels(stats: GeneStats, order: np.ndarray, symbols: np.ndarray, score: np.ndarray, score_name: str,
+               title: str) -> HVGPanels:
+    return HVGPanels(stats.mean("counts"), stats.dispersion(unexpressed=np.nan), stats.pct_cells(),
+                     between_batch_fraction(stats), np.asarray(order), np.asarray(symbols), score, score_name, title,
+                     stats.batch_key, len(stats.batches))
+
+
 def plot_hvg_analysis(path: str, stats: GeneStats, order: np.ndarray, symbols: np.ndarray, score: np.ndarray,
                       score_name: str, title: str) -> None:
+    draw_hvg_analysis(path, hvg_panels(stats, order, symbols, score, score_name, title))
+
+
+def draw_hvg_analysis(path: str, panels: HVGPanels) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mean = stats.mean("counts")
-    dispersion, pct = stats.dispersion(unexpressed=np.nan), stats.pct_cells()
+    mean, dispersion, pct, frac = panels.mean, panels.dispersion, panels.pct, panels.between_batch
+    order, symbols, score = panels.order, panels.symbols, panels.score
     hv = np.zeros(len(mean), dtype=bool)
     hv[order] = True
     expressed = mean > 0
@@ -56,17 +86,16 @@ def plot_hvg_analysis(path: str, stats: GeneStats, order: np.ndarray, symbols: n
     top = order[:20][::-1]
     ax.barh(np.arange(len(top)), score[top], color="crimson")
     ax.set_yticks(np.arange(len(top)), [f"{symbols[i]}" for i in top], fontsize=8)
-    ax.set(xlabel=score_name, title="Top 20 HVGs")
+    ax.set(xlabel=panels.score_name, title="Top 20 HVGs")
 
     ax = axes[1, 1]
-    frac = between_batch_fraction(stats)
     if frac is not None:
         bins = np.linspace(0, 1, 41)
         ax.hist(frac[expressed & ~hv & np.isfinite(frac)], bins=bins, color="lightgray", density=True, label="other genes")
         ax.hist(frac[hv & np.isfinite(frac)], bins=bins, color="crimson", alpha=0.7, density=True, label="HVGs")
         ax.axvline(np.nanmedian(frac[hv]), color="crimson", ls="--", lw=1)
-        ax.set(xlabel=f"share of log1p variance between {stats.batch_key} groups", ylabel="density",
-               title=f"Batch effect ({len(stats.batches)} {stats.batch_key} groups; median HVG {np.nanmedian(frac[hv]):.2f})")
+        ax.set(xlabel=f"share of log1p variance between {panels.batch_key} groups", ylabel="density",
+               title=f"Batch effect ({panels.n_batches} {panels.batch_key} groups; median HVG {np.nanmedian(frac[hv]):.2f})")
         ax.legend()
     else:
         ax.text(0.5, 0.5, "no batch statistics", ha="center", va="center")
@@ -84,7 +113,7 @@ def plot_hvg_analysis(path: str, stats: GeneStats, order: np.ndarray, symbols: n
         ax.set_axis_off()
     for ax in axes.flat:  # decades are labelled; the unlabelled ticks between them took a third of the drawing
         ax.minorticks_off()
-    fig.suptitle(title)
+    fig.suptitle(panels.title)
     # Fixed margins: tight_layout measured every tick label twice and took longer than the rest.
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.06, top=0.92, wspace=0.22, hspace=0.28)
     fig.savefig(path, dpi=110)

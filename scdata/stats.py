@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .chunkio import ChunkReader
-from .dataset import _committed
+from .manifest import open_committed
 from .moments import Moments, merge_moments, variance
 from .moments import mean as mean_of
 from .nonzeros import gene_nonzeros
@@ -334,7 +334,7 @@ def tree_reduce(leaves: list, combine, split_every: int, **shared):
 
 def _blocks(store: str):
     """The committed chunk rows as (start, stop), the manifest version, and the opened root."""
-    root, manifest = _committed(store)
+    root, manifest = open_committed(store)
     n = manifest.n_committed
     step = root["X"].chunks[0]
     return [(lo, min(lo + step, n)) for lo in range(0, n, step)], manifest.version, root

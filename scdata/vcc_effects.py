@@ -13,7 +13,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from .dataset import _committed, _obs_columns
+from .dataset import _obs_columns
+from .manifest import open_committed
 from .store import consolidate, open_root
 
 PSEUDOCOUNT = 0.01
@@ -24,7 +25,7 @@ EFFECTS_ATTR = "target_effects"
 
 def perturbation_obs(store: str) -> pd.DataFrame:
     """The per-cell perturbation labels of a perturbation store (committed rows)."""
-    root, manifest = _committed(store)
+    root, manifest = open_committed(store)
     if root.attrs.asdict().get("sczarr", {}).get("kind") != "perturbation":
         raise ValueError(f"{store} is not a perturbation store (import one with `scdata vcc import`)")
     columns = _obs_columns(store, root, manifest)
@@ -35,7 +36,7 @@ def perturbation_obs(store: str) -> pd.DataFrame:
 def effects_from_rows(store: str, rows: np.ndarray | None = None) -> pd.DataFrame:
     """The effects computed from ``rows`` only (all committed rows when None), e.g. a training split."""
     full = perturbation_obs(store)
-    root, manifest = _committed(store)
+    root, manifest = open_committed(store)
     use = np.zeros(len(full), dtype=bool)
     use[np.arange(len(full)) if rows is None else np.asarray(rows, dtype=np.int64)] = True
     obs = full.loc[use]
@@ -65,7 +66,7 @@ def effects_from_rows(store: str, rows: np.ndarray | None = None) -> pd.DataFram
 def target_effects(store: str) -> pd.DataFrame:
     """Per (target, batch): cells, mean target expression (per 10k) of perturbed and control cells,
     and the log2 fold change; cached in the store for its manifest version."""
-    root, manifest = _committed(store)
+    root, manifest = open_committed(store)
     group = root["uns/perturbation"]
     cached = group.attrs.get(EFFECTS_ATTR)
     if cached is not None and cached.get("manifest_version") == manifest.version:

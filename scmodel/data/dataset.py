@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from scdata.dataset import _committed
+from scdata.manifest import open_committed
 from scdata.hvg_io import open_hvg_matrix
 from scdata.normalize import depth_scale
 from scdata.store import read_strings
@@ -118,7 +118,7 @@ class StoreDataset(IterableDataset):
         main process tells the workers' copies the epoch and position of each new iteration."""
         self._reader = None  # this process's SegmentReader, kept across epochs (buffers, threads)
         self._reader_key = None
-        root, manifest = _committed(config.store)
+        root, manifest = open_committed(config.store)
         self.manifest_version = manifest.version
         self.block_rows = root["X"].chunks[0]
         experiments = config.experiments

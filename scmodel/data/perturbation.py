@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scdata.dataset import _committed
+from scdata.manifest import open_committed
 from scdata.hvg_io import open_hvg_matrix
 from scdata.vcc_effects import effects_from_rows, perturbation_obs, target_effects, target_log2fc
 
@@ -70,7 +70,7 @@ class Conditioning:
 
     def __init__(self, store: str, control_rows: np.ndarray, n_hvgs: int | None, set_size: int = 8, seed: int = 0,
                  effect_rows: np.ndarray | None = None):
-        root, manifest = _committed(store)
+        root, manifest = open_committed(store)
         self.obs = perturbation_obs(store)
         attrs = root["uns/perturbation"].attrs.asdict()
         self.sign = int(attrs["sign"])
