@@ -39,8 +39,7 @@ _BITSHUFFLE, _MEMCPYED, _DONT_SPLIT = 0x04, 0x02, 0x10
 _ZSTD_FORMAT = 4
 """Blosc 1's compressor format code for zstd (flags bits 5-7)."""
 _BITS = 16
-_UNROLL = 2
-SLACK = _UNROLL
+SLACK = 1
 """Entries ``rows``/``values`` must hold past a chunk's values: up to this many are written ahead."""
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD = Zstd()
@@ -64,9 +63,9 @@ def _block_entries(planes: np.ndarray, first: int, chunk_rows: int, width: int, 
     (gene ``e // chunk_rows``, row ``e % chunk_rows``) is bit ``e % 64`` of word ``e // 64``. Only
     the first ``width`` genes and ``n_rows`` rows count; ``starts[g]`` is set when gene g begins.
 
-    Most counts are 1 to 3: every non-zero gets its first two bits as it is written; a second
-    loop adds the other bits to the few entries where the OR of the higher planes (one vectorized
-    sweep over the block) is set, reading only the planes that are not all zeros."""
+    Most counts are 1 to 3: every non-zero gets its first two bits as it is written, and the few
+    of a word where the OR of the higher planes (one vectorized sweep over the block) is set then
+    get the other bits, read from the planes that are not all zeros."""
     size = planes.shape[0] // _BITS
     words_per_gene = chunk_rows // 64
     bit0 = bit1 = planes[:0]
@@ -94,9 +93,6 @@ def _block_entries(planes: np.ndarray, first: int, chunk_rows: int, width: int, 
         bit1 = np.zeros(size, np.uint64)
     used_words = -(-n_rows // 64)
     tail_mask = (np.uint64(1) << np.uint64(n_rows % 64)) - np.uint64(1) if n_rows % 64 else ~np.uint64(0)
-    fix_word = np.empty(size, np.int64)  # words with values above 3, and where their entries begin
-    fix_at = np.empty(size, np.int64)
-    n_fix = 0
     gene, w = first // words_per_gene, first % words_per_gene - 1  # counters: no division per word
     for i in range(size):
         w += 1
@@ -112,33 +108,25 @@ def _block_entries(planes: np.ndarray, first: int, chunk_rows: int, width: int, 
         marked = a0 | a1 | high[i]
         if w == used_words - 1:
             marked &= tail_mask
-        fix_word[n_fix] = i
-        fix_at[n_fix] = found
-        n_fix += (high[i] & marked) != 0
         count = np.int64(_popcount(marked))
-        for k in range(_UNROLL):  # written whether or not they exist: no unpredictable loop exit
-            t = np.uint64(trailing_zeros(marked)) & np.uint64(63)
-            rows[found + k] = w * 64 + np.int64(t)
-            values[found + k] = np.int64((a0 >> t) & np.uint64(1)) | (np.int64((a1 >> t) & np.uint64(1)) << 1)
-            marked &= marked - np.uint64(1)
-        e = found + _UNROLL
-        while marked != 0:  # the first two bits of every non-zero
-            t = np.uint64(trailing_zeros(marked))
+        rest = marked
+        # the first entry is written whether or not it exists: most words hold one or two, and an
+        # unpredictable loop exit costs more than a store (SLACK)
+        t = np.uint64(trailing_zeros(rest)) & np.uint64(63)
+        rows[found] = w * 64 + np.int64(t)
+        values[found] = np.int64((a0 >> t) & np.uint64(1)) | (np.int64((a1 >> t) & np.uint64(1)) << 1)
+        rest &= rest - np.uint64(1)
+        e = found + 1
+        while rest != 0:  # the first two bits of every other non-zero
+            t = np.uint64(trailing_zeros(rest))
             rows[e] = w * 64 + np.int64(t)
             values[e] = np.int64((a0 >> t) & np.uint64(1)) | (np.int64((a1 >> t) & np.uint64(1)) << 1)
             e += 1
-            marked &= marked - np.uint64(1)
-        found += count
-    for f in range(n_fix):  # the other bits, for the few values that have them
-        i = fix_word[f]
-        w = rows[fix_at[f]] // 64
-        marked = bit0[i] | bit1[i] | high[i]
-        if w == used_words - 1:
-            marked &= tail_mask
+            rest &= rest - np.uint64(1)
         above = high[i] & marked
-        while above != 0:
+        while above != 0:  # the other bits, for the few values that have them
             t = np.uint64(trailing_zeros(above))
-            e = fix_at[f] + np.int64(_popcount(marked & ((np.uint64(1) << t) - np.uint64(1))))
+            e = found + np.int64(_popcount(marked & ((np.uint64(1) << t) - np.uint64(1))))
             x = np.int64(values[e])
             for j in range(n_high):
                 x |= np.int64((planes[high_at[j] + i] >> t) & np.uint64(1)) << high_bit[j]
@@ -146,6 +134,7 @@ def _block_entries(planes: np.ndarray, first: int, chunk_rows: int, width: int, 
                 x -= 65536
             values[e] = x
             above &= above - np.uint64(1)
+        found += count
     return found
 
 
