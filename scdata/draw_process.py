@@ -59,8 +59,8 @@ class DrawProcess:
         if self._forked:
             ctx = multiprocessing.get_context("fork")
             self._conn, child_end = ctx.Pipe()
-            self._process = ctx.Process(target=_serve, args=(child_end, self._conn, self._prepare), name="sczarr-figure",
-                                        daemon=True)
+            self._process = ctx.Process(target=_serve, args=(child_end, self._conn, self._prepare),
+                                        name="sczarr-figure", daemon=True)
             self._process.start()
             child_end.close()
         return self
@@ -74,6 +74,9 @@ class DrawProcess:
                 pass
 
     def wait(self) -> None:
+        if self._pending is None:  # nothing to draw
+            self.__exit__()
+            return
         process, conn = self._process, self._conn
         self._process = None
         if process is not None:
@@ -88,10 +91,9 @@ class DrawProcess:
                 raise RuntimeError(f"drawing the figure failed:\n{failure}")
             if failure is None:
                 return
-        if self._pending is not None:
-            fn, args = self._pending
-            self._pending = None
-            fn(*args)
+        fn, args = self._pending
+        self._pending = None
+        fn(*args)
 
     def __exit__(self, *exc) -> None:
         if self._process is not None:  # left early: nothing will be drawn

@@ -259,7 +259,8 @@ def open_committed(store: str) -> tuple["zarr.Group", Manifest]:
     """The store's root (read-only) and its committed manifest; StoreError if it never committed."""
     manifest = read_manifest(store)
     if manifest is None:
-        raise StoreError(f"{store} has no manifest (uns/sczarr_manifest): not a sczarr store, or its ingest never committed a round")
+        raise StoreError(f"{store} has no manifest (uns/sczarr_manifest): not a sczarr store, "
+                         "or its ingest never committed a round")
     return open_root(store, mode="r"), manifest
 
 

@@ -95,7 +95,8 @@ def draw_hvg_analysis(path: str, panels: HVGPanels) -> None:
         ax.hist(frac[hv & np.isfinite(frac)], bins=bins, color="crimson", alpha=0.7, density=True, label="HVGs")
         ax.axvline(np.nanmedian(frac[hv]), color="crimson", ls="--", lw=1)
         ax.set(xlabel=f"share of log1p variance between {panels.batch_key} groups", ylabel="density",
-               title=f"Batch effect ({panels.n_batches} {panels.batch_key} groups; median HVG {np.nanmedian(frac[hv]):.2f})")
+               title=f"Batch effect ({panels.n_batches} {panels.batch_key} groups; "
+                     f"median HVG {np.nanmedian(frac[hv]):.2f})")
         ax.legend()
     else:
         ax.text(0.5, 0.5, "no batch statistics", ha="center", va="center")

@@ -72,3 +72,11 @@ def test_leaving_early_stops_the_child():
             raise KeyError("the job failed before the figure")
     assert not child.is_alive()
     assert child.exitcode == 0  # it saw the pipe close and returned
+
+
+@pytest.mark.parametrize("forked", [pytest.param(True, marks=FORK), False])
+def test_wait_without_a_drawing_returns(forked):
+    with DrawProcess(prepare=_nothing, forked=forked) as figure:
+        child = figure._process
+        figure.wait()
+    assert child is None or not child.is_alive()
