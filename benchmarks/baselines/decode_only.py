@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from scdata.bitplanes import decode_frame, frames  # noqa: E402
 from scdata.chunkio import ChunkReader  # noqa: E402
-from scdata.dataset import _committed  # noqa: E402
+from scdata.manifest import open_committed  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
-    root, manifest = _committed(a.store)
+    root, manifest = open_committed(a.store)
     reader = ChunkReader(root["X"])
     step, n = reader.chunk_rows, manifest.n_committed
     rows = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
