@@ -87,6 +87,20 @@ def test_kernels_match_numpy(seed, n, g, n_groups, transposed):
         np.testing.assert_allclose(s2[k], (c * c).sum(axis=0), rtol=1e-12)
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), g=st.integers(1, 40), n_a=st.integers(0, 10**7), n_b=st.integers(0, 10**7))
+def test_compiled_chan_merge_is_numpys_bit_for_bit(seed, g, n_a, n_b):
+    from scdata.stat_kernels import chan_merge
+
+    rng = np.random.default_rng(seed)
+    a = {"n": n_a, "sum": rng.random(g) * n_a * 50, "m2": rng.random(g) * n_a * 900}
+    b = {"n": n_b, "sum": rng.random(g) * n_b * 50, "m2": rng.random(g) * n_b * 900}
+    ours, reference = chan_merge(a, b), merge_moments(a, b)
+    assert ours["n"] == reference["n"]
+    for key in ("sum", "m2"):
+        np.testing.assert_array_equal(ours[key].view(np.int64), reference[key].view(np.int64))
+
+
 def test_merge_top_counts():
     from scdata.stats import merge_top_counts
 
