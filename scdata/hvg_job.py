@@ -7,16 +7,18 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from . import remote
 from .cluster import ClusterConfig, dask_client
+from .draw_process import DrawProcess
 from .hvg import HVGConfig, run_hvg
 from .hvg_io import (
     hvg_info, load_hvg, materialize, open_hvg_matrix, previous_info, ranked_hvgs, write_json, write_var_columns,
 )
 from .manifest import StaleError
-from .draw_process import DrawProcess
 from .plots import HVGPanels, draw_hvg_analysis, hvg_panels
+from .stats import GeneStats
 from .store import open_root, read_strings
 
 PANEL_BATCH_KEY = "srx_accession"
@@ -60,7 +62,8 @@ def _up_to_date(job: HVGJob) -> bool:
     return True
 
 
-def _panels(stats, config: HVGConfig, df, order: np.ndarray, symbols: np.ndarray) -> HVGPanels:
+def _panels(stats: GeneStats, config: HVGConfig, df: pd.DataFrame, order: np.ndarray,
+            symbols: np.ndarray) -> HVGPanels:
     score_name = {"seurat": "normalised dispersion", "cell_ranger": "normalised dispersion",
                   "dispersion": "dispersion (variance / mean)"}.get(config.flavor, "normalised variance")
     score_col = {"seurat": "dispersions_norm", "cell_ranger": "dispersions_norm", "dispersion": "dispersions"}.get(

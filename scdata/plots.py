@@ -43,12 +43,8 @@ def hvg_panels(stats: GeneStats, order: np.ndarray, symbols: np.ndarray, score: 
                      stats.batch_key, len(stats.batches))
 
 
-def plot_hvg_analysis(path: str, stats: GeneStats, order: np.ndarray, symbols: np.ndarray, score: np.ndarray,
-                      score_name: str, title: str) -> None:
-    draw_hvg_analysis(path, hvg_panels(stats, order, symbols, score, score_name, title))
-
-
 def draw_hvg_analysis(path: str, panels: HVGPanels) -> None:
+    """Write ``hvg_analysis.png`` to ``path`` (needs only ``panels``: it runs in a child process)."""
     import matplotlib
 
     matplotlib.use("Agg")
