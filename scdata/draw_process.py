@@ -4,7 +4,8 @@ A job's start (cluster, first kernel calls) runs on one core, and importing matp
 of a figure's ~1 s. A child forked when the job starts does that import on the idle core, then
 waits; the parent sends the figure's data once it has it, writes its other outputs while the
 child draws, and waits for the child before it returns, so the figure exists when the job says
-it does. Where fork is not the platform's way (not Linux), the figure is drawn in the process.
+it does. Where fork is not the platform's way (not Linux), in a daemonic process (which may not
+have children) or when fork fails, the figure is drawn in the process.
 """
 
 from __future__ import annotations
@@ -56,13 +57,20 @@ class DrawProcess:
         self._pending: tuple[Callable, tuple] | None = None
 
     def __enter__(self) -> DrawProcess:
-        if self._forked:
+        # a daemonic process (a Pool's or a Dask nanny's worker) may not have children: draw here
+        if self._forked and not multiprocessing.current_process().daemon:
             ctx = multiprocessing.get_context("fork")
             self._conn, child_end = ctx.Pipe()
-            self._process = ctx.Process(target=_serve, args=(child_end, self._conn, self._prepare),
-                                        name="sczarr-figure", daemon=True)
-            self._process.start()
-            child_end.close()
+            process = ctx.Process(target=_serve, args=(child_end, self._conn, self._prepare),
+                                  name="sczarr-figure", daemon=True)
+            try:
+                process.start()
+            except OSError:  # no fork now (process limit, memory): draw here
+                self._conn.close()
+            else:
+                self._process = process
+            finally:
+                child_end.close()
         return self
 
     def draw(self, fn: Callable[..., Any], *args: Any) -> None:

@@ -80,3 +80,22 @@ def test_wait_without_a_drawing_returns(forked):
         child = figure._process
         figure.wait()
     assert child is None or not child.is_alive()
+
+
+def _draw_in_a_daemon(path: str) -> None:
+    with DrawProcess(prepare=_nothing) as figure:
+        figure.draw(_write_pid, path)
+        figure.wait()
+
+
+@FORK
+def test_a_daemonic_process_draws_itself(tmp_path):
+    """multiprocessing forbids children of daemonic processes (a Pool's workers)."""
+    import multiprocessing
+
+    out = tmp_path / "pid"
+    worker = multiprocessing.get_context("fork").Process(target=_draw_in_a_daemon, args=(str(out),), daemon=True)
+    worker.start()
+    worker.join()
+    assert worker.exitcode == 0
+    assert int(out.read_text()) == worker.pid
