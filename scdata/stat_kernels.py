@@ -10,7 +10,7 @@ per non-zero only:
 2. ``_reduce_moments`` sums per gene and per run of rows of one group in registers, then makes a
    second pass for the squared deviations from the group mean (zeros contribute
    ``(n - nnz) * mean**2``); chunks' partials then merge with Chan's formula
-   (``chan_merge``: ``moments.merge_moments`` in one compiled pass, to the bit).
+   (``moments.merge_moments``).
 
 The compiled kernels release the GIL and numpy's ufuncs do too, so the threads of one Dask worker
 run them in parallel.
@@ -23,7 +23,6 @@ import threading
 import numpy as np
 from numba import njit
 
-from .moments import Moments
 from .nonzeros import Nonzeros, normalized
 
 N_SCALES = 3
@@ -220,26 +219,3 @@ def clipped_gene_sums(nonzeros: Nonzeros, group: np.ndarray, clips: np.ndarray, 
     over the chunk's ``nonzeros`` (zeros add nothing since clips are >= 0)."""
     _clipped_sums(*nonzeros, group, clips, sums, squares)
 
-
-@njit(cache=True, nogil=True)
-def _chan_merge(sum_a: np.ndarray, m2_a: np.ndarray, n_a: float, sum_b: np.ndarray, m2_b: np.ndarray, n_b: float,
-                weight: float, out_sum: np.ndarray, out_m2: np.ndarray) -> None:
-    for g in range(sum_a.shape[0]):
-        delta = sum_b[g] / n_b - sum_a[g] / n_a
-        out_m2[g] = (m2_a[g] + m2_b[g]) + delta * delta * weight
-        out_sum[g] = sum_a[g] + sum_b[g]
-
-
-def chan_merge(a: Moments, b: Moments) -> Moments:
-    """``moments.merge_moments`` with the same operations in the same order (so the same bits) in
-    one pass over the genes: numpy's version makes six temporaries per merge, and a pass merges
-    each chunk row's partials into its task's (half the cost of a chunk row's merge)."""
-    if a["n"] == 0:
-        return b
-    if b["n"] == 0:
-        return a
-    n = a["n"] + b["n"]
-    out_sum, out_m2 = np.empty_like(a["sum"]), np.empty_like(a["m2"])
-    weight = a["n"] * b["n"] / n  # in Python's exact integers first, as numpy's version has it
-    _chan_merge(a["sum"], a["m2"], float(a["n"]), b["sum"], b["m2"], float(b["n"]), weight, out_sum, out_m2)
-    return {"n": n, "sum": out_sum, "m2": out_m2}

@@ -19,10 +19,10 @@ import numpy as np
 
 from .chunkio import ChunkReader
 from .manifest import open_committed
-from .moments import Moments, variance
+from .moments import Moments, merge_moments, variance
 from .moments import mean as mean_of
 from .nonzeros import gene_nonzeros
-from .stat_kernels import chan_merge, clipped_gene_sums, gene_moments
+from .stat_kernels import clipped_gene_sums, gene_moments
 from .store import categorical_columns, open_root, read_categories, read_strings
 
 SCALES = ("counts", "normalized", "log1p")
@@ -231,13 +231,13 @@ def stats_chunk(inputs: _TaskInputs, start: int, stop: int, target_sum: float,
 def _merge_all(parts: list[Moments]) -> Moments:
     out = parts[0]
     for part in parts[1:]:
-        out = chan_merge(out, part)
+        out = merge_moments(out, part)
     return out
 
 
 def _merge_block_partials(a: dict, b: dict) -> dict:
     return {
-        "moments": {s: chan_merge(a["moments"][s], b["moments"][s]) for s in a["moments"]},
+        "moments": {s: merge_moments(a["moments"][s], b["moments"][s]) for s in a["moments"]},
         "expressed": a["expressed"] + b["expressed"],
     }
 
