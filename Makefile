@@ -2,7 +2,7 @@
 #   make demo   synthetic offline bucket -> ingest -> store summary -> HVGs -> short training run + evaluation
 #               -> model visualizations -> perturbation data import -> conditional fine-tune -> prediction
 #               scored with cell-eval
-#   make test   the test suite (what CI runs)
+#   make test   lint, import rules, the docs build and the test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,7 +10,7 @@ DEMO   ?= data/demo
 STAMP  := $(VENV)/.installed
 PRETRAIN_STEPS ?= 200
 
-.PHONY: demo test test-slow bench clean-demo
+.PHONY: demo test test-slow lint docs bench clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,15 @@ demo: $(STAMP)
 		--real $(DEMO)/finetune/prediction/real.h5ad --training $(DEMO)/finetune/prediction/training_sample.h5ad \
 		--out $(DEMO)/finetune/cell_eval
 
-test: $(STAMP)
+test: lint docs
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check scdata scmodel tests benchmarks
+	$(BIN)/lint-imports
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

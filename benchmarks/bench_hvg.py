@@ -187,7 +187,8 @@ def main() -> None:
               + f"\n\nsczarr: the run of median pass time of {a.repeats} (each flavor, each size). "
               "Decode only: every stored chunk of X Blosc-decoded on 2 threads, nothing else (median of 3 after a "
               "warm-up). Zstd only: the zstd half of that decode, without Blosc's bit un-shuffle, which is how the "
-              "pass reads chunks (scdata.bitplanes). sczarr pass: the job from its start (imports done) to hvg_info.json written: cluster, every "
+              "pass reads chunks (scdata.stats.bitplanes). sczarr pass: the job from its start (imports done) to hvg_info.json "
+              "written: cluster, every "
               "pass over X, selection, store columns. CPU: seconds of CPU of all the process's threads over the same "
               "span (what the work cost, whatever else ran on the machine). End to end: the whole command, "
               "interpreter start-up and figure included. Load avg: the machine's 1-minute load after the run.")

@@ -26,7 +26,7 @@ from benchmarks.common import WORK, du, ensure_bucket, md_table, run_checked, wr
 PY = sys.executable
 
 
-WARM_IMPORTS = "import scanpy, anndata, h5py, zarr, numcodecs, distributed, scdata.cli, scdata.tasks"
+WARM_IMPORTS = "import scanpy, anndata, h5py, zarr, numcodecs, distributed, scdata.cli, scdata.ingest.worker_tasks"
 
 
 def warm_up(source: str) -> None:
@@ -71,7 +71,8 @@ def bench_seed(source: str, size: int) -> dict:
 
 MIB = 1 << 20
 CANDIDATES = {
-    "1024x2048 T zstd1-bit 1MiB (default)": dict(chunks=(1024, 2048), cname="zstd", clevel=1, shuffle="bitshuffle", transpose=True, blocksize=MIB),
+    "1024x2048 T zstd1-bit 1MiB (default)": dict(chunks=(1024, 2048), cname="zstd", clevel=1, shuffle="bitshuffle",
+                                                  transpose=True, blocksize=MIB),
     "1024x2048 T zstd1-bit": dict(chunks=(1024, 2048), cname="zstd", clevel=1, shuffle="bitshuffle", transpose=True, blocksize=0),
     "1024x2048 T zstd3-bit": dict(chunks=(1024, 2048), cname="zstd", clevel=3, shuffle="bitshuffle", transpose=True, blocksize=0),
     "1024x2048 T zstd3-bit 1MiB": dict(chunks=(1024, 2048), cname="zstd", clevel=3, shuffle="bitshuffle", transpose=True, blocksize=MIB),
@@ -89,8 +90,8 @@ def chunk_study(store: str, n_cells: int) -> list[dict]:
     """Rewrite the same cells under each candidate layout and time the three access patterns."""
     import zarr
 
-    from scdata.chunkio import ChunkWriter
-    from scdata.store import StoreLayout
+    from scdata.store.chunks import ChunkWriter
+    from scdata.store.layout import StoreLayout
 
     source = zarr.open_group(store, mode="r")["X"]
     n_cells = min(n_cells, source.shape[0])

@@ -41,8 +41,8 @@ def prepare(size: int) -> tuple[str, str, str]:
                     [PY, "-m", "scdata", "hvg", "--store", store, "--n-hvgs", "2000", "--materialize", "--workers", "2",
                      "--output-dir", os.path.join(WORK, "loader-hvg")]):
             run_checked(cmd)
-    from scdata.hvg_io import open_hvg_matrix
-    from scdata.store import open_root, read_strings
+    from scdata.hvg.results import open_hvg_matrix
+    from scdata.store.layout import open_root, read_strings
 
     _, indices = open_hvg_matrix(store)
     genes = [str(g) for g in read_strings(open_root(store)["var/_index"])[indices]]
@@ -105,7 +105,7 @@ def main() -> None:
                                  ours("sczarr", 0, "--read-threads", str(threads)), kind="sczarr",
                                  config=f"buffer_blocks=8, read_threads={threads}"))
     import scdata
-    from scdata.store import open_root
+    from scdata.store.layout import open_root
 
     # buffer_blocks covering the whole selection: a random permutation per epoch
     whole = -(-scdata.read_manifest(store).n_committed // open_root(store)["X"].chunks[0])

@@ -11,8 +11,8 @@ cloud bucket's shape, then 64 and 256 workers by simulation, then the whole huma
    ingest's wall time). The scheduler's and the driver's CPU and memory are measured per experiment.
    The stores of 1, 2 and 16 workers are compared byte for byte.
 2. Simulation. The tasks' measured durations (load, write, seam; the driver's commits) are
-   replayed through the ingest's own policy: ``scdata.window.LoadWindow`` decides what loads and
-   what commits, ``scdata.plan.plan_round`` what each commit writes, as in ``scdata.ingest``; and
+   replayed through the ingest's own policy: ``scdata.ingest.load_window.LoadWindow`` decides what loads and
+   what commits, ``scdata.ingest.write_plan.plan_round`` what each commit writes, as in ``scdata.ingest``; and
    through today's rounds (``split_rounds``, one round loading ahead) for comparison.
 3. Projection: the 2026-01-12 human release on 64 and 256 workers, every assumption named.
 4. Time to the first committed row for selections of 10 and 1,000 experiments (planning).
@@ -516,7 +516,7 @@ def analyse(a, work: str, release: str, runs: list, before_runs: list, first: li
 def measure_bucket_commit(latency: float) -> dict:
     """``measure_commit`` into a ``gs://`` store: the GCS emulator behind a proxy that adds
     ``latency`` to every request, as a bucket seen from a cloud VM."""
-    from scdata.store import close_remote_sessions
+    from scdata.store.layout import close_remote_sessions
     from tests.gcs_proxy import GCSProxy
     from tests.services import gcs_emulator
 
@@ -533,7 +533,7 @@ def measure_bucket_commit(latency: float) -> dict:
 
 
 def _order(table_path: str) -> list:
-    from scdata.source import SourceConfig, seeded_order
+    from scdata.source.bucket import SourceConfig, seeded_order
 
     return seeded_order(pd.read_parquet(table_path), SourceConfig(feature_type=MANY_FEATURE))
 
@@ -555,7 +555,7 @@ def _driver_bytes_per_experiment(release: str, store: str) -> float:
     config = scdata.SourceConfig(release)
     table = scdata.read_sample_metadata(config)
     tracemalloc.start()
-    from scdata.source import seeded_order
+    from scdata.source.bucket import seeded_order
 
     order = seeded_order(table, config)
     manifest = scdata.read_manifest(store)

@@ -36,10 +36,10 @@ def axis_store(directory: str) -> str:
     2,000 genes beside it, without cells: what the import needs from ``--genes-from``."""
     code = f"""
 import json, os, numpy as np
-from scdata.demo import DemoConfig, _biology
-from scdata.manifest import Manifest, write_manifest
-from scdata.store import StoreLayout, create_store
-b = _biology(DemoConfig())
+from scdata.source.demo_bucket import DemoConfig, demo_biology
+from scdata.store.manifest import Manifest, write_manifest
+from scdata.store.layout import StoreLayout, create_store
+b = demo_biology(DemoConfig())
 path = os.path.join({directory!r}, "store.zarr")
 create_store(path, b.gene_ids, b.symbols, [], StoreLayout())
 write_manifest(path, Manifest(n_genes=len(b.gene_ids)))
@@ -64,7 +64,7 @@ def files(cells: int) -> str:
 
 
 def warm(path: str) -> None:
-    run_checked([PY, "-c", "import anndata, scanpy, zarr, distributed, scdata.vcc"])
+    run_checked([PY, "-c", "import anndata, scanpy, zarr, distributed, scdata.vcc.importer"])
     with open(path, "rb") as f:
         while f.read(1 << 23):
             pass

@@ -1,6 +1,6 @@
 """Dask worker preload for ``bench_scale.py``: times every ingest task on the worker.
 
-``dask worker --preload benchmarks/scale_probe.py`` wraps the functions of ``scdata.tasks``
+``dask worker --preload benchmarks/scale_probe.py`` wraps the task functions (``scdata.ingest.worker_tasks``, ``scdata.source.h5ad``)
 that the ingest submits (Dask unpickles a task's function by module and name, so the worker
 runs the wrapper). Each call records its wall time, its thread's CPU time and the time it spent
 runnable but waiting for a core (``/proc/thread-self/schedstat``); what is left of the wall time
@@ -13,7 +13,8 @@ import functools
 import time
 
 RECORDS: list[dict] = []
-TASKS = ("gene_table_task", "load_task", "summarize_task", "rows_task", "write_own_task", "write_seam_task")
+TASKS = {"scdata.source.h5ad": ("gene_table_task",),
+         "scdata.ingest.worker_tasks": ("load_task", "summarize_task", "rows_task", "write_own_task", "write_seam_task")}
 
 
 def _schedstat() -> tuple[int, int]:
@@ -49,8 +50,10 @@ def _wrap(name: str, fn):
 
 
 def dask_setup(worker) -> None:
-    import scdata.tasks
+    import importlib
 
-    for name in TASKS:
-        setattr(scdata.tasks, name, _wrap(name, getattr(scdata.tasks, name)))
+    for module_name, names in TASKS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            setattr(module, name, _wrap(name, getattr(module, name)))
     worker.scale_probe = RECORDS

@@ -2,7 +2,7 @@
 the projection to a whole release (pure apart from ``measure_commit``/``measure_write``, which time
 the driver's commit and the chunk writer on local disk).
 
-``simulate_window`` drives ``scdata.window.LoadWindow`` and ``scdata.plan.plan_round`` exactly as
+``simulate_window`` drives ``scdata.ingest.load_window.LoadWindow`` and ``scdata.ingest.write_plan.plan_round`` exactly as
 ``scdata.ingest`` does, on single-thread workers that take queued tasks in Dask's priority order;
 ``simulate_rounds`` replays the ingest's former shape (rounds, one loading ahead) for comparison.
 Used by ``bench_scale.py``.
@@ -99,10 +99,10 @@ class Sim:
 
 def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memory: int, chunk: int = 1024,
                     policy=None) -> dict:
-    """The ingest's loop (``scdata.ingest._run_units``) over simulated workers; ``policy``: the
+    """The ingest's loop (``scdata.ingest.driver._run_units``) over simulated workers; ``policy``: the
     ingest's default ``WindowPolicy`` with the CLI's default commit caps."""
-    from scdata.plan import COMMITTED, plan_round
-    from scdata.window import Capacity, EarlyStarts, LoadWindow, commit_group
+    from scdata.ingest.write_plan import COMMITTED, plan_round
+    from scdata.ingest.load_window import Capacity, EarlyStarts, LoadWindow, commit_group
 
     sim = Sim(n_workers)
     window = LoadWindow(policy or default_policy(), Capacity(n_workers, n_workers * worker_memory))
@@ -174,7 +174,7 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
 
 
 def default_policy():
-    from scdata.ingest import IngestConfig
+    from scdata.ingest.driver import IngestConfig
 
     return IngestConfig().policy
 
@@ -183,7 +183,7 @@ def simulate_rounds(cells: list[int], n_workers: int, d: Durations, batch_size: 
                     round_cells: int = 40_000, chunk: int = 1024) -> dict:
     """Today's shape: rounds of ``batch_size`` experiments and ``round_cells`` cells, the next
     round's loads submitted when a round's loads are all done, commits in order."""
-    from scdata.plan import plan_round, split_rounds
+    from scdata.ingest.write_plan import plan_round, split_rounds
 
     sim = Sim(n_workers)
     rounds = split_rounds(list(range(len(cells))), batch_size, cells, round_cells)
@@ -241,11 +241,11 @@ def measure_commit(store: str, sizes=(1_000, 10_000, 50_000, 200_000), per_exper
     ``sizes`` cells (what ``ingest._commit_units`` does after the writes, through a run's
     ``StoreWriter``: obs rows, shapes, manifest head and log entry, consolidated metadata), after
     a few dozen commits are in the store. Returns the linear fit and the points."""
-    from scdata.commit import StoreWriter
-    from scdata.ingest import _obs_part
-    from scdata.manifest import Manifest, write_manifest
-    from scdata.source import CELL_METADATA_COLUMNS
-    from scdata.store import StoreLayout, create_store
+    from scdata.store.writer import StoreWriter
+    from scdata.ingest.driver import obs_part
+    from scdata.store.manifest import Manifest, write_manifest
+    from scdata.source.bucket import CELL_METADATA_COLUMNS
+    from scdata.store.layout import StoreLayout, create_store
 
     genes = np.asarray([f"ENSG{i:011d}" for i in range(36_601)])
     create_store(store, genes, genes, list(CELL_METADATA_COLUMNS) + ["cell_type"], StoreLayout())
@@ -264,7 +264,7 @@ def measure_commit(store: str, sizes=(1_000, 10_000, 50_000, 200_000), per_exper
                                     annotations=pd.DataFrame({"cell_type": rng.choice(["T", "B", "NK"], len(p))})))
                    for i, p in enumerate(parts)]
         start = time.perf_counter()  # the driver's work from here: the unit's obs rows, then the commit
-        manifest.categories = writer.write_obs_rows(row, [_obs_part(exp, summary) for exp, summary in members])
+        manifest.categories = writer.write_obs_rows(row, [obs_part(exp, summary) for exp, summary in members])
         writer.grow_rows(row + n)
         manifest.record_commits([{"accession": exp.accession, "row_start": row, "row_stop": row + n, "committed_at": "t",
                                   "metadata": exp.metadata, "counters": {}} for exp, _ in members])
@@ -283,7 +283,7 @@ def summary_bytes_per_cell(n: int = 20_000) -> float:
     measured with tracemalloc."""
     import tracemalloc
 
-    from scdata.tasks import ExperimentSummary
+    from scdata.ingest.worker_tasks import ExperimentSummary
 
     rng = np.random.default_rng(0)
     barcodes = [f"{''.join(rng.choice(list('ACGT'), 16))}-1" for _ in range(n)]
@@ -306,8 +306,8 @@ def measure_write(work: str, n_chunks: int = 6, density: float = 0.06) -> float:
     import scipy.sparse as sp
     import zarr
 
-    from scdata.chunkio import ChunkWriter
-    from scdata.store import StoreLayout
+    from scdata.store.chunks import ChunkWriter
+    from scdata.store.layout import StoreLayout
 
     layout = StoreLayout()
     path = os.path.join(work, "write.zarr")

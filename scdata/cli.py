@@ -7,11 +7,11 @@ import json
 import logging
 import sys
 
-from . import source as src
+from .source import bucket as src
 
 
 def _demo_bucket(args) -> int:
-    from .demo import DemoConfig, write_demo_bucket
+    from .source.demo_bucket import DemoConfig, write_demo_bucket
 
     config = DemoConfig(
         n_experiments=args.experiments, min_cells=args.min_cells, max_cells=args.max_cells, n_genes=args.genes,
@@ -23,9 +23,9 @@ def _demo_bucket(args) -> int:
 
 
 def _ingest(args) -> int:
-    from .cluster import ClusterError
-    from .ingest import IngestError, ingest
-    from .remote import SourceError, redact
+    from .runtime.cluster import ClusterError
+    from .ingest.driver import IngestError, ingest
+    from .runtime.remote import SourceError, redact
 
     try:
         config = _ingest_config(args)
@@ -41,8 +41,8 @@ def _ingest(args) -> int:
 
 
 def _ingest_config(args):
-    from .ingest import IngestConfig
-    from .store import StoreLayout
+    from .ingest.driver import IngestConfig
+    from .store.layout import StoreLayout
 
     chunks = {"chunk_cells": args.chunk_cells, "chunk_genes": args.chunk_genes}
     layout = StoreLayout(**{k: v for k, v in chunks.items() if v})
@@ -67,8 +67,8 @@ def _ingest_config(args):
 
 
 def _info(args) -> int:
-    from .manifest import StoreError
-    from .info import format_info, store_info
+    from .store.manifest import StoreError
+    from .store.summary import format_info, store_info
 
     try:
         info = store_info(args.store)
@@ -83,7 +83,7 @@ def _info(args) -> int:
 
 
 def _cluster(args):
-    from .cluster import ClusterConfig
+    from .runtime.cluster import ClusterConfig
 
     return ClusterConfig(scheduler=args.scheduler, workers=args.workers, processes=getattr(args, "processes", True),
                          tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
@@ -107,10 +107,10 @@ def _hvg(args) -> int:
 
         store = args.vcc_store or os.path.join(os.path.dirname(os.path.abspath(args.store)), "vcc.zarr")
         return _run_vcc_import(_vcc_config(args, store, args.store))
-    from .cluster import ClusterError
-    from .manifest import StoreError
-    from .hvg import HVGConfig
-    from .hvg_job import HVGJob, run_hvg_job
+    from .runtime.cluster import ClusterError
+    from .store.manifest import StoreError
+    from .hvg.flavors import HVGConfig
+    from .hvg.job import HVGJob, run_hvg_job
 
     try:
         config = HVGConfig(flavor=args.flavor, n_top_genes=args.n_hvgs, batch_key=args.batch_key,
@@ -125,8 +125,8 @@ def _hvg(args) -> int:
 
 
 def _vcc_config(args, store: str, genes_from: str | None):
-    from .store import StoreLayout
-    from .vcc import VCCImportConfig
+    from .store.layout import StoreLayout
+    from .vcc.importer import VCCImportConfig
 
     layout = StoreLayout(**{k: v for k, v in (("chunk_cells", getattr(args, "chunk_cells", None)),) if v})
     return VCCImportConfig(input=args.vcc_data_path, store=store, genes_from=genes_from,
@@ -137,8 +137,8 @@ def _vcc_config(args, store: str, genes_from: str | None):
 
 
 def _run_vcc_import(config) -> int:
-    from .cluster import ClusterError
-    from .vcc import VCCImportError, import_vcc
+    from .runtime.cluster import ClusterError
+    from .vcc.importer import VCCImportError, import_vcc
 
     try:
         import_vcc(config)
@@ -153,7 +153,7 @@ def _vcc_import(args) -> int:
 
 
 def _vcc_demo(args) -> int:
-    from .vcc_demo import VCCDemoConfig, write_vcc_demo
+    from .vcc.synthetic import VCCDemoConfig, write_vcc_demo
 
     config = VCCDemoConfig(n_genes=args.genes, n_train_perturbations=args.perturbations,
                            n_validation_perturbations=args.validation_perturbations, seed=args.seed,
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--no-progress", action="store_true")
     ing.set_defaults(func=_ingest)
 
-    from .hvg import FLAVORS
+    from .hvg.flavors import FLAVORS
 
     hvg = sub.add_parser("hvg", help="gene statistics and highly variable genes (scanpy's flavors, out of core)")
     hvg.add_argument("--store", default="data/scRNA/store.zarr")
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     finally:
-        from .store import close_remote_sessions
+        from .store.layout import close_remote_sessions
 
         close_remote_sessions()
 

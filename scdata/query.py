@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .dataset import isel
+from .read.xarray_view import isel
 
 
 class QueryError(KeyError):
@@ -179,8 +179,8 @@ def hvg_table(store: str) -> pd.DataFrame:
     """The stored HVG selection as a table, most variable first: the var columns ``scdata hvg``
     wrote (scanpy's names) with gene symbols, indexed by Ensembl ID. Raises ``StaleError`` if
     the store has moved past the selection."""
-    from .hvg_io import load_hvg
-    from .store import open_root, read_strings
+    from .hvg.results import load_hvg
+    from .store.layout import open_root, read_strings
 
     info = load_hvg(store)
     var = open_root(store, mode="r")["var"]

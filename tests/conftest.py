@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 import scdata
-from scdata.demo import DemoConfig, write_demo_bucket
+from scdata.source.demo_bucket import DemoConfig, write_demo_bucket
 
 SMALL_GENES = 3000
 
@@ -48,8 +48,8 @@ def mutable_bucket(demo_bucket, tmp_path) -> str:
 
 def materialized_store(source: str, directory, n_hvgs: int) -> str:
     """A store of every demo experiment with ``n_hvgs`` seurat_v3 HVGs materialized in obsm/X_hvg."""
-    from scdata.hvg import HVGConfig
-    from scdata.hvg_job import HVGJob, run_hvg_job
+    from scdata.hvg.flavors import HVGConfig
+    from scdata.hvg.job import HVGJob, run_hvg_job
 
     path = str(directory / "store.zarr")
     scdata.ingest(ingest_config(source, path, cell_count=10**9), echo=lambda *_: None)

@@ -85,7 +85,7 @@ def assert_consolidated_current(store: str, scratch) -> None:
 def write_legacy_manifest(store: str, manifest, edit=None) -> None:
     """Rewrite a local store's manifest as stores did before the log: one document (format 1)
     holding every list, ``edit(attributes)`` applied first; the log stays behind, unreferenced."""
-    from scdata.manifest import LEGACY_FORMAT, manifest_url
+    from scdata.store.manifest import LEGACY_FORMAT, manifest_url
 
     attributes = {name: getattr(manifest, name) for name in
                   ("version", "n_committed", "n_genes", "gene_axis_digest", "nnz", "max_value", "experiments",

@@ -1,4 +1,4 @@
-"""The notebook and the README's reading examples, executed against a demo store built by the CLI."""
+"""The notebook and the docs' reading examples, executed against a demo store built by the CLI."""
 
 import ast
 import os
@@ -13,7 +13,7 @@ from nbclient import NotebookClient
 
 import scdata
 
-from .services import gcs_emulator
+from tests.services import gcs_emulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "explore_store.ipynb")
@@ -79,18 +79,17 @@ def test_notebook_runs_top_to_bottom(cli_store, tmp_path, monkeypatch):
 
 
 def _reading_examples() -> list[str]:
-    """The python blocks of the README's "Reading" section (its "Querying" subsection included)."""
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    section = re.search(r"^## Reading\n(.*?)(?=^## )", readme, flags=re.S | re.M).group(1)
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    """The python blocks of the docs' "Reading and queries" page (its "Querying" section included)."""
+    with open(os.path.join(ROOT, "docs", "reading.md")) as f:
+        page = f.read()
+    return re.findall(r"```python\n(.*?)```", page, flags=re.S)
 
 
-def test_readme_reading_examples_run(cli_store, tmp_path, monkeypatch):
+def test_docs_reading_examples_run(cli_store, tmp_path, monkeypatch):
     blocks = _reading_examples()
     assert len(blocks) >= 2 and any("query.group_expression" in b for b in blocks)
     ds = scdata.open_store(cli_store)
-    # The README names a real store's path, tissue and Ensembl ID; the demo's are synthetic.
+    # The docs name a real store's path, tissue and Ensembl ID; the demo's are synthetic.
     actb = str(ds.gene.values[list(ds.gene_symbol.values).index("ACTB")])
     substitutions = {"data/scRNA/store.zarr": cli_store, '"blood"': repr(str(ds.tissue.values[0])),
                      "ENSG00000075624": actb}
@@ -101,9 +100,9 @@ def test_readme_reading_examples_run(cli_store, tmp_path, monkeypatch):
             block = block.replace(old, new)
         for node in ast.parse(block).body:  # statement by statement, computing lazy results
             if isinstance(node, ast.Expr):
-                value = eval(compile(ast.Expression(node.value), "README.md", "eval"), namespace)
+                value = eval(compile(ast.Expression(node.value), "docs/reading.md", "eval"), namespace)
                 if hasattr(value, "compute"):
                     value.compute()
             else:
-                exec(compile(ast.Module([node], type_ignores=[]), "README.md", "exec"), namespace)
+                exec(compile(ast.Module([node], type_ignores=[]), "docs/reading.md", "exec"), namespace)
     assert namespace["table"]["mean"].sizes["tissue"] == len(set(ds.tissue.values))

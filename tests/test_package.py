@@ -11,19 +11,19 @@ def _run(code: str) -> str:
 
 
 def test_worker_tasks_do_not_import_notebook_stack():
-    # Ingest workers unpickle functions from scdata.tasks; xarray, dask.array and anndata are the
+    # Ingest workers unpickle functions from scdata.ingest.worker_tasks; xarray, dask.array and anndata are the
     # notebook side and cost each worker process ~0.7 s to import.
-    heavy = _run("import sys, scdata.tasks; print([m for m in ('xarray', 'dask.array', 'anndata') if m in sys.modules])")
+    heavy = _run("import sys, scdata.ingest.worker_tasks; print([m for m in ('xarray', 'dask.array', 'anndata') if m in sys.modules])")
     assert heavy == "[]"
 
 
 def test_public_names_resolve():
     out = _run(
-        "import scdata.ingest as _m, scdata\n"  # the submodule imported first must not shadow the function
+        "import scdata.ingest as _m, scdata.ingest.driver as _d, scdata\n"  # neither the package nor its module shadows the function
         "print(callable(scdata.ingest), scdata.open_store.__module__, scdata.StoreLayout.__name__, "
         "sorted(set(scdata.__all__) - set(dir(scdata))))"
     )
-    assert out == "True scdata.dataset StoreLayout []"
+    assert out == "True scdata.read.xarray_view StoreLayout []"
     import scdata
 
     for name in scdata.__all__:
@@ -37,7 +37,7 @@ def _worker_malloc_environ() -> dict:
 
 
 def test_embedded_workers_keep_reusable_memory():
-    from scdata.cluster import WORKER_MALLOC_ENVIRON, ClusterConfig, dask_client
+    from scdata.runtime.cluster import WORKER_MALLOC_ENVIRON, ClusterConfig, dask_client
 
     with dask_client(ClusterConfig(workers=1, dashboard=False), echo=lambda *_: None) as client:
         (environ,) = client.run(_worker_malloc_environ).values()
@@ -48,7 +48,7 @@ def test_embedded_workers_keep_reusable_memory():
 def test_embedded_cluster_listens_on_loopback_only(processes):
     import psutil
 
-    from scdata.cluster import ClusterConfig, dask_client
+    from scdata.runtime.cluster import ClusterConfig, dask_client
 
     me = psutil.Process()
 

@@ -12,13 +12,13 @@ import pytest
 import scipy.sparse as sp
 
 import scdata
-from scdata.demo import DemoConfig, _biology
-from scdata.manifest import Manifest, write_manifest
-from scdata.store import StoreLayout, create_store, open_root
-from scdata.vcc import VCCImportConfig, VCCImportError, import_vcc
-from scdata.vcc_demo import CONTROL, VCCDemoConfig, write_vcc_demo
+from scdata.source.demo_bucket import DemoConfig, demo_biology
+from scdata.store.manifest import Manifest, write_manifest
+from scdata.store.layout import StoreLayout, create_store, open_root
+from scdata.vcc.importer import VCCImportConfig, VCCImportError, import_vcc
+from scdata.vcc.synthetic import CONTROL, VCCDemoConfig, write_vcc_demo
 
-from .helpers import assert_consolidated_current
+from tests.helpers import assert_consolidated_current
 
 LAYOUT = StoreLayout(chunk_cells=128, chunk_genes=1024)
 CLUSTER = scdata.ClusterConfig(workers=1, dashboard=False)
@@ -38,7 +38,7 @@ def axis_store(tmp_path_factory, vcc_files):
     hvg_info.json: the HVGs are 256 axis genes, most of them genes of the perturbation file."""
     directory = tmp_path_factory.mktemp("pretrain")
     path = str(directory / "store.zarr")
-    biology = _biology(DemoConfig())
+    biology = demo_biology(DemoConfig())
     create_store(path, biology.gene_ids, biology.symbols, [], LAYOUT)
     write_manifest(path, Manifest(n_genes=len(biology.gene_ids)))
     source = ad.read_h5ad(vcc_files["adata_Training.h5ad"], backed="r")
@@ -66,7 +66,7 @@ def vcc_store(tmp_path_factory, vcc_files, axis_store):
 
 def test_imported_counts_equal_the_source(vcc_files, axis_store, vcc_store, tmp_path):
     source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])
-    biology = _biology(DemoConfig())
+    biology = demo_biology(DemoConfig())
     columns = {s: i for i, s in enumerate(biology.symbols)}
     positions = np.asarray([columns[s] for s in source.var_names])
     expected = sp.csr_matrix((source.X.data, positions[source.X.indices], source.X.indptr),
@@ -92,7 +92,7 @@ def test_hvg_matrix_and_gene_name_to_hvg_idx(vcc_files, axis_store, vcc_store):
     info = json.load(open(os.path.join(os.path.dirname(axis_store), "hvg_info.json")))
     hvgs = np.asarray(info["hvg_indices"])
     mapping = info["gene_name_to_hvg_idx"]
-    biology = _biology(DemoConfig())
+    biology = demo_biology(DemoConfig())
     assert len(mapping) == N_HVGS - 16  # the file's genes among the HVGs
     for name, k in list(mapping.items())[:20]:
         assert biology.symbols[hvgs[k]] == name
@@ -102,7 +102,7 @@ def test_hvg_matrix_and_gene_name_to_hvg_idx(vcc_files, axis_store, vcc_store):
 
 
 def test_a_killed_import_resumes_to_the_same_store(vcc_files, axis_store, vcc_store, tmp_path, monkeypatch):
-    import scdata.vcc as vcc
+    import scdata.vcc.importer as vcc
 
     path = str(tmp_path / "crashed.zarr")
     commits = {"n": 0}
@@ -164,7 +164,7 @@ def test_bad_input_gets_a_clear_error(vcc_files, axis_store, tmp_path, damage, m
 
 
 def test_target_effects_recover_the_knockdown(vcc_store):
-    from scdata.vcc_effects import target_effects, target_log2fc
+    from scdata.vcc.effects import target_effects, target_log2fc
 
     effects = target_effects(vcc_store)
     fc = target_log2fc(effects)
@@ -175,7 +175,7 @@ def test_target_effects_recover_the_knockdown(vcc_store):
 def test_conditioning_batches(vcc_store):
     import torch
 
-    from scdata.vcc_effects import perturbation_obs
+    from scdata.vcc.effects import perturbation_obs
     from scmodel.data import LoaderConfig, StoreDataLoader, StoreDataset
     from scmodel.data.perturbation import Conditioning, PerturbationLoader, split_cells
 

@@ -4,7 +4,7 @@ Same store, same codec, same number of threads as the pass (each thread decodes 
 into one reused buffer, as the pass does). A first round warms the page cache; prints one JSON
 line with the median of the timed rounds, wall and CPU (all threads).
 
-Also the floor of the pass as it reads chunks (``scdata.bitplanes``): only the zstd half of
+Also the floor of the pass as it reads chunks (``scdata.stats.bitplanes``): only the zstd half of
 Blosc's decode, no bit un-shuffle (``zstd_*`` keys).
 """
 
@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from scdata.bitplanes import decode_frame, frames  # noqa: E402
-from scdata.chunkio import ChunkReader  # noqa: E402
-from scdata.manifest import open_committed  # noqa: E402
+from scdata.stats.bitplanes import decode_frame, frames  # noqa: E402
+from scdata.store.chunks import ChunkReader  # noqa: E402
+from scdata.store.manifest import open_committed  # noqa: E402
 
 
 def main() -> None:

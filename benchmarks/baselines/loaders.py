@@ -40,7 +40,7 @@ def run_sczarr(a) -> dict:
 
 def run_memory(a) -> dict:
     """The ceiling: the HVG counts held in memory as int16; each batch a row gather plus the transform."""
-    from scdata.hvg_io import open_hvg_matrix
+    from scdata.hvg.results import open_hvg_matrix
 
     matrix = np.asarray(open_hvg_matrix(a.store)[0][:])
     codes = np.load(a.codes)
@@ -55,8 +55,8 @@ def run_memory(a) -> dict:
 
 def run_decode(a) -> dict:
     """Raw Blosc decompression of the X_hvg chunks in random order: no indexing, no transform."""
-    from scdata.chunkio import ChunkReader
-    from scdata.hvg_io import open_hvg_matrix
+    from scdata.store.chunks import ChunkReader
+    from scdata.hvg.results import open_hvg_matrix
 
     arr, _ = open_hvg_matrix(a.store)
     reader = ChunkReader(arr)

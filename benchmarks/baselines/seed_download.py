@@ -20,7 +20,7 @@ import numpy as np
 import scanpy as sc
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from scdata.source import SourceConfig, read_sample_metadata, select_experiments  # noqa: E402
+from scdata.source.bucket import SourceConfig, read_sample_metadata, select_experiments  # noqa: E402
 
 
 def run(source: str, output_dir: str, cell_count: int, batch_size: int) -> dict:

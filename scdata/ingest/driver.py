@@ -1,0 +1,587 @@
+"""Ingest chosen scBaseCount experiments into one store through a Dask cluster.
+
+1. Planning: the gene axis comes from a few files' gene tables (``axis``) or ``--genes``; the
+   empty store is created.
+2. Loads: one task per experiment fetches (verified), reads and converts it onto the gene axis;
+   the result stays in the worker's memory. A window (``window.LoadWindow``) keeps as many loads
+   in flight as the cluster's threads and memory allow, in selection order.
+3. Commit units: the finished experiments at the head of the window, in selection order. The
+   driver plans chunk-aligned writes from their row counts (``plan``): each experiment writes the
+   chunks it fills alone, one seam task writes each shared chunk (after the unit before has
+   written it). One unit writes while the one before commits.
+4. Commit: the driver writes the unit's obs rows, grows X's and obs' shapes over the new rows and
+   appends to the manifest.
+
+Rows are written past the committed shape and the shapes grow only in the commit, so a reader of
+any array sees committed rows only. A killed run leaves at most scratch past ``n_committed``; the
+rerun truncates it and goes on, so the store is identical to an uninterrupted run, and to a run
+on any number of workers (the rows' order is the selection's, whatever the units were).
+
+Rejected experiments are replaced by the next ones in the seeded order (top-ups) until the cell
+budget is met. A rerun tries I/O rejections again (a repaired file is committed, after the rows
+already there); content rejections stay out unless ``retry_rejected``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..runtime import remote
+from .gene_axis import PLAN_TABLES, axis_from_tables, read_genes_file
+from ..runtime.cluster import ClusterConfig, dask_client, recomputable
+from ..source.h5ad import ExperimentError, gene_table_task
+from ..store.manifest import Manifest, read_manifest, rejection_kind, write_manifest
+from .write_plan import COMMITTED, RoundPlan, plan_round
+from ..source.bucket import (
+    CELL_METADATA_COLUMNS,
+    Experiment,
+    SourceConfig,
+    read_sample_metadata,
+    seeded_order,
+    take_budget,
+)
+from ..store.writer import STRINGS, ObsPart, StoreWriter
+from ..store.layout import StoreLayout, create_store, gene_axis_digest, open_root, truncate
+from .worker_tasks import load_task, rows_task, summarize_task, write_own_task, write_seam_task
+from .load_window import Capacity, EarlyStarts, LoadWindow, WindowPolicy, commit_group
+
+log = logging.getLogger(__name__)
+WINDOW_REFRESH_S = 5.0
+"""How often the driver asks the scheduler for its workers (the window follows the cluster)."""
+COMMIT_POLL_S = 0.05
+"""How often the driver looks at a commit under way (the committer thread is not a Dask future)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestConfig:
+    """Everything one ``scdata ingest`` run needs."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    store: str = "data/scRNA/store.zarr"
+    cell_count: int = 100_000
+    batch_size: int = 256
+    """At most this many experiments per commit. It does not bound what is in flight: the load
+    window follows the cluster's threads and memory (``window``)."""
+    round_cells: int | None = 1_000_000
+    """At most this many cells per commit (by metadata; a larger experiment commits alone)."""
+    seed: int = 42
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    keep_raw: bool = False
+    raw_dir: str | None = None
+    """Where ``keep_raw`` keeps downloaded h5ad files (default: ``raw/`` beside the store)."""
+    scratch_dir: str | None = None
+    layout: StoreLayout = field(default_factory=StoreLayout)
+    genes_file: str | None = None
+    """An explicit gene axis for a new store (``axis.read_genes_file``); by default the axis is
+    the gene table of the first few readable experiments."""
+    window: WindowPolicy = field(default_factory=WindowPolicy)
+    """Loads in flight per worker thread and the share of worker memory they may hold; its
+    per-commit caps are replaced by ``batch_size`` and ``round_cells``."""
+    on_error: str = "skip"
+    """'skip': record a bad experiment as rejected and go on; 'raise': stop at it."""
+    retry_rejected: bool = False
+    """Also try again experiments rejected for their content (negative counts, foreign gene IDs…);
+    experiments rejected for I/O faults are tried again by every run."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cell_count <= 0:
+            raise ValueError(f"cell_count must be positive, got {self.cell_count}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.round_cells is not None and self.round_cells <= 0:
+            raise ValueError(f"round_cells must be positive, got {self.round_cells}")
+        if self.on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
+
+    @property
+    def policy(self) -> WindowPolicy:
+        return dataclasses.replace(self.window, commit_experiments=self.batch_size, commit_cells=self.round_cells)
+
+    @property
+    def keep_dir(self) -> str | None:
+        if not self.keep_raw:
+            return None
+        if self.raw_dir:
+            return self.raw_dir
+        if not remote.is_local(self.store):
+            raise ValueError("--keep-raw with a remote store needs --raw-dir (a local directory)")
+        return os.path.join(os.path.dirname(os.path.abspath(remote.local_path(self.store))), "raw")
+
+
+@dataclass(slots=True)
+class IngestReport:
+    manifest: Manifest
+    added: list[str]
+    rejected: list[dict]
+    skipped: list[str]
+    top_ups: list[str] = field(default_factory=list)
+    """Committed this run past the budget's seeded selection, in place of rejected experiments."""
+
+
+class IngestError(RuntimeError):
+    """The ingest stopped; committed rounds are intact and a rerun resumes."""
+
+    def __init__(self, message: str):
+        super().__init__(remote.redact(message))  # URLs in it may carry credentials
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_tables(client, config: IngestConfig):
+    """``axis_from_tables``'s reader: one gene-table task per experiment of a batch, on the cluster."""
+
+    def read(batch: list[Experiment]) -> list:
+        futures = client.map(gene_table_task, batch, pure=False)
+        out = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except ExperimentError as exc:
+                out.append(exc)
+            finally:
+                future.release()
+        return out
+
+    return read
+
+
+def _plan_store(client, experiments: list[Experiment], config: IngestConfig, echo) -> Manifest:
+    """Planning pass: the gene axis from a few files (or ``--genes``), then the empty store."""
+    explicit = read_genes_file(config.genes_file) if config.genes_file else (None, None)
+    n_tables = 1 if config.genes_file else PLAN_TABLES  # with --genes: only the cell annotation columns
+    try:
+        axis = axis_from_tables(experiments, _read_tables(client, config), n_tables, config.on_error, *explicit)
+    except ExperimentError as exc:
+        raise IngestError(f"{exc} (nothing is committed yet; fix or filter it out and rerun)") from exc
+    except ValueError as exc:
+        raise IngestError(str(exc)) from exc
+    how = f"--genes {config.genes_file}" if config.genes_file else f"the gene tables of {axis.tables_read} experiments"
+    echo(f"Planning: gene axis from {how} ({len(axis.rejected)} unreadable)")
+    if not axis.agreed:
+        echo("  warning: the gene tables read differ; the axis is their union (give --genes FILE for a fixed axis)")
+    metadata_columns = [c for c in CELL_METADATA_COLUMNS if any(c in e.metadata for e in experiments)]
+    create_store(config.store, axis.gene_ids, axis.gene_symbols, metadata_columns + list(axis.annotation_columns),
+                 config.layout)
+    manifest = Manifest(n_genes=len(axis.gene_ids), gene_axis_digest=gene_axis_digest(axis.gene_ids))
+    write_manifest(config.store, manifest)
+    echo(f"Created {config.store}: {len(axis.gene_ids):,} genes, chunks ({config.layout.chunk_cells}, "
+         f"{config.layout.chunk_genes})")
+    return manifest
+
+
+def obs_part(exp: Experiment, summary) -> ObsPart:
+    """The experiment's obs rows: cell ids ``<accession>:<barcode>`` and the per-cell columns; its
+    accession and sample metadata as one value each (per-cell annotations of the same name win)."""
+    barcodes = np.asarray(summary.barcodes, dtype=STRINGS)
+    columns = {"_index": np.strings.add(f"{exp.accession}:", barcodes), "barcode": barcodes,
+               "umi_count": summary.umi_count, "total_counts": summary.total_counts, "gene_count": summary.gene_count,
+               **{column: summary.annotations[column].to_numpy() for column in summary.annotations.columns}}
+    constants = {"srx_accession": exp.accession,
+                 **{column: exp.metadata[column] for column in CELL_METADATA_COLUMNS if column in exp.metadata}}
+    return ObsPart(len(barcodes), columns, constants)
+
+
+@dataclass(slots=True)
+class _Load:
+    """One experiment from its submission to its commit unit."""
+
+    exp: Experiment
+    load: object
+    """The future of the loaded experiment (held on a worker until its writes are done)."""
+    summary: object
+    result: object = None
+    error: ExperimentError | None = None
+
+
+@dataclass(slots=True)
+class _Unit:
+    """A commit unit whose writes are submitted."""
+
+    keys: list[int]
+    kept: list
+    """(experiment, summary) of the unit's loaded experiments, in order."""
+    rejected: list[dict]
+    plan: RoundPlan
+    writes: list
+    tail: object
+    """The write of the chunk that holds the unit's last row (None when it has no rows)."""
+    cells: int
+    """Cells by metadata of the unit's experiments, rejected ones included (for the progress bar)."""
+    written: bool = False
+
+
+def _rejection(exp: Experiment, exc: ExperimentError) -> dict:
+    return {"accession": exp.accession, "url": exp.url, "reason": exc.problem, "kind": exc.kind, "at": _now()}
+
+
+def _plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, _Load], start: int, tail) -> _Unit:
+    """Submit one writer per chunk the unit touches, past X's committed shape (the commit grows it).
+
+    A seam that shares a chunk with the unit before (``COMMITTED`` rows: the rows before
+    ``start``) runs after that unit's write of the chunk, which it re-reads."""
+    members = [loads.pop(k) for k in keys]
+    kept = [m for m in members if m.error is None]
+    rejected = [_rejection(m.exp, m.error) for m in members if m.error is not None]
+    plan = plan_round(start, [m.result.n_cells for m in kept], config.layout.chunk_cells)
+    writes, last = [], None
+    priority = {"pure": False, "priority": 1}  # before queued loads: writes free worker memory
+    for m, own in zip(kept, plan.own_writes):
+        for w in own:
+            writes.append(client.submit(write_own_task, m.load, w, config.store, plan.stop, **priority))
+            last = writes[-1] if w.stop == plan.stop else last
+    for seam in plan.seam_writes:
+        parts = [None if p.owner == COMMITTED else client.submit(rows_task, kept[p.owner].load, p.src_start,
+                                                                 p.src_stop, **priority)
+                 for p in seam.pieces]
+        after = tail if seam.pieces[0].owner == COMMITTED else None
+        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, after, **priority))
+        last = writes[-1] if seam.stop == plan.stop else last
+    # Only the writers hold the loaded experiments now: each is freed on its worker as soon as its
+    # own writes are done, not when the unit commits.
+    return _Unit(keys, [(m.exp, m.result) for m in kept], rejected, plan, writes, last,
+                 sum(m.exp.obs_count for m in members))
+
+
+def _check_written(manifest: Manifest, unit: _Unit) -> None:
+    """The unit's writes are done and cover its plan, or the run stops (committed rows intact)."""
+    plan = unit.plan
+    try:
+        written = sum(f.result() for f in unit.writes)
+    except Exception as exc:  # a write failed on its worker (I/O after retries, or the worker died too often)
+        raise IngestError(f"writing rows {plan.start:,}-{plan.stop:,}: {type(exc).__name__}: {exc}; "
+                          f"{manifest.n_committed:,} committed cells are intact, rerun to resume") from exc
+    expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if unit.kept else 0
+    if written != expected:
+        raise IngestError(f"commit unit wrote {written} rows but the plan covers {expected}")
+
+
+def _commit_units(config: IngestConfig, manifest: Manifest, writer: StoreWriter, units: list[_Unit]) -> list[str]:
+    """Wait for the writes of consecutive units, write their obs rows, grow the shapes, append to
+    the manifest, all as one commit: after this the rows are the store."""
+    for unit in units:
+        _check_written(manifest, unit)
+    kept = [(member, rows) for unit in units for member, rows in zip(unit.kept, unit.plan.experiment_rows)]
+    stop = units[-1].plan.stop
+    if kept:
+        manifest.categories = writer.write_obs_rows(units[0].plan.start, [obs_part(exp, s) for (exp, s), _ in kept])
+        writer.grow_rows(stop)
+    entries = []
+    for (exp, s), (lo, hi) in kept:
+        entries.append(
+            {
+                "accession": exp.accession, "row_start": lo, "row_stop": hi, "n_cells": s.n_cells,
+                "source_url": exp.url, "release": config.source.release, "feature_type": config.source.feature_type,
+                "organism": config.source.organism, "seed": config.seed, "requested_cells": config.cell_count,
+                "file_size": s.file_size, "file_digest": s.file_digest, "rows_digest": s.rows_digest,
+                "nnz": s.nnz, "counters": s.repairs, "warnings": list(s.warnings), "metadata": exp.metadata,
+                "committed_at": _now(),
+            }
+        )
+        manifest.nnz += s.nnz
+        manifest.max_value = max(manifest.max_value, s.repairs["max_value"])
+    manifest.record_commits(entries)
+    manifest.record_rejections([r for unit in units for r in unit.rejected])
+    manifest.n_committed = stop
+    manifest.version += 1
+    write_manifest(config.store, manifest, writer)
+    return [e["accession"] for e in entries]
+
+
+class _Selection:
+    """What a run still has to submit, one experiment at a time, in the seeded order.
+
+    The budget's experiments are ``take_budget`` of the seeded order without the lasting
+    rejections; each rejection this run finds extends them (top-ups). Committed experiments count
+    toward the budget; those and the ones this run submitted are not submitted again. Kept as a
+    cursor and a running total, so a selection of tens of thousands costs O(1) per experiment."""
+
+    def __init__(self, order: list[Experiment], cell_count: int, excluded: set[str], done: set[str]):
+        self.order, self.cell_count = order, cell_count
+        self.excluded = excluded
+        """Rejected experiments left out (this run's rejections are added as they come)."""
+        self.done = done
+        """Committed before this run, or submitted by it."""
+        self._cursor = 0
+        self._total = 0
+        """Cells (by metadata) of the experiments before the cursor that count toward the budget."""
+
+    def todo(self) -> list[Experiment]:
+        return [e for e in take_budget(self.order, self.cell_count, self.excluded) if e.accession not in self.done]
+
+    def peek(self) -> Experiment | None:
+        """The next experiment to submit, or None when the budget is met."""
+        while self._cursor < len(self.order) and self._total < self.cell_count:
+            exp = self.order[self._cursor]
+            if exp.accession in self.excluded:
+                self._cursor += 1
+            elif exp.accession in self.done:  # committed by an earlier run: counts, not submitted
+                self._total += exp.obs_count
+                self._cursor += 1
+            else:
+                return exp
+        return None
+
+    @property
+    def cursor(self) -> int:
+        """Position in ``order`` of the next experiment to take (or past it)."""
+        return self._cursor
+
+    def may_start_early(self, position: int, ahead: int) -> bool:
+        """Whether the experiment at ``position`` (past the cursor) will be taken in its turn
+        whatever happens before: not committed or rejected, and within the budget even if all
+        ``ahead`` cells before it count (at least the cells the budget will count there:
+        rejections only make the budget reach further)."""
+        exp = self.order[position]
+        return (exp.accession not in self.excluded and exp.accession not in self.done
+                and self._total + ahead < self.cell_count)
+
+    def take(self) -> Experiment:
+        exp = self.peek()
+        self._cursor += 1
+        self._total += exp.obs_count
+        self.done.add(exp.accession)
+        return exp
+
+    def reject(self, exp: Experiment) -> None:
+        """A submitted experiment was rejected: it no longer counts, so the budget reaches further."""
+        self.excluded.add(exp.accession)
+        self._total -= exp.obs_count
+
+
+def _start_selection(config: IngestConfig, order: list[Experiment], manifest: Manifest, echo) -> _Selection:
+    """The run's selection, after saying what an earlier run left (committed, rejected, to retry)."""
+    committed = manifest.committed_accessions()
+    excluded = manifest.lasting_rejections(config.retry_rejected)
+    selection = _Selection(order, config.cell_count, set(excluded), set(committed))
+    todo = {e.accession for e in selection.todo()}
+    retry = [e for e in manifest.rejected if e["accession"] in todo]
+    if committed or excluded:
+        echo(f"Resuming: {len(committed)} experiments committed, {len(excluded)} rejected and left out, "
+             f"{len(todo)} to go")
+    if retry:
+        kinds = sorted({rejection_kind(e) for e in retry})
+        echo(f"Retrying {len(retry)} rejected experiments ({' and '.join(kinds)} faults): "
+             + ", ".join(e["accession"] for e in retry[:5]) + (" …" if len(retry) > 5 else ""))
+    return selection
+
+
+def ingest(config: IngestConfig, echo=print) -> IngestReport:
+    """Select, plan and ingest; resumes whatever an earlier run of the same store committed."""
+    echo = remote.redacting(echo)
+    table = read_sample_metadata(config.source)
+    order = seeded_order(table, config.source, config.seed, config.filters)
+    selected = take_budget(order, config.cell_count)
+    echo(
+        f"Selected {len(selected)} experiments ({sum(e.obs_count for e in selected):,} cells by metadata) "
+        f"from {config.source.source} for a budget of {config.cell_count:,} cells (seed {config.seed})"
+    )
+    with dask_client(config.cluster, echo=echo) as client, _stops_cleanly(config.store):
+        manifest = read_manifest(config.store)
+        if manifest is None:
+            manifest = _plan_store(client, selected, config, echo)
+        root = open_root(config.store, mode="r+")
+        truncate(root, manifest.n_committed, manifest.categories)
+        selection = _start_selection(config, order, manifest, echo)
+        left = selection.done | selection.excluded
+        skipped = [e.accession for e in selected if e.accession in left]
+        gene_ids = np.asarray([str(g) for g in root["var/_index"][:]])
+        gene_ids_future = recomputable(client, gene_ids)
+        manifest.runs.append(
+            {"started": _now(), "source": config.source.source, "cell_count": config.cell_count, "seed": config.seed,
+             "filters": config.filters, "selected": len(selected), "retry_rejected": config.retry_rejected}
+        )
+        added, rejected = _run_units(client, config, manifest, selection, gene_ids_future, echo)
+        chosen = {e.accession for e in selected}
+        top_ups = [a for a in added if a not in chosen]
+        # Run bookkeeping only: the version counts data commits, so derived data stays fresh.
+        manifest.runs[-1].update({"finished": _now(), "top_ups": top_ups})
+        write_manifest(config.store, manifest)
+    echo(f"Committed {manifest.n_committed:,} cells from {len(manifest.experiments)} experiments "
+         f"(+{len(added)} this run, {len(top_ups)} of them top-ups for rejected ones; {len(rejected)} rejected) "
+         f"in {config.store}")
+    return IngestReport(manifest, added, rejected, skipped, top_ups)
+
+
+@contextlib.contextmanager
+def _stops_cleanly(store: str) -> Iterator[None]:
+    """The store's own I/O failing after its retries (the driver's reads and writes: obs rows,
+    shapes, manifest, consolidated metadata) stops the run with an ``IngestError`` that names the
+    object; the units committed before are intact."""
+    try:
+        yield
+    except remote.SourceError as exc:
+        raise IngestError(f"{exc}; the rounds committed in {remote.redact(store)} are intact, rerun to resume") from exc
+
+
+def cluster_capacity(client) -> Capacity:
+    return Capacity.from_workers(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Selection, gene_ids_future, echo):
+    """Load, write and commit until the budget is met; returns (added, rejected).
+
+    Loads run through the window in selection order; whenever the head of the window has
+    finished, it becomes a commit unit (``LoadWindow.take_unit``); units commit in order, one at
+    a time on a committer thread, while this loop keeps the window full (a commit's obs rows and
+    manifest take the driver seconds at scale). The next experiments are chosen after each
+    rejection is known, so top-ups follow at once."""
+    from distributed import wait
+
+    added, rejected = [], []
+    window = LoadWindow(config.policy, cluster_capacity(client))
+    loads: dict[int, _Load] = {}
+    loading: dict[int, _Load] = {}
+    units: deque[_Unit] = deque()
+    writer = StoreWriter(config.store)
+    next_row, tail, fatal, seq = manifest.n_committed, None, None, 0
+    committing = None
+    """(units, future) of the commit under way on the committer thread."""
+    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sczarr-commit")
+    refreshed = time.monotonic()
+    initial = selection.todo()
+    bar = _progress(config.progress, initial)
+    planned = {e.accession for e in initial}  # later ones are top-ups: the bar's total grows
+
+    early = EarlyStarts([e.obs_count for e in selection.order], window.policy)
+    started: dict[str, _Load] = {}
+    """Loads started ahead of their turn, by accession."""
+
+    def submit_load(exp: Experiment, priority: int) -> _Load:
+        load = client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir,
+                             pure=False, priority=-priority)
+        return _Load(exp, load, client.submit(summarize_task, load, pure=False, priority=-priority))
+
+    try:
+        while True:
+            if time.monotonic() - refreshed > WINDOW_REFRESH_S:
+                window.resize(cluster_capacity(client))
+                refreshed = time.monotonic()
+            if fatal is None:  # large experiments first, ahead of their turn (as urgent as the next in turn)
+                for position in early.due(selection.cursor, window.capacity):
+                    if not selection.may_start_early(position, early.cells_between(selection.cursor, position)):
+                        early.started(position)  # committed, rejected or past the budget: not ahead
+                        continue
+                    exp = selection.order[position]
+                    if not window.admits_early(exp.obs_count):
+                        break
+                    early.started(position)
+                    started[exp.accession] = submit_load(exp, seq)
+                    window.started_early(exp.obs_count)
+            while fatal is None and (exp := selection.peek()) is not None and (
+                    exp.accession in started or window.admits(exp.obs_count)):
+                selection.take()
+                # earlier experiments first: the head of the window is what the next commit waits for
+                if exp.accession in started:
+                    loading[seq] = loads[seq] = started.pop(exp.accession)
+                    window.submitted(seq, exp.obs_count, early=True)
+                else:
+                    loading[seq] = loads[seq] = submit_load(exp, seq)
+                    window.submitted(seq, exp.obs_count)
+                if bar is not None and exp.accession not in planned:
+                    bar.total += exp.obs_count
+                    bar.refresh()
+                seq += 1
+            for key in [k for k, m in loading.items() if m.summary.done()]:
+                fatal = _finish_load(config, manifest, window, selection, key, loading.pop(key), fatal, echo)
+            while (keys := window.take_unit(stop_before=fatal)) is not None:
+                unit = _plan_unit(client, config, keys, loads, next_row, tail)
+                next_row = unit.plan.stop
+                tail = tail if unit.tail is None else unit.tail
+                units.append(unit)
+            for unit in units:
+                if not unit.written and all(f.done() for f in unit.writes):
+                    unit.written = True
+                    window.written(unit.keys)  # the workers hold its experiments no more
+            if committing is not None and committing[1].done():
+                group, future = committing
+                committing = None
+                added += future.result()
+                for unit in group:
+                    rejected += unit.rejected
+                    window.committed(unit.keys)
+                if bar is not None:
+                    bar.update(sum(unit.cells for unit in group))
+                    bar.set_postfix(experiments=f"{len(added)}+{len(rejected)} rejected",
+                                    committed=f"{manifest.n_committed:,}")
+                continue
+            if committing is None and units and units[0].written:
+                # one commit at a time, in order, on the committer thread: this loop goes on
+                # admitting loads and planning units meanwhile; a commit takes every written unit
+                # at the head (up to the policy's group), so commits keep up with the writes
+                written = [u.plan.stop - u.plan.start for u in itertools.takewhile(lambda u: u.written, units)]
+                group = [units.popleft() for _ in range(commit_group(written, window.policy))]
+                committing = (group, committer.submit(_commit_units, config, manifest, writer, group))
+                continue
+            if fatal is not None and not units and committing is None and next(iter(loads), None) == fatal:
+                raise IngestError(f"{loads[fatal].error} (committed rounds are intact; fix or filter it out and rerun)")
+            if not units and not loads and committing is None and selection.peek() is None:
+                break
+            waiting = [m.summary for m in [*loading.values(), *started.values()]] + [
+                f for u in units if not u.written for f in u.writes]
+            if waiting:
+                with contextlib.suppress(TimeoutError):  # a commit in progress is polled
+                    wait(waiting, timeout=COMMIT_POLL_S if committing else WINDOW_REFRESH_S, return_when="FIRST_COMPLETED")
+            elif committing is not None:
+                futures.wait([committing[1]], timeout=WINDOW_REFRESH_S)
+    finally:
+        for m in started.values():  # a run stopped with loads started ahead: they are not needed
+            m.summary.cancel()
+            m.load.cancel()
+        if committing is not None:  # an error stops the run: the commit under way ends first (or fails)
+            with contextlib.suppress(Exception):
+                committing[1].result()
+        committer.shutdown()
+        if bar is not None:
+            bar.close()
+    return added, rejected
+
+
+def _finish_load(config: IngestConfig, manifest: Manifest, window: LoadWindow, selection: _Selection, key: int,
+                 m: _Load, fatal, echo):
+    """Record a finished load in the window; returns the key of the first experiment that stops
+    the run (``on_error='raise'``), if any."""
+    try:
+        m.result = m.summary.result()
+    except ExperimentError as exc:
+        m.error, m.load, m.summary = exc, None, None
+        window.failed(key)
+        selection.reject(m.exp)
+        if config.on_error == "raise":
+            return key if fatal is None else min(fatal, key)
+        echo(f"  rejected {exc}")
+        return fatal
+    except Exception as exc:  # transient after retries, or a worker died: stop, keep commits
+        raise IngestError(
+            f"experiment {m.exp.accession} ({m.exp.url}): {type(exc).__name__}: {exc}; "
+            f"{manifest.n_committed:,} committed cells are intact, rerun to resume"
+        ) from exc
+    m.summary = None
+    window.loaded(key)
+    for warning in m.result.warnings:
+        echo(f"  warning: experiment {m.exp.accession}: {warning}")
+    return fatal
+
+
+def _progress(enabled: bool, todo: list[Experiment]):
+    if not enabled or not todo:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=sum(e.obs_count for e in todo), unit="cells", unit_scale=True, desc="ingest")

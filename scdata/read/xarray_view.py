@@ -1,0 +1,198 @@
+"""Reading a store: a lazy labelled xarray Dataset, and in-memory AnnData for scanpy users.
+
+Both show committed rows only (``[0, n_committed)`` per the manifest), whatever scratch an
+ingest in progress has written beyond them.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import xarray as xr
+import zarr
+from xarray.backends import BackendArray
+from xarray.core import indexing
+
+from ..store.manifest import Manifest, open_committed
+from .lazy_counts import DirectX, as_dask, registered, sparse_rows, subset
+from ..store.layout import OBS_STRING_COLUMNS, categorical_columns, numeric_columns, open_root, read_categories, read_strings
+
+
+_OBS_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
+_OBS_CACHE_SIZE = 4
+
+
+def _version_key(store: str, manifest: Manifest) -> tuple:
+    """A store's committed state: a later commit (a new version), or a store rebuilt at the same
+    path (another run's start time), is never answered from a cache entry of an earlier one."""
+    return store, manifest.version, manifest.n_committed, tuple(r.get("started") for r in manifest.runs)
+
+
+def _obs_column(store: str, manifest: Manifest, name: str, root: zarr.Group | None = None) -> np.ndarray:
+    """One per-cell column of the committed rows, in memory and read-only, read once per store
+    version (a notebook that reopens the store does not read it again). ``name`` ``"cell"`` is
+    the cell IDs. Categoricals are decoded through their category table, so each string exists
+    once and a column costs one pointer per cell (missing values: "")."""
+    key = _version_key(store, manifest)
+    columns = _OBS_CACHE.get(key)
+    if columns is None:
+        while len(_OBS_CACHE) >= _OBS_CACHE_SIZE:
+            _OBS_CACHE.pop(next(iter(_OBS_CACHE)))
+        columns = _OBS_CACHE[key] = {}
+    values = columns.get(name)
+    if values is not None:
+        return values
+    root = open_root(store, mode="r") if root is None else root
+    n, obs = manifest.n_committed, root["obs"]
+    if name == "cell" or name in OBS_STRING_COLUMNS:
+        values = read_strings(obs["_index" if name == "cell" else name], n) if n else np.array([], dtype=object)
+    elif name in categorical_columns(root):
+        lookup = np.asarray(read_categories(root, name, manifest.categories.get(name)) + [""], dtype=object)
+        values = lookup[np.asarray(obs[f"{name}/codes"][:n])]  # code -1 (missing) -> ""
+    else:
+        values = np.asarray(obs[name][:n])
+    values.flags.writeable = False  # shared by every Dataset opened from this cache entry
+    columns[name] = values
+    return values
+
+
+def obs_columns(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Every per-cell column of the committed rows (``_obs_column`` of each)."""
+    names = ["cell", *OBS_STRING_COLUMNS, *numeric_columns(root), *categorical_columns(root)]
+    return {name: _obs_column(store, manifest, name, root) for name in names}
+
+
+class _LazyObsColumn(BackendArray):
+    """A per-cell column that is read when first used (a filter, a groupby, ``.values``), not
+    when the store is opened: opening reads only the cell IDs, and a query reads the columns
+    it touches. Holds the store's URL and manifest, not open handles, so it pickles to workers."""
+
+    def __init__(self, store: str, manifest: Manifest, name: str, dtype: np.dtype):
+        self.store, self.manifest, self.name = store, manifest, name
+        self.shape, self.dtype = (manifest.n_committed,), np.dtype(dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._get)
+
+    def _get(self, key: tuple) -> np.ndarray:
+        return _obs_column(self.store, self.manifest, self.name)[key]
+
+
+def _lazy_obs(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, xr.Variable]:
+    """The per-cell metadata coordinates, each loaded on first use and then kept in memory (a
+    numpy array, never dask: xarray filters and groups by it directly)."""
+    obs = root["obs"]
+    dtypes = {name: np.dtype(object) for name in [*OBS_STRING_COLUMNS, *categorical_columns(root)]}
+    dtypes.update({name: np.dtype(obs[name].dtype) for name in numeric_columns(root)})
+    return {name: xr.Variable("cell", indexing.MemoryCachedArray(indexing.LazilyIndexedArray(
+                _LazyObsColumn(store, manifest, name, dtype))))
+            for name, dtype in dtypes.items()}
+
+
+def open_store(store: str) -> xr.Dataset:
+    """The committed cells as a labelled ``xarray.Dataset`` (dims ``cell``, ``gene``).
+
+    ``counts`` is int16 and lazy: a dask array whose blocks are X's chunks, decoded directly
+    (``scdata.read.lazy_counts``). ``cell``/``gene`` are in-memory indexes (``.sel``). The per-cell
+    metadata (``srx_accession``, ``tissue``, ``umi_count``…) are read on first use and then held
+    as numpy arrays, so ``ds.counts.where(ds.tissue == "blood", drop=True)`` and
+    ``groupby("srx_accession")`` work as on any in-memory coordinate. They are small next to X
+    (a pointer or a number per cell and column) and read once per store version. ``attrs``
+    carry the manifest version.
+    """
+    root, manifest = open_committed(store)
+    n = manifest.n_committed
+    var = root["var"]
+    counts = as_dask(DirectX(store, n))
+    coords: dict = {
+        "cell": _obs_column(store, manifest, "cell", root),
+        "gene": read_strings(var["_index"]),
+        "gene_symbol": ("gene", read_strings(var["gene_symbol"])),
+        **_lazy_obs(store, root, manifest),
+    }
+    attrs = {"store": store, "manifest_version": manifest.version, "n_committed": n,
+             "chunk_shape": list(root["X"].chunks)}
+    return xr.Dataset({"counts": (("cell", "gene"), counts)}, coords=coords, attrs=attrs)
+
+
+def positions(sel, labels: pd.Index) -> np.ndarray:
+    """Integer positions for what ``isel`` takes (ints, slices, boolean masks) or, as strings,
+    labels (``sel`` takes)."""
+    if isinstance(sel, slice):
+        return np.arange(len(labels))[sel]
+    arr = np.atleast_1d(np.asarray(sel))
+    if arr.dtype == bool:
+        if len(arr) != len(labels):
+            raise IndexError(f"boolean mask of length {len(arr)} for an axis of {len(labels)}")
+        return np.flatnonzero(arr)
+    if arr.dtype.kind in "OUT":
+        found = labels.get_indexer(arr.astype(object))
+        if (found < 0).any():
+            raise KeyError(f"not in the store: {', '.join(map(str, arr[found < 0][:5]))}")
+        return found
+    return np.where(arr < 0, arr + len(labels), arr).astype(np.int64)
+
+
+def isel(ds: xr.Dataset, cell=None, gene=None) -> xr.Dataset:
+    """``ds.isel(cell=..., gene=...)`` whose ``counts`` still reads X's chunks directly (one
+    decode per chunk, only the selected cells and genes copied), where ``ds.counts`` is X or a
+    selection of it; any other ``counts`` is indexed by xarray as usual."""
+    cell = None if cell is None else positions(cell, ds.indexes["cell"])
+    gene = None if gene is None else positions(gene, ds.indexes["gene"])
+    fast = subset(ds["counts"].data, cell, gene) if "counts" in ds else None
+    indexers = {k: v for k, v in (("cell", cell), ("gene", gene)) if v is not None}
+    if fast is None:
+        return ds.isel(indexers)
+    out = ds.drop_vars("counts").isel(indexers)
+    out["counts"] = (("cell", "gene"), fast, ds["counts"].attrs)
+    return out
+
+
+def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
+    """An in-memory ``AnnData`` of a selection (CSR float32 counts) for scanpy.
+
+    ``cells``/``genes`` take anything ``Dataset.isel`` (integers, slices, boolean masks) or, as
+    lists of strings, ``Dataset.sel`` accepts. For the whole store without a copy through
+    xarray, ``anndata.read_zarr(store)`` reads the layout directly (during an ingest it sees committed
+    rows only, but can meet two commits, X at one and obs at the next, and fail; this cannot).
+    """
+    import anndata as ad
+
+    ds = open_store(store) if isinstance(store, str) else store
+    ds = isel(ds, cell=cells, gene=genes)
+    source = registered(ds["counts"].data)
+    if source is not None:  # X's chunks, decoded once, non-zeros only
+        matrix = sparse_rows(*source)
+    else:
+        blocks = [_csr(b) for b in _row_blocks(ds["counts"].data)]
+        matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, ds.sizes["gene"]), dtype=np.float32)
+    obs = pd.DataFrame({name: ds[name].values for name in ds.coords if ds[name].dims == ("cell",) and name != "cell"},
+                       index=pd.Index(ds["cell"].values.astype(str), name=None))
+    for column in obs.columns:
+        if obs[column].dtype == object:
+            obs[column] = pd.Categorical(obs[column].astype(str)) if column != "barcode" else obs[column].astype(str)
+    var = pd.DataFrame({"gene_symbol": ds["gene_symbol"].values.astype(str)}, index=pd.Index(ds["gene"].values.astype(str)))
+    return ad.AnnData(X=matrix, obs=obs, var=var, uns={"sczarr": dict(ds.attrs)})
+
+
+def _csr(block: np.ndarray) -> sp.csr_matrix:
+    """A dense int16 block as CSR float32, converting only the non-zeros (the dense float32
+    copy costs 2x the block's memory and most of the time)."""
+    block = np.ascontiguousarray(block)
+    rows, cols = np.nonzero(block)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=block.shape[0]))])
+    return sp.csr_matrix((block[rows, cols].astype(np.float32), cols.astype(np.int32), indptr), shape=block.shape)
+
+
+def _row_blocks(counts: da.Array, per_compute: int = 4):
+    """Materialize a dask array a few row-chunks at a time: bounded memory for dense blocks,
+    and still one task per core in flight."""
+    offset = 0
+    sizes = counts.chunks[0]
+    for k in range(0, len(sizes), per_compute):
+        group = sizes[k : k + per_compute]
+        parts = da.compute(*[counts[o : o + s] for o, s in zip(offset + np.cumsum([0, *group[:-1]]), group)])
+        offset += sum(group)
+        yield from parts
