@@ -97,7 +97,7 @@ def read_gene_names(path: str) -> list[str]:
 
 def output_positions(root, names: list[str]) -> np.ndarray:
     """Axis position of each output gene (-1: not on the axis; written as zeros)."""
-    from scdata.store import read_strings
+    from scdata.store.layout import read_strings
 
     group = root["uns/perturbation"]
     source = read_strings(group["source_genes"])
@@ -137,12 +137,12 @@ class Predictor:
     """A fine-tuned conditional model, its perturbation store and the run's held-out split."""
 
     def __init__(self, config: PredictConfig):
-        from scdata.hvg_io import open_hvg_matrix
-        from scdata.store import open_root
-        from scdata.vcc_effects import perturbation_obs
+        from scdata.hvg.results import open_hvg_matrix
+        from scdata.store.layout import open_root
+        from scdata.vcc.effects import perturbation_obs
 
         from .data.perturbation import Conditioning, split_cells
-        from .evaluate_cli import load_run
+        from .evaluate.cli import load_run
         from .models import MODELS
         from .tokenize import BinnedTokenizer
 
@@ -350,7 +350,7 @@ def run_prediction(config: PredictConfig, echo=print) -> dict[str, str]:
 
 
 def _source_genes(root) -> list[str]:
-    from scdata.store import read_strings
+    from scdata.store.layout import read_strings
 
     return [str(s) for s in read_strings(root["uns/perturbation/source_genes"])]
 

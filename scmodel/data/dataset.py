@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from scdata.manifest import open_committed
-from scdata.hvg_io import open_hvg_matrix
+from scdata.store.manifest import open_committed
+from scdata.hvg.results import open_hvg_matrix
 from scdata.normalize import depth_scale
-from scdata.store import read_strings
+from scdata.store.layout import read_strings
 
 from .partition import (EpochPlan, complement, n_batches, n_positions, positions_before, role_handoffs,
                         served_per_role, sub_intervals, worker_range)

@@ -6,7 +6,7 @@ conditioning of its cells:
 * ``target_gene``: the target's position on the gene axis (-1 for control cells);
 * ``target_column``: its column among the modelled genes (-1: a control, or a target not modelled);
 * ``sign``: -1 knockdown (CRISPRi) / +1 activation, 0 for controls;
-* ``log2fc``: how strongly the perturbation moved its target in that batch (``scdata.vcc_effects``);
+* ``log2fc``: how strongly the perturbation moved its target in that batch (``scdata.vcc.effects``);
 * ``control``: a set of control cells of the same batch (log1p-normalized HVG vectors), drawn
   from the training split's controls.
 
@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scdata.manifest import open_committed
-from scdata.hvg_io import open_hvg_matrix
-from scdata.vcc_effects import effects_from_rows, perturbation_obs, target_effects, target_log2fc
+from scdata.store.manifest import open_committed
+from scdata.hvg.results import open_hvg_matrix
+from scdata.vcc.effects import effects_from_rows, perturbation_obs, target_effects, target_log2fc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +125,7 @@ class Conditioning:
         if target in self.target_positions:
             return self.target_positions[target]
         if self._symbols is None:
-            from scdata.store import open_root, read_strings
+            from scdata.store.layout import open_root, read_strings
 
             symbols = read_strings(open_root(self.store)["var/gene_symbol"])
             self._symbols = pd.Series(np.arange(len(symbols))).groupby(pd.Series(symbols).str.upper()).agg(list).to_dict()

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from scdata.chunkio import ChunkReader
-from scdata.hvg_io import open_hvg_matrix
+from scdata.store.chunks import ChunkReader
+from scdata.hvg.results import open_hvg_matrix
 from scdata.normalize import depth_scale
-from scdata.store import categorical_columns, open_root, read_categories
+from scdata.store.layout import categorical_columns, open_root, read_categories
 
 from .buffers import BufferPool, SharedRing
 from .kernels import TILE, fill_columns, fill_rows, gather_counts

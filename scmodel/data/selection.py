@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scdata.manifest import Manifest
-from scdata.store import categorical_columns, read_categories
+from scdata.store.manifest import Manifest
+from scdata.store.layout import categorical_columns, read_categories
 
 
 def split_experiments(manifest: Manifest, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

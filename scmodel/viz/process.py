@@ -51,7 +51,7 @@ def store_cells(store: str, n_genes: int, n_tokens: int, n_cells: int, tokenizer
     from scmodel.data import LoaderConfig, StoreDataset
     from scmodel.tokenize import BinnedTokenizer
 
-    from scdata.hvg_io import open_hvg_matrix
+    from scdata.hvg.results import open_hvg_matrix
 
     available = len(open_hvg_matrix(store)[1])
     config = LoaderConfig(store=store, features="hvg", n_hvgs=min(n_genes, available), batch_size=n_cells, shuffle=False,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample
+from ..diffusion import DiffusionConfig, corrupt, diffusion_loss, sample
 from .metrics import PCASpace, classifier_auc, fit_pca, gene_shuffled, marginal_agreement, mmd_permutation_pvalue, mmd_unbiased
 
 MASK_RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -144,10 +144,3 @@ def evaluate(model, batches: list[torch.Tensor], marginals: torch.Tensor, diffus
         result["_cells"] = (cells, pca)
     return result
 
-
-if __name__ == "__main__":
-    import sys
-
-    from .evaluate_cli import main
-
-    sys.exit(main())

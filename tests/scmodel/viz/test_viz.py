@@ -152,8 +152,7 @@ def test_conditional_seed_preset_is_near_the_seed():
 def trained(demo_bucket, tmp_path_factory):
     """A materialized store and a two-step mini-tiny checkpoint."""
     from scmodel.train import main as train
-
-    from .conftest import materialized_store
+    from tests.conftest import materialized_store
 
     root = tmp_path_factory.mktemp("viz")
     store = materialized_store(demo_bucket, root, n_hvgs=32)

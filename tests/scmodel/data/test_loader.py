@@ -11,7 +11,7 @@ import scdata
 from scmodel.data import LoaderConfig, StoreDataLoader, StoreDataset, create_hvg_dataloader
 from scmodel.tokenize import BinnedTokenizer, DirectTokenizer, LogScaleTokenizer
 
-from .conftest import materialized_store
+from tests.conftest import materialized_store
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from scmodel.diffusion import DiffusionConfig, sample
-from scmodel.metrics import (
+from scmodel.evaluate.metrics import (
     classifier_auc,
     fit_pca,
     gene_shuffled,

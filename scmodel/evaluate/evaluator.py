@@ -8,7 +8,7 @@ import dataclasses
 
 import torch
 
-from .evaluate import SampleConfig, evaluate, gene_marginals
+from .heldout import SampleConfig, evaluate, gene_marginals
 
 
 class HeldOutEvaluator:
@@ -27,7 +27,7 @@ class HeldOutEvaluator:
         self._train_cells: torch.Tensor | None = None
 
     def _read(self, data, max_cells: int) -> list[torch.Tensor]:
-        from .data import StoreDataLoader, StoreDataset
+        from ..data import StoreDataLoader, StoreDataset
 
         loader = StoreDataLoader(StoreDataset(dataclasses.replace(data, shuffle=True, drop_last=False)))
         loader.set_epoch(0)

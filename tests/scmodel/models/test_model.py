@@ -11,8 +11,7 @@ import torch
 from scmodel.diffusion import DiffusionConfig, corrupt, diffusion_loss, sample, sample_times
 from scmodel.models import ConditionalConfig, ConditionalDiffusionModel, MiniConfig, MiniDiffusionModel
 from scmodel.train import main
-
-from .conftest import materialized_store
+from tests.conftest import materialized_store
 
 TINY = MiniConfig(n_genes=32, n_tokens=8, dim=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_ratio=2.0)
 
@@ -95,7 +94,7 @@ def test_train_cli_and_exact_resume(store, tmp_path):
 
 
 def test_evaluate_cli_on_a_checkpoint(store, tmp_path):
-    from scmodel.evaluate_cli import main as evaluate_main
+    from scmodel.evaluate.cli import main as evaluate_main
 
     out = str(tmp_path / "run")
     assert main(["--config", "mini-tiny", "--store", store, "--max-steps", "2", "--out", out, "--batch-size", "16",
@@ -132,7 +131,7 @@ def test_conditional_tiny_trains(store, tmp_path):
 
 def test_ddp_two_processes_gloo(store, tmp_path):
     out = str(tmp_path / "ddp")
-    from .services import free_port
+    from tests.services import free_port
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "scmodel.train",

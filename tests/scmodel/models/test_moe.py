@@ -16,9 +16,8 @@ from scmodel.engines.state import safe_load
 from scmodel.models import MODELS, count_parameters
 from scmodel.models.moe import MoEConfig, MoEDiffusionModel, parameter_formula
 from scmodel.train import CONFIGS, Trainer, main
-
-from .conftest import materialized_store
-from .services import free_port
+from tests.conftest import materialized_store
+from tests.services import free_port
 
 TINY = MoEConfig(n_genes=32, n_tokens=8, dim=64, n_heads=4, n_kv_heads=4, n_layers=6, mlp_ratio=2.0, n_experts=4,
                  lora_rank=4, cond_dim=16, gene_vocab=100)

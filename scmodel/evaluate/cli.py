@@ -1,0 +1,119 @@
+"""``python -m scmodel.evaluate``: the held-out evaluation of a saved checkpoint.
+
+    python -m scmodel.evaluate --checkpoint runs/demo/checkpoint.pt --store data/demo/store.zarr
+    python -m scmodel.evaluate --checkpoint ... --store ... --sample-steps 128 --out runs/demo/eval
+
+Uses the run's own configuration (tokenizer, genes, split, seed) from the checkpoint, so the
+held-out cells are the run's; ``--store`` may name another store with the same HVGs. Prints
+the masked-token and sample-quality metrics beside their baselines and writes them to
+``OUT/evaluation.json`` with ``OUT/samples.png``.
+
+A perturbation prediction (``python -m scmodel.predict``) is scored with cell-eval instead:
+
+    python -m scmodel.evaluate --prediction P/prediction.h5ad --real P/real.h5ad \
+        --training P/training_sample.h5ad --out P/cell_eval [--full]
+
+printing the VCC profile of the prediction and of cell-eval's cell-mean baseline, and the
+prediction's score against the baseline (``scmodel.perturbation_eval``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import torch
+
+
+def load_run(checkpoint: str, store: str | None = None, device: str = "cpu"):
+    """(TrainConfig, checkpoint contents) of a plain-engine ``scmodel.train`` checkpoint, loaded
+    without unpickling code (``weights_only``)."""
+    from ..engines.state import safe_load
+    from ..trainer import config_from_dict
+
+    if os.path.isdir(checkpoint):
+        raise SystemExit(f"--checkpoint {checkpoint} is a DeepSpeed checkpoint directory: its model needs DeepSpeed's "
+                         f"process groups to run; its runs are evaluated during training (metrics.jsonl)")
+    state = safe_load(checkpoint, map_location=device)
+    config = config_from_dict(state["config"])
+    if store:
+        config = dataclasses.replace(config, store=store)
+    return config, state
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .evaluator import HeldOutEvaluator
+    from ..models import MODELS
+    from .sample_plots import plot_samples
+    from ..tokenize import BinnedTokenizer
+    from ..trainer import _loaders, summary_line
+
+    p = argparse.ArgumentParser(prog="python -m scmodel.evaluate", description="evaluate a trained checkpoint on held-out cells")
+    p.add_argument("--checkpoint", help="checkpoint.pt written by python -m scmodel.train")
+    p.add_argument("--prediction", help="a perturbation prediction (h5ad): score it with cell-eval")
+    p.add_argument("--real", help="with --prediction: the held-out real cells (h5ad)")
+    p.add_argument("--training", help="with --prediction: training cells for the cell-mean baseline (h5ad)")
+    p.add_argument("--control-label", default="non-targeting")
+    p.add_argument("--threads", type=int, default=2, help="with --prediction: cell-eval's threads")
+    p.add_argument("--full", action="store_true", help="with --prediction: also cell-eval's full profile tables")
+    p.add_argument("--store", help="store to read (default: the run's)")
+    p.add_argument("--out", help="directory for evaluation.json and samples.png (default: beside the checkpoint)")
+    p.add_argument("--sample-steps", type=int, help="reverse-process steps (default: the run's)")
+    p.add_argument("--sample-order", choices=("random", "confidence"), help="reveal order (default: the run's)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: the run's)")
+    p.add_argument("--eval-batches", type=int, help="held-out batches to read (default: the run's)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if args.prediction:
+        return _cell_eval(args)
+    if not args.checkpoint:
+        p.error("--checkpoint (a model to evaluate) or --prediction (a perturbation prediction) is required")
+    if not os.path.exists(args.checkpoint):
+        raise SystemExit(f"--checkpoint {args.checkpoint}: no such file")
+    config, state = load_run(args.checkpoint, args.store, args.device)
+    overrides = {k: v for k, v in (("sample_steps", args.sample_steps), ("sample_order", args.sample_order),
+                                   ("sample_temperature", args.temperature), ("eval_batches", args.eval_batches))
+                 if v is not None}
+    config = dataclasses.replace(config, **overrides)
+    tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
+    train, val = _loaders(config, tokenizer)
+    model = MODELS[config.model](n_genes=train.dataset.n_features, n_tokens=config.n_tokens).to(args.device)
+    model.load_state_dict(state["model"])
+    evaluator = HeldOutEvaluator(config, train.dataset.config, val.dataset.config, tokenizer, torch.device(args.device))
+    result = evaluator(model)
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    os.makedirs(out, exist_ok=True)
+    cells, pca = result.pop("_cells")
+    with open(os.path.join(out, "evaluation.json"), "w") as f:
+        json.dump({"checkpoint": os.path.abspath(args.checkpoint), "store": config.store, "step": state.get("step"),
+                   **result}, f, indent=1)
+    plot_samples(cells, pca, os.path.join(out, "samples.png"))
+    print(summary_line(state.get("step", 0), result))
+    print(f"Wrote {os.path.join(out, 'evaluation.json')} and {os.path.join(out, 'samples.png')}")
+    return 0
+
+
+def _cell_eval(args) -> int:
+    from .perturbation import CellEvalConfig, run_cell_eval
+
+    if not (args.real and args.training):
+        raise SystemExit("--prediction needs --real (held-out real cells) and --training (cells for the baseline)")
+    for path in (args.prediction, args.real, args.training):
+        if not os.path.exists(path):
+            raise SystemExit(f"{path}: no such file")
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.prediction)), "cell_eval")
+    try:
+        run_cell_eval(CellEvalConfig(prediction=args.prediction, real=args.real, training=args.training, out=out,
+                                     control_label=args.control_label, num_threads=args.threads, full=args.full))
+    except ValueError as exc:
+        print(f"python -m scmodel.evaluate: {exc}", file=sys.stderr)
+        return 1
+    print(f"Wrote {out}/cell_eval_summary.json, score.csv and cell-eval's tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
