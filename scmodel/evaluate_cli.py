@@ -1,8 +1,9 @@
-"""Moved to ``scmodel.evaluate.cli`` (``python -m scmodel.evaluate``); this old path keeps
-importing ``main`` and ``load_run`` for now."""
+"""Moved: the command line is ``scmodel.evaluate.cli`` (``python -m scmodel.evaluate``) and
+``load_run`` is ``scmodel.run.checkpoint.load_run``; this old path keeps importing both for now."""
 
 from __future__ import annotations
 
-from .evaluate.cli import load_run, main
+from .evaluate.cli import main
+from .run.checkpoint import load_run
 
 __all__ = ["load_run", "main"]

@@ -142,8 +142,8 @@ class Predictor:
         from scdata.vcc.effects import perturbation_obs
 
         from .data.perturbation import Conditioning, split_cells
-        from .evaluate.cli import load_run
         from .models import MODELS
+        from .run.checkpoint import load_run
         from .tokenize import BinnedTokenizer
 
         self.config = config

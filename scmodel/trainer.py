@@ -1,218 +1,39 @@
-"""``python -m scmodel.train``: train a diffusion model on a store's materialized HVG matrix.
-
-    python -m scmodel.train --config mini-tiny --store data/demo/store.zarr --max-steps 200 --out runs/demo
-    python -m scmodel.train --config mini-tiny --store ... --out runs/demo --resume       # exact continuation
-    torchrun --nproc_per_node 2 -m scmodel.train --config mini-tiny --store ... --out runs/ddp
-    python -m scmodel.train --config moe17b-tiny --store ... --out runs/moe               # DeepSpeed, CPU (gloo)
-    torchrun --nproc_per_node 2 -m scmodel.train --config moe17b-tiny --set ep_size=2 ...  # expert parallel
-    deepspeed --num_gpus 8 --module scmodel.train --config moe17b --store ... --out runs/moe17b
+"""The ``Trainer``: one process's (rank's) training loop, its checkpoints and its reports; its
+command line is ``scmodel.train``.
 
 Writes ``metrics.jsonl`` (one line per logged step with ``loss``, and ``aux_loss`` for MoE models;
 evaluation lines with ``"eval": true``), a checkpoint (``checkpoint.pt`` for the plain engine,
 ``checkpoint/`` for DeepSpeed: model, optimizer, schedule, every rank's RNG state and loader
 position; all loadable with ``weights_only=True``) and ``curves.png`` into ``--out``. The backend
 (plain torch / DDP, or DeepSpeed) is an engine of ``scmodel.engines`` behind one step interface.
+
+What a run is (``TrainConfig``, its presets and checkpoints, its loaders) comes from
+``scmodel.run``, the held-out evaluation from ``scmodel.evaluate``: the Trainer imports both, and
+neither imports it (torchtitan's split of ``train.py`` / ``trainer``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
 
 import torch
 
-from .diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_times, seed_schedule
+from .diffusion import corrupt, diffusion_loss, sample_times
+from .distributed import setup_distributed
 from .engines import build_engine, check_engine
 from .engines.state import rng_state, set_rng_state
+from .evaluate.evaluator import HeldOutEvaluator
+from .evaluate.heldout import summary_line
+from .evaluate.sample_plots import plot_samples
 from .models import MODELS, count_parameters
+from .run.checkpoint import check_init_from
+from .run.config import TrainConfig
+from .run.loaders import build_loaders, is_perturbation_store
 from .tokenize import BinnedTokenizer
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """One training run (presets in ``CONFIGS``; any field can be overridden with ``--set``)."""
-
-    model: str = "mini"
-    store: str = "data/scRNA/store.zarr"
-    out: str = "runs/mini"
-    max_steps: int = 1000
-    epochs: int | None = None
-    """Stop after this many epochs (the seed's pretrain 50 / fine-tune 20) unless max_steps comes first."""
-    batch_size: int = 64
-    grad_accum: int = 1
-    lr: float = 3e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    n_tokens: int = 64
-    tokenizer_max: float = 8.0
-    """Top of the fixed log1p bins; bins are (tokenizer_max / (n_tokens - 1)) wide."""
-    n_hvgs: int | None = None
-    """Model only the top N HVGs by rank (all of the store's materialized HVGs when unset)."""
-    context_genes: int | None = None
-    """Train on a random subset of this many gene positions per batch (attention cost grows with
-    the square of the positions; the tiny CPU configs use 256 of the 2,000 HVGs)."""
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    seed: int = 0
-    num_workers: int = 0
-    val_fraction: float = 0.15
-    log_every: int = 10
-    eval_every: int = 200
-    eval_batches: int = 4
-    save_every: int = 200
-    bf16: str = "auto"
-    """"auto": bf16 autocast on GPUs that support it; "on"/"off" force it."""
-    stop_at_step: int | None = None
-    """Stop (and checkpoint) at this step without changing the schedule, e.g. for time-limited jobs."""
-    init_from: str | None = None
-    """Fine-tuning: start from this checkpoint's weights (optimizer and data position start fresh)."""
-    sample_steps: int = 64
-    """Reverse-process steps when the evaluation samples cells."""
-    sample_order: str = "random"
-    """"random": the ancestral masked-diffusion sampler; "confidence": most confident first (MaskGIT)."""
-    sample_temperature: float = 1.0
-    sample_every: int | None = None
-    """Also sample (the costly part of an evaluation) at evaluations on multiples of this step;
-    the final evaluation always samples."""
-    freeze_base: bool = False
-    """Perturbation fine-tuning: train only the LoRA adapters and conditioning encoders (MoE model)."""
-    conditioning_lr_scale: float = 1.0
-    """Learning-rate multiplier of the perturbation-conditioning modules (new in a fine-tune)."""
-    control_set_size: int = 8
-    """Perturbation stores: control cells of the same batch given to the model with each cell."""
-    holdout_targets: tuple[str, ...] = ()
-    """Perturbation stores: whole perturbations held out (besides ``val_fraction`` of every one's cells)."""
-    engine: str = "plain"
-    """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
-    deepspeed_config: str | None = None
-    """DeepSpeed JSON (a path or a file name in ``scmodel/configs/``); required by the deepspeed engine."""
-    ep_size: int = 1
-    """Expert-parallel ranks of the MoE layers (divides the experts and the world size)."""
-    aux_loss_weight: float = 0.01
-    """Weight of the routers' load-balancing loss added to the diffusion loss (MoE models)."""
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"model {self.model!r} is not one of {', '.join(MODELS)}")
-        if self.max_steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
-            raise ValueError("max_steps, batch_size and grad_accum must be positive")
-        if self.bf16 not in ("auto", "on", "off"):
-            raise ValueError("bf16 must be auto, on or off")
-        if self.sample_order not in ("random", "confidence") or self.sample_steps <= 0:
-            raise ValueError(f"sample_order must be random or confidence and sample_steps positive, got "
-                             f"{self.sample_order!r}, {self.sample_steps}")
-        if self.engine not in ("plain", "deepspeed"):
-            raise ValueError(f"engine must be 'plain' or 'deepspeed', got {self.engine!r}")
-        if self.ep_size < 1 or (self.ep_size > 1 and (self.engine != "deepspeed" or not self.model.startswith("moe"))):
-            raise ValueError(f"ep_size {self.ep_size}: expert parallelism needs an MoE model and engine='deepspeed' "
-                             f"(model {self.model!r}, engine {self.engine!r})")
-
-
-CONFIGS: dict[str, TrainConfig] = {
-    "mini": TrainConfig(model="mini", out="runs/mini"),
-    # The CPU demo models the 256 most variable genes (every position in every batch, so each gene's
-    # embedding learns from every cell) with 8 coarse log1p bins.
-    "mini-tiny": TrainConfig(model="mini-tiny", out="runs/mini-tiny", batch_size=32, lr=3e-3, warmup_steps=20,
-                             log_every=5, eval_every=50, save_every=50, eval_batches=16, n_hvgs=256, n_tokens=8),
-    "conditional": TrainConfig(model="conditional", out="runs/conditional"),
-    "conditional-tiny": TrainConfig(model="conditional-tiny", out="runs/conditional-tiny", batch_size=32, lr=3e-3,
-                                    warmup_steps=20, log_every=5, eval_every=50, save_every=50, eval_batches=4,
-                                    context_genes=256, n_tokens=16),
-    # The 17B MoE model on GPUs: DeepSpeed ZeRO-2 + expert parallelism (2 of the 16 experts per GPU
-    # on 8 GPUs), all 2,000 HVG positions; micro-batch 8, half the largest `python -m scmodel.plan` fits
-    # on 80 GB GPUs (16), a margin until a GPU run measures the plan.
-    "moe17b": TrainConfig(model="moe17b", out="runs/moe17b", engine="deepspeed", deepspeed_config="ds_moe17b.json",
-                          ep_size=8, batch_size=8, lr=1.5e-4, warmup_steps=2000, max_steps=200_000, log_every=10,
-                          eval_every=2000, save_every=1000),
-    # The same code at a few million parameters, on CPU under DeepSpeed (gloo), like mini-tiny.
-    "moe17b-tiny": TrainConfig(model="moe17b-tiny", out="runs/moe17b-tiny", engine="deepspeed",
-                               deepspeed_config="ds_cpu_tiny.json", batch_size=32, lr=3e-3, warmup_steps=20, log_every=5,
-                               eval_every=50, save_every=50, eval_batches=16, n_hvgs=256, n_tokens=8),
-    "mini-seed": TrainConfig(model="mini", out="runs/mini-seed", diffusion=seed_schedule()),
-    "pretrain": TrainConfig(model="conditional", out="runs/pretrain", epochs=50, max_steps=10**9),
-    "finetune": TrainConfig(model="conditional", out="runs/finetune", epochs=20, max_steps=10**9, lr=1e-4,
-                            init_from="runs/pretrain/checkpoint.pt", val_fraction=0.2),
-    # CPU scale of the perturbation task: pretrain with `--config conditional-tiny --set n_hvgs=512`,
-    # then fine-tune on a perturbation store (`scdata vcc import`) with --init-from.
-    # (1,500 steps at 3e-3: the programs of the demo's perturbations need them; 600 at 1e-3 learned
-    # the knockdowns only)
-    "finetune-tiny": TrainConfig(model="conditional-tiny", out="runs/finetune-tiny", batch_size=32, lr=3e-3,
-                                 warmup_steps=20, log_every=10, eval_every=500, save_every=500, eval_batches=4,
-                                 n_hvgs=512, context_genes=256, n_tokens=16, val_fraction=0.2, max_steps=1500),
-}
-
-
-def _setup_distributed(engine: str) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if engine == "deepspeed":  # DeepSpeed's own process group (also for a world of one: MoE layers need groups)
-        from .engines.deepspeed import setup
-
-        setup()
-    elif world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def is_perturbation_store(store: str) -> bool:
-    """Whether ``store`` was written by ``scdata vcc import`` (False for anything unreadable: the
-    loaders report that)."""
-    from scdata.store.layout import open_root
-
-    try:
-        return open_root(store).attrs.asdict().get("sczarr", {}).get("kind") == "perturbation"
-    except Exception:
-        return False
-
-
-def _loaders(config: TrainConfig, tokenizer):
-    """Training and held-out loaders; on a perturbation store the training batches carry conditioning."""
-    from scdata.hvg.results import open_hvg_matrix
-
-    from .data import LoaderConfig, StoreDataLoader, StoreDataset
-
-    n_hvgs = config.n_hvgs
-    if n_hvgs is not None:  # "the top N": a store with fewer materialized HVGs gives all of them
-        n_hvgs = min(n_hvgs, len(open_hvg_matrix(config.store)[1]))
-    common = dict(store=config.store, features="hvg", n_hvgs=n_hvgs, batch_size=config.batch_size, seed=config.seed,
-                  tokenizer=tokenizer, val_fraction=config.val_fraction, drop_last=True, token_dtype="compact")
-    if not is_perturbation_store(config.store):
-        train = StoreDataLoader(StoreDataset(LoaderConfig(split="train", **common)), num_workers=config.num_workers)
-        val = StoreDataLoader(StoreDataset(LoaderConfig(split="val", shuffle=False, **{**common, "drop_last": False})))
-        return train, val
-    from scdata.vcc.effects import perturbation_obs
-
-    from .data.perturbation import Conditioning, PerturbationLoader, split_cells
-
-    if not config.model.startswith(("conditional", "moe")):
-        raise ValueError(f"{config.store} is a perturbation store: fine-tune a conditional or MoE model on it, not {config.model!r}")
-    split = split_cells(perturbation_obs(config.store), config.val_fraction, config.seed, config.holdout_targets)
-    conditioning = Conditioning(config.store, split.train, n_hvgs, config.control_set_size, config.seed,
-                                effect_rows=split.train)
-    train = StoreDataLoader(StoreDataset(LoaderConfig(rows=split.train, **common)), num_workers=config.num_workers)
-    val = StoreDataLoader(StoreDataset(LoaderConfig(rows=split.val, shuffle=False, **{**common, "drop_last": False})))
-    return PerturbationLoader(train, conditioning, config.seed), val
-
-
-def config_from_dict(data: dict) -> TrainConfig:
-    """The ``TrainConfig`` saved in a checkpoint (as plain data, so that it loads without pickle)."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in data.items() if k in known}
-    if isinstance(values.get("holdout_targets"), list):
-        values["holdout_targets"] = tuple(values["holdout_targets"])
-    if isinstance(values.get("diffusion"), dict):
-        values["diffusion"] = DiffusionConfig(**values["diffusion"])
-    return TrainConfig(**values)
 
 
 class Trainer:
@@ -227,10 +48,10 @@ class Trainer:
                              "perturbations (target gene, sign, log2FC, control cells); the store loader's batches carry "
                              "none, so the adapters would get no gradient. Fine-tune on a perturbation store "
                              "(`scdata vcc import`), whose batches carry them.")
-        self.rank, self.world, self.device = _setup_distributed(config.engine)
+        self.rank, self.world, self.device = setup_distributed(config.engine)
         torch.manual_seed(config.seed)
         self.tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
-        self.train_loader, self.val_loader = _loaders(config, self.tokenizer)
+        self.train_loader, self.val_loader = build_loaders(config, self.tokenizer)
         self.conditional_batches = hasattr(self.train_loader, "conditioning")  # a perturbation store's loader
         n_genes = self.train_loader.dataset.n_features
         options = {"ep_size": config.ep_size} if config.ep_size > 1 else {}
@@ -244,7 +65,7 @@ class Trainer:
         self.engine = build_engine(config, model, self.world, self.device, config.out)
         self.model = self.engine.module
         if config.init_from:
-            _check_init_from(config)
+            check_init_from(config)
             self.engine.load_weights(config.init_from)
         self.last_aux: float | None = None
         self.step = 0
@@ -351,8 +172,6 @@ class Trainer:
     def evaluate(self, with_samples: bool = True, sampling=None) -> dict:
         """The held-out evaluation; ``sampling`` (a ``SampleConfig``) overrides the run's sampler."""
         if self._evaluator is None:
-            from .evaluate.evaluator import HeldOutEvaluator
-
             self._evaluator = HeldOutEvaluator(self.config, self.train_loader.dataset.config,
                                                self.val_loader.dataset.config, self.tokenizer, self.device)
             if self.config.ep_size > 1:  # every rank evaluates (collectives): on rank 0's cells
@@ -408,8 +227,6 @@ class Trainer:
         if self.rank == 0:
             plot_curves(self.metrics_path, os.path.join(cfg.out, "curves.png"))
             if "_cells" in last_eval:
-                from .evaluate.sample_plots import plot_samples
-
                 plot_samples(*last_eval["_cells"], os.path.join(cfg.out, "samples.png"))
             self.echo(summary_line(self.step, last_eval))
         return last_eval
@@ -421,36 +238,6 @@ class Trainer:
 
 def _tokens(batch) -> torch.Tensor:
     return batch[0] if isinstance(batch, tuple) else batch
-
-
-def _check_init_from(config: TrainConfig) -> None:
-    """A clear error when the checkpoint to fine-tune from has another shape than this run."""
-    from .engines.state import safe_load
-
-    if not os.path.isfile(config.init_from):
-        if not os.path.isdir(config.init_from):
-            raise FileNotFoundError(f"init_from {config.init_from}: no such checkpoint")
-        return  # a DeepSpeed checkpoint directory: its engine checks the shapes
-    saved = safe_load(config.init_from).get("config") or {}
-    for name in ("model", "n_tokens", "n_hvgs"):
-        if name in saved and saved[name] != getattr(config, name):
-            raise ValueError(f"init_from {config.init_from} was trained with {name}={saved[name]!r}, this run has "
-                             f"{getattr(config, name)!r}: set the same (--set {name}=...)")
-
-
-def summary_line(step: int, result: dict) -> str:
-    """The closing line of a run: masked-token metrics against the per-gene baseline, then sample
-    quality (MMD and classifier AUC against real held-out cells) beside its baselines."""
-    line = (f"step {step}: held-out masked-token loss {result['eval_loss']:.3f} vs per-gene marginal "
-            f"{result['baseline_loss']:.3f}; accuracy {result['masked_accuracy']:.3f} vs per-gene majority "
-            f"{result['baseline_accuracy']:.3f}; Pearson {result['pearson']:.3f}")
-    if "mmd_samples" in result:
-        line += (f"\nsamples vs real held-out cells (n={result['n_sample_cells']}, {result['sample_steps']} steps): "
-                 f"MMD {result['mmd_samples']:.4f} (real {result['mmd_real']:.4f}, gene-shuffled "
-                 f"{result['mmd_gene_shuffled']:.4f}, per-gene marginals {result['mmd_marginal']:.4f}); "
-                 f"classifier AUC {result['auc_samples']:.3f} (real {result['auc_real']:.3f}, gene-shuffled "
-                 f"{result['auc_gene_shuffled']:.3f}, per-gene marginals {result['auc_marginal']:.3f})")
-    return line
 
 
 def plot_curves(metrics_path: str, out: str) -> None:
@@ -480,73 +267,3 @@ def plot_curves(metrics_path: str, out: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
-
-
-def _coerce(value: str, current):
-    if value.lower() == "none":  # optional fields (n_hvgs, context_genes, epochs...) can be unset
-        return None
-    if isinstance(current, bool):
-        return value.lower() in ("1", "true", "yes", "on")
-    if isinstance(current, tuple):
-        return tuple(v for v in value.split(",") if v)
-    if isinstance(current, int) and not isinstance(current, bool):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if current is None:
-        for cast in (int, float):
-            try:
-                return cast(value)
-            except ValueError:
-                pass
-    return value
-
-
-def build_config(args) -> TrainConfig:
-    config = CONFIGS[args.config]
-    overrides = {k: v for k, v in (("store", args.store), ("out", args.out), ("max_steps", args.max_steps),
-                                   ("batch_size", args.batch_size), ("lr", args.lr), ("num_workers", args.num_workers),
-                                   ("seed", args.seed), ("eval_every", args.eval_every), ("save_every", args.save_every),
-                                   ("init_from", args.init_from))
-                 if v is not None}
-    for item in args.set or ():
-        key, value = item.split("=", 1)
-        if key.startswith("diffusion."):
-            sub = key.split(".", 1)[1]
-            overrides["diffusion"] = replace(overrides.get("diffusion", config.diffusion),
-                                             **{sub: _coerce(value, getattr(config.diffusion, sub))})
-        elif key in {f.name for f in dataclasses.fields(TrainConfig)}:
-            overrides[key] = _coerce(value, getattr(config, key))
-        else:
-            raise SystemExit(f"--set {key}: TrainConfig has no such field")
-    return replace(config, **overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scmodel.train", description="train a discrete diffusion model on a store")
-    p.add_argument("--config", choices=sorted(CONFIGS), default="mini")
-    p.add_argument("--store")
-    p.add_argument("--out")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--save-every", type=int)
-    p.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights")
-    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any TrainConfig field (diffusion.X too)")
-    p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's; LOCAL_RANK is read
-    args = p.parse_args(argv)
-    config = build_config(args)
-    trainer = Trainer(config, resume=args.resume)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

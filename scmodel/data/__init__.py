@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from .dataset import LoaderConfig, StoreDataset
+from .config import LoaderConfig
+from .dataset import StoreDataset
 from .loader import StoreDataLoader
 
 

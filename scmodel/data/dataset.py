@@ -12,7 +12,6 @@ travels to workers), so fork and spawn both work.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,83 +19,15 @@ from torch.utils.data import IterableDataset
 
 from scdata.store.manifest import open_committed
 from scdata.hvg.results import open_hvg_matrix
-from scdata.normalize import depth_scale
 from scdata.store.layout import read_strings
 
+from .config import LoaderConfig
 from .partition import (EpochPlan, complement, n_batches, n_positions, positions_before, role_handoffs,
                         served_per_role, sub_intervals, worker_range)
 from .ranks import rank_and_world, worker_and_count
+from .reader import SegmentReader
 from .selection import selected_rows, split_experiments
-
-NORMALIZATIONS = ("none", "log1p", "log_cpm")
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoaderConfig:
-    """What a dataset serves and how it shuffles."""
-
-    store: str
-    features: str = "hvg"
-    """"hvg": ``obsm/X_hvg`` (materialized by ``scdata hvg --materialize``); "all": every gene of X;
-    "genes": the Ensembl IDs in ``genes`` (read from X)."""
-    genes: tuple[str, ...] = ()
-    n_hvgs: int | None = None
-    """With ``features="hvg"``: only the top ``n_hvgs`` HVGs by rank (the first columns of X_hvg)."""
-    batch_size: int = 64
-    buffer_blocks: int = 8
-    """Chunk rows per shuffle buffer: cells mix across this many chunks (memory grows with it)."""
-    shuffle: bool = True
-    seed: int = 0
-    drop_last: bool = False
-    normalize: str = "log1p"
-    target_sum: float = 1e4
-    tokenizer: object | None = None
-    experiments: tuple[str, ...] | None = None
-    obs_filters: dict = field(default_factory=dict)
-    split: str | None = None
-    """"train" / "val": a seeded split by experiment (``val_fraction`` of them for validation)."""
-    rows: np.ndarray | None = field(default=None, compare=False)
-    """Only these global rows (e.g. a perturbation store's per-cell split), with the other filters."""
-    val_fraction: float = 0.1
-    metadata: tuple[str, ...] = ("cell_id", "srx_accession", "umi_count")
-    token_dtype: str = "int64"
-    """Dtype of token batches: "int64" (what ``nn.Embedding`` and most code expect), "int32", or
-    "compact" (uint8 up to 256 tokens): 8x fewer bytes through worker queues and host-to-device
-    copies; convert on the device with ``.long()``."""
-    read_threads: int | None = None
-    """Threads that decode, normalize and tokenize the chunks of the next buffer while batches
-    of the current one are served (0: read inline). Each DataLoader worker has its own; None:
-    the process's cores shared out over the workers (at least 1, at most 8 each)."""
-    handoff_cells: int = 8192
-    """Cells a DataLoader worker hands to the main process at a time (whole batches, at least
-    one; fewer at a buffer's end): one queue transfer per hand-off instead of per batch.
-    ``prefetch_factor`` counts hand-offs. They are views of the worker's buffers, so their size
-    costs no memory."""
-
-    def __post_init__(self) -> None:
-        if self.features not in ("hvg", "all", "genes"):
-            raise ValueError(f"features must be 'hvg', 'all' or 'genes', got {self.features!r}")
-        if self.features == "genes" and not self.genes:
-            raise ValueError("features='genes' needs a list of gene IDs")
-        if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
-        if self.n_hvgs is not None and (self.features != "hvg" or self.n_hvgs <= 0):
-            raise ValueError("n_hvgs (a positive count) applies to features='hvg' only")
-        if self.batch_size <= 0 or self.buffer_blocks <= 0:
-            raise ValueError("batch_size and buffer_blocks must be positive")
-        if self.token_dtype not in ("int64", "int32", "compact"):
-            raise ValueError(f"token_dtype must be 'int64', 'int32' or 'compact', got {self.token_dtype!r}")
-        if self.handoff_cells <= 0:
-            raise ValueError("handoff_cells must be positive")
-        if self.read_threads is not None and self.read_threads < 0:
-            raise ValueError("read_threads must be >= 0")
-        if self.split not in (None, "train", "val"):
-            raise ValueError(f"split must be None, 'train' or 'val', got {self.split!r}")
-
-    @property
-    def target(self) -> float | None:
-        """normalize_total's target of the chosen normalization (None: raw counts)."""
-        return {"none": None, "log1p": self.target_sum, "log_cpm": 1e6}[self.normalize]
+from .transform import token_dtype_of
 
 
 class StoreDataset(IterableDataset):
@@ -207,8 +138,6 @@ class StoreDataset(IterableDataset):
     def _segment_reader(self, in_worker: bool, worker: int):
         """This process's reader, reused by every epoch: its buffers are already paged in (and, in a
         worker, their reuse protocol with the main process continues) and its threads started."""
-        from .reader import SegmentReader
-
         key = (os.getpid(), in_worker, worker, id(self.release_flags))
         if self._reader is None or self._reader_key != key:
             workers = worker_and_count()[1] if in_worker else 0
@@ -368,47 +297,3 @@ def read_threads(config: LoaderConfig, workers: int) -> int:
         return config.read_threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(8, cores // max(workers, 1)))
-
-
-def token_dtype_of(config: LoaderConfig):
-    """numpy dtype of transformed blocks: compact tokens, or float32 values without a tokenizer."""
-    if config.tokenizer is None:
-        return np.float32
-    return np.uint8 if config.tokenizer.n_tokens <= 256 else np.int32
-
-
-def transform_block(config: LoaderConfig, counts: np.ndarray, totals: np.ndarray,
-                    out: np.ndarray | None = None) -> torch.Tensor:
-    """Normalization and tokenization of a block of cells, once per block (not per batch) and only
-    on its non-zeros: zeros stay zero (token 0) under every normalization and elementwise tokenizer.
-    ``out`` (C-contiguous, ``counts.shape``, ``token_dtype_of(config)``) receives the result in place."""
-    tokenizer = config.tokenizer
-    dtype = token_dtype_of(config)
-    if out is None:
-        out = np.zeros(counts.shape, dtype=dtype)
-    else:
-        out.fill(0)
-    scale = None if config.target is None else depth_scale(totals.astype(np.float32), np.float32(config.target))
-    if tokenizer is not None and not getattr(tokenizer, "elementwise", True):  # per-cell quantiles need rows
-        x = torch.from_numpy(counts.astype(np.float32))
-        if scale is not None:
-            x = torch.log1p(x / torch.from_numpy(scale).unsqueeze(1))
-        out[...] = tokenizer.tokenize(x).numpy()
-        return torch.from_numpy(out)
-    counts = np.ascontiguousarray(counts)
-    flat = counts.reshape(-1)
-    where = np.flatnonzero(flat != 0)  # via a boolean mask: ~4x faster than on int16 directly
-    values = flat[where].astype(np.float32)
-    if scale is not None:
-        per_row = np.diff(np.searchsorted(where, np.arange(counts.shape[0] + 1) * counts.shape[1]))
-        np.divide(values, np.repeat(scale, per_row), out=values)
-        np.log1p(values, out=values)
-    if tokenizer is not None:
-        if hasattr(tokenizer, "tokenize_positive"):  # values here are positive: the in-place numpy binning
-            values = tokenizer.tokenize_positive(values, dtype)
-        else:
-            values = tokenizer.tokenize(torch.from_numpy(values)).numpy().astype(dtype)
-    out.reshape(-1)[where] = values
-    return torch.from_numpy(out)
-
-

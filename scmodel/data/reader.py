@@ -23,6 +23,7 @@ from scdata.store.layout import categorical_columns, open_root, read_categories
 
 from .buffers import BufferPool, SharedRing
 from .kernels import TILE, fill_columns, fill_rows, gather_counts
+from .transform import transform_block
 
 EMPTY = np.zeros(0, np.float32)
 
@@ -260,8 +261,6 @@ class SegmentReader:
                 else:
                     fill_columns(view, local, slots, divisor, src, dst, dest, tile)
             return
-        from .dataset import transform_block
-
         counts = np.zeros((len(local), self.n_features), np.int16)
         for j, src, dst, _ in self.plan:
             chunk = self.reader.chunk(b, j, out=self.reader.thread_buffer())

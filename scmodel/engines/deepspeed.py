@@ -23,7 +23,7 @@ import socket
 
 import torch
 
-from . import lr_lambda, param_groups
+from .base import lr_lambda, param_groups
 from .state import safe_load
 
 PACKAGE_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

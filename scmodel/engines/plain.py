@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from . import lr_lambda, param_groups
+from .base import lr_lambda, param_groups
 from .state import atomic_save, safe_load
 
 

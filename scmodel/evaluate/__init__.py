@@ -1,7 +1,12 @@
-"""Evaluation of trained models: held-out metrics (``heldout``), the ``HeldOutEvaluator``
-(``evaluator``), distribution metrics (``metrics``), ``samples.png`` (``sample_plots``), cell-eval
-scoring of perturbation predictions (``perturbation``) and ``python -m scmodel.evaluate`` (``cli``,
-run by ``__main__``).
+"""Evaluation of trained models, as one package that training imports and that never imports it.
+
+* ``heldout``: masked-token metrics by mask ratio and the quality of sampled cells, against their
+  baselines (``evaluate``, ``sample_quality``, ``SampleConfig``), and the one-line ``summary_line``;
+* ``evaluator``: ``HeldOutEvaluator``, a run's held-out cells and training reference, read once;
+* ``metrics``: the distribution metrics (MMD, classifier AUC, per-gene agreement) in PCA space;
+* ``sample_plots``: ``samples.png``;
+* ``perturbation``: a perturbation prediction scored with cell-eval against its cell-mean baseline;
+* ``cli`` (run by ``__main__``): ``python -m scmodel.evaluate``.
 
 The names of the former ``scmodel.evaluate`` module import from here as before.
 """
@@ -17,7 +22,8 @@ from .heldout import (
     gene_marginals,
     sample_marginals,
     sample_quality,
+    summary_line,
 )
 
 __all__ = ["MASK_RATIOS", "SAMPLE_SETS", "HeldOutEvaluator", "SampleConfig", "evaluate", "gene_marginals",
-           "sample_marginals", "sample_quality"]
+           "sample_marginals", "sample_quality", "summary_line"]

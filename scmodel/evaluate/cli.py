@@ -1,4 +1,4 @@
-"""``python -m scmodel.evaluate``: the held-out evaluation of a saved checkpoint.
+"""``python -m scmodel.evaluate`` (run by ``__main__``): the held-out evaluation of a saved checkpoint.
 
     python -m scmodel.evaluate --checkpoint runs/demo/checkpoint.pt --store data/demo/store.zarr
     python -m scmodel.evaluate --checkpoint ... --store ... --sample-steps 128 --out runs/demo/eval
@@ -14,7 +14,7 @@ A perturbation prediction (``python -m scmodel.predict``) is scored with cell-ev
         --training P/training_sample.h5ad --out P/cell_eval [--full]
 
 printing the VCC profile of the prediction and of cell-eval's cell-mean baseline, and the
-prediction's score against the baseline (``scmodel.perturbation_eval``).
+prediction's score against the baseline (``scmodel.evaluate.perturbation``).
 """
 
 from __future__ import annotations
@@ -27,30 +27,16 @@ import sys
 
 import torch
 
-
-def load_run(checkpoint: str, store: str | None = None, device: str = "cpu"):
-    """(TrainConfig, checkpoint contents) of a plain-engine ``scmodel.train`` checkpoint, loaded
-    without unpickling code (``weights_only``)."""
-    from ..engines.state import safe_load
-    from ..trainer import config_from_dict
-
-    if os.path.isdir(checkpoint):
-        raise SystemExit(f"--checkpoint {checkpoint} is a DeepSpeed checkpoint directory: its model needs DeepSpeed's "
-                         f"process groups to run; its runs are evaluated during training (metrics.jsonl)")
-    state = safe_load(checkpoint, map_location=device)
-    config = config_from_dict(state["config"])
-    if store:
-        config = dataclasses.replace(config, store=store)
-    return config, state
+from ..models import MODELS
+from ..run.checkpoint import load_run
+from ..run.loaders import build_loaders
+from ..tokenize import BinnedTokenizer
+from .evaluator import HeldOutEvaluator
+from .heldout import summary_line
+from .sample_plots import plot_samples
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .evaluator import HeldOutEvaluator
-    from ..models import MODELS
-    from .sample_plots import plot_samples
-    from ..tokenize import BinnedTokenizer
-    from ..trainer import _loaders, summary_line
-
     p = argparse.ArgumentParser(prog="python -m scmodel.evaluate", description="evaluate a trained checkpoint on held-out cells")
     p.add_argument("--checkpoint", help="checkpoint.pt written by python -m scmodel.train")
     p.add_argument("--prediction", help="a perturbation prediction (h5ad): score it with cell-eval")
@@ -79,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                  if v is not None}
     config = dataclasses.replace(config, **overrides)
     tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
-    train, val = _loaders(config, tokenizer)
+    train, val = build_loaders(config, tokenizer)
     model = MODELS[config.model](n_genes=train.dataset.n_features, n_tokens=config.n_tokens).to(args.device)
     model.load_state_dict(state["model"])
     evaluator = HeldOutEvaluator(config, train.dataset.config, val.dataset.config, tokenizer, torch.device(args.device))
@@ -113,7 +99,3 @@ def _cell_eval(args) -> int:
         return 1
     print(f"Wrote {out}/cell_eval_summary.json, score.csv and cell-eval's tables")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

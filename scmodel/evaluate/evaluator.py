@@ -1,4 +1,4 @@
-"""The held-out evaluation of a training run, shared by ``scmodel.train`` (every ``eval_every``
+"""The held-out evaluation of a training run, shared by the ``Trainer`` (every ``eval_every``
 steps) and ``python -m scmodel.evaluate`` (a saved checkpoint): which cells it reads, once, and
 which baselines it builds from the training cells, once."""
 

@@ -3,8 +3,8 @@ baseline, Pearson correlation of reconstructed expression, and the quality of sa
 (``sample_quality``: MMD, classifier AUC and per-gene agreement with real held-out cells, beside
 the real-vs-real floor and the independent-marginals baselines).
 
-``python -m scmodel.evaluate --checkpoint RUN/checkpoint.pt --store STORE`` runs it on a trained
-model (see ``scmodel.evaluate_cli``)."""
+``summary_line`` reports the result in one line (the close of a training run, and of ``python -m
+scmodel.evaluate --checkpoint RUN/checkpoint.pt --store STORE`` on a trained model, see ``cli``)."""
 
 from __future__ import annotations
 
@@ -144,3 +144,17 @@ def evaluate(model, batches: list[torch.Tensor], marginals: torch.Tensor, diffus
         result["_cells"] = (cells, pca)
     return result
 
+
+def summary_line(step: int, result: dict) -> str:
+    """The closing line of a run: masked-token metrics against the per-gene baseline, then sample
+    quality (MMD and classifier AUC against real held-out cells) beside its baselines."""
+    line = (f"step {step}: held-out masked-token loss {result['eval_loss']:.3f} vs per-gene marginal "
+            f"{result['baseline_loss']:.3f}; accuracy {result['masked_accuracy']:.3f} vs per-gene majority "
+            f"{result['baseline_accuracy']:.3f}; Pearson {result['pearson']:.3f}")
+    if "mmd_samples" in result:
+        line += (f"\nsamples vs real held-out cells (n={result['n_sample_cells']}, {result['sample_steps']} steps): "
+                 f"MMD {result['mmd_samples']:.4f} (real {result['mmd_real']:.4f}, gene-shuffled "
+                 f"{result['mmd_gene_shuffled']:.4f}, per-gene marginals {result['mmd_marginal']:.4f}); "
+                 f"classifier AUC {result['auc_samples']:.3f} (real {result['auc_real']:.3f}, gene-shuffled "
+                 f"{result['auc_gene_shuffled']:.3f}, per-gene marginals {result['auc_marginal']:.3f})")
+    return line

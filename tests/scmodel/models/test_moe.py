@@ -15,7 +15,9 @@ from scmodel.diffusion import DiffusionConfig, corrupt, diffusion_loss, sample_t
 from scmodel.engines.state import safe_load
 from scmodel.models import MODELS, count_parameters
 from scmodel.models.moe import MoEConfig, MoEDiffusionModel, parameter_formula
-from scmodel.train import CONFIGS, Trainer, main
+from scmodel.run.presets import CONFIGS
+from scmodel.train import main
+from scmodel.trainer import Trainer
 from tests.conftest import materialized_store
 from tests.services import free_port
 

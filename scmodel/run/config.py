@@ -1,0 +1,105 @@
+"""``TrainConfig``: one training run, as every command that starts or reads a run sees it.
+
+Its own module, below the commands (``scmodel.train``, ``scmodel.evaluate``, ``scmodel.predict``)
+and the ``Trainer``: each of them reads a run's configuration, from presets and overrides or from a
+checkpoint (``config_from_dict``), without importing another command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..diffusion import DiffusionConfig
+from ..models import MODELS
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run (presets in ``CONFIGS``; any field can be overridden with ``--set``)."""
+
+    model: str = "mini"
+    store: str = "data/scRNA/store.zarr"
+    out: str = "runs/mini"
+    max_steps: int = 1000
+    epochs: int | None = None
+    """Stop after this many epochs (the seed's pretrain 50 / fine-tune 20) unless max_steps comes first."""
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    n_tokens: int = 64
+    tokenizer_max: float = 8.0
+    """Top of the fixed log1p bins; bins are (tokenizer_max / (n_tokens - 1)) wide."""
+    n_hvgs: int | None = None
+    """Model only the top N HVGs by rank (all of the store's materialized HVGs when unset)."""
+    context_genes: int | None = None
+    """Train on a random subset of this many gene positions per batch (attention cost grows with
+    the square of the positions; the tiny CPU configs use 256 of the 2,000 HVGs)."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    seed: int = 0
+    num_workers: int = 0
+    val_fraction: float = 0.15
+    log_every: int = 10
+    eval_every: int = 200
+    eval_batches: int = 4
+    save_every: int = 200
+    bf16: str = "auto"
+    """"auto": bf16 autocast on GPUs that support it; "on"/"off" force it."""
+    stop_at_step: int | None = None
+    """Stop (and checkpoint) at this step without changing the schedule, e.g. for time-limited jobs."""
+    init_from: str | None = None
+    """Fine-tuning: start from this checkpoint's weights (optimizer and data position start fresh)."""
+    sample_steps: int = 64
+    """Reverse-process steps when the evaluation samples cells."""
+    sample_order: str = "random"
+    """"random": the ancestral masked-diffusion sampler; "confidence": most confident first (MaskGIT)."""
+    sample_temperature: float = 1.0
+    sample_every: int | None = None
+    """Also sample (the costly part of an evaluation) at evaluations on multiples of this step;
+    the final evaluation always samples."""
+    freeze_base: bool = False
+    """Perturbation fine-tuning: train only the LoRA adapters and conditioning encoders (MoE model)."""
+    conditioning_lr_scale: float = 1.0
+    """Learning-rate multiplier of the perturbation-conditioning modules (new in a fine-tune)."""
+    control_set_size: int = 8
+    """Perturbation stores: control cells of the same batch given to the model with each cell."""
+    holdout_targets: tuple[str, ...] = ()
+    """Perturbation stores: whole perturbations held out (besides ``val_fraction`` of every one's cells)."""
+    engine: str = "plain"
+    """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
+    deepspeed_config: str | None = None
+    """DeepSpeed JSON (a path or a file name in ``scmodel/configs/``); required by the deepspeed engine."""
+    ep_size: int = 1
+    """Expert-parallel ranks of the MoE layers (divides the experts and the world size)."""
+    aux_loss_weight: float = 0.01
+    """Weight of the routers' load-balancing loss added to the diffusion loss (MoE models)."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model {self.model!r} is not one of {', '.join(MODELS)}")
+        if self.max_steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
+            raise ValueError("max_steps, batch_size and grad_accum must be positive")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ValueError("bf16 must be auto, on or off")
+        if self.sample_order not in ("random", "confidence") or self.sample_steps <= 0:
+            raise ValueError(f"sample_order must be random or confidence and sample_steps positive, got "
+                             f"{self.sample_order!r}, {self.sample_steps}")
+        if self.engine not in ("plain", "deepspeed"):
+            raise ValueError(f"engine must be 'plain' or 'deepspeed', got {self.engine!r}")
+        if self.ep_size < 1 or (self.ep_size > 1 and (self.engine != "deepspeed" or not self.model.startswith("moe"))):
+            raise ValueError(f"ep_size {self.ep_size}: expert parallelism needs an MoE model and engine='deepspeed' "
+                             f"(model {self.model!r}, engine {self.engine!r})")
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """The ``TrainConfig`` saved in a checkpoint (as plain data, so that it loads without pickle)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in data.items() if k in known}
+    if isinstance(values.get("holdout_targets"), list):
+        values["holdout_targets"] = tuple(values["holdout_targets"])
+    if isinstance(values.get("diffusion"), dict):
+        values["diffusion"] = DiffusionConfig(**values["diffusion"])
+    return TrainConfig(**values)
