@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import warnings
+
+warnings.warn("scmodel.evaluate_cli moved to scmodel.evaluate.cli (and scmodel.run.checkpoint.load_run); import it from there", FutureWarning, stacklevel=2)
+
 from .evaluate.cli import main
 from .run.checkpoint import load_run
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
+warnings.warn("scmodel.metrics moved to scmodel.evaluate.metrics; import it from there", FutureWarning, stacklevel=2)
+
 from .evaluate.metrics import (
     PCASpace,
     classifier_auc,

@@ -127,7 +127,8 @@ def computational_analysis(a: Analysis, path: str) -> str:
     bottoms = np.zeros(len(a.memory))
     for i, part in enumerate(parts):
         vals = np.array([a.memory[p][part] / 2**20 for p in a.memory])
-        ax_m.bar([k.replace(", ", "\n").replace(" attention", "") for k in a.memory], vals, bottom=bottoms, label=part, color=["#6fa8dc", "#93c47d", "#ffd966", "#e06666"][i])
+        ax_m.bar([k.replace(", ", "\n").replace(" attention", "") for k in a.memory], vals, bottom=bottoms, label=part,
+                 color=["#6fa8dc", "#93c47d", "#ffd966", "#e06666"][i])
         bottoms += vals
     for i, p in enumerate(a.memory):
         total = a.memory[p]["total"]

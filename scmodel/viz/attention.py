@@ -134,7 +134,8 @@ def _flow(ax, y: float, s: Site) -> None:
                  COLORS["embedding"], fontsize=8)
     sc_box = box(ax, 6.4, y + 0.55, 2.9, 0.75, f"QK^T / sqrt({hd}), softmax\n{shape_text((b, h, q_len, src_len))}",
                  COLORS["attention"], fontsize=8)
-    o_box = box(ax, 10.0, y + 0.55, 2.9, 0.75, f"weights x V, merge heads,\nout projection {shape_text(s.output)}", COLORS["tensor"], fontsize=8)
+    o_box = box(ax, 10.0, y + 0.55, 2.9, 0.75, f"weights x V, merge heads,\nout projection {shape_text(s.output)}",
+                COLORS["tensor"], fontsize=8)
     arrow(ax, x_box.right, q_box.left)
     arrow(ax, c_box.right, kv_box.left)
     arrow(ax, q_box.right, sc_box.left)

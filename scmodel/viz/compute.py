@@ -110,7 +110,8 @@ def activation_bytes(model: nn.Module, args: tuple, kwargs: dict, bf16: bool = F
     with kernel, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
             torch.autocast(device if device in ("cpu", "cuda") else "cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(*args, **kwargs)
-    del logits, kept
+    del logits
+    kept.clear()  # the saved tensors can go now
     return sum(seen.values())
 
 

@@ -68,7 +68,8 @@ def run_sampler(model: nn.Module, n_cells: int, n_genes: int, steps: int, mask_i
     ``schedule``), recording the cells before each step."""
     recorder = _Recorder(model).eval()
     kwargs = {}
-    n_model = getattr(getattr(model, "cfg", None), "n_genes", None) or getattr(getattr(getattr(model, "cfg", None), "backbone", None), "n_genes", None)
+    cfg = getattr(model, "cfg", None)
+    n_model = getattr(cfg, "n_genes", None) or getattr(getattr(cfg, "backbone", None), "n_genes", None)
     if "gene_index" in pyinspect.signature(model.forward).parameters and n_model and n_genes < n_model:
         kwargs["gene_index"] = torch.arange(n_genes)
     final = sample(recorder, n_cells=n_cells, n_genes=n_genes, steps=steps, mask_id=mask_id, temperature=1.0,
