@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn("scmodel.evaluate_cli moved to scmodel.evaluate.cli (and scmodel.run.checkpoint.load_run); import it from there", FutureWarning, stacklevel=2)
-
 from .evaluate.cli import main
 from .run.checkpoint import load_run
 
 __all__ = ["load_run", "main"]
+
+warnings.warn("scmodel.evaluate_cli moved to scmodel.evaluate.cli (load_run: scmodel.run.checkpoint); "
+              "import it from there", FutureWarning, stacklevel=2)

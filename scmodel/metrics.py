@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn("scmodel.metrics moved to scmodel.evaluate.metrics; import it from there", FutureWarning, stacklevel=2)
-
 from .evaluate.metrics import (
     PCASpace,
     classifier_auc,
@@ -18,3 +16,5 @@ from .evaluate.metrics import (
 
 __all__ = ["PCASpace", "classifier_auc", "fit_pca", "gene_shuffled", "marginal_agreement", "mmd_permutation_pvalue",
            "mmd_unbiased"]
+
+warnings.warn("scmodel.metrics moved to scmodel.evaluate.metrics; import it from there", FutureWarning, stacklevel=2)

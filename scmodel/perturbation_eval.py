@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn("scmodel.perturbation_eval moved to scmodel.evaluate.perturbation; import it from there", FutureWarning, stacklevel=2)
-
 from .evaluate.perturbation import CellEvalConfig, check_pair, format_table, run_cell_eval
 
 __all__ = ["CellEvalConfig", "check_pair", "format_table", "run_cell_eval"]
+
+warnings.warn("scmodel.perturbation_eval moved to scmodel.evaluate.perturbation; import it from there", FutureWarning, stacklevel=2)
