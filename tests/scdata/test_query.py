@@ -9,7 +9,8 @@ import pytest
 import zarr
 
 import scdata
-from scdata import dataset, query
+from scdata import query
+from scdata.read import xarray_view as dataset
 from scdata.read.lazy_counts import DirectX
 from scdata.store.layout import StoreLayout
 

@@ -8,7 +8,7 @@ import pytest
 
 import scdata
 from scdata.ingest.gene_axis import PLAN_TABLES, axis_from_tables, read_genes_file
-from scdata.h5ad import ExperimentError, GeneTable
+from scdata.source.h5ad import ExperimentError, GeneTable
 from scdata.ingest.driver import _plan_store
 from scdata.store.layout import open_root, read_strings
 from scdata.source.h5ad import gene_table_task

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 
 import scdata
-from scdata.h5ad import ExperimentError
+from scdata.source.h5ad import ExperimentError
 from scdata.store.manifest import CONTENT, IO, Manifest, rejection_kind
 from scdata.source.bucket import take_budget
 

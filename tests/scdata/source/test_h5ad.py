@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scdata.h5ad import ExperimentError, frame_column
+from scdata.source.h5ad import ExperimentError, frame_column
 
 
 def _write(path, obs: pd.DataFrame) -> None:

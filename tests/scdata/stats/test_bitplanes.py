@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numcodecs import Blosc
 
-from scdata import bitplanes, zstd_lib
+from scdata.stats import bitplanes, zstd_lib
 from scdata.store.chunks import ChunkReader, ChunkWriter
 from scdata.stats.nonzeros import block_nonzeros, gene_nonzeros
 from scdata.store.layout import StoreLayout

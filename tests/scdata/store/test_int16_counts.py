@@ -42,7 +42,7 @@ def test_blockwise_read_equals_whole(tmp_path, monkeypatch, block_nnz):
     import anndata as ad
     import pandas as pd
 
-    from scdata import h5ad
+    from scdata.source import h5ad
 
     rng = np.random.default_rng(3)
     dense = rng.poisson(0.7, size=(40, 12)).astype(np.float32)
