@@ -157,7 +157,8 @@ def _vcc_demo(args) -> int:
 
     config = VCCDemoConfig(n_genes=args.genes, n_train_perturbations=args.perturbations,
                            n_validation_perturbations=args.validation_perturbations, seed=args.seed,
-                           cells_per_perturbation=tuple(args.cells), n_control_cells=args.controls)
+                           cells_per_perturbation=tuple(args.cells), n_control_cells=args.controls,
+                           cell_type=args.cell_type, regulator_fraction=args.regulator_fraction, axis_seed=args.axis_seed)
     paths = write_vcc_demo(args.dir, config)
     print(f"Wrote {', '.join(sorted(paths))} into {args.dir}")
     return 0
@@ -259,12 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     dem = vcc_sub.add_parser("demo", help="write synthetic challenge files with known effects")
     dem.add_argument("dir")
     dem.add_argument("--genes", type=int, default=2000)
-    dem.add_argument("--perturbations", type=int, default=12)
-    dem.add_argument("--validation-perturbations", type=int, default=4)
+    dem.add_argument("--perturbations", type=int, default=16, help="perturbations with training cells")
+    dem.add_argument("--validation-perturbations", type=int, default=8,
+                     help="held-out perturbations (pert_counts_Validation.csv, adata_Validation_truth.h5ad)")
     dem.add_argument("--cells", type=int, nargs=2, default=(60, 140), metavar=("MIN", "MAX"),
                      help="cells per perturbation")
-    dem.add_argument("--controls", type=int, default=600, help="control cells")
+    dem.add_argument("--controls", type=int, default=800, help="control cells")
+    dem.add_argument("--cell-type", default="epithelial cell", help="the screen's cell type (one of the atlas's)")
+    dem.add_argument("--regulator-fraction", type=float, default=0.7, help="share of targets that are regulators")
     dem.add_argument("--seed", type=int, default=0)
+    dem.add_argument("--axis-seed", type=int, default=0,
+                     help="--seed of the demo bucket whose genes and regulatory model the screen shares")
     dem.set_defaults(func=_vcc_demo)
 
     info = sub.add_parser("info", help="summary of a store (the seed's config.json fields)")

@@ -35,8 +35,11 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from .delta_cells import cp10k_mean, delta_cells
+
 MODES = ("delta", "direct")
-EFFECTS = ("expected", "sampled", "training-mean")
+EFFECTS = ("expected", "sampled", "training-mean", "in-silico", "in-silico-network")
+UNSEEN = ("in-silico", "in-silico-network", "conditional", "target-only", "mean-of-seen")
 RATIO_LIMIT = 64.0
 """Per-gene expression ratios are clipped to [1/64, 64]: a gene the model never expresses in one
 condition would otherwise divide by ~0."""
@@ -60,6 +63,31 @@ class PredictConfig:
     masked cell, exact) or "sampled" (means of generated cells). "training-mean" is a reference
     without the model: the ratio of the perturbation's training cells' mean to the training
     controls' (what a model that memorized every seen perturbation would predict)."""
+    unseen: str = "in-silico"
+    """How delta mode predicts a perturbation with no cells in the fine-tuning store: "in-silico"
+    (knock the target down in the store's real control cells; the other genes follow through the
+    controls' co-variation with it, kept to the atlas's gene programs the checkpoint carries,
+    ``scmodel.coexpression``), "in-silico-network" (the same knockdown read from the network's
+    predictions, ``scmodel.knockdown``), "conditional" (the conditional model with the target's
+    embedding, which fine-tuning never trained), "target-only" (only the target itself changes) or
+    "mean-of-seen" (the mean effect of the perturbations seen in fine-tuning: a no-model baseline)."""
+    calibrate: bool = False
+    """Scale unseen in-silico effects by how the seen perturbations' in-silico effects compare with
+    their measured training effects (``scmodel.knockdown.calibrate``). Off by default: measured, the
+    fitted scale (least squares over every modelled gene) shrank the effects below the noise of
+    the predicted cells (``benchmarks/bench_transfer.py``'s calibration row)."""
+    programs: bool = True
+    """In-silico: keep the controls' co-variation to the atlas's gene programs (when the checkpoint
+    has them: a run pretrained on a scBaseCount store, or fine-tuned from one)."""
+    correct_attenuation: bool = True
+    """In-silico: divide the regression slopes by the target's measurement reliability (the part of
+    its variance in control cells that is not counting noise, ``scmodel.coexpression``): the slopes
+    on a noisy measured level are diluted."""
+    knockdown_cells: int = 128
+    """Control cells an in-silico effect is averaged over."""
+    insilico_checkpoint: str | None = None
+    """The model the in-silico knockdown reads (default: ``checkpoint`` itself; e.g. the pretrained
+    checkpoint it was fine-tuned from)."""
     match_means: bool = True
     """Delta mode: scale each perturbation's drawn control cells so that their per-gene mean equals
     the mean of all held-out controls before the effect is applied: the prediction's mean is then
@@ -72,6 +100,10 @@ class PredictConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.effect not in EFFECTS:
             raise ValueError(f"effect must be one of {EFFECTS}, got {self.effect!r}")
+        if self.unseen not in UNSEEN:
+            raise ValueError(f"unseen must be one of {UNSEEN}, got {self.unseen!r}")
+        if self.knockdown_cells <= 0:
+            raise ValueError("knockdown_cells must be positive")
         if self.generate <= 0 or self.max_cells <= 0:
             raise ValueError("generate and max_cells must be positive")
 
@@ -119,20 +151,6 @@ def read_counts(x, rows: np.ndarray, positions: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(dense)
 
 
-def _cp10k_mean(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
-    return (counts * (1e4 / np.maximum(totals, 1.0))[:, None]).mean(0)
-
-
-def _scale_counts(counts: np.ndarray, ratio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Counts scaled by ``ratio`` per gene, kept integer: binomial thinning below 1, added Poisson
-    counts above (a zero stays zero: the cell's own detection is kept)."""
-    counts = counts.astype(np.int64)
-    down = np.minimum(ratio, 1.0)
-    out = rng.binomial(counts, np.broadcast_to(down, counts.shape))
-    up = np.maximum(ratio - 1.0, 0.0)
-    return out + rng.poisson(counts * up)
-
-
 class Predictor:
     """A fine-tuned conditional model, its perturbation store and the run's held-out split."""
 
@@ -154,7 +172,8 @@ class Predictor:
             raise ValueError(f"{run.store} is not a perturbation store (`scdata vcc import` writes one)")
         self.obs = perturbation_obs(run.store)
         self.split = split_cells(self.obs, run.val_fraction, run.seed, run.holdout_targets)
-        _, hvg_positions = open_hvg_matrix(run.store)
+        self._hvg_matrix = open_hvg_matrix(run.store)
+        _, hvg_positions = self._hvg_matrix
         n = len(hvg_positions) if run.n_hvgs is None else min(run.n_hvgs, len(hvg_positions))
         self.hvg_positions = np.asarray(hvg_positions[:n])
         self.tokenizer = BinnedTokenizer(n_tokens=run.n_tokens, max_value=run.tokenizer_max)
@@ -171,6 +190,21 @@ class Predictor:
             raise ValueError(f"{run.store}: the run's held-out split has no control cells (val_fraction={run.val_fraction})")
         self.step = state.get("step")
         self._control_mean = None
+        self._knockdown = None
+        self._scales: dict[str, float] = {}
+        self._train_controls: np.ndarray | None = None
+        self.programs = None
+        if config.programs and state.get("programs") is not None:
+            from .coexpression import AtlasPrograms
+
+            self.programs = AtlasPrograms.from_state(state["programs"])
+            if self.programs.basis.shape[0] != n:
+                raise ValueError(f"{config.checkpoint}: its atlas programs cover {self.programs.basis.shape[0]} genes, "
+                                 f"the model {n}")
+        self._seen_mean: np.ndarray | None = None
+        train_targets = self.obs["target_gene"].to_numpy()[self.split.train]
+        self.seen = set(train_targets[~self.obs["is_control"].to_numpy()[self.split.train]].astype(str))
+        self.methods: dict[str, str] = {}
 
     # ---- generation --------------------------------------------------------------------------
 
@@ -196,16 +230,36 @@ class Predictor:
         values = torch.expm1(self.tokenizer.detokenize(torch.arange(self.run.n_tokens))).to(probs)
         return (probs @ values).cpu()
 
-    def effect(self, target: str, batches: np.ndarray, rng: np.random.Generator, generator) -> np.ndarray:
-        """Per modelled gene: the model's mean expression under the perturbation / under control,
-        with the same control sets. ``effect="expected"``: the marginals of a fully masked cell;
-        ``"sampled"``: means of generated cells (common random numbers for both conditions)."""
-        if self.config.effect == "training-mean":
+    def effect(self, target: str, batches: np.ndarray, rng: np.random.Generator, generator) -> np.ndarray | None:
+        """Per modelled gene: predicted mean expression under the perturbation / under control
+        (None: only the target itself changes). A perturbation seen in fine-tuning uses ``effect``;
+        an unseen one ``unseen``. ``"expected"``: the conditional model's marginals of a fully masked
+        cell; ``"sampled"``: means of generated cells (common random numbers for both conditions)."""
+        method = self.config.effect if target in self.seen else self.config.unseen
+        if method == "conditional":  # the conditional model as for a seen target (expected, or sampled)
+            method = self.config.effect if self.config.effect in ("expected", "sampled") else "expected"
+        if method.startswith("in-silico") and self.column_of(target) < 0:
+            method = "target-only"  # the target is not among the modelled genes: nothing to knock down
+        self.methods[target] = method
+        if method == "target-only":
+            return None
+        if method == "training-mean":
             return self._training_mean_ratio(target)
+        if method == "mean-of-seen":
+            ratio = self._mean_of_seen().copy()
+            if self.column_of(target) >= 0:
+                ratio[self.column_of(target)] = self.fold(target)
+            return ratio
+        if method.startswith("in-silico"):
+            ratio = self.in_silico(target, method)
+            if target not in self.seen and self.config.calibrate:
+                ratio = np.exp(self.scale(method) * np.log(ratio))
+                ratio[self.column_of(target)] = self.fold(target)
+            return np.clip(ratio, 1 / RATIO_LIMIT, RATIO_LIMIT)
         perturbed = self.conditioning.for_targets([target] * len(batches), batches, rng)
         control = self.conditioning.for_targets([self.control_label] * len(batches), batches, rng)
         control["control"] = perturbed["control"]
-        if self.config.effect == "expected":
+        if method == "expected":
             a = self._expected(perturbed, len(batches)).mean(0).numpy()
             b = self._expected(control, len(batches)).mean(0).numpy()
         else:
@@ -218,10 +272,119 @@ class Predictor:
         eps = 1e-2
         return np.clip((a + eps) / (b + eps), 1 / RATIO_LIMIT, RATIO_LIMIT)
 
+    def _mean_of_seen(self) -> np.ndarray:
+        if self._seen_mean is None:
+            if not self.seen:
+                raise ValueError(f"--unseen mean-of-seen: {self.run.store} has no perturbation with training cells")
+            logs = [np.log(self._training_mean_ratio(t)) for t in sorted(self.seen)]
+            self._seen_mean = np.exp(np.mean(logs, axis=0))
+        return self._seen_mean
+
+    # ---- in-silico knockdown -----------------------------------------------------------------
+
+    def column_of(self, target: str) -> int:
+        """The target's column among the modelled genes (-1: not modelled)."""
+        position = self.conditioning.position_of(target)
+        return -1 if position < 0 else self.conditioning.column_of.get(position, -1)
+
+    def fold(self, target: str) -> float:
+        """The fraction of its mRNA the target keeps: measured in fine-tuning for a seen target (its
+        cells against same-batch controls), the median over seen targets for an unseen one."""
+        log2fc = self.conditioning.log2fc.get(target, self.conditioning.default_log2fc)
+        return float(np.clip(2.0 ** log2fc, 1e-3, 1.0))
+
+    @property
+    def knockdown(self):
+        if self._knockdown is None:
+            from .data.perturbation import log1p_rows
+            from .knockdown import InSilicoKnockdown, KnockdownConfig
+
+            model, conditional = self.model, True  # the fine-tuned run: its "control cell" conditioning
+            if self.config.insilico_checkpoint:
+                model, conditional = self._load_model(self.config.insilico_checkpoint)
+            x_hvg, _ = self._hvg_matrix
+            rows = np.sort(self.val_controls)
+            counts = x_hvg.get_orthogonal_selection((rows, slice(0, len(self.hvg_positions))))
+            values = log1p_rows(counts, self.obs["total_counts"].to_numpy()[rows])
+            batches = self.obs["batch"].to_numpy()[rows]
+            rng = np.random.default_rng([self.config.seed, 43])
+
+            def conditioning(n: int) -> dict:
+                if not conditional:
+                    return {}
+                cond = self.conditioning.for_targets([self.control_label] * n, rng.choice(batches, size=n), rng)
+                return {k: v for k, v in cond.items()}
+
+            config = KnockdownConfig(cells=self.config.knockdown_cells, context=self.run.context_genes or len(values[0]),
+                                     seed=self.config.seed)
+            self._knockdown = InSilicoKnockdown(model, self.tokenizer, values, conditioning, self.run.diffusion.schedule,
+                                                config, self.device)
+        return self._knockdown
+
+    def in_silico(self, target: str, method: str) -> np.ndarray:
+        """The target's in-silico knockdown ratio over the modelled genes, through the controls'
+        co-variation (``in-silico``) or the network's predictions (``in-silico-network``)."""
+        if method == "in-silico-network":
+            return self.knockdown.ratio(self.column_of(target), self.fold(target))
+        from .coexpression import knockdown_ratio
+
+        values = self.train_control_values
+        totals = self._train_control_totals if self.config.correct_attenuation else None
+        return knockdown_ratio(values, self.column_of(target), self.fold(target), self.programs, totals)
+
+    @property
+    def train_control_values(self) -> np.ndarray:
+        """log1p(counts per 10k) of the training split's control cells over the modelled genes."""
+        if self._train_controls is None:
+            from .data.perturbation import log1p_rows
+
+            rows = np.sort(self.split.train[self.obs["is_control"].to_numpy()[self.split.train]])
+            if not len(rows):
+                raise ValueError(f"{self.run.store}: the run's training split has no control cells for in-silico knockdowns")
+            x_hvg, _ = self._hvg_matrix
+            counts = x_hvg.get_orthogonal_selection((rows, slice(0, len(self.hvg_positions))))
+            self._train_control_totals = self.obs["total_counts"].to_numpy()[rows].astype(np.float64)
+            self._train_controls = log1p_rows(counts, self._train_control_totals)
+        return self._train_controls
+
+    def scale(self, method: str) -> float:
+        """One scale for unseen in-silico effects: seen perturbations' measured log ratios against
+        their in-silico ones (1 when no seen perturbation is modelled)."""
+        if method not in self._scales:
+            from .knockdown import calibrate
+
+            predicted, observed = [], []
+            for target in sorted(self.seen):
+                column = self.column_of(target)
+                if column < 0:
+                    continue
+                p = np.log(self.in_silico(target, method))
+                o = np.log(self._training_mean_ratio(target))
+                p[column] = o[column] = np.nan
+                predicted.append(p)
+                observed.append(o)
+            self._scales[method] = calibrate(np.array(predicted), np.array(observed)) if predicted else 1.0
+        return self._scales[method]
+
+    def _load_model(self, checkpoint: str):
+        """(model, whether it was trained with perturbation conditioning) of another checkpoint."""
+        from .models import MODELS
+        from .run.checkpoint import load_run
+        from .run.loaders import is_perturbation_store
+
+        run, state = load_run(checkpoint, None, self.config.device)
+        if run.n_tokens != self.run.n_tokens or run.tokenizer_max != self.run.tokenizer_max:
+            raise ValueError(f"{checkpoint} tokenizes with {run.n_tokens} tokens up to {run.tokenizer_max}, "
+                             f"{self.config.checkpoint} with {self.run.n_tokens} up to {self.run.tokenizer_max}")
+        model = MODELS[run.model](n_genes=len(self.hvg_positions), n_tokens=run.n_tokens).to(self.device)
+        model.load_state_dict(state["model"])
+        trained_on_perturbations = is_perturbation_store(run.store)
+        return model.eval(), trained_on_perturbations and hasattr(model, "perturbation")
+
     def _training_mean(self, rows: np.ndarray) -> np.ndarray:
         rows = np.sort(rows)
         counts = np.asarray(self.root["X"].get_orthogonal_selection((rows, self.hvg_positions)), dtype=np.float64)
-        return _cp10k_mean(counts, self.obs["total_counts"].to_numpy()[rows])
+        return cp10k_mean(counts, self.obs["total_counts"].to_numpy()[rows])
 
     def _training_mean_ratio(self, target: str) -> np.ndarray:
         obs, train = self.obs, self.split.train
@@ -239,9 +402,12 @@ class Predictor:
 
         cfg = self.config
         positions = output_positions(self.root, names)
-        unknown = sorted(t for t in set(counts["target_gene"]) if self.conditioning.position_of(t) < 0)
+        output_column = {name: j for j, name in enumerate(names)}
+        unknown = sorted(t for t in set(counts["target_gene"])
+                         if self.conditioning.position_of(t) < 0 and t not in output_column)
         if unknown:
-            raise ValueError(f"targets not on the gene axis of {self.run.store} (no gene with that symbol): {unknown[:5]}")
+            raise ValueError(f"targets neither on the gene axis of {self.run.store} (no gene with that symbol) nor "
+                             f"among the output genes ({self.config.genes or 'the imported file'}): {unknown[:5]}")
         controls, counts = self._budget(counts)
         x = self.root["X"]
         batches_all = self.obs["batch"].to_numpy()
@@ -252,18 +418,21 @@ class Predictor:
         rng = np.random.default_rng([cfg.seed, 23])
         generator = torch.Generator().manual_seed(cfg.seed)
         blocks, labels = [read_counts(x, controls, positions)], [self.control_label] * len(controls)
-        reference = _cp10k_mean(read_counts(x, self.val_controls, positions).toarray(), totals[self.val_controls])
+        reference = cp10k_mean(read_counts(x, self.val_controls, positions).toarray(), totals[self.val_controls])
         for target, n in zip(counts["target_gene"], counts["n_cells"]):
             basal = rng.choice(self.val_controls, size=n, replace=n > len(self.val_controls))
             base = read_counts(x, basal, positions).toarray()
             if cfg.mode == "delta":
                 g = min(cfg.generate, max(n, 16))
                 factor = np.ones(len(positions))
-                factor[modelled] = self.effect(target, batches_all[rng.choice(basal, size=g)], rng, generator)[model_index]
-                if cfg.match_means:
-                    drawn = _cp10k_mean(base, totals[basal])
-                    factor *= np.where(drawn > 0, np.clip(reference / np.maximum(drawn, 1e-12), 0.25, 4.0), 1.0)
-                base = _scale_counts(base, factor, rng)
+                ratio = self.effect(target, batches_all[rng.choice(basal, size=g)], rng, generator) \
+                    if self.conditioning.position_of(target) >= 0 else None
+                if ratio is not None:
+                    factor[modelled] = ratio[model_index]
+                if target in output_column and (ratio is None or self.column_of(target) < 0):
+                    factor[output_column[target]] = self.fold(target)  # the knockdown itself, where the model has no say
+                    self.methods.setdefault(target, "target-only")
+                base = delta_cells(base, totals[basal], factor, rng, reference if cfg.match_means else None)
             else:
                 cond = self.conditioning.for_targets([target] * n, batches_all[basal], rng)
                 values = self._generate(cond, n, generator).numpy()[:, model_index]
@@ -278,7 +447,10 @@ class Predictor:
             "values": "counts", "mode": cfg.mode, "checkpoint": os.path.abspath(cfg.checkpoint), "store": self.run.store,
             "step": self.step, "control_label": self.control_label, "controls": "real held-out cells",
             "modelled_genes": int(len(modelled)), "genes_not_on_axis": int((positions < 0).sum()),
-            "match_means": bool(cfg.match_means and cfg.mode == "delta"), "effect": cfg.effect}
+            "match_means": bool(cfg.match_means and cfg.mode == "delta"), "effect": cfg.effect, "unseen": cfg.unseen,
+            "methods": dict(sorted(self.methods.items())), "seen_targets": sorted(set(counts["target_gene"]) & self.seen),
+            "in_silico_scale": dict(self._scales), "atlas_programs": None if self.programs is None else {
+                "components": int(self.programs.basis.shape[1]), "cells": self.programs.cells}}
         return adata
 
     def _budget(self, counts: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -369,6 +541,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--effect", choices=EFFECTS, default="expected",
                    help="delta mode: the model's per-gene marginals (exact), means of generated cells, or the "
                         "no-model reference of each seen perturbation's training mean")
+    p.add_argument("--unseen", choices=UNSEEN, default="in-silico",
+                   help="delta mode, perturbations without cells in the fine-tuning store: in-silico knockdown in real "
+                        "control cells through their co-variation kept to the atlas's programs (default), the same read "
+                        "from the network, the conditional model's untrained embedding, the target alone, or the mean "
+                        "effect of the seen perturbations (a no-model baseline)")
+    p.add_argument("--no-attenuation-correction", action="store_true",
+                   help="in-silico: keep the slopes on the target's measured level, diluted by its counting noise")
+    p.add_argument("--no-programs", action="store_true",
+                   help="in-silico: use the controls' raw co-variation, not kept to the atlas's gene programs")
+    p.add_argument("--calibrate", action="store_true",
+                   help="scale unseen in-silico effects by the seen perturbations' measured/in-silico ratio")
+    p.add_argument("--knockdown-cells", type=int, default=128,
+                   help="in-silico-network: control cells an effect averages over")
+    p.add_argument("--insilico-checkpoint", help="in-silico-network: the model to read (default: --checkpoint)")
     p.add_argument("--no-match-means", action="store_true",
                    help="delta mode: keep the drawn control cells' own mean (more sampling noise)")
     p.add_argument("--seed", type=int, default=0)
@@ -377,7 +563,11 @@ def main(argv: list[str] | None = None) -> int:
     config = PredictConfig(checkpoint=args.checkpoint, store=args.store, pert_counts=args.pert_counts, genes=args.genes,
                            out=args.out, mode=args.mode, generate=args.generate, sample_steps=args.sample_steps,
                            max_cells=args.max_cells, seed=args.seed, device=args.device,
-                           match_means=not args.no_match_means, effect=args.effect)
+                           match_means=not args.no_match_means, effect=args.effect, unseen=args.unseen,
+                           calibrate=args.calibrate, programs=not args.no_programs,
+                           correct_attenuation=not args.no_attenuation_correction,
+                           knockdown_cells=args.knockdown_cells,
+                           insilico_checkpoint=args.insilico_checkpoint)
     try:
         run_prediction(config)
     except (ValueError, FileNotFoundError) as exc:

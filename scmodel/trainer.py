@@ -31,6 +31,7 @@ from .evaluate.heldout import summary_line
 from .evaluate.sample_plots import plot_samples
 from .models import MODELS, count_parameters
 from .run.checkpoint import check_init_from
+from .run.programs import fit_run_programs, inherited_programs
 from .run.config import TrainConfig
 from .run.loaders import build_loaders, is_perturbation_store
 from .tokenize import BinnedTokenizer
@@ -64,9 +65,14 @@ class Trainer:
         os.makedirs(config.out, exist_ok=True)
         self.engine = build_engine(config, model, self.world, self.device, config.out)
         self.model = self.engine.module
+        self.programs = None  # the atlas's gene programs this run saves with its weights
         if config.init_from:
             check_init_from(config)
             self.engine.load_weights(config.init_from)
+            if os.path.isfile(config.init_from):
+                self.programs = inherited_programs(config.init_from)
+        elif config.programs_cells > 0 and not self.conditional_batches:
+            self.programs = fit_run_programs(config, self.train_loader.dataset.rows, n_genes)
         self.last_aux: float | None = None
         self.step = 0
         self.epoch = 0
@@ -107,7 +113,8 @@ class Trainer:
             gathered = [None] * self.world
             torch.distributed.all_gather_object(gathered, mine)
         self.engine.save({"step": self.step, "epoch": self.epoch, "loader": [g[0] for g in gathered],
-                          "rng": [g[1] for g in gathered], "config": dataclasses.asdict(self.config)})
+                          "rng": [g[1] for g in gathered], "config": dataclasses.asdict(self.config),
+                          **({"programs": self.programs} if self.programs is not None else {})})
 
     # ---- training ----------------------------------------------------------------------------
 

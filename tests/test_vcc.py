@@ -17,6 +17,8 @@ from scdata.store.manifest import Manifest, write_manifest
 from scdata.store.layout import StoreLayout, create_store, open_root
 from scdata.vcc.importer import VCCImportConfig, VCCImportError, import_vcc
 from scdata.vcc.synthetic import CONTROL, VCCDemoConfig, write_vcc_demo
+from scdata.hvg.flavors import HVGConfig
+from scdata.hvg.results import write_var_columns
 
 from tests.helpers import assert_consolidated_current
 
@@ -27,7 +29,7 @@ N_HVGS = 256
 
 @pytest.fixture(scope="module")
 def vcc_files(tmp_path_factory):
-    config = VCCDemoConfig(n_genes=600, n_train_perturbations=5, n_validation_perturbations=2, program_genes=20,
+    config = VCCDemoConfig(n_genes=600, n_train_perturbations=5, n_validation_perturbations=2,
                            n_control_cells=300, cells_per_perturbation=(80, 120))
     return write_vcc_demo(str(tmp_path_factory.mktemp("vcc_files")), config)
 
@@ -46,6 +48,10 @@ def axis_store(tmp_path_factory, vcc_files):
     rng = np.random.default_rng(0)
     hvgs = np.concatenate([rng.choice(in_file, size=N_HVGS - 16, replace=False),
                            rng.choice(np.setdiff1d(np.arange(len(biology.gene_ids)), in_file), size=16, replace=False)])
+    # the selection as `scdata hvg` leaves it: var columns in the store, hvg_info.json beside it
+    flags = np.zeros(len(biology.gene_ids), dtype=bool)
+    flags[hvgs] = True
+    write_var_columns(path, pd.DataFrame({"highly_variable": flags}), HVGConfig(), 0, hvgs)
     with open(directory / "hvg_info.json", "w") as f:
         json.dump({"hvg_indices": [int(i) for i in hvgs], "flavor": "seurat_v3"}, f)
     return path
@@ -99,6 +105,26 @@ def test_hvg_matrix_and_gene_name_to_hvg_idx(vcc_files, axis_store, vcc_store):
     x_hvg = open_root(vcc_store)["obsm/X_hvg"][:]
     x = open_root(vcc_store)["X"].get_orthogonal_selection((slice(None), hvgs))
     assert np.array_equal(x_hvg, x)
+
+
+def test_the_hvg_selection_comes_from_the_store_itself(vcc_files, axis_store, vcc_store, tmp_path):
+    """`scdata hvg --output-dir` put hvg_info.json elsewhere: the import still finds the selection in
+    the pretraining store's own var columns, materializes obsm/X_hvg and writes hvg_info.json where told."""
+    import shutil
+
+    store = str(tmp_path / "pretrain" / "store.zarr")
+    shutil.copytree(axis_store, store)  # without the hvg_info.json beside it
+    path = str(tmp_path / "vcc.zarr")
+    said = []
+    config = VCCImportConfig(input=vcc_files["adata_Training.h5ad"], store=path, genes_from=store, layout=LAYOUT,
+                             cluster=CLUSTER, block_chunks=2, hvg_output_dir=str(tmp_path / "elsewhere"))
+    import_vcc(config, echo=said.append)
+    assert not any("not written" in line for line in said), said
+    assert np.array_equal(open_root(path)["obsm/X_hvg"][:], open_root(vcc_store)["obsm/X_hvg"][:])
+    info = json.load(open(tmp_path / "elsewhere" / "hvg_info.json"))
+    reference = json.load(open(os.path.join(os.path.dirname(axis_store), "hvg_info.json")))
+    assert info["hvg_indices"] == reference["hvg_indices"] and info["gene_name_to_hvg_idx"]
+    assert info["hvg_names"][0] == demo_biology(DemoConfig()).symbols[reference["hvg_indices"][0]]
 
 
 def test_a_killed_import_resumes_to_the_same_store(vcc_files, axis_store, vcc_store, tmp_path, monkeypatch):
@@ -163,13 +189,16 @@ def test_bad_input_gets_a_clear_error(vcc_files, axis_store, tmp_path, damage, m
         assert open_root(store)["obs/is_control"][:].sum() == (source.obs["target_gene"] == "control").sum()
 
 
-def test_target_effects_recover_the_knockdown(vcc_store):
+def test_target_effects_recover_the_knockdown(vcc_files, vcc_store):
     from scdata.vcc.effects import target_effects, target_log2fc
 
     effects = target_effects(vcc_store)
     fc = target_log2fc(effects)
-    assert len(fc) == 5
-    assert all(-3.6 < v < -1.9 for v in fc.values())  # the generator keeps 15% of a target: log2 0.15 = -2.7
+    truth = json.load(open(vcc_files["truth.json"]))
+    assert set(fc) == set(truth["train_targets"])
+    for target, measured in fc.items():  # each guide keeps its own fraction of the target's mRNA
+        expected = np.log2(np.mean(truth["knockdown_efficiency"][target]))
+        assert abs(measured - expected) < 0.5, (target, measured, expected)
 
 
 def test_conditioning_batches(vcc_store):
@@ -204,23 +233,32 @@ def test_conditioning_batches(vcc_store):
         assert (pool == member).all(1).any()
 
 
-def test_finetune_predict_and_cell_eval(vcc_files, vcc_store, tmp_path):
-    """A short fine-tune, a prediction in the challenge's format, and cell-eval's scores of it."""
-    from scmodel.perturbation_eval import CellEvalConfig, run_cell_eval
-    from scmodel.predict import PredictConfig, run_prediction
+@pytest.fixture(scope="module")
+def finetuned(vcc_store, tmp_path_factory) -> str:
+    """A short fine-tune on the perturbation store; its checkpoint."""
     from dataclasses import replace
 
-    from scmodel.train import CONFIGS, Trainer
+    from scmodel.run.presets import CONFIGS
+    from scmodel.trainer import Trainer
 
-    config = replace(CONFIGS["finetune-tiny"], store=vcc_store, out=str(tmp_path / "ft"), max_steps=12, eval_every=12,
+    out = str(tmp_path_factory.mktemp("ft"))
+    config = replace(CONFIGS["finetune-tiny"], store=vcc_store, out=out, max_steps=12, eval_every=12,
                      save_every=12, n_hvgs=N_HVGS, context_genes=128, sample_steps=4, eval_batches=1)
     trainer = Trainer(config, echo=lambda *_: None)
     trainer.fit()
     trainer.close()
+    return os.path.join(out, "checkpoint.pt")
+
+
+def test_finetune_predict_and_cell_eval(vcc_files, finetuned, tmp_path):
+    """A prediction in the challenge's format, and cell-eval's scores of it."""
+    from scmodel.evaluate.perturbation import CellEvalConfig, run_cell_eval
+    from scmodel.predict import PredictConfig, run_prediction
+
     names = pd.read_csv(vcc_files["gene_names.csv"], header=None)[0].tolist()
     counts = pd.read_csv(vcc_files["pert_counts_Validation.csv"])
-    # the challenge's validation perturbations are genes the store has no cells of: placed by symbol
-    paths = run_prediction(PredictConfig(checkpoint=str(tmp_path / "ft" / "checkpoint.pt"), genes=vcc_files["gene_names.csv"],
+    # the challenge's validation perturbations are genes the store has no cells of: knocked down in silico
+    paths = run_prediction(PredictConfig(checkpoint=finetuned, genes=vcc_files["gene_names.csv"],
                                          pert_counts=vcc_files["pert_counts_Validation.csv"], out=str(tmp_path / "val"),
                                          generate=8, sample_steps=4), echo=lambda *_: None)
     pred = ad.read_h5ad(paths["prediction"])
@@ -228,19 +266,56 @@ def test_finetune_predict_and_cell_eval(vcc_files, vcc_store, tmp_path):
     per_target = pred.obs["target_gene"].astype(str).value_counts()
     for row in counts.itertuples():
         assert per_target[row.target_gene] == row.n_cells
+    methods = pred.uns["sczarr_prediction"]["methods"]
+    assert set(methods) == set(counts["target_gene"]) and set(methods.values()) <= {"in-silico", "target-only"}
     assert np.array_equal(pred.X.data, np.round(pred.X.data)) and pred.X.data.min() >= 0  # counts
     controls = pred[pred.obs["target_gene"] == CONTROL]
     assert controls.n_obs > 0 and pred.uns["sczarr_prediction"]["controls"] == "real held-out cells"
     source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])  # the controls are the file's own cells
     real = {r.tobytes() for r in source[source.obs["target_gene"] == CONTROL].X.toarray().astype(np.float32)}
     assert all(r.tobytes() in real for r in controls.X.toarray().astype(np.float32))
+    # scored against the held-out perturbations' real cells: another file, with its own controls
+    summary = run_cell_eval(CellEvalConfig(prediction=paths["prediction"], real=vcc_files["adata_Validation_truth.h5ad"],
+                                           training=paths["training"], out=str(tmp_path / "ce_val")), echo=lambda *_: None)
+    assert np.isfinite(summary["avg_score"]) and set(summary["pearson_delta_by_perturbation"]) == set(counts["target_gene"])
     # held-out cells of seen perturbations: prediction, real cells and cell-eval's scores
-    held = run_prediction(PredictConfig(checkpoint=str(tmp_path / "ft" / "checkpoint.pt"), out=str(tmp_path / "held"),
+    held = run_prediction(PredictConfig(checkpoint=finetuned, out=str(tmp_path / "held"),
                                         generate=8, sample_steps=4), echo=lambda *_: None)
     summary = run_cell_eval(CellEvalConfig(prediction=held["prediction"], real=held["real"], training=held["training"],
                                            out=str(tmp_path / "ce")), echo=lambda *_: None)
     metrics = {m["metric"] for m in summary["metrics"]}
     assert {"overlap_at_N", "mae", "discrimination_score_l1"} <= metrics
+    assert np.isfinite(summary["avg_score"])
+
+
+def test_predict_and_evaluate_refuse_bad_input_by_name(vcc_files, finetuned, tmp_path):
+    from scmodel.evaluate.perturbation import CellEvalConfig, run_cell_eval
+    from scmodel.predict import PredictConfig, run_prediction
+
+    counts = tmp_path / "counts.csv"
+    pd.DataFrame({"target_gene": ["NOT_A_GENE_XYZ"], "n_cells": [10]}).to_csv(counts, index=False)
+    with pytest.raises(ValueError, match="NOT_A_GENE_XYZ.*|.*NOT_A_GENE_XYZ") as info:
+        run_prediction(PredictConfig(checkpoint=finetuned, genes=vcc_files["gene_names.csv"], pert_counts=str(counts),
+                                     out=str(tmp_path / "bad")), echo=lambda *_: None)
+    assert "gene axis" in str(info.value) and "gene_names.csv" in str(info.value)
+    paths = run_prediction(PredictConfig(checkpoint=finetuned, genes=vcc_files["gene_names.csv"],
+                                         pert_counts=vcc_files["pert_counts_Validation.csv"], out=str(tmp_path / "val"),
+                                         unseen="target-only"), echo=lambda *_: None)
+    truth = ad.read_h5ad(vcc_files["adata_Validation_truth.h5ad"])
+    fewer = tmp_path / "fewer_genes.h5ad"
+    truth[:, truth.var_names[1:]].copy().write_h5ad(fewer)
+    with pytest.raises(ValueError, match=f"{truth.var_names[0]}.*fewer_genes.h5ad|fewer_genes.h5ad.*{truth.var_names[0]}"):
+        run_cell_eval(CellEvalConfig(prediction=paths["prediction"], real=str(fewer), training=paths["training"],
+                                     out=str(tmp_path / "ce1")), echo=lambda *_: None)
+    no_controls = tmp_path / "no_controls.h5ad"
+    truth[truth.obs["target_gene"] != CONTROL].copy().write_h5ad(no_controls)
+    with pytest.raises(ValueError, match="no_controls.h5ad.*no control cells"):
+        run_cell_eval(CellEvalConfig(prediction=paths["prediction"], real=str(no_controls), training=paths["training"],
+                                     out=str(tmp_path / "ce2")), echo=lambda *_: None)
+    shuffled = tmp_path / "shuffled.h5ad"  # the same genes in another order are followed, not refused
+    truth[:, truth.var_names[::-1]].copy().write_h5ad(shuffled)
+    summary = run_cell_eval(CellEvalConfig(prediction=paths["prediction"], real=str(shuffled), training=paths["training"],
+                                           out=str(tmp_path / "ce3")), echo=lambda *_: None)
     assert np.isfinite(summary["avg_score"])
 
 

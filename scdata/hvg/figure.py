@@ -45,6 +45,9 @@ def hvg_panels(stats: GeneStats, order: np.ndarray, symbols: np.ndarray, score: 
 
 def draw_hvg_analysis(path: str, panels: HVGPanels) -> None:
     """Write ``hvg_analysis.png`` to ``path`` (needs only ``panels``: it runs in a child process)."""
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")

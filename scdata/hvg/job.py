@@ -86,6 +86,7 @@ def run_hvg_job(job: HVGJob, echo=print) -> dict:
     config = job.config
     timer = PhaseTimer()
     plot_path = os.path.join(job.out, "hvg_analysis.png")
+    os.makedirs(job.out, exist_ok=True)  # before the figure's child may save into it
     with DrawProcess() as figure:  # imports matplotlib on the core the cluster's start leaves idle
         with dask_client(job.cluster, echo=echo) as client:
             timer.lap("cluster")

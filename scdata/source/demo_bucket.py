@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import bucket as src
+from .regulation import Regulation, RegulationConfig, make_regulation
 
 CELL_TYPES = ("T cell", "B cell", "monocyte", "NK cell", "epithelial cell", "fibroblast", "endothelial cell", "neuron")
 TISSUES = ("blood", "lung", "brain", "liver", "kidney", "heart", "skin", "bone marrow")
@@ -41,6 +42,14 @@ class DemoConfig:
     seed: int = 0
     workers: int = 0
     """Processes generating experiments (0: one per core)."""
+    regulation: RegulationConfig | None = RegulationConfig()
+    """The gene-regulatory model behind cell-to-cell co-expression (``scdata.source.regulation``);
+    None: cells of one type differ only by sampling noise and depth."""
+    markers: int = 40
+    """Marker genes per cell type besides what its regulators' programs do (cell identity is mostly
+    regulatory: its master regulators' programs)."""
+    silenced: int = 60
+    """Genes silenced per cell type besides its regulators' programs."""
 
     def __post_init__(self) -> None:
         if self.release not in src.RELEASES:
@@ -59,6 +68,7 @@ class DemoBiology:
     tissue_effect: np.ndarray  # (tissues, genes) multiplicative batch effects
     tech_effect: np.ndarray  # (techs, genes)
     tissue_mix: np.ndarray  # (tissues, types) cell-type composition
+    regulation: Regulation | None = None  # regulators, their activities and programs
 
 
 def demo_biology(config: DemoConfig) -> DemoBiology:
@@ -77,15 +87,19 @@ def demo_biology(config: DemoConfig) -> DemoBiology:
     # counts even at 60-fold, leaving cell types almost invisible per gene.
     expressed = np.setdiff1d(np.argsort(base)[::-1][: min(g, 2000)], anchors[:1])
     for k in range(len(CELL_TYPES)):
-        markers = rng.choice(expressed, size=min(150, len(expressed)), replace=False)
-        profiles[k, markers] *= rng.uniform(10, 80, size=len(markers))
-        silenced = rng.choice(expressed, size=min(300, len(expressed)), replace=False)
-        profiles[k, silenced] *= 0.05
+        markers = rng.choice(expressed, size=min(config.markers, len(expressed)), replace=False)
+        profiles[k, markers] *= rng.uniform(5, 40, size=len(markers))
+        silenced = rng.choice(expressed, size=min(config.silenced, len(expressed)), replace=False)
+        profiles[k, silenced] *= 0.1
     profiles /= profiles.sum(axis=1, keepdims=True)
     tissue_effect = rng.lognormal(0.0, 0.35, size=(len(TISSUES), g))
     tech_effect = rng.lognormal(0.0, 0.25, size=(len(TECHS), g))
     tissue_mix = rng.dirichlet(np.full(len(CELL_TYPES), 0.6), size=len(TISSUES))
-    return DemoBiology(gene_ids, symbols.astype(str), profiles, tissue_effect, tech_effect, tissue_mix)
+    regulation = None
+    if config.regulation is not None:  # its own stream: the rest of the biology is the same with or without it
+        regulation = make_regulation(np.random.default_rng([config.seed, 4]), np.setdiff1d(expressed, anchors),
+                                     len(CELL_TYPES), config.regulation)
+    return DemoBiology(gene_ids, symbols.astype(str), profiles, tissue_effect, tech_effect, tissue_mix, regulation)
 
 
 def _accessions(config: DemoConfig) -> list[str]:
@@ -102,12 +116,17 @@ def _barcodes(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.array(["AAAC" + "".join(row) + "GT-1" for row in letters[digits]])
 
 
-def sample_counts(rng, profile: np.ndarray, depths: np.ndarray, theta: float = 8.0) -> sp.csr_matrix:
-    """NB counts for the most expressed genes, a Poisson/multinomial tail for the rest."""
+def sample_counts(rng, profile: np.ndarray, depths: np.ndarray, theta: float = 8.0, log_shift=None) -> sp.csr_matrix:
+    """NB counts for the most expressed genes, a Poisson/multinomial tail for the rest.
+
+    ``log_shift``: a function of the most expressed genes' indices giving each cell's natural-log
+    shift of their means (``Regulation.log_shift``): cells then differ by more than noise."""
     n, g = len(depths), len(profile)
     top = np.argsort(profile)[::-1][: min(N_TOP, g)]
     rest = np.setdiff1d(np.arange(g), top)
     mean_top = depths[:, None] * profile[top][None, :]
+    if log_shift is not None:
+        mean_top *= np.exp(log_shift(top))
     top_counts = rng.poisson(mean_top * rng.gamma(theta, 1.0 / theta, size=mean_top.shape))
     rows_t, cols_t = np.nonzero(top_counts)
     vals_t = top_counts[rows_t, cols_t]
@@ -129,6 +148,15 @@ def sample_counts(rng, profile: np.ndarray, depths: np.ndarray, theta: float = 8
     return out
 
 
+def cell_shift(biology: DemoBiology, rng: np.random.Generator, cell_type: int, n: int, n_genes: int):
+    """The ``log_shift`` of ``n`` cells of one type for ``sample_counts`` (None without regulation)."""
+    regulation = biology.regulation
+    if regulation is None:
+        return None
+    activity = regulation.activities(rng, np.full(n, cell_type))
+    return lambda genes: regulation.log_shift(activity, genes, n_genes)
+
+
 def _experiment(args) -> tuple[str, pd.DataFrame, dict]:
     """Write one experiment's h5ad; returns its accession, obs and sample-table row."""
     import anndata as ad
@@ -147,7 +175,8 @@ def _experiment(args) -> tuple[str, pd.DataFrame, dict]:
         members = np.flatnonzero(types == k)
         if len(members):
             profile = biology.profiles[k] * effect
-            blocks.append((members, sample_counts(rng, profile / profile.sum(), depths[members])))
+            blocks.append((members, sample_counts(rng, profile / profile.sum(), depths[members],
+                                                  log_shift=cell_shift(biology, rng, k, len(members), config.n_genes))))
     order = np.concatenate([m for m, _ in blocks])
     matrix = sp.vstack([b for _, b in blocks]).tocsr()[np.argsort(order)]
     if index % 5 == 1:  # a few huge counts, as in real high-depth cells

@@ -346,19 +346,31 @@ def import_vcc(config: VCCImportConfig, echo=print) -> VCCImportReport:
 
 def _materialize_hvgs(config: VCCImportConfig, positions, table: SourceTable, mapping: GeneMapping, client,
                       echo) -> None:
-    """The pretraining store's HVGs as ``obsm/X_hvg``; its ``hvg_info.json`` gains ``gene_name_to_hvg_idx``
-    (the file's gene names -> HVG rank), as the seed's ``--process-vcc`` did."""
-    from ..hvg.results import materialize, previous_info, write_json
+    """The pretraining store's HVGs as ``obsm/X_hvg``, taken from the store itself (its var columns'
+    selection, checked against its manifest); ``hvg_info.json`` gains ``gene_name_to_hvg_idx`` (the
+    file's gene names -> HVG rank), as the seed's ``--process-vcc`` did."""
+    from ..hvg.results import load_hvg, materialize, previous_info, write_json
+    from ..store.layout import open_root, read_strings
 
     info_dir = config.hvg_output_dir or (os.path.dirname(os.path.abspath(remote.local_path(config.genes_from)))
                                          if remote.is_local(config.genes_from) else None)
     info_path = os.path.join(info_dir, "hvg_info.json") if info_dir else None
     pretrained = previous_info(info_path) if info_path else None
-    if pretrained is None:
-        echo(f"No hvg_info.json for {config.genes_from}: obsm/X_hvg not written (run `scdata hvg --store "
-             f"{config.genes_from}` first, or pass --output-dir where it wrote hvg_info.json)")
-        return
-    order = np.asarray(pretrained["hvg_indices"], dtype=np.int64)
+    try:
+        selection = load_hvg(config.genes_from)
+    except FileNotFoundError:  # a store whose selection predates var columns: its hvg_info.json, if found
+        if pretrained is None or "hvg_indices" not in pretrained:
+            echo(f"{config.genes_from} has no HVG selection: obsm/X_hvg not written (run `scdata hvg --store "
+                 f"{config.genes_from}` first)")
+            return
+        selection = {"hvg_indices": pretrained["hvg_indices"], "params": {}}
+    order = np.asarray(selection["hvg_indices"], dtype=np.int64)
+    if pretrained is None or [int(i) for i in pretrained.get("hvg_indices", [])] != order.tolist():
+        var = open_root(config.genes_from)["var"]
+        ids, symbols = read_strings(var["_index"]), read_strings(var["gene_symbol"])
+        pretrained = {"hvg_indices": order.tolist(), "hvg_names": [str(symbols[i]) for i in order],
+                      "gene_to_hvg_idx": {str(ids[i]): k for k, i in enumerate(order)}, "total_genes": len(ids),
+                      "params": selection.get("params", {}), "source_store": config.genes_from}
     manifest = read_manifest(config.store)
     materialize(config.store, order, manifest.version, client=client)
     rank = {int(p): k for k, p in enumerate(order)}
@@ -370,6 +382,10 @@ def _materialize_hvgs(config: VCCImportConfig, positions, table: SourceTable, ma
                        "perturbation_store": {"store": config.store, "input": config.input,
                                               "control_label": config.control_label,
                                               "targets_on_hvgs": sorted(t for t, p in positions.items() if p in rank)}})
+    if info_path is None:
+        echo(f"obsm/X_hvg: the {len(order):,} HVGs of {config.genes_from} ({len(by_name):,} of them in the file); "
+             f"hvg_info.json not written ({config.genes_from} is remote: pass --output-dir for it)")
+        return
     write_json(info_path, pretrained)
     echo(f"obsm/X_hvg: the {len(order):,} HVGs of {config.genes_from} ({len(by_name):,} of them in the file); "
          f"{info_path} gained gene_name_to_hvg_idx")

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control-label", default="non-targeting")
     p.add_argument("--threads", type=int, default=2, help="with --prediction: cell-eval's threads")
     p.add_argument("--full", action="store_true", help="with --prediction: also cell-eval's full profile tables")
+    p.add_argument("--compare", nargs="+", metavar="NAME=DIR",
+                   help="print one table of several cell-eval results (each DIR an --out of --prediction)")
     p.add_argument("--store", help="store to read (default: the run's)")
     p.add_argument("--out", help="directory for evaluation.json and samples.png (default: beside the checkpoint)")
     p.add_argument("--sample-steps", type=int, help="reverse-process steps (default: the run's)")
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-batches", type=int, help="held-out batches to read (default: the run's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
+    if args.compare:
+        return _compare(args.compare)
     if args.prediction:
         return _cell_eval(args)
     if not args.checkpoint:
@@ -79,6 +83,23 @@ def main(argv: list[str] | None = None) -> int:
     plot_samples(cells, pca, os.path.join(out, "samples.png"))
     print(summary_line(state.get("step", 0), result))
     print(f"Wrote {os.path.join(out, 'evaluation.json')} and {os.path.join(out, 'samples.png')}")
+    return 0
+
+
+def _compare(pairs: list[str]) -> int:
+    from .perturbation import compare_table
+
+    results = {}
+    for pair in pairs:
+        name, sep, directory = pair.partition("=")
+        path = os.path.join(directory, "cell_eval_summary.json")
+        if not sep or not os.path.exists(path):
+            print(f"python -m scmodel.evaluate: --compare {pair}: expected NAME=DIR with DIR/cell_eval_summary.json "
+                  f"(the --out of python -m scmodel.evaluate --prediction)", file=sys.stderr)
+            return 1
+        with open(path) as f:
+            results[name] = json.load(f)
+    print(compare_table(results))
     return 0
 
 

@@ -32,21 +32,60 @@ class CellEvalConfig:
     full: bool = False
 
 
-def check_pair(pred, real, control: str, pert_col: str) -> None:
-    """cell-eval's requirements, with errors that name what differs."""
-    for name, adata in (("prediction", pred), ("real", real)):
+def check_pair(pred, real, control: str, pert_col: str, names: tuple[str, str] = ("prediction", "real")) -> None:
+    """cell-eval's requirements, with errors that name the file and what differs."""
+    for name, adata in zip(names, (pred, real)):
         if pert_col not in adata.obs.columns:
             raise ValueError(f"{name}: obs has no {pert_col!r} column (columns: {list(adata.obs.columns)})")
         if control not in set(adata.obs[pert_col].astype(str)):
-            raise ValueError(f"{name}: no control cells labelled {control!r} in obs[{pert_col!r}]")
+            raise ValueError(f"{name}: no control cells labelled {control!r} in obs[{pert_col!r}]: cell-eval measures "
+                             f"each perturbation against its own file's controls")
     if list(pred.var_names) != list(real.var_names):
-        diff = next(i for i, (a, b) in enumerate(zip(pred.var_names, real.var_names)) if a != b) \
-            if pred.n_vars == real.n_vars else min(pred.n_vars, real.n_vars)
-        raise ValueError(f"prediction and real cells have different genes ({pred.n_vars} vs {real.n_vars}; first "
-                         f"difference at position {diff}); both must follow gene_names.csv")
+        only_real = [g for g in real.var_names if g not in set(pred.var_names)]
+        only_pred = [g for g in pred.var_names if g not in set(real.var_names)]
+        if only_real or only_pred:
+            what = (f"{names[1]} has genes the prediction lacks ({only_real[:3]}...)" if only_real
+                    else f"the prediction has genes {names[1]} lacks ({only_pred[:3]}...)")
+            raise ValueError(f"{names[0]} and {names[1]} have different genes ({pred.n_vars} vs {real.n_vars}): {what}; "
+                             f"both must follow gene_names.csv")
+        diff = next(i for i, (a, b) in enumerate(zip(pred.var_names, real.var_names)) if a != b)
+        raise ValueError(f"{names[0]} and {names[1]} order their genes differently (first difference at position {diff}: "
+                         f"{pred.var_names[diff]!r} vs {real.var_names[diff]!r}); both must follow gene_names.csv")
     missing = set(real.obs[pert_col].astype(str)) - set(pred.obs[pert_col].astype(str))
     if missing:
-        raise ValueError(f"the prediction lacks perturbations of the real cells: {sorted(missing)[:5]}")
+        raise ValueError(f"{names[0]} lacks perturbations of the real cells in {names[1]}: {sorted(missing)[:5]}")
+
+
+def log1p_means(adata, pert_col: str) -> pd.DataFrame:
+    """(perturbation x gene) mean of log1p(counts per 10k) per perturbation label."""
+    import scipy.sparse as sp
+
+    x = adata.X
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    scale = 1e4 / np.maximum(totals, 1.0)
+    x = (sp.diags(scale) @ x).tocsr() if sp.issparse(x) else x * scale[:, None]
+    x = x.log1p() if sp.issparse(x) else np.log1p(x)
+    labels = adata.obs[pert_col].astype(str).to_numpy()
+    rows = {}
+    for label in np.unique(labels):
+        block = x[labels == label]
+        rows[label] = np.asarray(block.mean(axis=0)).ravel()
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(adata.var_names))
+
+
+def pearson_delta(pred, real, control: str, pert_col: str) -> dict[str, float]:
+    """Per perturbation: Pearson correlation, over genes, of the predicted and the real change of
+    mean log1p expression against each file's own controls (the "Pearson delta" of the perturbation
+    literature; NaN where either change is constant)."""
+    p, r = log1p_means(pred, pert_col), log1p_means(real, pert_col)
+    out = {}
+    for label in r.index:
+        if label == control or label not in p.index:
+            continue
+        dp, dr = p.loc[label] - p.loc[control], r.loc[label] - r.loc[control]
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant change has no correlation: NaN
+            out[label] = float(np.corrcoef(dp, dr)[0, 1])
+    return out
 
 
 def _baseline(training, pred, control: str, pert_col: str, num_threads: int):
@@ -87,7 +126,11 @@ def run_cell_eval(config: CellEvalConfig, echo=print) -> dict:
     pred, real, training = (ad.read_h5ad(p) for p in (config.prediction, config.real, config.training))
     for adata in (pred, real, training):
         adata.obs[config.pert_col] = adata.obs[config.pert_col].astype(str)
-    check_pair(pred, real, config.control_label, config.pert_col)
+    if list(pred.var_names) != list(real.var_names) and set(pred.var_names) == set(real.var_names) \
+            and pred.var_names.is_unique and real.var_names.is_unique:
+        real = real[:, list(pred.var_names)].copy()  # the same genes in another order: follow the prediction's
+        echo(f"{config.real}: genes reordered to the prediction's order")
+    check_pair(pred, real, config.control_label, config.pert_col, (config.prediction, config.real))
     os.makedirs(config.out, exist_ok=True)
     base = _baseline(training, pred, config.control_label, config.pert_col, config.num_threads)
     _, agg_model = _evaluate(pred, real, config, "model", "vcc")
@@ -100,10 +143,15 @@ def run_cell_eval(config: CellEvalConfig, echo=print) -> dict:
     summary = {"prediction": config.prediction, "real": config.real, "n_perturbations": int(
         real.obs[config.pert_col].nunique() - 1), "metrics": table.to_dict(orient="records"),
         "avg_score": float(scores.filter(scores["metric"] == "avg_score")["from_baseline"][0])}
+    deltas = pearson_delta(pred, real, config.control_label, config.pert_col)
+    summary["pearson_delta"] = float(np.nanmean(list(deltas.values()))) if deltas else float("nan")
+    summary["pearson_delta_by_perturbation"] = deltas
     with open(os.path.join(config.out, "cell_eval_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     table.to_csv(os.path.join(config.out, "cell_eval_summary.csv"), index=False)
     echo(format_table(table, summary["avg_score"]))
+    echo(f"Pearson delta (change of mean log1p expression against controls, mean over perturbations): "
+         f"{summary['pearson_delta']:.3f}")
     return summary
 
 
@@ -125,4 +173,22 @@ def format_table(table: pd.DataFrame, avg_score: float) -> str:
         score = "" if pd.isna(row.score_vs_baseline) else f"{row.score_vs_baseline:.3f}"
         lines.append(f"| {row.metric} | {row.model:.4f} | {row.cell_mean_baseline:.4f} | {score} |")
     lines.append(f"\ncell-eval score against the cell-mean baseline (avg_score, 0 = baseline): {avg_score:.3f}")
+    return "\n".join(lines)
+
+
+def compare_table(results: dict[str, dict]) -> str:
+    """Markdown: one row per named ``cell_eval_summary.json``, and cell-eval's cell-mean baseline
+    (the first result's; every result against the same real cells has the same baseline)."""
+    lines = ["| prediction | cell-eval score vs cell-mean baseline | DE overlap at N | discrimination (L1) | MAE | "
+             "Pearson delta |", "|---|---|---|---|---|---|"]
+    base = None
+    for name, summary in results.items():
+        metrics = {m["metric"]: m for m in summary["metrics"]}
+        base = base or metrics
+        lines.append(f"| {name} | {summary['avg_score']:.3f} | {metrics['overlap_at_N']['model']:.3f} | "
+                     f"{metrics['discrimination_score_l1']['model']:.3f} | {metrics['mae']['model']:.4f} | "
+                     f"{summary.get('pearson_delta', float('nan')):.3f} |")
+    if base:
+        lines.append(f"| cell-eval's cell-mean baseline | 0 | {base['overlap_at_N']['cell_mean_baseline']:.3f} | "
+                     f"{base['discrimination_score_l1']['cell_mean_baseline']:.3f} | {base['mae']['cell_mean_baseline']:.4f} | |")
     return "\n".join(lines)

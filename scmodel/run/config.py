@@ -68,6 +68,10 @@ class TrainConfig:
     """Perturbation stores: control cells of the same batch given to the model with each cell."""
     holdout_targets: tuple[str, ...] = ()
     """Perturbation stores: whole perturbations held out (besides ``val_fraction`` of every one's cells)."""
+    programs_cells: int = 50_000
+    """A run on a scBaseCount store (pretraining) fits the atlas's gene programs
+    (``scmodel.coexpression``) from up to this many training cells and saves them with the weights;
+    a fine-tune inherits them from ``init_from``. 0: none."""
     engine: str = "plain"
     """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
     deepspeed_config: str | None = None

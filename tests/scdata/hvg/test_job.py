@@ -25,6 +25,28 @@ def small_store(demo_bucket, tmp_path):
     return store
 
 
+def test_figure_is_drawn_into_an_output_dir_that_does_not_exist_yet(small_store, tmp_path, monkeypatch):
+    """`scdata hvg --output-dir DIR` with DIR new: the forked child saves the figure while the parent
+    is still writing the store's columns. Here the parent is held back until the child has had time
+    to save, so the figure always lands first (before, DIR did not exist yet: FileNotFoundError)."""
+    import time
+
+    import scdata.hvg.job as job_module
+
+    write = job_module.write_var_columns
+
+    def slow_write(*args, **kwargs):
+        time.sleep(3.0)  # the child draws (~1 s) before the parent writes anything
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(job_module, "write_var_columns", slow_write)
+    for attempt in range(2):
+        out = tmp_path / f"fresh{attempt}" / "nested"
+        assert main(["hvg", "--store", small_store, "--n-hvgs", "100", "--workers", "1", "--output-dir", str(out),
+                     "--force"]) == 0
+        assert os.path.getsize(out / "hvg_analysis.png") > 10_000 and (out / "hvg_info.json").exists()
+
+
 def test_hvg_command_outputs(small_store, demo_bucket, tmp_path, capsys):
     assert main(["hvg", "--store", small_store, "--n-hvgs", "150", "--materialize", "--workers", "1",
                  "--flavor", "seurat", "--batch-key", "srx_accession"]) == 0

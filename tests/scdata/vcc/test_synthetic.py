@@ -12,7 +12,7 @@ from scdata.vcc.synthetic import CONTROL, VCCDemoConfig, write_vcc_demo
 
 @pytest.fixture(scope="module")
 def vcc(tmp_path_factory):
-    config = VCCDemoConfig(n_genes=600, n_train_perturbations=5, n_validation_perturbations=2, program_genes=20,
+    config = VCCDemoConfig(n_genes=600, n_train_perturbations=5, n_validation_perturbations=2,
                            n_control_cells=400, cells_per_perturbation=(150, 200))
     return config, write_vcc_demo(str(tmp_path_factory.mktemp("vcc")), config)
 
