@@ -79,6 +79,8 @@ class GCSProxy:
         self._fail_next = 0
         self._fail_until = 0.0
         self._down = False
+        self._open = threading.Event()  # cleared by hold(): requests wait, unanswered, until release()
+        self._open.set()
         self.token: str | None = None
         self.requests = 0
         self.failed: list[str] = []
@@ -115,6 +117,14 @@ class GCSProxy:
     def up(self) -> None:
         with self._lock:
             self._down, self._fail_next, self._fail_until = False, 0, 0.0
+
+    def hold(self) -> None:
+        """Keep every storage request waiting (not failing) until ``release``: the work in flight
+        stays in flight, so a test can act while tasks are known to be running."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     def require_token(self, token: str) -> None:
         """Refuse (401) storage requests that do not carry ``token``; issue it at ``/token``."""
@@ -190,6 +200,7 @@ class GCSProxy:
                     return self._error(401, "Anonymous caller does not have storage.objects.get access")
                 if proxy._should_fail(self.path):
                     return self._error(503, "Service Unavailable (the test's proxy is failing requests)")
+                proxy._open.wait()
                 self._forward(body)
 
             def _forward(self, body: bytes) -> None:

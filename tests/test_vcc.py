@@ -319,6 +319,61 @@ def test_predict_and_evaluate_refuse_bad_input_by_name(vcc_files, finetuned, tmp
     assert np.isfinite(summary["avg_score"])
 
 
+def _pseudobulk_log_ratio(adata, target: str) -> np.ndarray:
+    x = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    x = x / np.maximum(x.sum(axis=1, keepdims=True), 1.0) * 1e4
+    labels = adata.obs["target_gene"].astype(str).to_numpy()
+    return np.log((x[labels == target].mean(0) + 0.1) / (x[labels == CONTROL].mean(0) + 0.1))
+
+
+def test_training_mean_effect_is_the_training_cells_ratio(vcc_files, axis_store, finetuned, tmp_path):
+    """--effect training-mean by hand: each seen perturbation's predicted pseudobulk ratio follows
+    the ratio of its cells to the controls in the training file, over the modelled genes."""
+    from scmodel.predict import PredictConfig, run_prediction
+
+    paths = run_prediction(PredictConfig(checkpoint=finetuned, out=str(tmp_path / "tm"), effect="training-mean"),
+                           echo=lambda *_: None)
+    pred = ad.read_h5ad(paths["prediction"])
+    source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])
+    with open(os.path.join(os.path.dirname(axis_store), "hvg_info.json")) as f:  # the import's gene -> HVG map
+        modelled = np.isin(pred.var_names, list(json.load(f)["gene_name_to_hvg_idx"]))
+    targets = sorted(set(pred.obs["target_gene"].astype(str)) - {CONTROL})
+    assert targets and set(pred.uns["sczarr_prediction"]["methods"].values()) == {"training-mean"}
+    compared = 0
+    for target in targets:
+        got, want = _pseudobulk_log_ratio(pred, target), _pseudobulk_log_ratio(source[:, pred.var_names], target)
+        assert got[pred.var_names == target][0] < -0.5  # the knockdown itself
+        strong = modelled & (np.abs(want) > 0.3) & (pred.var_names != target)
+        if strong.sum() >= 3:  # a regulator: its program follows the training cells
+            assert np.corrcoef(got[strong], want[strong])[0, 1] > 0.8, target
+            compared += 1
+        assert np.abs(got[~modelled & (pred.var_names != target)]).max() < 0.5  # genes the model has no say on stay put
+    assert compared >= 1
+
+
+@pytest.mark.parametrize("options", [{"mode": "direct"}, {"effect": "sampled"}])
+def test_direct_and_sampled_predictions_have_the_challenge_shape(vcc_files, finetuned, tmp_path, options):
+    from scmodel.predict import PredictConfig, run_prediction
+
+    paths = run_prediction(PredictConfig(checkpoint=finetuned, out=str(tmp_path / "p"), generate=8, sample_steps=4,
+                                         **options), echo=lambda *_: None)
+    pred, real = ad.read_h5ad(paths["prediction"]), ad.read_h5ad(paths["real"])
+    assert pred.var_names.tolist() == real.var_names.tolist()
+    assert np.array_equal(pred.X.data, np.round(pred.X.data)) and pred.X.data.min() >= 0
+    want = real.obs["target_gene"].astype(str).value_counts()
+    got = pred.obs["target_gene"].astype(str).value_counts()
+    assert {t: got[t] for t in want.index if t != CONTROL} == {t: want[t] for t in want.index if t != CONTROL}
+    meta = pred.uns["sczarr_prediction"]
+    assert meta["mode"] == options.get("mode", "delta") and meta["effect"] == options.get("effect", "expected")
+    source = ad.read_h5ad(vcc_files["adata_Training.h5ad"])
+    source_controls = {r.tobytes() for r in source[source.obs["target_gene"] == CONTROL].X.toarray().astype(np.float32)}
+    perturbed = pred[pred.obs["target_gene"] != CONTROL].X.toarray().astype(np.float32)
+    copies = np.mean([r.tobytes() in source_controls for r in perturbed])
+    if options.get("mode") == "direct":
+        assert copies < 0.05  # generated cells, not copies of real controls
+    assert pred[pred.obs["target_gene"] == CONTROL].n_obs > 0
+
+
 @pytest.mark.parametrize("model, extra", [
     ("conditional-tiny", {}),
     ("moe17b-tiny", {"engine": "deepspeed", "deepspeed_config": "ds_cpu_tiny_adapters.json"}),

@@ -62,6 +62,26 @@ def test_same_genes_as_scanpy(store, adata, flavor, batch_key):
         with pytest.raises(SeuratV3FitError, match="failed for batch"):
             run_hvg(store, HVGConfig(flavor=flavor, n_top_genes=N_TOP, batch_key=batch_key))
         return
+    _assert_same_as_scanpy(store, adata, ref, flavor, batch_key)
+
+
+@pytest.mark.parametrize("flavor", ["seurat_v3", "seurat_v3_paper"])
+def test_seurat_v3_with_batches_is_always_compared(flavor, tmp_path_factory):
+    """Batches large enough for scanpy's loess: the batch-aware seurat_v3 flavors are compared
+    with scanpy here whatever the fixtures above do (there a tiny batch may make both refuse)."""
+    from scdata.source.demo_bucket import DemoConfig, write_demo_bucket
+
+    source = write_demo_bucket(str(tmp_path_factory.mktemp("big_batches")), DemoConfig(
+        n_experiments=3, min_cells=400, max_cells=600, n_genes=1500, seed=5, release="2025-02-25"))
+    path = str(tmp_path_factory.mktemp("v3store") / "s.zarr")
+    scdata.ingest(ingest_config(source, path, cell_count=10**9), echo=lambda *_: None)
+    adata = scdata.to_anndata(path)
+    adata.X = adata.X.astype(np.float64)
+    ref = _reference(adata, flavor, "srx_accession")  # no fallback: scanpy must succeed on these batches
+    _assert_same_as_scanpy(path, adata, ref, flavor, "srx_accession")
+
+
+def _assert_same_as_scanpy(store, adata, ref, flavor, batch_key):
     ours, _ = run_hvg(store, HVGConfig(flavor=flavor, n_top_genes=N_TOP, batch_key=batch_key))
     ref.index = adata.var_names
     got, want = set(ours.index[ours["highly_variable"]]), set(ref.index[ref["highly_variable"]])

@@ -54,35 +54,53 @@ def _committed(store: str) -> int:
     return -1 if manifest is None else manifest.n_committed
 
 
+def _kill_run(source: str, store: str, condition) -> bool:
+    proc = subprocess.Popen(_command(source, store), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = _kill_when(store, proc, condition)
+    if proc.poll() is None:
+        proc.wait()
+    return killed
+
+
+def _assert_identical(store: str, reference: str) -> None:
+    assert store_bytes(store) == store_bytes(reference)
+    a, b = scdata.read_manifest(store), scdata.read_manifest(reference)
+    strip = lambda es: [{k: v for k, v in e.items() if k != "committed_at"} for e in es]  # noqa: E731
+    assert strip(a.experiments) == strip(b.experiments)
+    assert (a.n_committed, a.nnz, a.categories) == (b.n_committed, b.nnz, b.categories)
+    assert_store_matches_sources(store)
+
+
 def test_kill_and_resume_is_identical(demo_bucket, tmp_path):
     reference, crashed = str(tmp_path / "reference.zarr"), str(tmp_path / "crashed.zarr")
     subprocess.run(_command(demo_bucket, reference), check=True, capture_output=True)
 
-    kills = [
+    mid_round = [
         # mid-round: chunks of the round exist past the committed rows
         lambda: _scratch_written(crashed),
-        # during the planning pass / store creation
-        lambda: os.path.exists(os.path.join(crashed, "zarr.json")),
         # later, mid-round again
         lambda: _committed(crashed) > 1500 and _scratch_written(crashed),
     ]
-    killed = 0
-    for condition in kills:
-        proc = subprocess.Popen(_command(demo_bucket, crashed), start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        killed += _kill_when(crashed, proc, condition)
-        if proc.poll() is None:
-            proc.wait()
-    assert killed >= 2, "the ingest finished before it could be killed"
+    killed = [_kill_run(demo_bucket, crashed, condition) for condition in mid_round]
+    assert any(killed), "the ingest finished before it could be killed mid-round"
     done = subprocess.run(_command(demo_bucket, crashed), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    _assert_identical(crashed, reference)
 
-    assert store_bytes(crashed) == store_bytes(reference)
-    a, b = scdata.read_manifest(crashed), scdata.read_manifest(reference)
-    strip = lambda es: [{k: v for k, v in e.items() if k != "committed_at"} for e in es]  # noqa: E731
-    assert strip(a.experiments) == strip(b.experiments)
-    assert (a.n_committed, a.nnz, a.categories) == (b.n_committed, b.nnz, b.categories)
-    assert_store_matches_sources(crashed)
+
+def test_kill_during_planning_and_resume_is_identical(demo_bucket, tmp_path):
+    """A kill while the first run plans and creates the store (a fresh path: its zarr.json appears
+    only in this run), before anything is committed; the next run ends in the identical store."""
+    reference, planned = str(tmp_path / "reference.zarr"), str(tmp_path / "planned.zarr")
+    subprocess.run(_command(demo_bucket, reference), check=True, capture_output=True)
+    assert not os.path.exists(planned)
+    assert _kill_run(demo_bucket, planned, lambda: os.path.exists(os.path.join(planned, "zarr.json"))), \
+        "the ingest finished before the store was created"
+    assert _committed(planned) <= 0, "the kill came after the first commit, not during planning"
+    done = subprocess.run(_command(demo_bucket, planned), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    _assert_identical(planned, reference)
 
 
 def _chunk_indices(store: str, array: str) -> set[int]:

@@ -131,10 +131,15 @@ def test_a_killed_worker_s_tasks_rerun_elsewhere(site):
     store = site.store("worker-killed")
     site.cluster.add_worker("victim")
     proc = site.start(store)
-    with site.cluster.client() as client:
-        busy = _when(lambda: site.committed(store) > 0 and _busy(site.cluster, client, "victim"), proc)
-    assert busy, "the ingest finished before the second worker took a round's tasks"
-    site.cluster.kill_worker("victim")
+    assert _when(lambda: site.committed(store) > 0, proc), "the ingest finished before its first commit"
+    site.proxy.hold()  # reads wait: every task given out from here stays running until release
+    try:
+        with site.cluster.client() as client:
+            busy = _when(lambda: _busy(site.cluster, client, "victim"), proc)
+        assert busy, "the second worker never took a round's tasks"
+        site.cluster.kill_worker("victim")
+    finally:
+        site.proxy.release()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     _same_store(site, store)
