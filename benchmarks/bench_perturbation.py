@@ -1,8 +1,9 @@
 """Perturbation prediction benchmark: the fine-tuned conditional model against cell-eval's
 cell-mean baseline and a no-model reference, all scored by cell-eval on the same held-out cells.
 
-The synthetic challenge-layout files (``scdata vcc demo``: 12 perturbations with known effects, a
-knockdown of the target and a 40-gene downstream program each, 4 batches) are imported onto the
+The synthetic challenge-layout files (``scdata vcc demo``: a CRISPRi screen of one of the demo
+atlas's cell types drawn from the same gene-regulatory model, 16 perturbations with training cells
+and 8 without, regulators and genes that regulate nothing, 4 batches) are imported onto the
 pretraining store's axis; ``conditional-tiny`` is pretrained on that store (512 HVGs) and
 fine-tuned (``finetune-tiny``) on the perturbation store. Then, on the held-out 20% of every
 seen perturbation's cells:
@@ -105,8 +106,9 @@ def render(rows: list[dict], steps: dict, store: str, finetune_steps: int) -> No
         table_rows.append([r["task"], r["prediction"], *cells, f"{r['avg_score']:.3f}"])
     table = md_table(["task", "prediction", "DE overlap at N (baseline)", "discrimination L1 (baseline)",
                       "MAE (baseline)", "cell-eval score vs cell-mean baseline"], table_rows)
-    note = (f"\nSynthetic challenge-layout data (12 perturbations: target knockdown to 15% plus a 40-gene program "
-            f"each; 250-350 cells per perturbation, 1,500 controls, 4 batches, 2,000 genes). `conditional-tiny` "
+    note = (f"\nSynthetic challenge-layout data (`scdata vcc demo`: one cell type of the demo atlas, drawn from its "
+            f"gene-regulatory model; 16 perturbations with training cells, 8 without; 250-350 cells per perturbation, "
+            f"1,500 controls, 4 batches, 2,000 genes). `conditional-tiny` "
             f"pretrained {PRETRAIN_STEPS} steps on {store} (512 HVGs), fine-tuned {finetune_steps} steps "
             "(`finetune-tiny`). Held-out: 20% of every perturbation's cells and of the controls. Scores are "
             "cell-eval's `score_agg_metrics` (0 = the cell-mean baseline, clipped at 0 per metric, averaged); "

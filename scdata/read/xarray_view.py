@@ -91,6 +91,34 @@ def _lazy_obs(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, xr.
             for name, dtype in dtypes.items()}
 
 
+class _LazyVarColumn(BackendArray):
+    """A per-gene column of ``var/`` (the HVG statistics ``scdata hvg`` writes: ``highly_variable``,
+    ``means``, ``variances_norm``, ...), read when first used: a few hundred kB, but a notebook that
+    opens the store for a query of counts need not read it."""
+
+    def __init__(self, store: str, name: str, shape: tuple[int], dtype: np.dtype):
+        self.store, self.name, self.shape, self.dtype = store, name, shape, np.dtype(dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._get)
+
+    def _get(self, key: tuple) -> np.ndarray:
+        return np.asarray(open_root(self.store, mode="r")["var"][self.name][:])[key]
+
+
+def _lazy_var(store: str, var: zarr.Group) -> dict[str, xr.Variable]:
+    """The per-gene numeric and boolean columns listed in ``var``'s ``column-order`` (what
+    ``anndata.read_zarr`` shows as ``var``), as lazy gene coordinates."""
+    names = [c for c in var.attrs.get("column-order", []) if c not in ("gene_symbol", "_index") and c in var]
+    columns = {}
+    for name in names:
+        array = var[name]
+        if isinstance(array, zarr.Array) and array.ndim == 1 and np.dtype(array.dtype).kind in "biuf":
+            columns[name] = xr.Variable("gene", indexing.MemoryCachedArray(indexing.LazilyIndexedArray(
+                _LazyVarColumn(store, name, array.shape, array.dtype))))
+    return columns
+
+
 def open_store(store: str) -> xr.Dataset:
     """The committed cells as a labelled ``xarray.Dataset`` (dims ``cell``, ``gene``).
 
@@ -99,7 +127,9 @@ def open_store(store: str) -> xr.Dataset:
     metadata (``srx_accession``, ``tissue``, ``umi_count``…) are read on first use and then held
     as numpy arrays, so ``ds.counts.where(ds.tissue == "blood", drop=True)`` and
     ``groupby("srx_accession")`` work as on any in-memory coordinate. They are small next to X
-    (a pointer or a number per cell and column) and read once per store version. ``attrs``
+    (a pointer or a number per cell and column) and read once per store version. The per-gene
+    columns ``scdata hvg`` writes (``highly_variable``, ``means``, ``variances_norm``, ...) are gene
+    coordinates read on first use, so ``ds.sel(gene=ds.highly_variable)`` works. ``attrs``
     carry the manifest version.
     """
     root, manifest = open_committed(store)
@@ -110,6 +140,7 @@ def open_store(store: str) -> xr.Dataset:
         "cell": _obs_column(store, manifest, "cell", root),
         "gene": read_strings(var["_index"]),
         "gene_symbol": ("gene", read_strings(var["gene_symbol"])),
+        **_lazy_var(store, var),
         **_lazy_obs(store, root, manifest),
     }
     attrs = {"store": store, "manifest_version": manifest.version, "n_committed": n,
@@ -173,7 +204,10 @@ def to_anndata(store: str | xr.Dataset, cells=None, genes=None):
     for column in obs.columns:
         if obs[column].dtype == object:
             obs[column] = pd.Categorical(obs[column].astype(str)) if column != "barcode" else obs[column].astype(str)
-    var = pd.DataFrame({"gene_symbol": ds["gene_symbol"].values.astype(str)}, index=pd.Index(ds["gene"].values.astype(str)))
+    var = pd.DataFrame({"gene_symbol": ds["gene_symbol"].values.astype(str),
+                        **{name: ds[name].values for name in ds.coords
+                           if ds[name].dims == ("gene",) and name not in ("gene", "gene_symbol")}},
+                       index=pd.Index(ds["gene"].values.astype(str)))
     return ad.AnnData(X=matrix, obs=obs, var=var, uns={"sczarr": dict(ds.attrs)})
 
 

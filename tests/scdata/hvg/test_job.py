@@ -72,6 +72,14 @@ def test_hvg_command_outputs(small_store, demo_bucket, tmp_path, capsys):
     assert_consolidated_current(small_store, tmp_path)  # readers through it see the new columns and X_hvg
     adata = ad.read_zarr(small_store)
     assert adata.var["highly_variable"].sum() == 150 and adata.obsm["X_hvg"].shape == (adata.n_obs, 150)
+    # the same per-gene columns as gene coordinates of the xarray view, and in its AnnData
+    ds = scdata.open_store(small_store)
+    for column in adata.var.columns:
+        np.testing.assert_array_equal(ds[column].values, adata.var[column].to_numpy(), err_msg=column)
+    hvgs = ds.sel(gene=ds.highly_variable)
+    assert hvgs.sizes["gene"] == 150 and set(hvgs.gene.values) == set(adata.var_names[adata.var["highly_variable"]])
+    sub = scdata.to_anndata(ds, cells=slice(0, 10))
+    assert set(adata.var.columns) <= set(sub.var.columns) and sub.var["highly_variable"].sum() == 150
 
     capsys.readouterr()
     assert main(["hvg", "--store", small_store, "--n-hvgs", "150", "--materialize", "--workers", "1",
