@@ -14,6 +14,7 @@ would be stored a byte short (sczarr's MD5 check on uploads refuses such a write
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
@@ -79,6 +80,7 @@ class GCSProxy:
         self._fail_next = 0
         self._fail_until = 0.0
         self._down = False
+        self.corrupt_md5 = False  # answer uploads with a wrong md5Hash (what a corrupted upload looks like)
         self._open = threading.Event()  # cleared by hold(): requests wait, unanswered, until release()
         self._open.set()
         self.token: str | None = None
@@ -221,6 +223,11 @@ class GCSProxy:
                     emulator = f"{proxy.upstream.scheme}://{proxy.upstream.netloc}"
                     out["Location"] = out["Location"].replace(emulator, proxy.url)
                 upstream.close()
+                if proxy.corrupt_md5 and self.command in ("POST", "PUT") and b'"md5Hash"' in payload:
+                    document = json.loads(payload)
+                    document["md5Hash"] = base64.b64encode(b"\x00" * 16).decode()
+                    payload = json.dumps(document).encode()
+                    out = {k: v for k, v in out.items() if k.lower() != "content-length"}
                 self._reply(response.status, payload, out)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle

@@ -17,7 +17,7 @@ BUCKET = "arc-demo-atlas"
 
 
 @pytest.fixture()
-def emulated_release(demo_bucket, monkeypatch):
+def emulated_bucket(demo_bucket, monkeypatch):
     # through the proxy, which stores multipart uploads byte for byte (see tests/gcs_proxy.py)
     with gcs_emulator(BUCKET) as endpoint, GCSProxy(endpoint) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
@@ -27,8 +27,27 @@ def emulated_release(demo_bucket, monkeypatch):
         release = f"{BUCKET}/scbasecount/2026-01-12"
         upload_tree(bucket_fs(proxy.url), demo_bucket, release)
         fsspec.filesystem("gs", token="anon").invalidate_cache()
-        yield f"gs://{release}"
+        yield f"gs://{release}", proxy
         close_remote_sessions()
+
+
+@pytest.fixture()
+def emulated_release(emulated_bucket):
+    return emulated_bucket[0]
+
+
+def test_an_upload_whose_checksum_does_not_match_is_refused(emulated_bucket):
+    """Writes to object storage are checked end to end (gcsfs ``consistency="md5"``, set by
+    ``scdata.runtime.remote.storage_options``): an upload the service reports with another MD5 fails."""
+    from scdata.runtime.remote import url_to_fs
+
+    _, proxy = emulated_bucket
+    fs, path = url_to_fs(f"gs://{BUCKET}/checks/ok.bin")
+    fs.pipe(path, b"x" * 1000)  # the same bytes answered with their own MD5: accepted
+    assert fs.cat(path) == b"x" * 1000
+    proxy.corrupt_md5 = True
+    with pytest.raises(Exception, match="(?i)md5|checksum"):
+        fs.pipe(f"{BUCKET}/checks/corrupt.bin", b"y" * 1000)
 
 
 def test_ingest_from_emulated_bucket(emulated_release, demo_bucket, tmp_path):
