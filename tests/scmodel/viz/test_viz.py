@@ -162,7 +162,7 @@ def trained(demo_bucket, tmp_path_factory):
     return store, os.path.join(run, "checkpoint.pt")
 
 
-@pytest.mark.slow  # the fixture ingests a store and trains (~40 s of CPU); `make demo` runs the same path
+# the fixture ingests a store and trains two steps (~20-40 s); in the default suite: viz with a store has no other test
 def test_checkpoint_and_store(trained, tmp_path):
     store, checkpoint = trained
     out = str(tmp_path / "trained")
