@@ -266,23 +266,22 @@ def create_store(
     standard ones (e.g. a perturbation store's ``is_control``); ``attrs`` go into the root's
     ``sczarr`` attributes (e.g. what kind of store it is)."""
     ensure_replaceable(url)
-    root = open_root(url, mode="w")
     n_genes = len(gene_ids)
     numeric = {**OBS_NUMERIC_COLUMNS, **(numeric_columns or {})}
     columns = ["barcode", "srx_accession", *numeric, *categorical_columns]
-    root.attrs.update(
-        {
-            "encoding-type": "anndata",
-            "encoding-version": "0.1.0",
-            "sczarr": {
-                "format": STORE_FORMAT,
-                "layout": asdict(layout),
-                "gene_axis_digest": gene_axis_digest(gene_ids),
-                "n_genes": n_genes,
-                **(attrs or {}),
-            },
-        }
-    )
+    # the root document is written once, with its sczarr attributes: a run killed at any point of
+    # the creation leaves a store the next run recognizes as its own (no commit) and recreates
+    root = zarr.open_group(_zarr_store(url, "w"), mode="w", zarr_format=3, use_consolidated=False, attributes={
+        "encoding-type": "anndata",
+        "encoding-version": "0.1.0",
+        "sczarr": {
+            "format": STORE_FORMAT,
+            "layout": asdict(layout),
+            "gene_axis_digest": gene_axis_digest(gene_ids),
+            "n_genes": n_genes,
+            **(attrs or {}),
+        },
+    })
     root.create_array(
         "X", shape=(0, n_genes), chunks=(layout.chunk_cells, min(layout.chunk_genes, n_genes)), dtype="int16",
         fill_value=0, filters=layout.filters(), compressors=layout.codec(), dimension_names=("cell", "gene"),
