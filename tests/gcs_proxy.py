@@ -6,7 +6,8 @@ overloaded GCS does (for the next N requests, for a while, or until told otherwi
 refusing requests without ``Authorization: Bearer <token>``. It also answers OAuth token requests
 (a service account's ``token_uri``) with that token, so real Google credentials code runs.
 
-It passes multipart uploads on as media uploads (the same object, name and content type):
+It passes multipart uploads on as media uploads (the same object, name and content type, JSON
+stored as application/octet-stream, which the emulator's media path would parse):
 gcsfs frames a multipart body with bare LFs, and the emulator's parser (Python's email parser)
 takes a CR that ends the content as part of the delimiter and drops it, so one chunk in 256
 would be stored a byte short (sczarr's MD5 check on uploads refuses such a write).
@@ -43,7 +44,11 @@ def as_media_upload(path: str, headers: dict[str, str], body: bytes) -> tuple[st
     url = urlsplit(path)
     query = {**dict(parse_qsl(url.query)), "uploadType": "media", "name": json.loads(metadata[1])["name"]}
     media_headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-    media_headers["Content-Type"] = content[0].get("content-type", "application/octet-stream")
+    content_kind = content[0].get("content-type", "application/octet-stream")
+    # the emulator reads an application/json media body as object metadata and drops the connection
+    # on a large one (a store's consolidated zarr.json): the bytes are stored as they are either way
+    media_headers["Content-Type"] = "application/octet-stream" if content_kind.startswith("application/json") \
+        else content_kind
     return f"{url.path}?{urlencode(query)}", media_headers, content[1]
 
 
