@@ -62,27 +62,25 @@ def _run(cmd: list[str], log: str) -> None:
             raise RuntimeError(f"{cmd[0]} {' '.join(cmd[1:3])} failed (rc {done.returncode}):\n{f.read()[-4000:]}")
 
 
-def state_ratios(work: str, training, controls, features: dict[str, np.ndarray], targets: list[str], control: str,
-                 steps: int, seed: int = 0, overrides: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Train State on ``training`` (AnnData of counts, obs target_gene/batch) and predict ``targets``
-    from the real ``controls`` (AnnData of counts); per target, the ratio of its predicted mean
-    expression to State's own predicted controls'."""
+def train_state(work: str, training, features: dict[str, np.ndarray], control: str, steps: int, seed: int = 0,
+                overrides: tuple[str, ...] = ()) -> str:
+    """Train State on ``training`` (AnnData of counts, obs target_gene/batch); its run directory.
+    A finished run with the same inputs (``inputs.json``) is reused, any other one removed."""
     import anndata as ad
     import scipy.sparse as sp
     import torch
 
-    inputs = {"steps": steps, "seed": seed, "targets": list(targets), "genes": list(training.var_names),
-              "n_cells": int(training.n_obs), "n_controls": int(controls.n_obs), "shrink": SHRINK,
-              **({"overrides": list(overrides)} if overrides else {})}
-    marker, pred_path = os.path.join(work, "inputs.json"), os.path.join(work, "pred.h5ad")
-    if os.path.exists(marker) and os.path.exists(pred_path):
+    genes = list(training.var_names)
+    inputs = {"steps": steps, "seed": seed, "genes": genes, "n_cells": int(training.n_obs), "shrink": SHRINK,
+              "features": sorted(features), **({"overrides": list(overrides)} if overrides else {})}
+    marker, run_dir = os.path.join(work, "inputs.json"), os.path.join(work, "runs", "peer")
+    if os.path.exists(marker) and os.path.exists(os.path.join(run_dir, "checkpoints", "final.ckpt")):
         with open(marker) as f:
-            if json.load(f) == inputs:  # the same run finished before: read its predictions
-                return _ratios(ad.read_h5ad(pred_path), control, targets)
+            if json.load(f) == inputs:
+                return run_dir
     shutil.rmtree(work, ignore_errors=True)  # a run directory left behind would be resumed, not retrained
     data = os.path.join(work, "data")
     os.makedirs(data)
-    genes = list(training.var_names)
     x = training.X.toarray() if sp.issparse(training.X) else np.asarray(training.X)
     obs = pd.DataFrame({"target_gene": pd.Categorical(training.obs["target_gene"].astype(str)),
                         "cell_type": pd.Categorical([CELL_TYPE] * training.n_obs),
@@ -95,31 +93,42 @@ def state_ratios(work: str, training, controls, features: dict[str, np.ndarray],
     toml = os.path.join(work, "split.toml")
     with open(toml, "w") as f:
         f.write(f'[datasets]\n{DATASET} = "{data}"\n\n[training]\n{DATASET} = "train"\n')
-    runs = os.path.join(work, "runs")
-    state = os.path.join(VENV, "bin", "state")
-    _run([state, "tx", "train", f"data.kwargs.toml_config_path={toml}", "data.kwargs.pert_col=target_gene",
-          "data.kwargs.cell_type_key=cell_type", "data.kwargs.batch_col=batch", f"data.kwargs.control_pert={control}",
-          "data.kwargs.num_workers=0", f"data.kwargs.perturbation_features_file={features_path}", "model=state_sm",
-          *SHRINK, f"training.max_steps={steps}", "training.val_freq=1000000000", "use_wandb=false",
-          f"output_dir={runs}", "name=peer", *overrides], os.path.join(work, "train.log"))
+    _run([os.path.join(VENV, "bin", "state"), "tx", "train", f"data.kwargs.toml_config_path={toml}",
+          "data.kwargs.pert_col=target_gene", "data.kwargs.cell_type_key=cell_type", "data.kwargs.batch_col=batch",
+          f"data.kwargs.control_pert={control}", "data.kwargs.num_workers=0",
+          f"data.kwargs.perturbation_features_file={features_path}", "model=state_sm", *SHRINK,
+          f"training.max_steps={steps}", "training.val_freq=1000000000", "use_wandb=false",
+          f"output_dir={os.path.join(work, 'runs')}", "name=peer", *overrides], os.path.join(work, "train.log"))
+    with open(marker, "w") as f:
+        json.dump(inputs, f)
+    return run_dir
+
+
+def predict_state(run_dir: str, controls, batches: list[str], targets: list[str], control: str, name: str,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """State's prediction for ``targets`` from the real ``controls`` (AnnData of counts; each cell
+    given one of ``batches``); per target, the ratio of its predicted mean expression to State's
+    own predicted controls'. Files go beside the run, named ``name``."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    work = os.path.dirname(os.path.dirname(run_dir))
+    genes = list(controls.var_names)
     c = controls.X.toarray() if sp.issparse(controls.X) else np.asarray(controls.X)
-    batches = np.random.default_rng(seed).choice(train.obs["batch"].cat.categories, size=len(c))
-    blocks = []
-    for label in [control, *targets]:
-        names = [f"{i}__{label}" for i in range(len(c))]
-        blocks.append(ad.AnnData(X=_log1p(c.astype(np.float64)), var=train.var.copy(), obs=pd.DataFrame(
-            {"target_gene": label, "cell_type": CELL_TYPE, "batch": batches}, index=names)))
+    drawn = np.random.default_rng(seed).choice(batches, size=len(c))
+    var = pd.DataFrame({"gene_name": genes}, index=genes)
+    blocks = [ad.AnnData(X=_log1p(c.astype(np.float64)), var=var.copy(), obs=pd.DataFrame(
+        {"target_gene": label, "cell_type": CELL_TYPE, "batch": drawn}, index=[f"{i}__{label}" for i in range(len(c))]))
+        for label in [control, *targets]]
     template = ad.concat(blocks)
     for column in ("target_gene", "cell_type", "batch"):
         template.obs[column] = pd.Categorical(template.obs[column].astype(str))
-    template.var = train.var.copy()
-    template_path = os.path.join(work, "template.h5ad")
+    template.var = var
+    template_path, pred_path = os.path.join(work, f"{name}_template.h5ad"), os.path.join(work, f"{name}_pred.h5ad")
     template.write_h5ad(template_path)
-    run_dir = os.path.join(runs, "peer")
-    _run([state, "tx", "infer", "--model-dir", run_dir, "--checkpoint", os.path.join(run_dir, "checkpoints", "final.ckpt"),
-          "--adata", template_path, "--pert-col", "target_gene", "--output", pred_path], os.path.join(work, "infer.log"))
-    with open(marker, "w") as f:
-        json.dump(inputs, f)
+    _run([os.path.join(VENV, "bin", "state"), "tx", "infer", "--model-dir", run_dir, "--checkpoint",
+          os.path.join(run_dir, "checkpoints", "final.ckpt"), "--adata", template_path, "--pert-col", "target_gene",
+          "--output", pred_path], os.path.join(work, f"{name}_infer.log"))
     return _ratios(ad.read_h5ad(pred_path), control, targets)
 
 
