@@ -65,7 +65,7 @@ test: lint docs
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check scdata scmodel tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
 docs: $(STAMP)
