@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .delta_cells import expression_ratio
+
 
 @dataclass(frozen=True, kw_only=True)
 class ProgramsConfig:
@@ -95,6 +97,11 @@ def fit_programs(values: np.ndarray, config: ProgramsConfig = ProgramsConfig()) 
     return AtlasPrograms(basis=vectors[:, top], variance=np.clip(eigenvalues[top], 0, None), cells=n)
 
 
+def knocked_value(values: np.ndarray, fold: float) -> np.ndarray:
+    """log1p(counts per 10k) after keeping ``fold`` of the mRNA."""
+    return np.log1p(np.expm1(values) * fold)
+
+
 MIN_RELIABILITY = 0.2
 """Floor of the reliability a slope is divided by: at most a 5-fold correction, so that a target
 measured almost only as counting noise does not turn noise into large effects."""
@@ -153,9 +160,8 @@ def knockdown_ratio(controls: np.ndarray, target: int, fold: float, programs: At
     slope = cov / var if var > 0 else np.zeros_like(cov)
     if totals is not None and var > 0:
         slope = slope / measurement_reliability(controls[:, target], totals)
-    change = np.log1p(np.expm1(controls[:, target]) * fold) - controls[:, target]  # (cells,)
+    change = knocked_value(controls[:, target], fold) - controls[:, target]  # (cells,)
     predicted = np.clip(controls + change[:, None] * slope[None, :], 0, None)
-    eps = 1e-2
-    ratio = (np.expm1(predicted).mean(axis=0) + eps) / (np.expm1(controls).mean(axis=0) + eps)
+    ratio = expression_ratio(np.expm1(predicted).mean(axis=0), np.expm1(controls).mean(axis=0))
     ratio[target] = fold
     return ratio

@@ -15,6 +15,15 @@ MATCH_LIMIT = 4.0
 """How far ``match_means`` may rescale a gene of the drawn controls towards all controls' mean."""
 
 
+RATIO_EPS = 1e-2
+"""Added to both means of an expression ratio (counts per 10k): genes near zero in both stay near 1."""
+
+
+def expression_ratio(perturbed: np.ndarray, control: np.ndarray) -> np.ndarray:
+    """(genes,) per-gene ratio of two mean expressions (counts per 10k), each offset by ``RATIO_EPS``."""
+    return (np.asarray(perturbed) + RATIO_EPS) / (np.asarray(control) + RATIO_EPS)
+
+
 def cp10k_mean(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
     """(genes,) mean of counts per 10k of each cell's total."""
     return (counts * (1e4 / np.maximum(totals, 1.0))[:, None]).mean(0)

@@ -11,8 +11,8 @@ way, by editing the input and reading the output).
 
 Only the target is visible: any other gene left visible would tell the model the cell's programs
 are unchanged, and the model would believe it over the one edited gene. The price is that the
-prediction averages over every cell state the atlas pairs with that target level (see the
-``context`` ablation of ``benchmarks/bench_transfer.py``). Genes are read in groups of the run's
+prediction averages over every cell state the atlas pairs with that target level
+(``visible_fraction`` leaves some of the cell's own genes visible instead). Genes are read in groups of the run's
 context size, each group with the target, because that is the sequence length the model trained
 on. The mask rate passed as the model's time is the group's (all but one masked).
 
@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .coexpression import knocked_value
+from .delta_cells import expression_ratio
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,11 +57,6 @@ def time_for_mask_rate(rate: float, schedule: str) -> float:
     if schedule == "cosine":  # rate = 1 - cos(pi t / 2)
         return 2.0 / math.pi * math.acos(1.0 - rate)
     return 1.0  # the seed schedule steps in tenths and masks at most 30%: the model never saw more
-
-
-def knocked_value(values: np.ndarray, fold: float) -> np.ndarray:
-    """log1p(normalized expression) after keeping ``fold`` of the mRNA."""
-    return np.log1p(np.expm1(values) * fold)
 
 
 class InSilicoKnockdown:
@@ -122,8 +120,7 @@ class InSilicoKnockdown:
         observed = self.values[:, target]
         control = self._expected(target, observed)
         knocked = self._expected(target, knocked_value(observed, fold))
-        eps = 1e-2
-        out = (knocked + eps) / (control + eps)
+        out = expression_ratio(knocked, control)
         out[target] = fold
         return out
 

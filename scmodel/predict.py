@@ -35,7 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .delta_cells import cp10k_mean, delta_cells
+from .delta_cells import cp10k_mean, delta_cells, expression_ratio
 
 MODES = ("delta", "direct")
 EFFECTS = ("expected", "sampled", "training-mean", "in-silico", "in-silico-network")
@@ -160,7 +160,6 @@ class Predictor:
         from scdata.vcc.effects import perturbation_obs
 
         from .data.perturbation import Conditioning, split_cells
-        from .models import MODELS
         from .run.checkpoint import load_run
         from .tokenize import BinnedTokenizer
 
@@ -178,9 +177,7 @@ class Predictor:
         self.hvg_positions = np.asarray(hvg_positions[:n])
         self.tokenizer = BinnedTokenizer(n_tokens=run.n_tokens, max_value=run.tokenizer_max)
         self.device = torch.device(config.device)
-        self.model = MODELS[run.model](n_genes=n, n_tokens=run.n_tokens).to(self.device)
-        self.model.load_state_dict(state["model"])
-        self.model.eval()
+        self.model = self._build_model(run, state)
         self.conditioning = Conditioning(run.store, self.split.val, n, run.control_set_size, run.seed,
                                          effect_rows=self.split.train)
         self.control_label = self.conditioning.control_label
@@ -269,8 +266,7 @@ class Predictor:
             a = self._generate(perturbed, len(batches), generator).mean(0).numpy()
             generator.set_state(state)
             b = self._generate(control, len(batches), generator).mean(0).numpy()
-        eps = 1e-2
-        return np.clip((a + eps) / (b + eps), 1 / RATIO_LIMIT, RATIO_LIMIT)
+        return np.clip(expression_ratio(a, b), 1 / RATIO_LIMIT, RATIO_LIMIT)
 
     def _mean_of_seen(self) -> np.ndarray:
         if self._seen_mean is None:
@@ -368,7 +364,6 @@ class Predictor:
 
     def _load_model(self, checkpoint: str):
         """(model, whether it was trained with perturbation conditioning) of another checkpoint."""
-        from .models import MODELS
         from .run.checkpoint import load_run
         from .run.loaders import is_perturbation_store
 
@@ -376,10 +371,16 @@ class Predictor:
         if run.n_tokens != self.run.n_tokens or run.tokenizer_max != self.run.tokenizer_max:
             raise ValueError(f"{checkpoint} tokenizes with {run.n_tokens} tokens up to {run.tokenizer_max}, "
                              f"{self.config.checkpoint} with {self.run.n_tokens} up to {self.run.tokenizer_max}")
+        model = self._build_model(run, state)
+        return model, is_perturbation_store(run.store) and hasattr(model, "perturbation")
+
+    def _build_model(self, run, state: dict) -> torch.nn.Module:
+        """The run's network over this prediction's modelled genes, with the checkpoint's weights, in eval mode."""
+        from .models import MODELS
+
         model = MODELS[run.model](n_genes=len(self.hvg_positions), n_tokens=run.n_tokens).to(self.device)
         model.load_state_dict(state["model"])
-        trained_on_perturbations = is_perturbation_store(run.store)
-        return model.eval(), trained_on_perturbations and hasattr(model, "perturbation")
+        return model.eval()
 
     def _training_mean(self, rows: np.ndarray) -> np.ndarray:
         rows = np.sort(rows)
@@ -393,7 +394,7 @@ class Predictor:
             raise ValueError(f"--effect training-mean: {target!r} has no training cells (a reference for seen perturbations only)")
         if self._control_mean is None:  # the same for every target: read once
             self._control_mean = self._training_mean(train[obs["is_control"].to_numpy()[train]])
-        return np.clip((self._training_mean(rows) + 1e-2) / (self._control_mean + 1e-2), 1 / RATIO_LIMIT, RATIO_LIMIT)
+        return np.clip(expression_ratio(self._training_mean(rows), self._control_mean), 1 / RATIO_LIMIT, RATIO_LIMIT)
 
     # ---- the prediction file -----------------------------------------------------------------
 

@@ -71,8 +71,6 @@ class Trainer:
             self.engine.load_weights(config.init_from)
             if os.path.isfile(config.init_from):
                 self.programs = inherited_programs(config.init_from)
-        elif config.programs_cells > 0 and not self.conditional_batches:
-            self.programs = fit_run_programs(config, self.train_loader.dataset.rows, n_genes)
         self.last_aux: float | None = None
         self.step = 0
         self.epoch = 0
@@ -81,8 +79,10 @@ class Trainer:
             config.bf16 == "on" or (config.bf16 == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()))
         self.metrics_path = os.path.join(config.out, "metrics.jsonl")
         if resume:
-            self._load()
-        elif self.rank == 0 and os.path.exists(self.metrics_path):
+            self._load()  # the programs come back with the checkpoint: not fitted again
+        elif not config.init_from and config.programs_cells > 0 and not self.conditional_batches:
+            self.programs = fit_run_programs(config, self.train_loader.dataset.rows, n_genes)
+        if not resume and self.rank == 0 and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)  # a fresh run starts a fresh log
         self.train_loader.set_epoch(self.epoch) if not resume else None
         if self.rank == 0:
@@ -101,6 +101,7 @@ class Trainer:
             raise ValueError(f"--resume: the checkpoint in {self.config.out} was written by {len(state['loader'])} "
                              f"processes, this run has {self.world}; resume with the same number")
         self.step, self.epoch = state["step"], state["epoch"]
+        self.programs = state.get("programs", self.programs)
         self.train_loader.load_state_dict(state["loader"][self.rank])
         set_rng_state(state["rng"][self.rank])
         self.echo(f"Resumed from {self.config.out} at step {self.step} (epoch {self.epoch})")
