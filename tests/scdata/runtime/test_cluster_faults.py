@@ -127,17 +127,41 @@ def _busy(cluster: DaskProcesses, client, name: str) -> bool:
     return any(str(k).startswith(WORK_TASKS) for k in keys)
 
 
+def _busy_worker_held(site: Site, proc: subprocess.Popen) -> str | None:
+    """Hold the bucket's requests while some worker holds a round's tasks, and name that worker.
+
+    Waits (reads flowing) until a worker is busy, holds every request, and checks half a second
+    later that the worker still holds its tasks: then they are waiting on a read and cannot finish
+    before the worker dies. If the tasks finished in between, or the driver was between rounds,
+    the requests are released and it tries again. None if the ingest ended first."""
+    with site.cluster.client() as client:
+        while proc.poll() is None:
+            busy: list[str] = []
+            if not _when(lambda: bool(busy.extend(n for n in list(site.cluster.workers)
+                                                  if _busy(site.cluster, client, n)) or busy), proc):
+                return None
+            site.proxy.hold()
+            time.sleep(0.5)
+            if _busy(site.cluster, client, busy[0]):
+                return busy[0]
+            site.proxy.release()
+    return None
+
+
 def test_a_killed_worker_s_tasks_rerun_elsewhere(site):
+    """Two workers; with every request held, whichever worker holds a round's tasks is killed.
+    Those tasks cannot have finished (their reads are waiting), so the scheduler must rerun them
+    on the other worker. Killing the busy worker, not a chosen one, keeps the test independent of
+    where the scheduler placed the round."""
     store = site.store("worker-killed")
-    site.cluster.add_worker("victim")
+    site.cluster.add_worker(f"second-{len(site.cluster.workers)}")
     proc = site.start(store)
     assert _when(lambda: site.committed(store) > 0, proc), "the ingest finished before its first commit"
-    site.proxy.hold()  # reads wait: every task given out from here stays running until release
     try:
-        with site.cluster.client() as client:
-            busy = _when(lambda: _busy(site.cluster, client, "victim"), proc)
-        assert busy, "the second worker never took a round's tasks"
-        site.cluster.kill_worker("victim")
+        victim = _busy_worker_held(site, proc)
+        assert victim, "the ingest finished before a worker could be caught holding a round's tasks"
+        site.cluster.kill_worker(victim)
+        assert site.cluster.workers, "the other worker is left to take the tasks over"
     finally:
         site.proxy.release()
     out, err = proc.communicate(timeout=300)
