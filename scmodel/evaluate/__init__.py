@@ -4,6 +4,7 @@
   baselines (``evaluate``, ``sample_quality``, ``SampleConfig``), and the one-line ``summary_line``;
 * ``evaluator``: ``HeldOutEvaluator``, a run's held-out cells and training reference, read once;
 * ``metrics``: the distribution metrics (MMD, classifier AUC, per-gene agreement) in PCA space;
+* ``distribution``: the generative-model field's protocol (30 PCs; 1-NN accuracy, W1/W2, RBF MMD, PRDC);
 * ``sample_plots``: ``samples.png``;
 * ``perturbation``: a perturbation prediction scored with cell-eval against its cell-mean baseline;
 * ``cli`` (run by ``__main__``): ``python -m scmodel.evaluate``.

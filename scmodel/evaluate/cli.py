@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-order", choices=("random", "confidence"), help="reveal order (default: the run's)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the run's)")
     p.add_argument("--eval-batches", type=int, help="held-out batches to read (default: the run's)")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help="sampling seeds: metrics are their mean, evaluation.json adds the spread (default: the run's "
+                        "seed and the next two)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if args.compare:
@@ -73,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     model = MODELS[config.model](n_genes=train.dataset.n_features, n_tokens=config.n_tokens).to(args.device)
     model.load_state_dict(state["model"])
     evaluator = HeldOutEvaluator(config, train.dataset.config, val.dataset.config, tokenizer, torch.device(args.device))
-    result = evaluator(model)
+    seeds = args.seeds or [config.seed, config.seed + 1, config.seed + 2]
+    runs = [evaluator(model, seed=seed) for seed in seeds]
+    cells, pca = runs[0].pop("_cells")
+    for run in runs[1:]:
+        run.pop("_cells")
+    result = mean_over_seeds(runs, seeds)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     os.makedirs(out, exist_ok=True)
-    cells, pca = result.pop("_cells")
     with open(os.path.join(out, "evaluation.json"), "w") as f:
         json.dump({"checkpoint": os.path.abspath(args.checkpoint), "store": config.store, "step": state.get("step"),
                    **result}, f, indent=1)
@@ -84,6 +91,26 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_line(state.get("step", 0), result))
     print(f"Wrote {os.path.join(out, 'evaluation.json')} and {os.path.join(out, 'samples.png')}")
     return 0
+
+
+def mean_over_seeds(runs: list[dict], seeds: list[int]) -> dict:
+    """One result from evaluations at several sampling seeds: every number is the mean over the
+    seeds; ``spread`` holds their standard deviations (ddof=1), ``by_seed`` each seed's result."""
+    import numpy as np
+
+    def is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    result = dict(runs[0])
+    numeric = [k for k, v in runs[0].items() if is_number(v) and all(is_number(r.get(k)) for r in runs)]
+    for key in numeric:
+        if len({r[key] for r in runs}) > 1:  # settings (steps, cell counts) stay as they are
+            result[key] = float(np.mean([r[key] for r in runs]))
+    result["seeds"] = list(seeds)
+    if len(runs) > 1:
+        result["spread"] = {k: float(np.std([r[k] for r in runs], ddof=1)) for k in numeric}
+        result["by_seed"] = runs
+    return result
 
 
 def _compare(pairs: list[str]) -> int:

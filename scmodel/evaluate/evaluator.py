@@ -65,8 +65,11 @@ class HeldOutEvaluator:
         dist.broadcast_object_list(payload, src=src)
         self._held_out, self._marginals, self._train_cells = payload
 
-    def __call__(self, model, with_samples: bool = True, sampling: SampleConfig | None = None) -> dict:
-        """Evaluate ``model``; ``sampling`` overrides the run's sampler settings."""
+    def __call__(self, model, with_samples: bool = True, sampling: SampleConfig | None = None,
+                 seed: int | None = None) -> dict:
+        """Evaluate ``model``; ``sampling`` overrides the run's sampler settings, ``seed`` the run's
+        seed for the sampler and the split of the held-out cells into reference and floor halves
+        (the held-out cells themselves stay the run's)."""
         cfg = self.config
         val = self.held_out()
         marginals, train_cells = self.training_reference()
@@ -82,5 +85,6 @@ class HeldOutEvaluator:
             sampling = SampleConfig(steps=cfg.sample_steps, order=cfg.sample_order, temperature=cfg.sample_temperature)
         elif not with_samples:
             sampling = None
-        return evaluate(model, val, marginals, cfg.diffusion, cfg.n_tokens, self.tokenizer, seed=cfg.seed,
+        return evaluate(model, val, marginals, cfg.diffusion, cfg.n_tokens, self.tokenizer,
+                        seed=cfg.seed if seed is None else seed,
                         device=self.device, gene_index=gene_index, train_cells=train_cells, sampling=sampling)

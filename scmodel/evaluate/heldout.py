@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..diffusion import DiffusionConfig, corrupt, diffusion_loss, sample
+from .distribution import PRDC_K, protocol_metrics, protocol_space
 from .metrics import PCASpace, classifier_auc, fit_pca, gene_shuffled, marginal_agreement, mmd_permutation_pvalue, mmd_unbiased
 
 MASK_RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -61,8 +62,10 @@ def sample_quality(model, held_out: torch.Tensor, train_cells: torch.Tensor, mar
 
     ``held_out`` (tokens of held-out cells) is split at random into a reference half and a floor
     half; every set has as many cells as the reference. PCA (20 components) and the kernel
-    bandwidth are fitted on ``train_cells``. Returns the metrics, the detokenized cell sets (for
-    figures) and the PCA space."""
+    bandwidth are fitted on ``train_cells``; so is the field's protocol (``distribution``: 30
+    components; 1-NN accuracy, W1/W2, multi-bandwidth RBF MMD, precision/recall/density/coverage,
+    keys ``nn1_accuracy_samples``, ``w2_samples``, ...). Returns the metrics, the detokenized cell
+    sets (for figures) and the PCA space."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(held_out), generator=gen)
     n = len(held_out) // 2
@@ -78,7 +81,9 @@ def sample_quality(model, held_out: torch.Tensor, train_cells: torch.Tensor, mar
     marginal = sample_marginals(marginals, n, torch.Generator().manual_seed(seed + 1))  # the same cells for any model
     cells = {"reference": reference, "real": floor, "samples": detok(generated),
              "gene_shuffled": gene_shuffled(floor, seed=seed), "marginal": detok(marginal)}
-    pca = fit_pca(detok(train_cells), seed=seed)
+    train = detok(train_cells)
+    pca = fit_pca(train, seed=seed)
+    protocol = protocol_space(train, seed=seed) if n > PRDC_K else None
     ref_z = pca.project(reference)
     result: dict = {"n_sample_cells": n, "sample_steps": config.steps, "sample_order": config.order,
                     "sample_temperature": config.temperature, "sample_unmasked": bool((generated != mask_id).all()),
@@ -91,6 +96,9 @@ def sample_quality(model, held_out: torch.Tensor, train_cells: torch.Tensor, mar
         result[f"zero_fraction_{name}"] = float((cells[name] == 0).mean())
         for key, value in marginal_agreement(reference, cells[name]).items():
             result[f"{key}_{name}"] = value
+        if protocol is not None:
+            for key, value in protocol_metrics(protocol, reference, cells[name]).items():
+                result[f"{key}_{name}"] = value
     return result, cells, pca
 
 
@@ -157,4 +165,9 @@ def summary_line(step: int, result: dict) -> str:
                  f"{result['mmd_gene_shuffled']:.4f}, per-gene marginals {result['mmd_marginal']:.4f}); "
                  f"classifier AUC {result['auc_samples']:.3f} (real {result['auc_real']:.3f}, gene-shuffled "
                  f"{result['auc_gene_shuffled']:.3f}, per-gene marginals {result['auc_marginal']:.3f})")
+    if "nn1_accuracy_samples" in result:
+        line += (f"\n1-NN accuracy {result['nn1_accuracy_samples']:.3f} (real {result['nn1_accuracy_real']:.3f}, "
+                 f"gene-shuffled {result['nn1_accuracy_gene_shuffled']:.3f}, per-gene marginals "
+                 f"{result['nn1_accuracy_marginal']:.3f}); W2 {result['w2_samples']:.2f} (real {result['w2_real']:.2f}); "
+                 f"precision {result['precision_samples']:.2f}, recall {result['recall_samples']:.2f} in 30 PCs")
     return line

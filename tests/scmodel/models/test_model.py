@@ -103,7 +103,11 @@ def test_evaluate_cli_on_a_checkpoint(store, tmp_path):
                           "--out", str(tmp_path / "eval")]) == 0
     result = json.load(open(tmp_path / "eval" / "evaluation.json"))
     assert result["sample_steps"] == 8 and result["step"] == 2 and result["store"] == store
-    assert {"mmd_samples", "mmd_gene_shuffled", "mmd_real", "auc_samples", "auc_gene_shuffled"} <= set(result)
+    assert {"mmd_samples", "mmd_gene_shuffled", "mmd_real", "auc_samples", "auc_gene_shuffled", "nn1_accuracy_samples",
+            "nn1_accuracy_real", "nn1_accuracy_gene_shuffled", "w2_samples", "precision_samples"} <= set(result)
+    assert result["seeds"] == [0, 1, 2] and len(result["by_seed"]) == 3 and "nn1_accuracy_samples" in result["spread"]
+    by_seed = [r["nn1_accuracy_samples"] for r in result["by_seed"]]
+    assert result["nn1_accuracy_samples"] == pytest.approx(sum(by_seed) / 3)
     assert os.path.getsize(tmp_path / "eval" / "samples.png") > 10_000
 
 
