@@ -39,6 +39,7 @@ def _local_copy(exp: Experiment, keep_dir: str | None, scratch: str | None) -> t
             raise MissingObjectError(f"missing object: {exp.url} does not exist")
         return path, False
     directory = keep_dir or scratch_dir(scratch)
+    remote.remove_stale_parts_in(directory)  # killed downloads of any experiment, not only this one
     dest = os.path.join(directory, f"{exp.accession}.h5ad")
     remote.download(exp.url, dest)
     return dest, keep_dir is None

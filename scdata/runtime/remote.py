@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import re
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -218,17 +219,69 @@ def object_size(url: str) -> int:
         raise MissingObjectError(f"missing object: {url} does not exist") from exc
 
 
+PART = ".part-"
+"""A download in progress is ``DEST.part-HOST-PID-RANDOM``: who wrote it, so the next download of
+``DEST`` can tell a dead writer's leftover from a live one's file."""
+STALE_PART_SECONDS = 3600.0
+"""A part file of another host, or of the old unnamed form, untouched this long is a leftover."""
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_parts(dest: str) -> list[str]:
+    """Delete the partial downloads of ``dest`` that a killed process left behind (``kill -9``
+    skips the ``finally`` that removes them): those written on this host by a process that no
+    longer exists, and any not modified for ``STALE_PART_SECONDS``. Returns the deleted paths."""
+    import glob
+
+    return _remove_stale(glob.glob(glob.escape(dest) + PART + "*"))
+
+
+def remove_stale_parts_in(directory: str) -> list[str]:
+    """``remove_stale_parts`` for every file in ``directory`` (a worker's scratch: the leftovers
+    of experiments that the next run may never download again)."""
+    import glob
+
+    return _remove_stale(glob.glob(os.path.join(glob.escape(directory), "*" + PART + "*")))
+
+
+def _remove_stale(paths: list[str]) -> list[str]:
+    host, removed = socket.gethostname(), []
+    for path in paths:
+        fields = path.rsplit(PART, 1)[1].rsplit("-", 2)
+        try:
+            dead = len(fields) == 3 and fields[0] == host and not _writer_alive(int(fields[1]))
+            old = time.time() - os.path.getmtime(path) > STALE_PART_SECONDS
+            if dead or old:
+                os.remove(path)
+                removed.append(path)
+        except (ValueError, FileNotFoundError):  # not one of ours, or another process removed it first
+            continue
+    if removed:
+        log.info("removed %d partial download(s) left by killed processes: %s", len(removed), ", ".join(removed))
+    return removed
+
+
 def download(url: str, dest: str) -> int:
     """Copy ``url`` to the local file ``dest`` and verify its size; returns the size.
 
     The copy goes to a temporary name first, so a killed download never leaves a file that
-    looks complete.
+    looks complete; the leftovers of killed downloads of ``dest`` go at the next download.
     """
     expected = object_size(url)
+    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    remove_stale_parts(dest)
     if os.path.exists(dest) and os.path.getsize(dest) == expected:
         return expected
-    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    tmp = f"{dest}.part-{uuid.uuid4().hex[:8]}"
+    tmp = f"{dest}{PART}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     fs, path = url_to_fs(url)
 
     def _copy() -> None:
