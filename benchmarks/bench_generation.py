@@ -1,0 +1,279 @@
+"""Generated cells by the generative-model field's protocol: our models beside scVI and the
+no-model baselines, on the same held-out cells in one run.
+
+    python benchmarks/bench_generation.py --store benchmarks/.work/generation/store.zarr
+    bash benchmarks/baselines/setup_scvi.sh      # once: scvi-tools in its own venv
+
+For each model of ``--models`` (a ``python -m scmodel.train`` preset plus overrides) the script
+trains it on the store's training experiments, samples cells with ``python -m scmodel.generate``
+at three seeds, and scores them against real cells of the run's held-out experiments, beside:
+
+* scVI (scvi-tools 1.4.2, its defaults; trained on the same training cells and genes, once per
+  seed): cells from its prior (z ~ N(0, I), library sizes of training cells, count draws), and its
+  posterior-predictive reconstructions of the held-out cells (the optimistic row: scVI sees them);
+* per-gene marginals: every gene's count drawn independently from the training cells' counts;
+* gene-shuffled: held-out cells with every gene permuted across cells (co-expression removed);
+* real: the other half of the held-out cells (the floor: two samples of one distribution);
+* real training cells: what a model that reproduced its training experiments exactly would score.
+  The held-out experiments differ from the training ones (tissues, technologies, depth), so this
+  row, not the floor, is the best a model trained on the training experiments can be expected to do.
+
+Every set is raw counts over the model's genes; all are normalized the same way (each cell to
+1e4 over those genes, log1p) and projected on 30 PCs fitted on training cells, where
+``scmodel.evaluate.distribution`` computes 1-NN leave-one-out accuracy (0.5: indistinguishable),
+W1/W2, CFGen's RBF MMD and precision / recall / density / coverage. Each set has as many cells
+as the reference half. Results: ``benchmarks/results/bench_generation.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.common import WORK, md_table, run_measured, write_results  # noqa: E402
+
+MODELS = {  # name -> (preset, --set overrides, training steps)
+    "mini-tiny": ("mini-tiny", [], 400),  # the demo's recipe
+    "mini-tiny, 3000 steps": ("mini-tiny", [], 3000),  # longer training alone
+    "gen-cpu": ("gen-cpu", [], 3000),  # longer training and 16 bins
+}
+ANCHORS = {  # published 1-NN leave-one-out accuracies, each on its own data (the issue's sources)
+    "scLDM (Palla et al. 2025)": {"dentate gyrus": 0.71, "Tabula Muris": 0.60, "HLCA": 0.61},
+    "CFGen (Palma et al., ICLR 2025)": {"dentate gyrus": 0.86, "Tabula Muris": 0.77, "HLCA": 0.76},
+}
+METRICS = ("nn1_accuracy", "w1", "w2", "mmd_rbf", "precision", "recall", "density", "coverage")
+
+
+def _train(store: str, name: str, preset: str, overrides: list[str], steps: int, work: str) -> dict:
+    """Train ``preset`` (cached: a finished run with the same arguments is reused)."""
+    out = os.path.join(work, "runs", _slug(name))
+    args = {"store": os.path.abspath(store), "preset": preset, "overrides": overrides, "steps": steps}
+    marker = os.path.join(out, "bench_run.json")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            done = json.load(f)
+        if done["args"] == args and os.path.exists(os.path.join(out, "checkpoint.pt")):
+            done.setdefault("final_evaluation", _final_evaluation(os.path.join(out, "metrics.jsonl")))
+            return done
+    cmd = [sys.executable, "-m", "scmodel.train", "--config", preset, "--store", store, "--out", out,
+           "--max-steps", str(steps), "--eval-every", str(steps)]
+    for item in overrides:
+        cmd += ["--set", item]
+    m = run_measured(cmd)
+    if m.returncode:
+        raise SystemExit(f"training {name} failed:\n{m.output[-4000:]}")
+    done = {"args": args, "seconds": m.seconds, "peak_rss_bytes": m.peak_rss_bytes, "steps": steps,
+            "load_average_1min_at_end": os.getloadavg()[0],
+            "final_evaluation": _final_evaluation(os.path.join(out, "metrics.jsonl"))}
+    with open(marker, "w") as f:
+        json.dump(done, f, indent=1)
+    return done
+
+
+def _final_evaluation(metrics: str) -> dict:
+    """The run's closing held-out evaluation (masked-token metrics against the per-gene
+    baselines, the in-training sample metrics), numbers only."""
+    with open(metrics) as f:
+        evals = [r for r in map(json.loads, f) if r.get("eval")]
+    if not evals:
+        return {}
+    return {k: v for k, v in evals[-1].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _slug(name: str) -> str:
+    return name.replace(", ", "-").replace(" ", "-")
+
+
+def _generate_cached(cmd: list[str], out: str) -> float:
+    """Run ``python -m scmodel.generate`` unless ``out`` was written by the same command after the
+    checkpoint; returns the seconds it took (then or now)."""
+    marker = out + ".run.json"
+    checkpoint = cmd[cmd.index("--checkpoint") + 1]
+    if os.path.exists(marker) and os.path.exists(out) and os.path.getmtime(out) > os.path.getmtime(checkpoint):
+        with open(marker) as f:
+            done = json.load(f)
+        if done["cmd"] == cmd[1:]:
+            return done["seconds"]
+    m = run_measured(cmd)
+    if m.returncode:
+        raise SystemExit(m.output[-4000:])
+    with open(marker, "w") as f:
+        json.dump({"cmd": cmd[1:], "seconds": m.seconds, "peak_rss_bytes": m.peak_rss_bytes}, f)
+    return m.seconds
+
+
+def _real_cells(checkpoint: str, max_train: int, seed: int):
+    """(gene ids, training-cell counts, held-out counts) over the run's genes, from its own split."""
+    from scdata.hvg.results import open_hvg_matrix
+    from scdata.store.layout import open_root, read_strings
+    from scmodel.data import LoaderConfig, StoreDataset
+    from scmodel.run.checkpoint import load_run
+
+    run, _ = load_run(checkpoint)
+    matrix, positions = open_hvg_matrix(run.store)
+    n = len(positions) if run.n_hvgs is None else min(run.n_hvgs, len(positions))
+
+    def rows(split: str) -> np.ndarray:
+        return StoreDataset(LoaderConfig(store=run.store, features="hvg", n_hvgs=n, split=split,
+                                         val_fraction=run.val_fraction, seed=run.seed)).rows
+
+    rng = np.random.default_rng(seed)
+    train = rows("train")
+    if len(train) > max_train:
+        train = np.sort(rng.choice(train, max_train, replace=False))
+    val = rows("val")
+    read = lambda r: np.asarray(matrix.get_orthogonal_selection((r, slice(0, n))), dtype=np.int64)  # noqa: E731
+    gene_ids = read_strings(open_root(run.store)["var/_index"])[np.asarray(positions[:n])]
+    return gene_ids, read(train), read(val)
+
+
+def _write_counts(path: str, counts: np.ndarray, gene_ids: np.ndarray) -> None:
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    ad.AnnData(X=sp.csr_matrix(counts.astype(np.int32)), var=pd.DataFrame(index=gene_ids.astype(str)),
+               obs=pd.DataFrame(index=[f"cell-{i}" for i in range(len(counts))])).write_h5ad(path)
+
+
+def _read_counts(path: str) -> np.ndarray:
+    import anndata as ad
+
+    x = ad.read_h5ad(path).X
+    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+
+
+def log_normalized(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
+    """Each cell to ``target_sum`` over the genes given, then log1p (a cell with no counts stays 0)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.log1p(np.divide(counts * target_sum, totals, out=np.zeros_like(counts), where=totals > 0))
+
+
+def _marginal_cells(train: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Each gene's count drawn independently (with replacement) from the training cells' counts."""
+    return np.stack([train[rng.integers(0, len(train), n), j] for j in range(train.shape[1])], axis=1)
+
+
+def _shuffled(cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = cells.copy()
+    for j in range(out.shape[1]):
+        out[:, j] = rng.permutation(out[:, j])
+    return out
+
+
+def _summary(runs: list[dict]) -> dict:
+    return {k: {"mean": float(np.mean([r[k] for r in runs])),
+                "sd": float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
+                "values": [float(r[k]) for r in runs]} for k in METRICS}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default=os.path.join(WORK, "generation", "store.zarr"))
+    p.add_argument("--models", nargs="*", default=list(MODELS), help=f"of {', '.join(MODELS)}")
+    p.add_argument("--steps", type=int, help="training steps of every model (default: each model's own)")
+    p.add_argument("--sample-steps", type=int, help="reverse-process steps (default: the run's)")
+    p.add_argument("--temperatures", type=float, nargs="*", default=[1.0], help="sampler temperatures, a row each")
+    p.add_argument("--cells", type=int, default=1000, help="reference cells (and cells per compared set), at most")
+    p.add_argument("--max-train", type=int, default=20_000, help="training cells for scVI, the PCA and the marginals")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    p.add_argument("--scvi-epochs", type=int, help="scVI's max_epochs (default: scvi-tools' own rule)")
+    p.add_argument("--no-scvi", action="store_true")
+    p.add_argument("--work", default=os.path.join(WORK, "generation"))
+    p.add_argument("--results", default="bench_generation")
+    a = p.parse_args()
+    from benchmarks.baselines import scvi_peer
+    from scmodel.evaluate.distribution import protocol_metrics, protocol_space
+
+    os.makedirs(a.work, exist_ok=True)
+    rows_out, payload_models, shown = [], {}, set()
+    for name in a.models:
+        preset, overrides, steps = MODELS[name]
+        steps = a.steps or steps
+        trained = _train(a.store, name, preset, overrides, steps, a.work)
+        checkpoint = os.path.join(a.work, "runs", _slug(name), "checkpoint.pt")
+        gene_ids, train, val = _real_cells(checkpoint, a.max_train, seed=0)
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(val))
+        n = min(a.cells, len(val) // 2)
+        reference, floor = val[order[:n]], val[order[n: 2 * n]]
+        space = protocol_space(log_normalized(train), seed=0)
+        ref = log_normalized(reference)
+        sets: dict[str, list[dict]] = {}
+        costs: dict[str, dict] = {}
+
+        def score(label: str, counts: np.ndarray) -> None:
+            sets.setdefault(label, []).append(protocol_metrics(space, ref, log_normalized(counts)))
+
+        data = os.path.join(a.work, "cells", _slug(name))
+        os.makedirs(data, exist_ok=True)
+        for temperature in a.temperatures:
+            label = f"sczarr {name} ({steps} steps), temperature {temperature:g}"
+            seconds = []
+            for seed in a.seeds:
+                out = os.path.join(data, f"generated-t{temperature:g}-s{seed}.h5ad")
+                cmd = [sys.executable, "-m", "scmodel.generate", "--checkpoint", checkpoint, "--n-cells", str(n),
+                       "--out", out, "--seed", str(seed), "--temperature", str(temperature)]
+                if a.sample_steps:
+                    cmd += ["--steps", str(a.sample_steps)]
+                seconds.append(_generate_cached(cmd, out))
+                score(label, _read_counts(out))
+            costs[label] = {"train_seconds": trained["seconds"], "sample_seconds": float(np.mean(seconds))}
+        if not a.no_scvi:
+            train_h5ad, heldout_h5ad = os.path.join(data, "train.h5ad"), os.path.join(data, "heldout.h5ad")
+            _write_counts(train_h5ad, train, gene_ids)
+            _write_counts(heldout_h5ad, reference, gene_ids)
+            scvi_seconds = []
+            for seed in a.seeds:
+                # keyed by the genes, not the model: models over the same genes share scVI's runs
+                done = scvi_peer.run_scvi(os.path.join(a.work, "scvi", f"hvg{train.shape[1]}", f"seed{seed}"),
+                                          train_h5ad, heldout_h5ad,
+                                          n_samples=n, seed=seed, max_epochs=a.scvi_epochs)
+                score("scVI prior samples", _read_counts(done["prior_samples"]))
+                score("scVI reconstructions (sees the held-out cells)", _read_counts(done["reconstructions"]))
+                scvi_seconds.append(done["run"])
+            costs["scVI prior samples"] = {
+                "train_seconds": float(np.mean([r.get("train_seconds", np.nan) for r in scvi_seconds])),
+                "sample_seconds": float(np.mean([r.get("sample_seconds", np.nan) for r in scvi_seconds])),
+                "settings": scvi_seconds[0].get("settings")}
+        for seed in a.seeds:
+            r = np.random.default_rng(100 + seed)
+            score("real training cells (a perfect model of the training experiments)",
+                  train[np.sort(r.choice(len(train), n, replace=False))])
+            score("per-gene marginals (training cells)", _marginal_cells(train, n, r))
+            score("gene-shuffled held-out cells", _shuffled(floor, r))
+        score("real held-out cells (the other half)", floor)
+        summary = {label: _summary(runs) for label, runs in sets.items()}
+        payload_models[name] = {"n_reference_cells": n, "n_genes": int(train.shape[1]), "n_train_cells": len(train),
+                                "n_heldout_cells": len(val), "train": trained, "sets": summary, "costs": costs}
+        for label, s in summary.items():
+            if not label.startswith("sczarr") and (label, n, train.shape[1]) in shown:
+                continue  # the same cells as an earlier model's row (same split, genes and seeds)
+            shown.add((label, n, train.shape[1]))
+            cost = costs.get(label, {})
+            rows_out.append([name, label, *(f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}" if k == "nn1_accuracy"
+                                            else f"{s[k]['mean']:.3g}" for k in METRICS),
+                             f"{cost['train_seconds']:.0f}" if "train_seconds" in cost else "",
+                             f"{cost['sample_seconds']:.0f}" if "sample_seconds" in cost else ""])
+    table = ("Generated vs real held-out cells (30 PCs of training cells; mean ± sd over seeds "
+             f"{', '.join(map(str, a.seeds))}; 1-NN accuracy 0.5 = indistinguishable)\n\n"
+             + md_table(["model", "cells", *METRICS, "train s", "sample s"], rows_out)
+             + "\n\nPublished anchors, 1-NN accuracy on their own data (not comparable cell for cell): "
+             + "; ".join(f"{m}: " + ", ".join(f"{d} {v:.2f}" for d, v in by.items()) for m, by in ANCHORS.items()))
+    write_results(a.results, {"store": os.path.abspath(a.store), "seeds": a.seeds, "steps": a.steps,
+                              "temperatures": a.temperatures, "models": payload_models, "published_anchors": ANCHORS,
+                              "protocol": "scmodel.evaluate.distribution: 30 PCs fitted on training cells (log1p of "
+                                          "counts per 1e4 over the model's genes); equal counts per set"}, table)
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    main()
+    print(f"bench_generation: {time.time() - t0:.0f} s")
