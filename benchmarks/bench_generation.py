@@ -151,9 +151,9 @@ def _read_counts(path: str) -> np.ndarray:
 
 def log_normalized(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
     """Each cell to ``target_sum`` over the genes given, then log1p (a cell with no counts stays 0)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.log1p(np.divide(counts * target_sum, totals, out=np.zeros_like(counts), where=totals > 0))
+    from scdata.normalize import log1p_normalize
+
+    return log1p_normalize(np.asarray(counts, dtype=np.float64), target_sum)
 
 
 def _marginal_cells(train: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

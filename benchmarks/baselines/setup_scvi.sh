@@ -37,25 +37,8 @@ then
     exit 0
 fi
 
-mkdir -p "$(dirname "$VENV")"
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade pip
-
-# Prefer the CPU wheel on disk when it is there; otherwise pip resolves torch==2.13.0 from
-# the configured find-links / indexes.
-TORCH_WHEEL="$(ls /opt/wheels/torch-${TORCH_VERSION}+cpu-cp311-*.whl 2>/dev/null | head -n1 || true)"
-if [ -n "$TORCH_WHEEL" ]; then
-    "${PIP[@]}" install "$TORCH_WHEEL"
-else
-    "${PIP[@]}" install "torch==${TORCH_VERSION}"
-fi
-
-# Keep torch where it is while scvi-tools resolves its dependencies (lightning, jax, pyro, ...).
-CONSTRAINTS="$(mktemp)"
-trap 'rm -f "$CONSTRAINTS"' EXIT
-"$VENV/bin/python" -c "from importlib.metadata import version; print('torch==' + version('torch'))" >"$CONSTRAINTS"
-"${PIP[@]}" install -c "$CONSTRAINTS" "scvi-tools==${SCVI_VERSION}" anndata h5py scipy
+source "$(dirname "${BASH_SOURCE[0]}")/peer_venv.sh"
+peer_venv_install "$VENV" "$PY" "$TORCH_VERSION" "scvi-tools==${SCVI_VERSION}" anndata h5py scipy
 
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import version

@@ -35,25 +35,8 @@ then
     exit 0
 fi
 
-mkdir -p "$(dirname "$VENV")"
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade pip
-
-# Prefer the CPU wheel on disk when it is there; otherwise pip resolves torch==2.13.0 from
-# the configured find-links / indexes.
-TORCH_WHEEL="$(ls /opt/wheels/torch-${TORCH_VERSION}+cpu-cp311-*.whl 2>/dev/null | head -n1 || true)"
-if [ -n "$TORCH_WHEEL" ]; then
-    "${PIP[@]}" install "$TORCH_WHEEL"
-else
-    "${PIP[@]}" install "torch==${TORCH_VERSION}"
-fi
-
-# Keep torch where it is while arc-state resolves its ~140 dependencies.
-CONSTRAINTS="$(mktemp)"
-trap 'rm -f "$CONSTRAINTS"' EXIT
-"$VENV/bin/python" -c "from importlib.metadata import version; print('torch==' + version('torch'))" >"$CONSTRAINTS"
-"${PIP[@]}" install -c "$CONSTRAINTS" "arc-state==${STATE_VERSION}"
+source "$(dirname "${BASH_SOURCE[0]}")/peer_venv.sh"
+peer_venv_install "$VENV" "$PY" "$TORCH_VERSION" "arc-state==${STATE_VERSION}"
 
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import version

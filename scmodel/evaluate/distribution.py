@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import PCASpace, fit_pca
+from .metrics import PCASpace, fit_pca, sq_dists
 
 PROTOCOL_PCS = 30
 MMD_SIGMAS = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -33,11 +33,6 @@ PRDC_K = 5
 def protocol_space(train: np.ndarray, max_cells: int = 4096, seed: int = 0) -> PCASpace:
     """``PROTOCOL_PCS`` components fitted on real training cells (log1p scale)."""
     return fit_pca(train, n_components=PROTOCOL_PCS, max_cells=max_cells, seed=seed)
-
-
-def _sq_dists(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    d2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T
-    return np.maximum(d2, 0.0)
 
 
 def wasserstein(x: np.ndarray, y: np.ndarray, power: int = 2) -> float:
@@ -50,7 +45,7 @@ def wasserstein(x: np.ndarray, y: np.ndarray, power: int = 2) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) != len(y) or not len(x):
         raise ValueError(f"wasserstein needs two non-empty sets of equal size, got {len(x)} and {len(y)}")
-    cost = _sq_dists(x, y)
+    cost = sq_dists(x, y)
     if power == 1:
         cost = np.sqrt(cost)
     rows, cols = linear_sum_assignment(cost)
@@ -63,7 +58,7 @@ def mmd_rbf_mix(x: np.ndarray, y: np.ndarray, sigmas: tuple[float, ...] = MMD_SI
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
     def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        d2 = _sq_dists(a, b)
+        d2 = sq_dists(a, b)
         return sum(np.exp(-d2 / (2.0 * s * s)) for s in sigmas)
 
     return float(kernel(x, x).mean() + kernel(y, y).mean() - 2.0 * kernel(x, y).mean())
@@ -77,14 +72,14 @@ def nn1_accuracy(real: np.ndarray, other: np.ndarray) -> float:
         raise ValueError(f"nn1_accuracy needs two sets of equal size (at least 2), got {len(real)} and {len(other)}")
     pooled = np.vstack([real, other])
     labels = np.r_[np.ones(len(real), bool), np.zeros(len(other), bool)]
-    d2 = _sq_dists(pooled, pooled)
+    d2 = sq_dists(pooled, pooled)
     np.fill_diagonal(d2, np.inf)
     return float((labels[d2.argmin(axis=1)] == labels).mean())
 
 
 def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
     """Each row's distance to its k-th nearest other row."""
-    d = np.sqrt(_sq_dists(x, x))
+    d = np.sqrt(sq_dists(x, x))
     return np.sort(d, axis=1)[:, k]  # column 0 is the row itself (distance 0)
 
 
@@ -94,7 +89,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = PRDC_K) -> dict[str, float
     if len(real) <= k or len(fake) <= k:
         raise ValueError(f"prdc with k={k} needs more than {k} cells per set, got {len(real)} and {len(fake)}")
     real_radius, fake_radius = _kth_neighbour_radius(real, k), _kth_neighbour_radius(fake, k)
-    d = np.sqrt(_sq_dists(real, fake))  # (real, fake)
+    d = np.sqrt(sq_dists(real, fake))  # (real, fake)
     inside_real = d < real_radius[:, None]
     return {"precision": float(inside_real.any(axis=0).mean()),
             "recall": float((d < fake_radius[None, :]).any(axis=1).mean()),

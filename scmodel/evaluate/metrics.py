@@ -46,19 +46,20 @@ def fit_pca(train: np.ndarray, n_components: int = 20, max_cells: int = 2048, se
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     components = vt[: min(n_components, vt.shape[0])].T
     z = (x - mean) @ components
-    d2 = _sq_dists(z, z)
+    d2 = sq_dists(z, z)
     bandwidth = float(np.median(d2[np.triu_indices(len(z), k=1)])) if len(z) > 1 else 1.0
     return PCASpace(mean=mean, components=components, bandwidth=bandwidth if bandwidth > 0 else 1.0)
 
 
-def _sq_dists(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def sq_dists(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of ``x`` and ``y`` (clipped at 0)."""
     d2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T
     return np.maximum(d2, 0.0)
 
 
 def _kernels(x: np.ndarray, y: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.exp(-_sq_dists(x, x) / bandwidth), np.exp(-_sq_dists(y, y) / bandwidth),
-            np.exp(-_sq_dists(x, y) / bandwidth))
+    return (np.exp(-sq_dists(x, x) / bandwidth), np.exp(-sq_dists(y, y) / bandwidth),
+            np.exp(-sq_dists(x, y) / bandwidth))
 
 
 def _mmd_from_kernels(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
@@ -84,7 +85,7 @@ def mmd_permutation_pvalue(x: np.ndarray, y: np.ndarray, bandwidth: float, n_per
     (with the +1 correction, so never 0)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     z = np.vstack([x, y])
-    k = np.exp(-_sq_dists(z, z) / bandwidth)
+    k = np.exp(-sq_dists(z, z) / bandwidth)
     m = len(x)
     observed = _mmd_from_kernels(k[:m, :m], k[m:, m:], k[:m, m:])
     rng = np.random.default_rng(seed)
