@@ -203,7 +203,14 @@ def main() -> None:
     _step("pretrain", os.path.join(pretrain, "checkpoint.pt"),
           [PY, "-m", "scmodel.train", "--config", "conditional-tiny", "--set", hvgs, "--store", atlas, "--out", pretrain,
            "--max-steps", pretrain_steps, "--eval-every", pretrain_steps], seconds, fresh)
-    runs = {"pretrained": ["--init-from", os.path.join(pretrain, "checkpoint.pt")], "scratch": []}
+    # the ablation of the programs' gene set: the same pretraining, its programs over the model's genes only
+    pretrain_hvg = os.path.join(work, "pretrain-hvg-programs")
+    _step("pretrain (programs over the model's genes)", os.path.join(pretrain_hvg, "checkpoint.pt"),
+          [PY, "-m", "scmodel.train", "--config", "conditional-tiny", "--set", hvgs, "--set", "programs_genes=0",
+           "--store", atlas, "--out", pretrain_hvg, "--max-steps", pretrain_steps, "--eval-every", pretrain_steps],
+          seconds, fresh)
+    runs = {"pretrained": ["--init-from", os.path.join(pretrain, "checkpoint.pt")], "scratch": [],
+            "hvg-programs": ["--init-from", os.path.join(pretrain_hvg, "checkpoint.pt")]}
     for name, init in runs.items():
         out = os.path.join(work, f"finetune-{name}")
         _step(f"finetune {name}", os.path.join(out, "checkpoint.pt"),
@@ -215,8 +222,10 @@ def main() -> None:
         "sczarr, pretrained + fine-tuned (default)": ("pretrained", []),
         "sczarr, fine-tuned from scratch": ("scratch", []),
         "ablation: no attenuation correction": ("pretrained", ["--no-attenuation-correction"]),
-        "ablation: calibrated on the seen perturbations": ("pretrained", ["--calibrate"]),
+        "ablation: no calibration on the seen perturbations (scale 1)": ("pretrained", ["--calibrate", "none"]),
+        "ablation: calibrated by least squares (before)": ("pretrained", ["--calibrate", "least-squares"]),
         "ablation: controls' raw co-variation (no atlas programs)": ("pretrained", ["--no-programs"]),
+        "ablation: atlas programs over the model's HVGs only (programs_genes=0)": ("hvg-programs", []),
         "ablation: in-silico read from the network (fine-tuned)": ("pretrained", ["--unseen", "in-silico-network"]),
         "ablation: in-silico read from the network (pretrained)": ("pretrained", [
             "--unseen", "in-silico-network", "--insilico-checkpoint", os.path.join(pretrain, "checkpoint.pt")]),
@@ -332,6 +341,10 @@ def render(rows: list[dict], seconds: dict, args, state_checks: dict | None = No
             f"noise-free effects (`truth.json`); the predicted cells' own sampling noise keeps the off-target RMS above 0 "
             f"even for the true effects (the ceiling row). Seconds per step: "
             + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".\n")
+    scales = {r["method"]: r["in_silico_scale"]["in-silico"] for r in rows if (r.get("in_silico_scale") or {}).get("in-silico")}
+    if scales:
+        note += ("\nCalibration scales (unseen in-silico log ratios multiplied by s, fitted on the seen perturbations' "
+                 "measured effects): " + "; ".join(f"{k}: s = {v:.2f}" for k, v in scales.items()) + ".\n")
     if state_checks:
         note += ("\nState's set-up check, on the perturbations it was trained on (log ratio of the target itself, "
                  "predicted vs measured; Pearson of the other genes' log ratios with the measured ones): "

@@ -56,45 +56,138 @@ class AtlasPrograms:
     """(programs,) their variances."""
     cells: int
     """Cells they were estimated from."""
+    genes: np.ndarray | None = None
+    """(genes,) the store's gene IDs of the basis rows; None: the run's modelled genes, in order
+    (checkpoints written before the programs covered more than the model's genes)."""
 
     def to_state(self) -> dict:
-        """Plain tensors for a checkpoint (loads with ``weights_only``)."""
+        """Plain tensors and strings for a checkpoint (loads with ``weights_only``)."""
         import torch
 
-        return {"basis": torch.from_numpy(self.basis.astype(np.float32)),
-                "variance": torch.from_numpy(self.variance.astype(np.float32)), "cells": int(self.cells)}
+        state = {"basis": torch.from_numpy(self.basis.astype(np.float32)),
+                 "variance": torch.from_numpy(self.variance.astype(np.float32)), "cells": int(self.cells)}
+        if self.genes is not None:
+            state["genes"] = [str(g) for g in self.genes]
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> AtlasPrograms:
         as_array = lambda v: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64)  # noqa: E731
-        return cls(basis=as_array(state["basis"]), variance=as_array(state["variance"]), cells=int(state["cells"]))
+        genes = state.get("genes")
+        return cls(basis=as_array(state["basis"]), variance=as_array(state["variance"]), cells=int(state["cells"]),
+                   genes=None if genes is None else np.asarray(genes, dtype=str))
 
     def project(self, vector: np.ndarray) -> np.ndarray:
         """The part of ``vector`` (genes,) that lies in the programs."""
         return self.basis @ (self.basis.T @ vector)
 
+    def on(self, genes) -> ProgramView:
+        """The programs seen from another gene list (``genes``: IDs, e.g. a prediction's output genes)."""
+        if self.genes is None:
+            raise ValueError("these programs carry no gene IDs (an older checkpoint): they apply to the run's "
+                             "modelled genes only")
+        row = {g: i for i, g in enumerate(self.genes)}
+        genes = [str(g) for g in genes]
+        covered = np.array([g in row for g in genes], dtype=bool)
+        rows = np.array([row[g] for g, c in zip(genes, covered) if c], dtype=np.int64)
+        return ProgramView(covered=covered, basis=self.basis[rows])
 
-def fit_programs(values: np.ndarray, config: ProgramsConfig = ProgramsConfig()) -> AtlasPrograms:
-    """Programs of ``values`` (cells x genes, log1p of counts per 10k): the top eigenvectors of the
-    covariance within k-means clusters of the cells (pooled, each cell counted once)."""
+
+@dataclass
+class ProgramView:
+    """Atlas programs restricted to the genes of a list that they cover.
+
+    Why not the orthogonal projection: the restricted basis is no longer orthonormal, so the part
+    of a vector in the programs is its least-squares fit on the basis rows it has (the pseudo-
+    inverse); genes the programs do not cover keep their value (nothing to borrow from)."""
+
+    covered: np.ndarray
+    """(genes,) whether the programs cover each gene of the list."""
+    basis: np.ndarray
+    """(covered genes, programs) the programs' rows for those genes."""
+
+    def __post_init__(self) -> None:
+        # a fit needs fewer programs than genes; keep the directions the covered genes support
+        keep = min(self.basis.shape[1], max(1, int(self.covered.sum()) // 2))
+        self.basis = self.basis[:, :keep]
+        self._pinv = np.linalg.pinv(self.basis) if self.covered.any() else np.zeros((keep, 0))
+
+    def project(self, vector: np.ndarray) -> np.ndarray:
+        out = np.asarray(vector, dtype=np.float64).copy()
+        if self.covered.any():
+            out[self.covered] = self.basis @ (self._pinv @ out[self.covered])
+        return out
+
+
+def cell_states(values: np.ndarray, config: ProgramsConfig = ProgramsConfig()) -> np.ndarray:
+    """(cells,) k-means cluster of each cell (``values``: log1p of counts per 10k) on its principal
+    components: the states within which programs are estimated, so that cell-type differences are
+    not mistaken for programs. At most one cluster per 50 cells."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     values = np.asarray(values, dtype=np.float64)
     n, genes = values.shape
     k = max(1, min(config.clusters, n // 50))
-    labels = np.zeros(n, dtype=np.int64)
-    if k > 1:
-        scores = PCA(n_components=min(config.pca, n, genes), random_state=config.seed).fit_transform(values)
-        labels = KMeans(n_clusters=k, n_init=3, random_state=config.seed).fit_predict(scores)
-    centred = values.copy()
-    for c in range(k):
-        members = labels == c
-        centred[members] -= values[members].mean(axis=0)
-    cov = centred.T @ centred / max(n - k, 1)
-    eigenvalues, vectors = np.linalg.eigh(cov)
-    top = np.argsort(eigenvalues)[::-1][: min(config.components, genes)]
-    return AtlasPrograms(basis=vectors[:, top], variance=np.clip(eigenvalues[top], 0, None), cells=n)
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
+    scores = PCA(n_components=min(config.pca, n, genes), random_state=config.seed).fit_transform(values)
+    return KMeans(n_clusters=k, n_init=3, random_state=config.seed).fit_predict(scores).astype(np.int64)
+
+
+class WithinStateCovariance:
+    """The pooled within-state covariance of cells added in blocks (each cell counted once, its
+    state's mean removed): sums and cross-products per state, so an atlas larger than memory is
+    read a block of rows at a time."""
+
+    def __init__(self, n_genes: int):
+        self.cross = np.zeros((n_genes, n_genes))
+        self.sums: dict[int, np.ndarray] = {}
+        self.counts: dict[int, int] = {}
+
+    def add(self, values: np.ndarray, states: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float32)
+        self.cross += (values.T @ values).astype(np.float64)
+        for state in np.unique(states):
+            members = values[states == state]
+            self.sums[int(state)] = self.sums.get(int(state), 0.0) + members.sum(axis=0, dtype=np.float64)
+            self.counts[int(state)] = self.counts.get(int(state), 0) + len(members)
+
+    @property
+    def cells(self) -> int:
+        return int(sum(self.counts.values()))
+
+    def covariance(self) -> np.ndarray:
+        cov = self.cross.copy()
+        for state, total in self.sums.items():
+            cov -= np.outer(total, total) / self.counts[state]
+        return cov / max(self.cells - len(self.counts), 1)
+
+    def programs(self, components: int, genes: np.ndarray | None = None) -> AtlasPrograms:
+        """The top ``components`` eigenvectors of the covariance."""
+        cov = self.covariance()
+        n = len(cov)
+        k = min(components, n)
+        if k < n // 3:  # a few leading eigenpairs of a large matrix: randomized, not the full decomposition
+            from sklearn.utils.extmath import randomized_svd
+
+            vectors, eigenvalues, _ = randomized_svd(cov, n_components=k, n_oversamples=max(10, k // 2), n_iter=6,
+                                                     random_state=0)  # the covariance is symmetric PSD: U, S = V, eigenvalues
+        else:
+            eigenvalues, vectors = np.linalg.eigh(cov)
+        top = np.argsort(eigenvalues)[::-1][:k]
+        return AtlasPrograms(basis=vectors[:, top], variance=np.clip(eigenvalues[top], 0, None), cells=self.cells,
+                             genes=genes)
+
+
+def fit_programs(values: np.ndarray, config: ProgramsConfig = ProgramsConfig(),
+                 genes: np.ndarray | None = None) -> AtlasPrograms:
+    """Programs of ``values`` (cells x genes, log1p of counts per 10k): the top eigenvectors of the
+    covariance within k-means clusters of the cells (pooled, each cell counted once)."""
+    values = np.asarray(values, dtype=np.float64)
+    covariance = WithinStateCovariance(values.shape[1])
+    covariance.add(values, cell_states(values, config))
+    return covariance.programs(config.components, genes)
 
 
 def knocked_value(values: np.ndarray, fold: float) -> np.ndarray:
@@ -142,7 +235,7 @@ def measurement_reliability(values: np.ndarray, totals: np.ndarray, quantiles: i
     return float(np.clip(1.0 - noise / measured, MIN_RELIABILITY, 1.0))
 
 
-def knockdown_ratio(controls: np.ndarray, target: int, fold: float, programs: AtlasPrograms | None = None,
+def knockdown_ratio(controls: np.ndarray, target: int, fold: float, programs: AtlasPrograms | ProgramView | None = None,
                     totals: np.ndarray | None = None) -> np.ndarray:
     """(genes,) predicted expression ratio knocked-down / control of every modelled gene.
 

@@ -35,11 +35,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .delta_cells import cp10k_mean, delta_cells, expression_ratio
+from .delta_cells import RATIO_EPS, cp10k_mean, delta_cells, expression_ratio
 
 MODES = ("delta", "direct")
 EFFECTS = ("expected", "sampled", "training-mean", "in-silico", "in-silico-network")
 UNSEEN = ("in-silico", "in-silico-network", "conditional", "target-only", "mean-of-seen")
+CALIBRATIONS = ("errors-in-variables", "least-squares", "none")
 RATIO_LIMIT = 64.0
 """Per-gene expression ratios are clipped to [1/64, 64]: a gene the model never expresses in one
 condition would otherwise divide by ~0."""
@@ -71,11 +72,13 @@ class PredictConfig:
     predictions, ``scmodel.knockdown``), "conditional" (the conditional model with the target's
     embedding, which fine-tuning never trained), "target-only" (only the target itself changes) or
     "mean-of-seen" (the mean effect of the perturbations seen in fine-tuning: a no-model baseline)."""
-    calibrate: bool = False
+    calibrate: str = "errors-in-variables"
     """Scale unseen in-silico effects by how the seen perturbations' in-silico effects compare with
-    their measured training effects (``scmodel.knockdown.calibrate``). Off by default: measured, the
-    fitted scale (least squares over every modelled gene) shrank the effects below the noise of
-    the predicted cells (``benchmarks/bench_transfer.py``'s calibration row)."""
+    their measured training effects: "errors-in-variables" (the default: the method of moments with
+    the measured effects' sampling noise subtracted, ``scmodel.knockdown.calibrate_errors_in_variables``),
+    "least-squares" (``scmodel.knockdown.calibrate``: shrinks towards 0 by the in-silico effects' own
+    noise; measured, it cut the effects below the predicted cells' noise) or "none". Without seen
+    perturbations the scale is 1."""
     programs: bool = True
     """In-silico: keep the controls' co-variation to the atlas's gene programs (when the checkpoint
     has them: a run pretrained on a scBaseCount store, or fine-tuned from one)."""
@@ -84,7 +87,9 @@ class PredictConfig:
     its variance in control cells that is not counting noise, ``scmodel.coexpression``): the slopes
     on a noisy measured level are diluted."""
     knockdown_cells: int = 128
-    """Control cells an in-silico effect is averaged over."""
+    """Control cells an in-silico effect is averaged over (``in-silico-network``)."""
+    covariation_cells: int = 4096
+    """Training control cells the co-variation of ``in-silico`` is estimated from (at most)."""
     insilico_checkpoint: str | None = None
     """The model the in-silico knockdown reads (default: ``checkpoint`` itself; e.g. the pretrained
     checkpoint it was fine-tuned from)."""
@@ -96,14 +101,16 @@ class PredictConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.calibrate not in CALIBRATIONS:
+            raise ValueError(f"calibrate must be one of {CALIBRATIONS}, got {self.calibrate!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.effect not in EFFECTS:
             raise ValueError(f"effect must be one of {EFFECTS}, got {self.effect!r}")
         if self.unseen not in UNSEEN:
             raise ValueError(f"unseen must be one of {UNSEEN}, got {self.unseen!r}")
-        if self.knockdown_cells <= 0:
-            raise ValueError("knockdown_cells must be positive")
+        if self.knockdown_cells <= 0 or self.covariation_cells < 2:
+            raise ValueError("knockdown_cells must be positive and covariation_cells at least 2")
         if self.generate <= 0 or self.max_cells <= 0:
             raise ValueError("generate and max_cells must be positive")
 
@@ -151,6 +158,38 @@ def read_counts(x, rows: np.ndarray, positions: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(dense)
 
 
+@dataclass
+class OutputGenes:
+    """A prediction's gene list: names, axis positions and which of them the model covers."""
+
+    names: list[str]
+    positions: np.ndarray
+    """Axis position of each name (-1: not on the store's axis)."""
+    modelled: np.ndarray
+    """Indices (into ``names``) of the genes the model covers ..."""
+    model_index: np.ndarray
+    """... and their columns among the model's genes."""
+
+    @classmethod
+    def of(cls, names: list[str], positions: np.ndarray, hvg_positions: np.ndarray) -> OutputGenes:
+        hvg_column = {int(p): k for k, p in enumerate(hvg_positions)}
+        modelled = np.asarray([j for j, p in enumerate(positions) if int(p) in hvg_column], dtype=np.int64)
+        return cls(names=list(names), positions=np.asarray(positions), modelled=modelled,
+                   model_index=np.asarray([hvg_column[int(positions[j])] for j in modelled], dtype=np.int64))
+
+    def column(self, name: str) -> int:
+        """The gene's index among the output genes (-1: not an output gene)."""
+        if not hasattr(self, "_column"):
+            self._column = {n: j for j, n in enumerate(self.names)}
+        return self._column.get(name, -1)
+
+    def from_modelled(self, ratio: np.ndarray) -> np.ndarray:
+        """A ratio over the model's genes as one over the output genes (1 where the model has no say)."""
+        factor = np.ones(len(self.names))
+        factor[self.modelled] = ratio[self.model_index]
+        return factor
+
+
 class Predictor:
     """A fine-tuned conditional model, its perturbation store and the run's held-out split."""
 
@@ -186,18 +225,23 @@ class Predictor:
         if not len(self.val_controls):
             raise ValueError(f"{run.store}: the run's held-out split has no control cells (val_fraction={run.val_fraction})")
         self.step = state.get("step")
-        self._control_mean = None
+        self._control_means: dict[bytes, np.ndarray] = {}
         self._knockdown = None
         self._scales: dict[str, float] = {}
-        self._train_controls: np.ndarray | None = None
+        self._covariation = None
         self.programs = None
         if config.programs and state.get("programs") is not None:
+            from scdata.store.layout import read_strings
+
             from .coexpression import AtlasPrograms
 
+            self.gene_ids = np.asarray(read_strings(self.root["var/_index"]), dtype=str)
             self.programs = AtlasPrograms.from_state(state["programs"])
-            if self.programs.basis.shape[0] != n:
-                raise ValueError(f"{config.checkpoint}: its atlas programs cover {self.programs.basis.shape[0]} genes, "
-                                 f"the model {n}")
+            if self.programs.genes is None:  # an older checkpoint: programs over the model's genes, in order
+                if self.programs.basis.shape[0] != n:
+                    raise ValueError(f"{config.checkpoint}: its atlas programs cover {self.programs.basis.shape[0]} "
+                                     f"genes, the model {n}")
+                self.programs.genes = self.gene_ids[self.hvg_positions]
         self._seen_mean: np.ndarray | None = None
         train_targets = self.obs["target_gene"].to_numpy()[self.split.train]
         self.seen = set(train_targets[~self.obs["is_control"].to_numpy()[self.split.train]].astype(str))
@@ -227,31 +271,36 @@ class Predictor:
         values = torch.expm1(self.tokenizer.detokenize(torch.arange(self.run.n_tokens))).to(probs)
         return (probs @ values).cpu()
 
-    def effect(self, target: str, batches: np.ndarray, rng: np.random.Generator, generator) -> np.ndarray | None:
-        """Per modelled gene: predicted mean expression under the perturbation / under control
+    def effect(self, target: str, batches: np.ndarray, rng: np.random.Generator, generator,
+               output: OutputGenes) -> np.ndarray | None:
+        """Per output gene: predicted mean expression under the perturbation / under control
         (None: only the target itself changes). A perturbation seen in fine-tuning uses ``effect``;
         an unseen one ``unseen``. ``"expected"``: the conditional model's marginals of a fully masked
-        cell; ``"sampled"``: means of generated cells (common random numbers for both conditions)."""
+        cell; ``"sampled"``: means of generated cells (common random numbers for both conditions);
+        ``"in-silico"``: the controls' co-variation over every output gene (``scmodel.covariation``)."""
         method = self.config.effect if target in self.seen else self.config.unseen
         if method == "conditional":  # the conditional model as for a seen target (expected, or sampled)
             method = self.config.effect if self.config.effect in ("expected", "sampled") else "expected"
-        if method.startswith("in-silico") and self.column_of(target) < 0:
+        if method == "in-silico" and not self.covariation(output).measured(output.column(target)):
+            method = "target-only"  # not an output gene on the axis, or constant in the controls
+        if method == "in-silico-network" and self.column_of(target) < 0:
             method = "target-only"  # the target is not among the modelled genes: nothing to knock down
         self.methods[target] = method
         if method == "target-only":
             return None
         if method == "training-mean":
-            return self._training_mean_ratio(target)
+            return output.from_modelled(self._training_mean_ratio(target))
         if method == "mean-of-seen":
             ratio = self._mean_of_seen().copy()
             if self.column_of(target) >= 0:
                 ratio[self.column_of(target)] = self.fold(target)
-            return ratio
+            return output.from_modelled(ratio)
         if method.startswith("in-silico"):
-            ratio = self.in_silico(target, method)
-            if target not in self.seen and self.config.calibrate:
-                ratio = np.exp(self.scale(method) * np.log(ratio))
-                ratio[self.column_of(target)] = self.fold(target)
+            ratio = self.in_silico(target, method, output)
+            if target not in self.seen and self.config.calibrate != "none":
+                ratio = np.exp(self.scale(method, output) * np.log(ratio))
+            if output.column(target) >= 0:
+                ratio[output.column(target)] = self.fold(target)
             return np.clip(ratio, 1 / RATIO_LIMIT, RATIO_LIMIT)
         perturbed = self.conditioning.for_targets([target] * len(batches), batches, rng)
         control = self.conditioning.for_targets([self.control_label] * len(batches), batches, rng)
@@ -266,7 +315,7 @@ class Predictor:
             a = self._generate(perturbed, len(batches), generator).mean(0).numpy()
             generator.set_state(state)
             b = self._generate(control, len(batches), generator).mean(0).numpy()
-        return np.clip(expression_ratio(a, b), 1 / RATIO_LIMIT, RATIO_LIMIT)
+        return output.from_modelled(np.clip(expression_ratio(a, b), 1 / RATIO_LIMIT, RATIO_LIMIT))
 
     def _mean_of_seen(self) -> np.ndarray:
         if self._seen_mean is None:
@@ -317,49 +366,63 @@ class Predictor:
                                                 config, self.device)
         return self._knockdown
 
-    def in_silico(self, target: str, method: str) -> np.ndarray:
-        """The target's in-silico knockdown ratio over the modelled genes, through the controls'
-        co-variation (``in-silico``) or the network's predictions (``in-silico-network``)."""
+    def in_silico(self, target: str, method: str, output: OutputGenes) -> np.ndarray:
+        """The target's in-silico knockdown ratio over the output genes, through the controls'
+        co-variation (``in-silico``, every output gene) or the network's predictions
+        (``in-silico-network``, the modelled genes)."""
         if method == "in-silico-network":
-            return self.knockdown.ratio(self.column_of(target), self.fold(target))
-        from .coexpression import knockdown_ratio
+            return output.from_modelled(self.knockdown.ratio(self.column_of(target), self.fold(target)))
+        return self.covariation(output).ratio(output.column(target), self.fold(target))
 
-        values = self.train_control_values
-        totals = self._train_control_totals if self.config.correct_attenuation else None
-        return knockdown_ratio(values, self.column_of(target), self.fold(target), self.programs, totals)
+    def covariation(self, output: OutputGenes):
+        """The training split's control cells over the output genes (read once per gene list)."""
+        if self._covariation is None or self._covariation[0] is not output:
+            from .covariation import CovariationConfig, CovariationKnockdown
 
-    @property
-    def train_control_values(self) -> np.ndarray:
-        """log1p(counts per 10k) of the training split's control cells over the modelled genes."""
-        if self._train_controls is None:
-            from .data.perturbation import log1p_rows
-
-            rows = np.sort(self.split.train[self.obs["is_control"].to_numpy()[self.split.train]])
+            train = self.split.train
+            rows = np.sort(train[self.obs["is_control"].to_numpy()[train]])
             if not len(rows):
                 raise ValueError(f"{self.run.store}: the run's training split has no control cells for in-silico knockdowns")
-            x_hvg, _ = self._hvg_matrix
-            counts = x_hvg.get_orthogonal_selection((rows, slice(0, len(self.hvg_positions))))
-            self._train_control_totals = self.obs["total_counts"].to_numpy()[rows].astype(np.float64)
-            self._train_controls = log1p_rows(counts, self._train_control_totals)
-        return self._train_controls
+            config = CovariationConfig(max_cells=self.config.covariation_cells,
+                                       correct_attenuation=self.config.correct_attenuation, seed=self.config.seed)
+            ids = self.gene_ids if self.programs is not None else np.zeros(self.root["X"].shape[1], dtype=str)
+            knockdown = CovariationKnockdown(self.root["X"], rows, self.obs["total_counts"].to_numpy()[rows],
+                                             output.positions, ids, self.programs, config)
+            self._covariation = (output, knockdown)
+        return self._covariation[1]
 
-    def scale(self, method: str) -> float:
+    def scale(self, method: str, output: OutputGenes) -> float:
         """One scale for unseen in-silico effects: seen perturbations' measured log ratios against
-        their in-silico ones (1 when no seen perturbation is modelled)."""
+        their in-silico ones, over the output genes (1 when no seen perturbation can be knocked down)."""
         if method not in self._scales:
-            from .knockdown import calibrate
+            from .knockdown import calibrate, calibrate_errors_in_variables
 
-            predicted, observed = [], []
+            predicted, observed, noise = [], [], []
+            measured = np.zeros(len(output.names), dtype=bool)
+            if method == "in-silico-network":
+                measured[output.modelled] = True
+            else:
+                measured[output.positions >= 0] = True
             for target in sorted(self.seen):
-                column = self.column_of(target)
-                if column < 0:
+                column = output.column(target)
+                possible = self.column_of(target) >= 0 if method == "in-silico-network" else \
+                    self.covariation(output).measured(column)
+                if column < 0 or not possible:
                     continue
-                p = np.log(self.in_silico(target, method))
-                o = np.log(self._training_mean_ratio(target))
-                p[column] = o[column] = np.nan
-                predicted.append(p)
-                observed.append(o)
-            self._scales[method] = calibrate(np.array(predicted), np.array(observed)) if predicted else 1.0
+                p = np.log(self.in_silico(target, method, output))
+                o, v = self._training_effect(target, output.positions)
+                keep = measured.copy()
+                keep[column] = False
+                predicted.append(np.where(keep, p, np.nan))
+                observed.append(np.where(keep, o, np.nan))
+                noise.append(np.where(keep, v, np.nan))
+            if not predicted:
+                self._scales[method] = 1.0
+            elif self.config.calibrate == "least-squares":
+                self._scales[method] = calibrate(np.array(predicted), np.array(observed))
+            else:
+                self._scales[method] = calibrate_errors_in_variables(np.array(predicted), np.array(observed),
+                                                                     np.array(noise))
         return self._scales[method]
 
     def _load_model(self, checkpoint: str):
@@ -382,19 +445,50 @@ class Predictor:
         model.load_state_dict(state["model"])
         return model.eval()
 
-    def _training_mean(self, rows: np.ndarray) -> np.ndarray:
+    def _moments(self, rows: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Per output gene: mean and variance (ddof 1) of counts per 10k over ``rows``, read a
+        block of cells at a time (the controls of a large screen do not fit in memory densely)."""
         rows = np.sort(rows)
-        counts = np.asarray(self.root["X"].get_orthogonal_selection((rows, self.hvg_positions)), dtype=np.float64)
-        return cp10k_mean(counts, self.obs["total_counts"].to_numpy()[rows])
+        totals = self.obs["total_counts"].to_numpy()
+        total, square = np.zeros(len(positions)), np.zeros(len(positions))
+        for start in range(0, len(rows), 4096):
+            block = rows[start:start + 4096]
+            x = read_counts(self.root["X"], block, positions).toarray().astype(np.float64)
+            x *= (1e4 / np.maximum(totals[block], 1.0))[:, None]
+            total += x.sum(axis=0)
+            square += (x * x).sum(axis=0)
+        n = len(rows)
+        mean = total / max(n, 1)
+        var = (square - n * mean * mean) / (n - 1) if n > 1 else np.zeros(len(positions))
+        return mean, np.clip(var, 0, None), n
 
-    def _training_mean_ratio(self, target: str) -> np.ndarray:
+    def _control_moments(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        key = np.asarray(positions).tobytes()
+        if key not in self._control_means:  # the same for every target: read once per gene list
+            train = self.split.train
+            self._control_means[key] = self._moments(train[self.obs["is_control"].to_numpy()[train]], positions)
+        return self._control_means[key]
+
+    def _target_rows(self, target: str) -> np.ndarray:
         obs, train = self.obs, self.split.train
         rows = train[obs["target_gene"].to_numpy()[train] == target]
         if not len(rows):
             raise ValueError(f"--effect training-mean: {target!r} has no training cells (a reference for seen perturbations only)")
-        if self._control_mean is None:  # the same for every target: read once
-            self._control_mean = self._training_mean(train[obs["is_control"].to_numpy()[train]])
-        return np.clip(expression_ratio(self._training_mean(rows), self._control_mean), 1 / RATIO_LIMIT, RATIO_LIMIT)
+        return rows
+
+    def _training_mean_ratio(self, target: str, positions: np.ndarray | None = None) -> np.ndarray:
+        """Training cells' mean over training controls' mean at ``positions`` (default: the modelled genes)."""
+        positions = self.hvg_positions if positions is None else np.asarray(positions)
+        mean = self._moments(self._target_rows(target), positions)[0]
+        return np.clip(expression_ratio(mean, self._control_moments(positions)[0]), 1 / RATIO_LIMIT, RATIO_LIMIT)
+
+    def _training_effect(self, target: str, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The seen target's measured log ratio at ``positions`` and its sampling variance."""
+        mean, var, n = self._moments(self._target_rows(target), positions)
+        c_mean, c_var, c_n = self._control_moments(positions)
+        ratio = np.clip(expression_ratio(mean, c_mean), 1 / RATIO_LIMIT, RATIO_LIMIT)
+        noise = var / max(n, 1) / (mean + RATIO_EPS) ** 2 + c_var / max(c_n, 1) / (c_mean + RATIO_EPS) ** 2
+        return np.log(ratio), noise
 
     # ---- the prediction file -----------------------------------------------------------------
 
@@ -413,9 +507,8 @@ class Predictor:
         x = self.root["X"]
         batches_all = self.obs["batch"].to_numpy()
         totals = self.obs["total_counts"].to_numpy()
-        hvg_column = {int(p): k for k, p in enumerate(self.hvg_positions)}
-        modelled = np.asarray([j for j, p in enumerate(positions) if int(p) in hvg_column], dtype=np.int64)
-        model_index = np.asarray([hvg_column[int(positions[j])] for j in modelled], dtype=np.int64)
+        output = OutputGenes.of(names, positions, self.hvg_positions)
+        modelled, model_index = output.modelled, output.model_index
         rng = np.random.default_rng([cfg.seed, 23])
         generator = torch.Generator().manual_seed(cfg.seed)
         blocks, labels = [read_counts(x, controls, positions)], [self.control_label] * len(controls)
@@ -425,12 +518,10 @@ class Predictor:
             base = read_counts(x, basal, positions).toarray()
             if cfg.mode == "delta":
                 g = min(cfg.generate, max(n, 16))
-                factor = np.ones(len(positions))
-                ratio = self.effect(target, batches_all[rng.choice(basal, size=g)], rng, generator) \
+                ratio = self.effect(target, batches_all[rng.choice(basal, size=g)], rng, generator, output) \
                     if self.conditioning.position_of(target) >= 0 else None
-                if ratio is not None:
-                    factor[modelled] = ratio[model_index]
-                if target in output_column and (ratio is None or self.column_of(target) < 0):
+                factor = np.ones(len(positions)) if ratio is None else ratio
+                if target in output_column and (ratio is None or factor[output_column[target]] == 1.0):
                     factor[output_column[target]] = self.fold(target)  # the knockdown itself, where the model has no say
                     self.methods.setdefault(target, "target-only")
                 base = delta_cells(base, totals[basal], factor, rng, reference if cfg.match_means else None)
@@ -451,7 +542,9 @@ class Predictor:
             "match_means": bool(cfg.match_means and cfg.mode == "delta"), "effect": cfg.effect, "unseen": cfg.unseen,
             "methods": dict(sorted(self.methods.items())), "seen_targets": sorted(set(counts["target_gene"]) & self.seen),
             "in_silico_scale": dict(self._scales), "atlas_programs": None if self.programs is None else {
-                "components": int(self.programs.basis.shape[1]), "cells": self.programs.cells}}
+                "components": int(self.programs.basis.shape[1]), "cells": self.programs.cells,
+                "genes": int(self.programs.basis.shape[0]),
+                "output_genes_covered": None if self._covariation is None else self._covariation[1].covered}}
         return adata
 
     def _budget(self, counts: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -544,17 +637,20 @@ def main(argv: list[str] | None = None) -> int:
                         "no-model reference of each seen perturbation's training mean")
     p.add_argument("--unseen", choices=UNSEEN, default="in-silico",
                    help="delta mode, perturbations without cells in the fine-tuning store: in-silico knockdown in real "
-                        "control cells through their co-variation kept to the atlas's programs (default), the same read "
-                        "from the network, the conditional model's untrained embedding, the target alone, or the mean "
-                        "effect of the seen perturbations (a no-model baseline)")
+                        "control cells through their co-variation over every output gene, kept to the atlas's programs "
+                        "(default), the same read from the network, the conditional model's untrained embedding, the "
+                        "target alone, or the mean effect of the seen perturbations (a no-model baseline)")
     p.add_argument("--no-attenuation-correction", action="store_true",
                    help="in-silico: keep the slopes on the target's measured level, diluted by its counting noise")
     p.add_argument("--no-programs", action="store_true",
                    help="in-silico: use the controls' raw co-variation, not kept to the atlas's gene programs")
-    p.add_argument("--calibrate", action="store_true",
-                   help="scale unseen in-silico effects by the seen perturbations' measured/in-silico ratio")
+    p.add_argument("--calibrate", choices=CALIBRATIONS, default="errors-in-variables",
+                   help="scale unseen in-silico effects by the seen perturbations' measured against in-silico effects: "
+                        "the method of moments net of the measured effects' noise (default), least squares, or none")
     p.add_argument("--knockdown-cells", type=int, default=128,
                    help="in-silico-network: control cells an effect averages over")
+    p.add_argument("--covariation-cells", type=int, default=4096,
+                   help="in-silico: training control cells the co-variation is estimated from (at most)")
     p.add_argument("--insilico-checkpoint", help="in-silico-network: the model to read (default: --checkpoint)")
     p.add_argument("--no-match-means", action="store_true",
                    help="delta mode: keep the drawn control cells' own mean (more sampling noise)")
@@ -567,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
                            match_means=not args.no_match_means, effect=args.effect, unseen=args.unseen,
                            calibrate=args.calibrate, programs=not args.no_programs,
                            correct_attenuation=not args.no_attenuation_correction,
-                           knockdown_cells=args.knockdown_cells,
+                           knockdown_cells=args.knockdown_cells, covariation_cells=args.covariation_cells,
                            insilico_checkpoint=args.insilico_checkpoint)
     try:
         run_prediction(config)

@@ -16,6 +16,8 @@ class PlainEngine:
         self.module = model
         self.device = device
         self.wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        if getattr(config, "compile", False):  # the training forward only: evaluation and sampling stay eager
+            self.wrapped = torch.compile(self.wrapped)
         self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay, config.lr, config.conditioning_lr_scale),
                                            lr=config.lr, betas=(0.9, 0.95))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config.warmup_steps, config.max_steps))

@@ -47,7 +47,11 @@ class TrainConfig:
     eval_batches: int = 4
     save_every: int = 200
     bf16: str = "auto"
-    """"auto": bf16 autocast on GPUs that support it; "on"/"off" force it."""
+    """"auto": bf16 autocast on GPUs that support it; "on"/"off" force it (on CPUs with AVX-512 BF16 /
+    AMX, "on" runs the matrix products in bf16; ``benchmarks/bench_train.py`` measures what it buys)."""
+    compile: bool = False
+    """``torch.compile`` the training forward (plain engine): fused kernels instead of eager ops, at a
+    compilation cost of tens of seconds on the first steps."""
     stop_at_step: int | None = None
     """Stop (and checkpoint) at this step without changing the schedule, e.g. for time-limited jobs."""
     init_from: str | None = None
@@ -72,6 +76,11 @@ class TrainConfig:
     """A run on a scBaseCount store (pretraining) fits the atlas's gene programs
     (``scmodel.coexpression``) from up to this many training cells and saves them with the weights;
     a fine-tune inherits them from ``init_from``. 0: none."""
+    programs_genes: int = 4096
+    """Genes the programs cover besides the model's: the store's most expressed (``var/means``), so
+    an unseen knockdown's effect reaches genes outside the HVGs. 0: the model's genes only."""
+    programs_components: int = 128
+    """Programs kept (principal directions of the atlas's within-state covariance)."""
     engine: str = "plain"
     """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
     deepspeed_config: str | None = None
@@ -86,6 +95,9 @@ class TrainConfig:
             raise ValueError(f"model {self.model!r} is not one of {', '.join(MODELS)}")
         if self.max_steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
             raise ValueError("max_steps, batch_size and grad_accum must be positive")
+        if self.programs_cells < 0 or self.programs_genes < 0 or self.programs_components < 1:
+            raise ValueError(f"programs_cells and programs_genes must be >= 0 and programs_components >= 1, got "
+                             f"{self.programs_cells}, {self.programs_genes}, {self.programs_components}")
         if self.bf16 not in ("auto", "on", "off"):
             raise ValueError("bf16 must be auto, on or off")
         if self.sample_order not in ("random", "confidence") or self.sample_steps <= 0:

@@ -97,3 +97,49 @@ def test_the_attenuation_correction_recovers_the_slope_on_the_true_level():
     assert abs(corrected - truth) < abs(diluted - truth) / 2
     assert corrected == pytest.approx(truth, rel=0.35)
 
+
+
+def test_blockwise_within_state_covariance_equals_the_one_pass_computation():
+    from scmodel.coexpression import WithinStateCovariance
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(500, 6)) + rng.integers(0, 3, size=500)[:, None]
+    states = rng.integers(0, 3, size=500)
+    covariance = WithinStateCovariance(6)
+    for start in range(0, 500, 128):  # blocks that split the states
+        covariance.add(values[start:start + 128], states[start:start + 128])
+    centred = values.copy()
+    for s in range(3):
+        centred[states == s] -= values[states == s].mean(0)
+    by_hand = centred.T @ centred / (500 - 3)
+    assert covariance.cells == 500
+    assert np.allclose(covariance.covariance(), by_hand, atol=1e-5)
+    programs = covariance.programs(2, genes=np.array(list("abcdef")))
+    eigenvalues, vectors = np.linalg.eigh(by_hand)
+    assert np.allclose(programs.variance, eigenvalues[::-1][:2], rtol=1e-4)
+    assert np.allclose(np.abs(programs.basis.T @ vectors[:, ::-1][:, :2]), np.eye(2), atol=1e-3)
+    back = AtlasPrograms.from_state(programs.to_state())
+    assert back.genes.tolist() == list("abcdef")
+
+
+def test_programs_seen_from_another_gene_list():
+    """Matched by gene ID: covered genes are fitted on the programs' rows, the others keep their value."""
+    rng = np.random.default_rng(5)
+    basis, _ = np.linalg.qr(rng.normal(size=(8, 2)))
+    programs = AtlasPrograms(basis=basis, variance=np.ones(2), cells=100, genes=np.array([f"G{i}" for i in range(8)]))
+    vector = rng.normal(size=8)
+    whole = programs.on([f"G{i}" for i in range(8)])  # every gene: the orthogonal projection
+    assert np.allclose(whole.project(vector), programs.project(vector))
+    listed = ["X1", "G2", "G0", "G5", "G7", "G6", "X2"]  # another order, two genes the atlas never had
+    rows = [2, 0, 5, 7, 6]
+    view = programs.on(listed)
+    assert view.covered.tolist() == [False, True, True, True, True, True, False]
+    other = np.array([9.0, *vector[rows], -4.0])
+    projected = view.project(other)
+    assert projected[0] == 9.0 and projected[-1] == -4.0
+    coef, *_ = np.linalg.lstsq(basis[rows], vector[rows], rcond=None)
+    assert np.allclose(projected[1:-1], basis[rows] @ coef)
+    in_programs = basis @ np.array([1.5, -0.5])  # a vector in the programs comes back unchanged
+    assert np.allclose(view.project(np.array([0.0, *in_programs[rows], 0.0]))[1:-1], in_programs[rows])
+    with pytest.raises(ValueError, match="no gene IDs"):
+        AtlasPrograms(basis=basis, variance=np.ones(2), cells=100).on(listed)

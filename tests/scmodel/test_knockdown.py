@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from scmodel.diffusion import DiffusionConfig
-from scmodel.knockdown import InSilicoKnockdown, KnockdownConfig, calibrate, knocked_value, time_for_mask_rate
+from scmodel.knockdown import (
+    InSilicoKnockdown,
+    KnockdownConfig,
+    calibrate,
+    calibrate_errors_in_variables,
+    knocked_value,
+    time_for_mask_rate,
+)
 from scmodel.tokenize import BinnedTokenizer
 
 
@@ -50,6 +57,21 @@ class _Follower(torch.nn.Module):
         logits = torch.full((*tokens.shape, self.n_tokens), -1e9)
         logits.scatter_(2, target.unsqueeze(-1).expand(-1, tokens.shape[1], 1), 0.0)
         return logits
+
+
+def test_errors_in_variables_recovers_the_gain_that_least_squares_shrinks():
+    rng = np.random.default_rng(7)
+    truth = rng.normal(0, 0.3, size=(20, 400)) * (rng.random((20, 400)) < 0.1)  # sparse true effects
+    predicted = truth + rng.normal(0, 0.05, size=truth.shape)  # the in-silico effects: the truth plus noise
+    noise = np.full(truth.shape, 0.02**2)  # the measured effects' known sampling variances
+    observed = 2.0 * truth + rng.normal(0, 0.02, size=truth.shape)  # measured: twice the in-silico scale
+    predicted[0, 0] = observed[3, 5] = np.nan  # excluded entries (the targets' own genes)
+    assert calibrate(predicted, observed) < 1.7  # least squares: diluted by the predicted noise
+    assert calibrate_errors_in_variables(predicted, observed, noise) == pytest.approx(2.0, rel=0.05)
+    p, o, v = np.array([[1.0, 2.0]]), np.array([[2.0, 5.0]]), np.array([[0.5, 0.5]])
+    assert calibrate_errors_in_variables(p, o, v) == pytest.approx((4 + 25 - 1) / (2 + 10))  # by hand
+    assert calibrate_errors_in_variables(p, -o, v) == 1.0  # no positive agreement: left alone
+    assert calibrate_errors_in_variables(p, 100 * o, v) == 4.0 and calibrate_errors_in_variables(p, 0.01 * o, v) == 0.25
 
 
 def test_only_the_target_is_visible_and_genes_follow_it():
