@@ -44,8 +44,8 @@ def _ingest_config(args):
     from .ingest.driver import IngestConfig
     from .store.layout import StoreLayout
 
-    chunks = {"chunk_cells": args.chunk_cells, "chunk_genes": args.chunk_genes}
-    layout = StoreLayout(**{k: v for k, v in chunks.items() if v})
+    chunks = {"chunk_cells": args.chunk_cells, "chunk_genes": args.chunk_genes, "blocksize": args.blocksize}
+    layout = StoreLayout(**{k: v for k, v in chunks.items() if v is not None})
     return IngestConfig(
         source=src.SourceConfig(args.source, args.feature_type, args.organism),
         store=args.store,
@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--scratch-dir", default=None, help="workers' download scratch (default: their temp dir)")
     ing.add_argument("--chunk-cells", type=int, default=None, help="rows per chunk of a new store")
     ing.add_argument("--chunk-genes", type=int, default=None, help="genes per chunk of a new store")
+    ing.add_argument("--blocksize", type=int, default=None,
+                     help="bytes per Blosc block of a new store's X (0: Blosc's choice; default: StoreLayout's)")
     ing.add_argument("--on-error", choices=("skip", "raise"), default="skip",
                      help="a bad experiment is recorded as rejected (skip) or stops the run (raise)")
     ing.add_argument("--retry-rejected", action="store_true",

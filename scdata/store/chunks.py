@@ -21,6 +21,8 @@ from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from .blosc_blocks import decode_runs
+
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _THREAD_BUFFERS = threading.local()
 
@@ -178,6 +180,20 @@ class ChunkReader:
         """Chunk (i, j) decoded (see ``decode``), or None if it was never written."""
         raw = self.raw(i, j)
         return None if raw is None else self.decode(raw, out)
+
+    def chunk_of_genes(self, i: int, j: int, genes: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+        """Chunk (i, j) as ``chunk`` gives it, with only the values of ``genes`` (positions within
+        the chunk) guaranteed: in the gene-major layout only the Blosc blocks holding those genes
+        are decoded (``blosc_blocks``), so a few genes cost a few blocks, not the chunk. ``out`` is
+        required (a flat buffer of the chunk's size); None if the chunk was never written."""
+        raw = self.raw(i, j)
+        if raw is None:
+            return None
+        if not self.writer.transpose:  # every row holds every gene: nothing to skip
+            return self.decode(raw, out)
+        decode_runs(raw, np.asarray(genes, dtype=np.int64) * self.chunk_rows, self.chunk_rows, out,
+                    lambda data, target: self.writer.blosc.decode(data, out=target))
+        return out.view("<i2").reshape(self.chunk_genes, self.chunk_rows)
 
     def thread_buffer(self) -> np.ndarray:
         """This thread's reusable decode buffer (one flat chunk), for ``chunk(..., out=...)``."""

@@ -66,10 +66,14 @@ class StoreLayout:
     cname: str = "zstd"
     clevel: int = 1
     shuffle: str = "bitshuffle"
-    blocksize: int = 1 << 20
-    """Bytes per Blosc block (0: Blosc's choice). With zstd and bitshuffle on sparse counts,
-    1 MiB blocks at level 1 encode ~1.8x faster than level 3 with Blosc's choice and are ~7%
-    smaller: zstd sees more of each gene's run of zeros at once."""
+    blocksize: int = 1 << 17
+    """Bytes per Blosc block (0: Blosc's choice). Blocks are decoded independently, and a chunk
+    is gene-major, so a query of a few genes decodes only the blocks holding them
+    (``scdata.store.blosc_blocks``): with 128 KiB blocks (64 genes x 1,024 cells) one gene costs
+    1/32 of a chunk's decode. Measured on the query benchmark's 103k cells against 1 MiB blocks
+    (stores written before 0.2): one gene's decode per chunk 0.08 ms instead of 0.41, 100 genes
+    across every cell 1.7 s instead of 2.8 (cold), at +3.3% bytes on disk, +8% encode time and
+    +41% for decoding a whole chunk (whole-row reads: ``to_anndata``, statistics passes)."""
     transpose: bool = True
     """Store each chunk gene-major (Zarr's standard transpose codec): a gene's values for the
     chunk's cells sit together, which compresses sparse counts ~40% smaller."""

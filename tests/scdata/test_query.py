@@ -212,3 +212,21 @@ def test_to_anndata_sparse_path(store, dense):
     np.testing.assert_array_equal(whole.X.toarray(), dense[ds.srx_accession.values == ds.srx_accession.values[0]])
     with pytest.raises(ValueError, match="selected twice"):
         scdata.to_anndata(ds, cells=[5, 5])
+
+
+def test_sparse_rows_in_place_and_fallback_agree(store, dense, monkeypatch):
+    """Rows in order are converted in place in the result; without scipy's routine (or for rows
+    out of order) each chunk row is converted and stacked. Both give the dense store's values,
+    with sorted column indices."""
+    from scdata.read import lazy_counts
+
+    x = DirectX(store, dense.shape[0])
+    genes = np.array([0, 7, 2047, 2048, dense.shape[1] - 2, dense.shape[1] - 1])
+    in_place = lazy_counts.sparse_rows(x, None, genes)
+    whole = lazy_counts.sparse_rows(x, np.arange(100, dense.shape[0] - 3), None)
+    monkeypatch.setattr(lazy_counts, "_assemble_rows", lambda *args: None)
+    stacked = lazy_counts.sparse_rows(x, None, genes)
+    np.testing.assert_array_equal(in_place.toarray(), dense[:, genes])
+    np.testing.assert_array_equal(stacked.toarray(), dense[:, genes])
+    np.testing.assert_array_equal(whole.toarray(), dense[100:-3])
+    assert in_place.has_sorted_indices and whole.has_sorted_indices

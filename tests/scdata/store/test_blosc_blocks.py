@@ -1,0 +1,72 @@
+"""Decoding only the Blosc blocks that hold the genes a reader needs: the same values as a whole
+decode, and fewer blocks decoded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numcodecs import Blosc
+
+from scdata.store import blosc_blocks
+from scdata.store.blosc_blocks import blocks_for_runs, decode_runs
+
+ROWS, GENES = 64, 48
+
+
+def _chunk(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dense = rng.poisson(0.3, size=(GENES, ROWS)).astype(np.int16)  # gene-major, like X's chunks
+    dense[rng.random(GENES) < 0.3] = 0
+    return dense
+
+
+def _encode(chunk: np.ndarray, blocksize: int) -> tuple[Blosc, bytes]:
+    codec = Blosc(cname="zstd", clevel=1, shuffle=Blosc.BITSHUFFLE, blocksize=blocksize)
+    return codec, codec.encode(chunk.reshape(-1))
+
+
+@pytest.mark.parametrize("blocksize", [256, 384, 1000, 4096, 1 << 17])
+@pytest.mark.parametrize("genes", [[0], [47], [5, 6, 7], [3, 20, 41], list(range(GENES))])
+def test_selected_genes_match_a_whole_decode(blocksize, genes):
+    """Blocks of 128 items (2 genes), 192 (3 genes), 500 (a gene split across two blocks), 2048
+    and one block for the chunk: the selected genes' values are exactly the whole decode's."""
+    chunk = _chunk()
+    codec, raw = _encode(chunk, blocksize)
+    out = np.full(chunk.size, -7, dtype=np.int16)
+    decode_runs(raw, np.asarray(genes) * ROWS, ROWS, out, lambda data, target: codec.decode(data, out=target))
+    np.testing.assert_array_equal(out.reshape(GENES, ROWS)[genes], chunk[genes])
+
+
+def test_only_the_blocks_holding_the_genes_are_decoded(monkeypatch):
+    chunk = _chunk(1)
+    codec, raw = _encode(chunk, 256)  # 128 items per block: 2 genes of 64 cells
+    calls = []
+    real = blosc_blocks._BLOSC_GETITEM
+    assert real is not None, "numcodecs' extension no longer exports blosc_getitem"
+
+    def counting(source, start, count, target):
+        calls.append((start, count))
+        return real(source, start, count, target)
+
+    monkeypatch.setattr(blosc_blocks, "_BLOSC_GETITEM", counting)
+    whole = []
+    out = np.zeros(chunk.size, dtype=np.int16)
+    decode_runs(raw, np.asarray([3, 30]) * ROWS, ROWS, out, lambda data, target: whole.append(1) or codec.decode(data, out=target))
+    assert not whole
+    assert calls == [(128, 128), (15 * 128, 128)]  # gene 3 lies in block 1, gene 30 in block 15
+    np.testing.assert_array_equal(out.reshape(GENES, ROWS)[[3, 30]], chunk[[3, 30]])
+
+
+def test_most_blocks_needed_decodes_the_chunk_once(monkeypatch):
+    chunk = _chunk(2)
+    codec, raw = _encode(chunk, 256)
+    monkeypatch.setattr(blosc_blocks, "_BLOSC_GETITEM", lambda *a: pytest.fail("decoded block by block"))
+    out = np.zeros(chunk.size, dtype=np.int16)
+    decode_runs(raw, np.arange(0, GENES, 1) * ROWS, ROWS, out, lambda data, target: codec.decode(data, out=target))
+    np.testing.assert_array_equal(out.reshape(GENES, ROWS), chunk)
+
+
+def test_blocks_for_runs():
+    assert blocks_for_runs(np.array([0, 64]), 64, 128).tolist() == [0]
+    assert blocks_for_runs(np.array([100]), 64, 128).tolist() == [0, 1]  # a run across a block boundary
+    assert blocks_for_runs(np.array([256, 0]), 64, 128).tolist() == [0, 2]
