@@ -37,7 +37,7 @@ def gene_ids(ds: xr.Dataset, genes: str | Iterable[str]) -> np.ndarray:
     lists their IDs (pass the ID you mean), never a silent pick of one of them.
     """
     requested = _as_list(genes)
-    index = ds.indexes["gene"]
+    index = ds.xindexes["gene"].to_pandas_index()  # not ds.indexes: that would read the cell IDs
     if all(name in index for name in requested):  # Ensembl IDs: no symbol table needed
         return np.asarray(requested, dtype=object)
     ids = index.to_numpy()
@@ -67,7 +67,7 @@ def gene_ids(ds: xr.Dataset, genes: str | Iterable[str]) -> np.ndarray:
 def select_genes(ds: xr.Dataset, genes: str | Iterable[str]) -> xr.Dataset:
     """The Dataset restricted to genes given by symbol or Ensembl ID (see ``gene_ids``), in that
     order; lazy, and still read straight from X's chunks (one decode per chunk)."""
-    return isel(ds, gene=ds.indexes["gene"].get_indexer(gene_ids(ds, genes)))
+    return isel(ds, gene=ds.xindexes["gene"].to_pandas_index().get_indexer(gene_ids(ds, genes)))
 
 
 def expression(ds: xr.Dataset, gene: str) -> xr.DataArray:

@@ -32,7 +32,15 @@ def test_metadata_read_on_first_use_then_in_memory_counts_lazy(store, monkeypatc
     ds = scdata.open_store(store)
     assert isinstance(ds.counts.data, da.Array) and ds.counts.dtype == np.int16
     (read,) = dataset._OBS_CACHE.values()
-    assert set(read) == {"cell"}  # opening reads the cell IDs only
+    assert set(read) == {dataset._ROOT}  # opening reads no per-cell column, not even the cell IDs
+    index = ds.xindexes["cell"]
+    assert not index.loaded
+    picked = query.select_cells(ds, tissue=ds.tissue.values[0])  # positional: still no IDs read
+    assert "cell" not in read and not picked.xindexes["cell"].loaded
+    first = ds.isel(cell=[7, 3]).cell.values  # the coordinate reads the IDs, the index still need not
+    assert list(ds.sel(cell=list(first)).cell.values) == list(first)  # a label lookup reads them once
+    assert "cell" in read and index.loaded
+    assert list(picked.cell.values) == list(ds.cell.values[ds.tissue.values == ds.tissue.values[0]])
     names = ("srx_accession", "tissue", "cell_type", "barcode", "umi_count", "gene_count")
     for name in names:
         assert isinstance(ds[name].variable.data, np.ndarray), name  # not dask: filter and group directly
