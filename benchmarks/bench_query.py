@@ -161,20 +161,26 @@ def worker(tool: str, path: str, params: dict, queries: list[str], repeats: int)
     """Run in a fresh process: open the store, then each query ``repeats`` times. The tool's
     modules are imported first (a cold query measures reading the store, not importing Python)."""
     import importlib
+    import resource
+
+    def peak() -> int:  # the process's peak resident set so far, in bytes (Linux reports KiB)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     for module in IMPORTS[tool]:
         importlib.import_module(module)
+    imported = peak()
     t0 = time.perf_counter()
     handle = TOOLS[tool](path)
     opened = time.perf_counter() - t0
-    out = {"open_s": opened, "queries": {}}
+    out = {"open_s": opened, "peak_rss_imported": imported, "peak_rss_opened": peak(), "queries": {}}
     for name in queries:
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
             result = getattr(handle, name)(params)
             times.append(time.perf_counter() - t)
-        out["queries"][name] = {"seconds": times, "digest": digest(result)}
+        out["queries"][name] = {"seconds": times, "digest": digest(result), "peak_rss": peak()}
+        del result
     return out
 
 
@@ -274,6 +280,74 @@ def saturation_note(manifest, accession: str) -> str:
             "values while shapes and non-zeros agree.")
 
 
+TILE_ABOVE_CELLS = 2_000_000
+"""Above this many cells the store is the 1M-cell run's store repeated (``tile_store.py``): an
+ingest of ten million cells takes hours here, and their h5ad files do not fit this disk."""
+
+
+def build_tiled(cells: int) -> dict:
+    """The ~1M-cell query store (built by ``--cells 1000000``) repeated to about ``cells`` cells."""
+    import scdata
+    from benchmarks.tile_store import tile
+
+    source = os.path.join(WORK, "query-1000000.zarr")
+    if not os.path.exists(source):
+        raise SystemExit(f"{source} does not exist: run `bench_query.py --cells 1000000` first")
+    n_source = scdata.read_manifest(source).n_committed
+    copies = max(1, round(cells / n_source))
+    store = os.path.join(WORK, f"query-{cells}.zarr")
+    t = time.perf_counter()
+    n = tile(source, store, copies)
+    return {"path": store, "build_s": time.perf_counter() - t, "tiled_from": source, "copies": copies, "cells": n}
+
+
+def report_tiled(a, built: dict, manifest, params: dict, queries: list[str]) -> None:
+    """sczarr alone on the tiled store (TileDB-SOMA cannot be built at this size here), beside
+    TileDB-SOMA's times at 1M projected linearly in cells, from ``bench_query_1000000.json``."""
+    store = built["sczarr"]["path"]
+    warm = run_worker("sczarr", store, params, queries, a.repeats)
+    cold, peaks = {}, {}
+    for q in queries:
+        cold[q], peaks[q] = [], []
+        for _ in range(a.cold_repeats):
+            drop_caches()
+            r = run_worker("sczarr", store, params, [q], 1)
+            cold[q].append(r["open_s"] + r["queries"][q]["seconds"][0])
+            peaks[q].append(r["queries"][q]["peak_rss"] - r["peak_rss_imported"])
+        print("sczarr cold", q, cold[q], flush=True)
+    reference = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_query_1000000.json")
+    with open(reference) as f:
+        million = json.load(f)
+    scale = manifest.n_committed / million["cells"]
+    rows = []
+    for q in queries:
+        soma = million["results"]["tiledbsoma"]
+        soma_warm = statistics.median(soma["warm"][q]["seconds"]) * scale
+        soma_cold = statistics.median(soma["cold"][q]) * scale
+        w, c = statistics.median(warm["queries"][q]["seconds"]), statistics.median(cold[q])
+        rows.append([DESCRIPTION[q], f"{w * 1e3:,.0f}", f"{c * 1e3:,.0f}", f"{max(peaks[q]) / 2**20:,.0f}",
+                     f"{soma_warm * 1e3:,.0f}", f"{soma_cold * 1e3:,.0f}", f"{soma_warm / w:.1f}x", f"{soma_cold / c:.1f}x"])
+    cold_kind = "page cache dropped" if drop_caches() else "fresh process, page cache warm (not root)"
+    load = os.getloadavg()
+    table = (
+        f"### Queries at {manifest.n_committed:,} cells (the {million['cells']:,}-cell store's whole chunk rows repeated "
+        f"{built['sczarr']['copies']} times)\n\n"
+        + md_table(["query", "sczarr warm (ms)", f"sczarr cold (ms, {cold_kind}, incl. open)",
+                    "sczarr peak RSS, cold (MiB above the imported modules)", "TileDB-SOMA warm, projected (ms)",
+                    "TileDB-SOMA cold, projected (ms)", "projected SOMA / sczarr, warm", "cold"], rows)
+        + f"\n\nThe store is `benchmarks/tile_store.py`'s: real copies of the 1M-cell store's chunk files (a cold read is "
+        "cold for every copy), each copy's cell IDs and accessions made distinct. Its counts repeat, so it times queries, "
+        "not results. TileDB-SOMA is not built at this size (its 1M-cell build took "
+        f"{million['built']['tiledbsoma']['build_s']:,.0f} s and most of 24 GiB); its times are its 1M-cell times from "
+        "`bench_query_1000000.json` scaled by the ratio of cells, a projection that assumes it scales linearly, as it did "
+        f"from 100k to 1M. Warm: median of {a.repeats} runs in one process; cold: median of {a.cold_repeats} fresh "
+        f"processes. Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
+    )
+    write_results(f"bench_query_{a.cells}", {"cells": manifest.n_committed, "params": {k: v for k, v in params.items() if k != "genes"},
+                                             "built": built, "warm": warm, "cold": cold, "cold_peak_rss_above_imports": peaks,
+                                             "soma_projected_from": reference, "scale": scale, "load_avg": load}, table)
+
+
 def drop_caches() -> bool:
     try:
         os.sync()
@@ -298,6 +372,7 @@ def main() -> None:
     p.add_argument("--cold-repeats", type=int, default=3, help="cold runs per query (median)")
     p.add_argument("--reuse", action="store_true", help="reuse stores built by an earlier run (build times from it)")
     p.add_argument("--build-only", action="store_true", help="build both stores and stop (then run with --reuse)")
+    p.add_argument("--queries", nargs="+", choices=QUERIES, default=list(QUERIES), help="the queries to time (default: all)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--build-soma", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -309,18 +384,21 @@ def main() -> None:
         return
 
     os.makedirs(WORK, exist_ok=True)
-    source = (million_bucket() if a.cells > LARGE_BUCKET_CELLS  # the HVG benchmark's 1M-cell bucket
-              else ensure_bucket(os.path.join(WORK, "bucket-query"), a.experiments))
+    tiled = a.cells > TILE_ABOVE_CELLS
     previous = os.path.join(WORK, f"query-{a.cells}-build.json")
     if a.reuse and os.path.exists(previous):
         with open(previous) as f:
             built = json.load(f)
+    elif tiled:
+        built = {"sczarr": build_tiled(a.cells)}
     else:
+        source = (million_bucket() if a.cells > LARGE_BUCKET_CELLS  # the HVG benchmark's 1M-cell bucket
+                  else ensure_bucket(os.path.join(WORK, "bucket-query"), a.experiments))
         store, scz_s = build_sczarr(source, a.cells)
         uri, soma_s = build_soma(store)
         built = {"sczarr": {"path": store, "build_s": scz_s}, "tiledbsoma": {"path": uri, "build_s": soma_s}}
-        with open(previous, "w") as f:
-            json.dump(built, f)
+    with open(previous, "w") as f:
+        json.dump(built, f)
     if a.build_only:
         print(built)
         return
@@ -332,29 +410,37 @@ def main() -> None:
     manifest = scdata.read_manifest(store)
     n_cells, n_genes = manifest.n_committed, manifest.n_genes
     params = params_for(store)
+    tools = [t for t in TOOLS if t in built]
+    queries = [q for q in QUERIES if q in a.queries]
+    if tiled:
+        report_tiled(a, built, manifest, params, queries)
+        return
     results: dict = {tool: {"warm": {}, "cold": {}} for tool in TOOLS}
-    for tool in TOOLS:
-        warm = run_worker(tool, built[tool]["path"], params, list(QUERIES), a.repeats)
+    for tool in tools:
+        warm = run_worker(tool, built[tool]["path"], params, queries, a.repeats)
         results[tool]["open_s"] = warm["open_s"]
         results[tool]["warm"] = warm["queries"]
         print(tool, "warm", {q: statistics.median(v["seconds"]) for q, v in warm["queries"].items()}, flush=True)
     cold_kind = "page cache dropped" if drop_caches() else "fresh process, page cache warm (not root)"
-    for q in QUERIES:
-        for tool in TOOLS:
-            runs = []
+    for q in queries:
+        for tool in tools:
+            runs, peaks = [], []
             for _ in range(a.cold_repeats):
                 drop_caches()
                 r = run_worker(tool, built[tool]["path"], params, [q], 1)
                 runs.append(r["open_s"] + r["queries"][q]["seconds"][0])
+                peaks.append(r["queries"][q]["peak_rss"] - r["peak_rss_imported"])
             results[tool]["cold"][q] = runs
+            results[tool].setdefault("cold_peak_rss_above_imports", {})[q] = peaks
             print(tool, "cold", q, runs, flush=True)
-    agree = {q: results["sczarr"]["warm"][q]["digest"] == results["tiledbsoma"]["warm"][q]["digest"] for q in QUERIES}
+    agree = {q: results["sczarr"]["warm"][q]["digest"] == results["tiledbsoma"]["warm"][q]["digest"] for q in queries}
 
     rows, ratio_rows = [], []
-    for q in QUERIES:
+    for q in queries:
         med = {t: (statistics.median(results[t]["warm"][q]["seconds"]), statistics.median(results[t]["cold"][q])) for t in TOOLS}
         for t in TOOLS:
-            rows.append([DESCRIPTION[q], t, f"{med[t][0] * 1e3:,.0f}", f"{med[t][1] * 1e3:,.0f}"])
+            rss = max(results[t]["cold_peak_rss_above_imports"][q]) / 2**20
+            rows.append([DESCRIPTION[q], t, f"{med[t][0] * 1e3:,.0f}", f"{med[t][1] * 1e3:,.0f}", f"{rss:,.0f}"])
         ratio_rows.append([DESCRIPTION[q], f"{med['tiledbsoma'][0] / med['sczarr'][0]:.2f}x",
                            f"{med['tiledbsoma'][1] / med['sczarr'][1]:.2f}x", "yes" if agree[q] else "NO"])
     build_rows = [[t, f"{built[t]['build_s']:.1f}", f"{built[t]['bytes']:,}", f"{built[t]['bytes'] / n_cells:,.0f}",
@@ -365,7 +451,8 @@ def main() -> None:
     load = os.getloadavg()
     table = (
         f"### Queries, sczarr vs TileDB-SOMA ({n_cells:,} cells x {n_genes:,} genes, same h5ad files, same cores)\n\n"
-        + md_table(["query", "tool", "warm median (ms)", f"cold median (ms, {cold_kind}, incl. open)"], rows)
+        + md_table(["query", "tool", "warm median (ms)", f"cold median (ms, {cold_kind}, incl. open)",
+                    "peak RSS, cold (MiB above the imported modules; open and query)"], rows)
         + "\n\n" + md_table(["query", "TileDB-SOMA time / sczarr time, warm", "cold", "same result"], ratio_rows)
         + "\n\n" + md_table(["tool", "build (s)", "bytes on disk", "bytes/cell", "open (ms, warm)"], build_rows)
         + f"\n\n{saturation_note(manifest, params['experiment'])}"

@@ -95,26 +95,35 @@ class DirectX:
             return out_t.T
         crow, cgene = self.chunks
         reader = self.reader
-        row_chunk, gene_chunk = row_pos // crow, gene_pos // cgene
-        for i in np.unique(row_chunk):
-            r_out = np.flatnonzero(row_chunk == i)
-            r_in = row_pos[r_out] - i * crow
-            r_src, r_dst = _compact(r_in), _compact(r_out)
-            for j in np.unique(gene_chunk):
-                g_out = np.flatnonzero(gene_chunk == j)
-                g_in = gene_pos[g_out] - j * cgene
-                chunk = reader.chunk_of_genes(int(i), int(j), g_in, out=reader.thread_buffer())
+        row_groups = list(_groups(row_pos // crow))
+        for j, g_out in _groups(gene_pos // cgene):
+            g_in = gene_pos[g_out] - j * cgene
+            g_src, g_dst = _compact(g_in), _compact(g_out)
+            chunks = reader.chunks_of_genes([i for i, _ in row_groups], j, g_in)
+            for (i, r_out), chunk in zip(row_groups, chunks):
                 if chunk is None:
                     continue  # never written: all zeros
-                g_src, g_dst = _compact(g_in), _compact(g_out)
                 if not reader.writer.transpose:
                     chunk = chunk.T
+                r_in = row_pos[r_out] - i * crow
+                r_src, r_dst = _compact(r_in), _compact(r_out)
                 block = chunk[g_src][:, r_src]  # (genes, rows) of this chunk, a copy or a view
                 if isinstance(g_dst, slice) or isinstance(r_dst, slice):
                     out_t[g_dst, r_dst] = block
                 else:
                     out_t[np.ix_(g_dst, r_dst)] = block
         return out_t.T
+
+
+def _groups(keys: np.ndarray):
+    """``(key, positions)`` for each distinct value of ``keys``, in increasing key order; positions
+    in increasing order. Linear for sorted keys (a selection's usual case): a task of many chunk
+    rows would otherwise compare every row with every chunk row."""
+    order = None if len(keys) < 2 or np.all(keys[1:] >= keys[:-1]) else np.argsort(keys, kind="stable")
+    ordered = keys if order is None else keys[order]
+    bounds = (np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist()
+    for a, b in zip([0, *bounds], [*bounds, len(keys)]):
+        yield int(ordered[a]), (np.arange(a, b) if order is None else order[a:b])
 
 
 def _compact(pos: np.ndarray) -> np.ndarray | slice:
@@ -129,26 +138,34 @@ _REGISTRY_SIZE = 64
 _MAX_GENES_PER_TASK = 4096
 """A selection of up to this many genes is one block wide: a task decodes every chunk column it
 needs for its rows and copies out only the selected genes."""
+_TASK_BYTES = 32 << 20
+"""A task's output at most (a block of X itself: 8 chunk rows of 2,048 genes)."""
+_MIN_TASKS = 32
+"""Tasks a large narrow selection is split into at least: enough to keep every core busy. Fewer
+and larger tasks than one per chunk row: one gene over ten million cells is 9,766 chunk rows,
+and the scheduler's ~0.1-0.2 ms per task would cost more than reading the gene."""
 
 
 def as_dask(x: DirectX, rows: np.ndarray | None = None, genes: np.ndarray | None = None) -> da.Array:
     """X, or its orthogonal selection ``rows`` x ``genes`` (positions), as a dask array.
 
-    A selection gets one task per run of rows within one chunk row (and per chunk column only
-    when it spans more than ``_MAX_GENES_PER_TASK`` genes), so each stored chunk is decoded
-    once and only the selected cells and genes are copied. Dask's own fancy indexing would
-    materialize every touched chunk in full and then gather from it. The array is registered
-    by name, so a selection of a selection (``subset``) still reads X directly.
+    X's blocks are whole chunk rows, several per block (up to ``_TASK_BYTES``), one chunk column
+    wide. A selection gets one task per few runs of rows within chunk rows (``_tasks``; split by
+    chunk column only when it spans more than ``_MAX_GENES_PER_TASK`` genes), so each stored
+    chunk is decoded once and only the selected cells and genes are copied. Dask's own fancy
+    indexing would materialize every touched chunk in full and then gather from it. The array is
+    registered by name, so a selection of a selection (``subset``) still reads X directly.
     """
+    crow, cgene = x.chunks
     if rows is None and genes is None:
-        arr = da.from_array(x, chunks=x.chunks, asarray=False,
+        per_block = max(1, min(_TASK_BYTES // (2 * crow * cgene), -(-x.shape[0] // crow) // _MIN_TASKS))
+        arr = da.from_array(x, chunks=(crow * per_block, cgene), asarray=False,
                             name=f"sczarr-X-{tokenize(x.store, x.path, x.n, x.shape)}")
     else:
         rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
         genes = np.arange(x.shape[1]) if genes is None else np.asarray(genes, dtype=np.int64)
-        crow, cgene = x.chunks
-        row_runs = _runs(rows // crow)
         gene_runs = [(0, len(genes))] if len(genes) <= _MAX_GENES_PER_TASK else _runs(genes // cgene)
+        row_runs = _tasks(_runs(rows // crow), 2 * max(g1 - g0 for g0, g1 in gene_runs))
         name = f"sczarr-sel-{tokenize(x.store, x.path, x.n, rows, genes)}"
         graph = {(name, i, j): (_read_block, x, rows[r0:r1], genes[g0:g1])
                  for i, (r0, r1) in enumerate(row_runs) for j, (g0, g1) in enumerate(gene_runs)}
@@ -179,6 +196,22 @@ def subset(arr: da.Array, rows: np.ndarray | None = None, genes: np.ndarray | No
     if rows is None and genes is None:
         return arr
     return as_dask(x, rows, genes)
+
+
+def _tasks(runs: list[tuple[int, int]], row_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive runs merged into tasks of at most ``_TASK_BYTES`` of output and at most
+    ``len(runs) / _MIN_TASKS`` runs each."""
+    most_rows = max(1, _TASK_BYTES // max(row_bytes, 1))
+    most_runs = max(1, -(-len(runs) // _MIN_TASKS))
+    tasks: list[tuple[int, int]] = []
+    start, count = runs[0][0], 0
+    for r0, r1 in runs:
+        if count and (count == most_runs or r1 - start > most_rows):
+            tasks.append((start, r0))
+            start, count = r0, 0
+        count += 1
+    tasks.append((start, runs[-1][1]))
+    return tasks
 
 
 def _runs(keys: np.ndarray) -> list[tuple[int, int]]:

@@ -37,35 +37,56 @@ def _version_key(store: str, manifest: Manifest) -> tuple:
     return store, manifest.version, manifest.n_committed, tuple(r.get("started") for r in manifest.runs)
 
 
-def _obs_column(store: str, manifest: Manifest, name: str, root: zarr.Group | None = None) -> np.ndarray:
-    """One per-cell column of the committed rows, in memory and read-only, read once per store
-    version (a notebook that reopens the store does not read it again). ``name`` ``"cell"`` is
-    the cell IDs. Categoricals are decoded through their category table, so each string exists
-    once and a column costs one pointer per cell (missing values: "")."""
+def _cache_entry(store: str, manifest: Manifest) -> dict:
     key = _version_key(store, manifest)
     columns = _OBS_CACHE.get(key)
     if columns is None:
         while len(_OBS_CACHE) >= _OBS_CACHE_SIZE:
             _OBS_CACHE.pop(next(iter(_OBS_CACHE)))
         columns = _OBS_CACHE[key] = {}
+    return columns
+
+
+def _root(columns: dict, store: str) -> zarr.Group:
+    root = columns.get(_ROOT)
+    if root is None:
+        root = columns[_ROOT] = open_root(store, mode="r")
+    return root
+
+
+def _read_rows(root: zarr.Group, manifest: Manifest, name: str, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` of one per-cell column (``"cell"``: the cell IDs); categoricals
+    decoded through their category table (missing values: "")."""
+    obs = root["obs"]
+    if stop <= start:
+        return np.array([], dtype=object if name == "cell" or name in OBS_STRING_COLUMNS else obs[name].dtype)
+    if name == "cell" or name in OBS_STRING_COLUMNS:
+        return np.asarray(obs["_index" if name == "cell" else name][start:stop], dtype=object)
+    if name in categorical_columns(root):
+        lookup = np.asarray(read_categories(root, name, manifest.categories.get(name)) + [""], dtype=object)
+        return lookup[np.asarray(obs[f"{name}/codes"][start:stop])]  # code -1 (missing) -> ""
+    return np.asarray(obs[name][start:stop])
+
+
+def _obs_column(store: str, manifest: Manifest, name: str, root: zarr.Group | None = None) -> np.ndarray:
+    """One per-cell column of the committed rows, in memory and read-only, read once per store
+    version (a notebook that reopens the store does not read it again). ``name`` ``"cell"`` is
+    the cell IDs. Categoricals are decoded through their category table, so each string exists
+    once and a column costs one pointer per cell (missing values: "")."""
+    columns = _cache_entry(store, manifest)
     values = columns.get(name)
     if values is not None:
         return values
-    if root is None:
-        root = columns.get(_ROOT)
-        if root is None:
-            root = columns[_ROOT] = open_root(store, mode="r")
-    n, obs = manifest.n_committed, root["obs"]
-    if name == "cell" or name in OBS_STRING_COLUMNS:
-        values = read_strings(obs["_index" if name == "cell" else name], n) if n else np.array([], dtype=object)
-    elif name in categorical_columns(root):
-        lookup = np.asarray(read_categories(root, name, manifest.categories.get(name)) + [""], dtype=object)
-        values = lookup[np.asarray(obs[f"{name}/codes"][:n])]  # code -1 (missing) -> ""
-    else:
-        values = np.asarray(obs[name][:n])
+    values = _read_rows(_root(columns, store) if root is None else root, manifest, name, 0, manifest.n_committed)
     values.flags.writeable = False  # shared by every Dataset opened from this cache entry
     columns[name] = values
     return values
+
+
+_PART_READ_FRACTION = 0.25
+"""A lazily indexed column whose selection spans less than this fraction of the rows is read for
+that span alone and not cached: one experiment's rows as AnnData need 7k of a million IDs, and
+reading (and decoding) every string of a column cost most of a cold query."""
 
 
 def obs_columns(store: str, root: zarr.Group, manifest: Manifest) -> dict[str, np.ndarray]:
@@ -87,6 +108,18 @@ class _LazyObsColumn(BackendArray):
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._get)
 
     def _get(self, key: tuple) -> np.ndarray:
+        columns = _cache_entry(self.store, self.manifest)
+        if self.name not in columns:
+            (k,) = key
+            if isinstance(k, slice):
+                start, stop, step = k.indices(self.shape[0])
+                span, local = ((start, max(start, stop)), slice(None)) if step == 1 else ((0, self.shape[0]), k)
+            else:
+                k = np.asarray(k)
+                span = (int(k.min()), int(k.max()) + 1) if k.size else (0, 0)
+                local = k - span[0]
+            if span[1] - span[0] < _PART_READ_FRACTION * self.shape[0]:
+                return _read_rows(_root(columns, self.store), self.manifest, self.name, *span)[local]
         return _obs_column(self.store, self.manifest, self.name)[key]
 
 

@@ -9,6 +9,7 @@ them in the store under the array's chunk keys.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -21,7 +22,7 @@ from zarr.codecs import BloscCodec, BytesCodec, TransposeCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from .blosc_blocks import decode_runs
+from .blosc_blocks import decode_files, decode_runs, read_blocks
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _THREAD_BUFFERS = threading.local()
@@ -158,6 +159,8 @@ class ChunkReader:
         self.writer = ChunkWriter(array)  # validates the codec chain and knows the keys
         self.array = array
         self.chunk_rows, self.chunk_genes = array.chunks
+        # A local store's chunks are files: a few genes' blocks are read from them by offset.
+        self._local_root = str(array.store.root) if isinstance(array.store, zarr.storage.LocalStore) else None
 
     def raw(self, i: int, j: int):
         """Chunk (i, j)'s stored bytes (a buffer), or None if it was never written (all zeros)."""
@@ -186,14 +189,50 @@ class ChunkReader:
         the chunk) guaranteed: in the gene-major layout only the Blosc blocks holding those genes
         are decoded (``blosc_blocks``), so a few genes cost a few blocks, not the chunk. ``out`` is
         required (a flat buffer of the chunk's size); None if the chunk was never written."""
-        raw = self.raw(i, j)
+        starts = np.asarray(genes, dtype=np.int64) * self.chunk_rows
+        if self.writer.transpose and self._local_root is not None:  # read only the blocks' bytes from disk
+            raw = self._read_blocks(i, j, starts)
+        else:
+            raw = self.raw(i, j)
         if raw is None:
             return None
         if not self.writer.transpose:  # every row holds every gene: nothing to skip
             return self.decode(raw, out)
-        decode_runs(raw, np.asarray(genes, dtype=np.int64) * self.chunk_rows, self.chunk_rows, out,
-                    lambda data, target: self.writer.blosc.decode(data, out=target))
+        decode_runs(raw, starts, self.chunk_rows, out, lambda data, target: self.writer.blosc.decode(data, out=target))
         return out.view("<i2").reshape(self.chunk_genes, self.chunk_rows)
+
+    def chunks_of_genes(self, rows: list[int], j: int, genes: np.ndarray) -> Iterator[np.ndarray | None]:
+        """``chunk_of_genes(i, j, genes, ...)`` for each chunk row ``i`` of ``rows`` in turn (each view
+        valid until the next is yielded): from a local store, each file's needed blocks are found
+        once for the whole column (``blosc_blocks.decode_files``), which is what keeps one gene over
+        ten million cells (9,766 chunks) within a second."""
+        if not (self.writer.transpose and self._local_root is not None):
+            for i in rows:
+                yield self.chunk_of_genes(i, j, genes, out=self.thread_buffer())
+            return
+        out = self.thread_buffer()
+        size = out.nbytes + (64 << 10)  # a chunk's bytes and Blosc's overhead
+        buffer = _THREAD_BUFFERS.__dict__.get("compressed")
+        if buffer is None or len(buffer) < size:
+            buffer = _THREAD_BUFFERS.__dict__["compressed"] = np.empty(size, dtype=np.uint8)
+        paths = (os.path.join(self._local_root, self.writer.key(i, j)) for i in rows)
+        shape = (self.chunk_genes, self.chunk_rows)
+        decoded = decode_files(paths, np.asarray(genes, dtype=np.int64) * self.chunk_rows, self.chunk_rows, out,
+                               lambda data, target: self.writer.blosc.decode(data, out=target), buffer)
+        for chunk in decoded:
+            yield None if chunk is None else chunk.view("<i2").reshape(shape)
+
+    def _read_blocks(self, i: int, j: int, starts: np.ndarray):
+        path = os.path.join(self._local_root, self.writer.key(i, j))
+        size = 2 * self.chunk_rows * self.chunk_genes + 4096  # a chunk's bytes, Blosc's overhead and some
+        while True:
+            buffer = _THREAD_BUFFERS.__dict__.get("compressed")
+            if buffer is None or len(buffer) < size:
+                buffer = _THREAD_BUFFERS.__dict__["compressed"] = np.empty(size, dtype=np.uint8)
+            try:
+                return read_blocks(path, starts, self.chunk_rows, buffer)
+            except BufferError as exc:  # incompressible data: a chunk larger than its values
+                size = int(exc.args[0])
 
     def thread_buffer(self) -> np.ndarray:
         """This thread's reusable decode buffer (one flat chunk), for ``chunk(..., out=...)``."""

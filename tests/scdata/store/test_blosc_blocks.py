@@ -70,3 +70,47 @@ def test_blocks_for_runs():
     assert blocks_for_runs(np.array([0, 64]), 64, 128).tolist() == [0]
     assert blocks_for_runs(np.array([100]), 64, 128).tolist() == [0, 1]  # a run across a block boundary
     assert blocks_for_runs(np.array([256, 0]), 64, 128).tolist() == [0, 2]
+
+
+def test_a_chunk_file_is_read_only_where_the_genes_blocks_lie(tmp_path):
+    """From a file, only the header, the block offsets and the needed blocks are read: the rest of
+    the buffer keeps what it held, and decoding still gives the genes' values."""
+    from scdata.store.blosc_blocks import read_blocks
+
+    chunk = _chunk(3)
+    codec, raw = _encode(chunk, 256)
+    path = tmp_path / "0"
+    path.write_bytes(raw)
+    buffer = np.full(len(raw) + 64, 0xAB, dtype=np.uint8)
+    view = read_blocks(str(path), np.asarray([3, 30]) * ROWS, ROWS, buffer)
+    read = np.flatnonzero(buffer[: len(raw)] != 0xAB)
+    assert 0 < len(read) < len(raw) // 4  # 2 of 24 blocks, plus the header and offsets
+    out = np.zeros(chunk.size, dtype=np.int16)
+    decode_runs(view, np.asarray([3, 30]) * ROWS, ROWS, out, lambda data, target: codec.decode(data, out=target))
+    np.testing.assert_array_equal(out.reshape(GENES, ROWS)[[3, 30]], chunk[[3, 30]])
+    whole = read_blocks(str(path), np.arange(GENES) * ROWS, ROWS, buffer)  # most blocks: the whole file
+    assert bytes(whole) == raw
+    assert read_blocks(str(tmp_path / "missing"), np.asarray([0]), ROWS, buffer) is None
+
+
+def test_a_column_of_chunk_files_decodes_like_each_file_alone(tmp_path):
+    """decode_files plans the blocks from the first file; a missing file gives None and a file
+    with another block size takes the general path, with the same values."""
+    from scdata.store.blosc_blocks import decode_files
+
+    chunks = [_chunk(s) for s in range(4)]
+    paths = []
+    for k, (chunk, blocksize) in enumerate(zip(chunks, [256, 256, 1000, 256])):
+        path = tmp_path / str(k)
+        path.write_bytes(_encode(chunk, blocksize)[1])
+        paths.append(str(path))
+    paths.insert(2, str(tmp_path / "never-written"))
+    genes = np.asarray([1, 17, 40])
+    codec = Blosc(cname="zstd", clevel=1, shuffle=Blosc.BITSHUFFLE)
+    out = np.zeros(chunks[0].size, dtype=np.int16)
+    buffer = np.zeros(chunks[0].nbytes + 4096, dtype=np.uint8)
+    got = [None if o is None else o.reshape(GENES, ROWS)[genes].copy()
+           for o in decode_files(paths, genes * ROWS, ROWS, out, lambda d, t: codec.decode(d, out=t), buffer)]
+    assert got[2] is None
+    for chunk, values in zip(chunks, got[:2] + got[3:]):
+        np.testing.assert_array_equal(values, chunk[genes])
