@@ -161,10 +161,12 @@ def worker(tool: str, path: str, params: dict, queries: list[str], repeats: int)
     """Run in a fresh process: open the store, then each query ``repeats`` times. The tool's
     modules are imported first (a cold query measures reading the store, not importing Python)."""
     import importlib
-    import resource
 
-    def peak() -> int:  # the process's peak resident set so far, in bytes (Linux reports KiB)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def peak() -> int:
+        """This process's peak resident set so far, in bytes: the kernel's VmHWM, which starts
+        afresh at exec (``ru_maxrss`` does not: it keeps the peak of the parent that forked it)."""
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
     for module in IMPORTS[tool]:
         importlib.import_module(module)
@@ -338,7 +340,7 @@ def report_tiled(a, built: dict, manifest, params: dict, queries: list[str]) -> 
         + f"\n\nThe store is `benchmarks/tile_store.py`'s: real copies of the 1M-cell store's chunk files (a cold read is "
         "cold for every copy), each copy's cell IDs and accessions made distinct. Its counts repeat, so it times queries, "
         "not results. TileDB-SOMA is not built at this size (its 1M-cell build took "
-        f"{million['built']['tiledbsoma']['build_s']:,.0f} s and most of 24 GiB); its times are its 1M-cell times from "
+        f"{million['built']['tiledbsoma']['build_s']:,.0f} s); its times are its 1M-cell times from "
         "`bench_query_1000000.json` scaled by the ratio of cells, a projection that assumes it scales linearly, as it did "
         f"from 100k to 1M. Warm: median of {a.repeats} runs in one process; cold: median of {a.cold_repeats} fresh "
         f"processes. Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
