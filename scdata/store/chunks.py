@@ -40,6 +40,14 @@ def thread_buffer(purpose: str, shape: tuple[int, ...]) -> np.ndarray:
     return buffer
 
 
+def _compressed_buffer(size: int) -> np.ndarray:
+    """This thread's uint8 buffer for a chunk's compressed bytes, at least ``size`` long."""
+    buffer = _THREAD_BUFFERS.__dict__.get("compressed")
+    if buffer is None or len(buffer) < size:
+        buffer = _THREAD_BUFFERS.__dict__["compressed"] = np.empty(size, dtype=np.uint8)
+    return buffer
+
+
 class ChunkWriter:
     """Encode and store full-width row blocks of a 2-D array, one chunk at a time."""
 
@@ -211,10 +219,7 @@ class ChunkReader:
                 yield self.chunk_of_genes(i, j, genes, out=self.thread_buffer())
             return
         out = self.thread_buffer()
-        size = out.nbytes + (64 << 10)  # a chunk's bytes and Blosc's overhead
-        buffer = _THREAD_BUFFERS.__dict__.get("compressed")
-        if buffer is None or len(buffer) < size:
-            buffer = _THREAD_BUFFERS.__dict__["compressed"] = np.empty(size, dtype=np.uint8)
+        buffer = _compressed_buffer(out.nbytes + (64 << 10))  # a chunk's bytes and Blosc's overhead
         paths = (os.path.join(self._local_root, self.writer.key(i, j)) for i in rows)
         shape = (self.chunk_genes, self.chunk_rows)
         decoded = decode_files(paths, np.asarray(genes, dtype=np.int64) * self.chunk_rows, self.chunk_rows, out,
@@ -226,9 +231,7 @@ class ChunkReader:
         path = os.path.join(self._local_root, self.writer.key(i, j))
         size = 2 * self.chunk_rows * self.chunk_genes + 4096  # a chunk's bytes, Blosc's overhead and some
         while True:
-            buffer = _THREAD_BUFFERS.__dict__.get("compressed")
-            if buffer is None or len(buffer) < size:
-                buffer = _THREAD_BUFFERS.__dict__["compressed"] = np.empty(size, dtype=np.uint8)
+            buffer = _compressed_buffer(size)
             try:
                 return read_blocks(path, starts, self.chunk_rows, buffer)
             except BufferError as exc:  # incompressible data: a chunk larger than its values
