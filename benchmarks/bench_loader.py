@@ -1,13 +1,16 @@
 """Loader benchmark: shuffled batches of 64 cells x 2,000 HVGs, dense float32, normalize_total +
 log1p, on the same cells for every loader, side by side, one harness (``baselines/harness.py``):
-the in-memory ceiling (int16 array, gather + transform), the decode ceiling, sczarr (X_hvg and
-full-width X; 0/1/2 workers; shuffle buffers of 8, 32 and 64 chunks and of the whole selection,
-which mixes as a random permutation does), annbatch (its defaults, its
-README's settings and a chunk_size x preload_nchunks sweep, with zarrs; diagnostics without zarrs
-and with obs per batch), scDataset (a block_size x fetch_factor sweep, 0 and 2 workers) and
-AnnLoader. Rate, peak RSS and mixing (experiments per batch of 64) for each; the machine's load.
+the in-memory ceiling (int16 array, gather + transform, on one thread and on the read threads
+sczarr uses), the decode ceiling, sczarr (X_hvg and full-width X; 0/1/2 workers; shuffle
+buffers of 1 to 8 chunks (the small ones at annbatch's memory), 32 and 64 chunks and of the
+whole selection, which mixes as a random permutation does; per-batch metadata: none, its
+defaults (category codes and UMI counts) and strings (the seed's form)), annbatch (its defaults,
+its README's settings and a chunk_size x preload_nchunks sweep past its best, with zarrs; its
+best with obs per batch; a diagnostic without zarrs), scDataset (a block_size x fetch_factor
+sweep, 0 and 2 workers) and AnnLoader. Rate, peak RSS and mixing (experiments per batch of 64)
+for each; the machine's load.
 
-    python benchmarks/bench_loader.py            (~20 min on 2 cores; writes bench_ingest's bucket if missing)
+    python benchmarks/bench_loader.py            (~30 min on 2 cores; writes bench_ingest's bucket if missing)
 """
 
 from __future__ import annotations
@@ -73,7 +76,11 @@ def measured_row(label: str, workers: int, cmd: list[str], **info) -> dict:
     return row
 
 
-ANNBATCH_SWEEP = [(chunk, preload) for chunk in (8, 32, 128, 512) for preload in (32, 256)]
+ANNBATCH_SWEEP = ([(chunk, preload) for chunk in (8, 32, 128, 512) for preload in (32, 256)]
+                  + [(chunk, preload) for chunk in (1024, 2048, 4096) for preload in (8, 32)])
+"""Past chunk 512 fewer chunks are preloaded: 256 x 1,024 cells would exceed the 105k-cell selection."""
+SMALL_BUFFERS = (1, 2, 4)
+"""Shuffle buffers (chunk rows) for the row at annbatch's memory."""
 SCDATASET_SWEEP = [(8, 16), (64, 64), (1, 256), (256, 16)]
 
 
@@ -90,13 +97,27 @@ def main() -> None:
         return [PY, loaders, name, "--store", store, "--h5ad", h5ad, "--codes", codes, "--genes-file", genes_file,
                 "--workers", str(workers), *extra]
 
-    rows = [measured_row("in-memory int16 array (ceiling)", 0, ours("memory"), kind="ceiling",
-                         config="one thread, numpy gather + transform per batch"),
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    rows = [measured_row("in-memory int16 array (ceiling)", 0, ours("memory", 0, "--read-threads", "1"),
+                         kind="ceiling", config="one thread, numpy gather + transform per batch"),
+            measured_row(f"in-memory int16 array (ceiling, {threads} threads)", 0,
+                         ours("memory", 0, "--read-threads", str(threads)), kind="ceiling-threads",
+                         config=f"{threads} threads (sczarr's read threads in-process), numpy gather + transform"),
             measured_row("Blosc decode of X_hvg chunks (decode ceiling)", 0, ours("decode"), kind="ceiling",
                          config="one thread, decode only")]
     for workers in (0, 1, 2):
         rows.append(measured_row("sczarr X_hvg (buffer 8 chunks)", workers, ours("sczarr", workers), kind="sczarr",
                                  config="buffer_blocks=8"))
+    for metadata, note in (("defaults", "its defaults: accession codes + UMI counts per batch"),
+                           ("strings", "cell IDs + accessions as strings per batch (the seed's form)")):
+        for workers in (0, 2):
+            rows.append(measured_row(f"sczarr X_hvg (buffer 8 chunks), {note}", workers,
+                                     ours("sczarr", workers, "--metadata", metadata), kind=f"sczarr-{metadata}",
+                                     config=f"buffer_blocks=8, metadata {metadata}"))
+    for blocks in SMALL_BUFFERS:
+        rows.append(measured_row(f"sczarr X_hvg (buffer {blocks} chunks)", 0,
+                                 ours("sczarr", 0, "--buffer-blocks", str(blocks)), kind="sczarr",
+                                 config=f"buffer_blocks={blocks}"))
     rows.append(measured_row("sczarr X_hvg (buffer 8 chunks, 4,096-cell hand-offs)", 2,
                              ours("sczarr", 2, "--handoff-cells", "4096"), kind="sczarr",
                              config="buffer_blocks=8, handoff_cells=4096"))
@@ -144,10 +165,18 @@ def main() -> None:
         for chunk, preload in sweep:
             note = {(512, 32): "its defaults", (32, 256): "its README's settings"}.get((chunk, preload), "sweep")
             rows.append(measured_row(f"annbatch 0.3.1 (zarrs), chunk {chunk} x preload {preload}", 0,
-                                     annbatch(chunk, preload), kind="annbatch", config=note))
-        for extra, note in ((["--no-zarrs"], "without zarrs"), (["--obs"], "obs column per batch")):
-            rows.append(measured_row(f"annbatch 0.3.1, chunk 32 x preload 256, {note}", 0, annbatch(32, 256, *extra),
-                                     kind="annbatch-diagnostic", config=note))
+                                     annbatch(chunk, preload), kind="annbatch", config=note,
+                                     chunk_size=chunk, preload_nchunks=preload))
+        top = max((r for r in rows if r["kind"] == "annbatch" and "cells_per_s" in r), key=lambda r: r["cells_per_s"],
+                  default=None)
+        if top is not None:
+            chunk, preload = top["chunk_size"], top["preload_nchunks"]
+            rows.append(measured_row(f"annbatch 0.3.1 (zarrs), chunk {chunk} x preload {preload}, obs per batch", 0,
+                                     annbatch(chunk, preload, "--obs"), kind="annbatch-obs",
+                                     config="its best setting, with the h5ad's obs (srx_accession, categorical) "
+                                            "per batch"))
+        rows.append(measured_row("annbatch 0.3.1, chunk 32 x preload 256, without zarrs", 0,
+                                 annbatch(32, 256, "--no-zarrs"), kind="annbatch-diagnostic", config="without zarrs"))
     random_mix = random_mixing(np.load(codes))
     payload = summarize(rows, random_mix, load_before, store)
     write_results("bench_loader", payload, table(rows, random_mix, store, payload["summary"]))
@@ -160,7 +189,7 @@ def summarize(rows: list[dict], random_mix: float, load_before, store: str) -> d
         pool = [r for r in ok if r["kind"] == kind and all(r.get(k) == v for k, v in where.items())]
         return max(pool, key=lambda r: r["cells_per_s"], default=None)
 
-    memory = next((r for r in ok if r["loader"].startswith("in-memory")), None)
+    memory = best("ceiling-threads") or next((r for r in ok if r["loader"].startswith("in-memory")), None)
     ours, ann, scd = best("sczarr"), best("annbatch"), best("scdataset")
     default = [r for r in ok if r["kind"] == "sczarr" and r["config"] == "buffer_blocks=8"]
     ours0 = next((r for r in default if r["workers"] == 0), None)
@@ -181,6 +210,27 @@ def summarize(rows: list[dict], random_mix: float, load_before, store: str) -> d
             summary["sczarr_at_equal_mixing"] = f"{fastest['loader']} ({fastest['workers']} workers)"
         else:
             summary["sczarr_vs_annbatch_at_equal_mixing"] = None
+    ann_obs, defaults = best("annbatch-obs"), best("sczarr-defaults")
+    if defaults and ann_obs:  # equal outputs: both carry per-cell metadata (sczarr's: codes and UMI counts)
+        summary["sczarr_defaults_vs_annbatch_best_with_obs"] = defaults["cells_per_s"] / ann_obs["cells_per_s"]
+        summary["sczarr_defaults"] = f"{defaults['loader']} ({defaults['workers']} workers)"
+        summary["annbatch_with_obs"] = ann_obs["loader"]
+    strings = best("sczarr-strings")
+    if strings and ann_obs:
+        summary["sczarr_strings_vs_annbatch_best_with_obs"] = strings["cells_per_s"] / ann_obs["cells_per_s"]
+    if ours and ann:  # equal memory: sczarr's fastest run within annbatch's best's memory
+        for key, size in (("equal_memory", lambda r: r["peak_rss_bytes"]), ("equal_loader_memory", loader_memory)):
+            within = [r for r in ok if r["kind"] == "sczarr" and size(r) <= size(ann)]
+            smallest = min((r for r in ok if r["kind"] == "sczarr"), key=size)
+            if within:
+                at = max(within, key=lambda r: r["cells_per_s"])
+                summary[f"sczarr_vs_annbatch_at_{key}"] = at["cells_per_s"] / ann["cells_per_s"]
+                summary[f"sczarr_at_{key}"] = (f"{at['loader']} ({at['workers']} workers): {size(at) / 2**30:.2f} GiB "
+                                               f"against annbatch's {size(ann) / 2**30:.2f} GiB")
+            else:
+                summary[f"sczarr_vs_annbatch_at_{key}"] = None
+                summary[f"sczarr_smallest_{key}"] = (f"{smallest['loader']}: {size(smallest) / 2**30:.2f} GiB "
+                                                     f"against annbatch's {size(ann) / 2**30:.2f} GiB")
     if ours and scd:
         summary["sczarr_best_vs_scdataset_best"] = ours["cells_per_s"] / scd["cells_per_s"]
     if ours and memory:
@@ -190,32 +240,59 @@ def summarize(rows: list[dict], random_mix: float, load_before, store: str) -> d
     return {"results": rows, "summary": summary}
 
 
+def loader_memory(row: dict) -> int:
+    """A run's peak RSS above what its process held before the first batch (its imports: torch
+    for sczarr, anndata and zarr for annbatch; the loader object): the loader's own memory."""
+    return row["peak_rss_bytes"] - row.get("rss_at_start_bytes", 0)
+
+
 def table(rows: list[dict], random_mix: float, store: str, summary: dict) -> str:
     import scdata
 
     n = scdata.read_manifest(store).n_committed
     gib = 2**30
     out = (f"### Loader: shuffled batches of 64 x 2,000 HVGs, dense float32, normalize_total + log1p ({n:,} cells)\n\n")
-    headers = ["loader", "workers", "cells/s (median of 3 windows)", "experiments per batch", "peak RSS (GiB)", "note"]
+    headers = ["loader", "workers", "cells/s (median of 3 windows)", "experiments per batch", "peak RSS (GiB)",
+               "above its imports (GiB)", "note"]
     out += md_table(headers,
                     [[r["loader"], r["workers"], f"{r['cells_per_s']:,.0f}" if "cells_per_s" in r else "failed",
                       f"{r['experiments_per_batch']:.1f}" if "experiments_per_batch" in r else "",
                       f"{r['peak_rss_bytes'] / gib:.2f}",
+                      f"{loader_memory(r) / gib:.2f}" if r.get("rss_at_start_bytes") else "",
                       r.get("error", "") or r.get("config", "")]
                      for r in rows])
     out += f"\n\nA random permutation mixes {random_mix:.1f} experiments per batch of 64."
     load = summary["load_avg_before"]
     out += (f" Load average (1/5/15 min) before the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
             f"{summary['cpu_count']} cores; after: {summary['load_avg_after'][0]:.1f}.")
-    for key, text in (("sczarr_best_vs_annbatch_best", "sczarr's best / annbatch's best"),
-                      ("sczarr_vs_annbatch_at_equal_mixing", "sczarr / annbatch's best, at equal or better mixing"),
-                      ("sczarr_best_vs_scdataset_best", "sczarr's best / scDataset's best"),
-                      ("sczarr_best_share_of_in_memory", "sczarr's best / the in-memory ceiling"),
-                      ("sczarr_2_workers_vs_in_process", "sczarr with 2 workers / in-process")):
-        value = summary.get(key)
-        out += f"\n- {text}: " + ("no sczarr configuration mixes as well" if value is None else f"{value:.2f}x")
-        if key == "sczarr_vs_annbatch_at_equal_mixing" and value is not None:
-            out += f" ({summary['sczarr_at_equal_mixing']})"
+    if "annbatch_best" in summary:
+        out += f"\n\nannbatch's best setting: {summary['annbatch_best']}."
+    for key, text, none, named in (
+            ("sczarr_best_vs_annbatch_best", "sczarr's best / annbatch's best, neither with per-cell metadata", "",
+             "sczarr_best"),
+            ("sczarr_defaults_vs_annbatch_best_with_obs",
+             "sczarr at its defaults (accession codes + UMI counts per batch) / annbatch's best with its obs per batch",
+             "", "sczarr_defaults"),
+            ("sczarr_strings_vs_annbatch_best_with_obs",
+             "sczarr with cell IDs and accessions as strings / annbatch's best with its obs per batch", "", None),
+            ("sczarr_vs_annbatch_at_equal_mixing", "sczarr / annbatch's best, at equal or better mixing",
+             "no sczarr configuration mixes as well", "sczarr_at_equal_mixing"),
+            ("sczarr_vs_annbatch_at_equal_memory", "sczarr / annbatch's best, at no more peak RSS than annbatch's",
+             "no sczarr configuration fits", "sczarr_at_equal_memory"),
+            ("sczarr_vs_annbatch_at_equal_loader_memory",
+             "sczarr / annbatch's best, at no more memory above its imports than annbatch's",
+             "no sczarr configuration fits", "sczarr_at_equal_loader_memory"),
+            ("sczarr_best_vs_scdataset_best", "sczarr's best / scDataset's best", "", None),
+            ("sczarr_best_share_of_in_memory", "sczarr's best / the in-memory ceiling on the same threads", "", None),
+            ("sczarr_2_workers_vs_in_process", "sczarr with 2 workers / in-process", "", None)):
+        if key not in summary:
+            continue
+        value = summary[key]
+        out += f"\n- {text}: " + (none if value is None else f"{value:.2f}x")
+        if value is not None and named and named in summary:
+            out += f" ({summary[named]})"
+        if value is None and key.startswith("sczarr_vs_annbatch_at_equal"):
+            out += f" (smallest: {summary['sczarr_smallest_' + key.removeprefix('sczarr_vs_annbatch_at_')]})"
     return out
 
 

@@ -35,7 +35,10 @@ def transform(x: np.ndarray) -> np.ndarray:
 
 def measure(make_iter: Callable[[], Iterator[tuple[np.ndarray, np.ndarray | None]]],
             window_s: float = WINDOW_S, repeats: int = REPEATS, warmup_cells: int = WARMUP_CELLS) -> dict:
-    """``make_iter()`` yields ``(batch, experiment code per cell or None)`` for one epoch."""
+    """``make_iter()`` yields ``(batch, experiment code per cell or None)`` for one epoch. Also
+    reports this process's RSS before the first batch is asked for (its modules imported and
+    the loader object made, nothing read yet): the peak above it is the loader's own memory."""
+    rss_at_start = _rss_bytes()
     it = make_iter()
 
     def draw():
@@ -66,10 +69,18 @@ def measure(make_iter: Callable[[], Iterator[tuple[np.ndarray, np.ndarray | None
         rates.append(cells / elapsed)
         total += cells
     out = {"cells_per_s": float(np.median(rates)), "window_rates": [round(r) for r in rates], "cells": total,
-           "warmup_s": round(warmup_s, 2), "batch": BATCH}
+           "warmup_s": round(warmup_s, 2), "batch": BATCH, "rss_at_start_bytes": rss_at_start}
     if mixes:
         out["experiments_per_batch"] = float(np.mean(mixes))
     return out
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # no procfs: unknown
+        return 0
 
 
 def random_mixing(codes: np.ndarray, trials: int = 2000, seed: int = 0) -> float:

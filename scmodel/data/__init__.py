@@ -3,7 +3,8 @@
     from scmodel.data import create_hvg_dataloader
     loader = create_hvg_dataloader("data/scRNA/store.zarr", batch_size=64, num_workers=2)
     for expression, metadata in loader:   # expression: (64, 2000) float32, log1p(normalize_total)
-        ...
+        ...                                # metadata: row, srx_accession (int32 codes), umi_count
+    loader.dataset.categories["srx_accession"]  # what the codes mean; metadata_strings=True serves strings
 """
 
 from __future__ import annotations

@@ -41,7 +41,15 @@ class LoaderConfig:
     rows: np.ndarray | None = field(default=None, compare=False)
     """Only these global rows (e.g. a perturbation store's per-cell split), with the other filters."""
     val_fraction: float = 0.1
-    metadata: tuple[str, ...] = ("cell_id", "srx_accession", "umi_count")
+    metadata: tuple[str, ...] = ("srx_accession", "umi_count")
+    """Per-cell obs columns carried with each batch, besides ``row`` (the store row, always):
+    numeric ones as tensors; categorical ones (``srx_accession``, ``tissue``, ...) as int32 code
+    tensors (-1: missing) whose strings are ``StoreDataset.categories[name]``; ``cell_id`` as
+    strings (``StoreDataset.cell_ids(rows)`` reads them for any rows after the fact). ``()`` is
+    cheapest. Strings per batch cost: an object array is built, sliced and (from a DataLoader
+    worker) pickled per hand-off, where codes are a view."""
+    metadata_strings: bool = False
+    """Categorical columns as object arrays of strings (the seed's form) instead of codes."""
     token_dtype: str = "int64"
     """Dtype of token batches: "int64" (what ``nn.Embedding`` and most code expect), "int32", or
     "compact" (uint8 up to 256 tokens): 8x fewer bytes through worker queues and host-to-device

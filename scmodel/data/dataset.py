@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset
 
 from scdata.store.manifest import open_committed
 from scdata.hvg.results import open_hvg_matrix
-from scdata.store.layout import read_strings
+from scdata.store.layout import categorical_columns, numeric_columns, open_root, read_categories, read_strings
 
 from .config import LoaderConfig
 from .partition import (EpochPlan, complement, n_batches, n_positions, positions_before, role_handoffs,
@@ -63,6 +63,31 @@ class StoreDataset(IterableDataset):
             self.rows = np.intersect1d(self.rows, np.asarray(config.rows, dtype=np.int64))
         self.n_committed = manifest.n_committed
         self.feature_ids, self.columns = self._features(root)
+        categorical = categorical_columns(root)
+        unknown = [m for m in config.metadata if m != "cell_id" and m not in categorical and m not in numeric_columns(root)]
+        if unknown:
+            raise ValueError(f"metadata columns {unknown} are not per-cell columns of {config.store} (it has: cell_id, "
+                             f"{', '.join(numeric_columns(root) + categorical)})")
+        self.categories = {name: np.asarray(read_categories(root, name), dtype=object)
+                           for name in categorical if name in config.metadata}
+        """What the codes of each categorical metadata column mean: ``categories[name][codes]`` (a
+        code of -1 is a missing value)."""
+
+    def cell_ids(self, rows) -> np.ndarray:
+        """The cell IDs of store ``rows`` (e.g. a batch's ``metadata["row"]``), as strings: for the
+        few batches one looks at, without carrying strings in every batch."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n_committed):
+            raise IndexError(f"rows outside the {self.n_committed:,} committed cells of {self.config.store}")
+        unique, back = np.unique(rows, return_inverse=True)
+        if not len(unique):
+            return np.zeros(0, dtype=object)
+        ids = open_root(self.config.store, mode="r")["obs/_index"]
+        span = np.asarray(ids[int(unique[0]) : int(unique[-1]) + 1], dtype=object) \
+            if unique[-1] - unique[0] < 4 * len(unique) + 65_536 else None
+        values = span[unique - unique[0]] if span is not None else \
+            np.asarray(ids.get_coordinate_selection(unique), dtype=object)
+        return values[back]
 
     def _features(self, root) -> tuple[np.ndarray, np.ndarray | None]:
         """The served genes' IDs and, for a gene list, their columns in X (so workers need not

@@ -19,7 +19,7 @@ import torch
 from scdata.store.chunks import ChunkReader
 from scdata.hvg.results import open_hvg_matrix
 from scdata.normalize import depth_scale
-from scdata.store.layout import categorical_columns, open_root, read_categories
+from scdata.store.layout import categorical_columns, numeric_columns, open_root, read_categories
 
 from .buffers import BufferPool, SharedRing
 from .kernels import TILE, fill_columns, fill_rows, gather_counts
@@ -99,7 +99,7 @@ class SegmentReader:
                 self.plan.append((j, s, d, contiguous))
         obs = self.root["obs"]
         self.totals = ObsColumn(obs["total_counts"], n_committed)
-        self.numeric = {name: ObsColumn(obs[name], n_committed) for name in ("umi_count", "gene_count")
+        self.numeric = {name: ObsColumn(obs[name], n_committed) for name in numeric_columns(self.root)
                         if name in cfg.metadata}
         self.categorical = {name: (ObsColumn(obs[f"{name}/codes"], n_committed),
                                    np.asarray(read_categories(self.root, name) + [""], dtype=object))
@@ -209,7 +209,8 @@ class SegmentReader:
         for name, column in self.numeric.items():
             meta[name] = as_out(np.ascontiguousarray(column.take(rows)))
         for name, (codes, categories) in self.categorical.items():
-            meta[name] = categories[codes.take(rows)]
+            values = codes.take(rows)
+            meta[name] = categories[values] if self.cfg.metadata_strings else as_out(values.astype(np.int32))
         return segment["out"], meta
 
     def joined(self, segment: dict, before: list[np.ndarray], take: int) -> torch.Tensor | None:

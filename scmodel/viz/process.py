@@ -57,9 +57,9 @@ def store_cells(store: str, n_genes: int, n_tokens: int, n_cells: int, tokenizer
     config = LoaderConfig(store=store, features="hvg", n_hvgs=min(n_genes, available), batch_size=n_cells, shuffle=False,
                           tokenizer=BinnedTokenizer(n_tokens=n_tokens, max_value=tokenizer_max), split=split,
                           read_threads=0)
-    tokens, meta = next(iter(StoreDataset(config)))
-    ids = meta["cell_id"] if isinstance(meta, dict) and "cell_id" in meta else [str(i) for i in range(len(tokens))]
-    return tokens.long(), [str(i) for i in ids]
+    dataset = StoreDataset(config)
+    tokens, meta = next(iter(dataset))
+    return tokens.long(), [str(i) for i in dataset.cell_ids(meta["row"])]
 
 
 def run_sampler(model: nn.Module, n_cells: int, n_genes: int, steps: int, mask_id: int, seed: int = 0,

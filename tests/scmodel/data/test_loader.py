@@ -98,7 +98,8 @@ def test_resume_mid_epoch(store, workers, buffer_blocks, stop_at, handoff):
     it resume in the middle of one)."""
     def fresh(seed=9):
         config = LoaderConfig(store=store, batch_size=40, seed=seed, buffer_blocks=buffer_blocks,
-                              tokenizer=BinnedTokenizer(16), token_dtype="compact", handoff_cells=handoff)
+                              tokenizer=BinnedTokenizer(16), token_dtype="compact", handoff_cells=handoff,
+                              metadata=("cell_id", "srx_accession"))
         loader = StoreDataLoader(StoreDataset(config), num_workers=workers)
         loader.set_epoch(1)
         return loader
@@ -175,7 +176,7 @@ def test_batches_carry_store_cell_ids_and_compact_tokens(store):
     batches = {}
     for dtype, threads in (("int64", 0), ("compact", 2), ("int32", 1)):
         config = LoaderConfig(store=store, batch_size=64, seed=3, buffer_blocks=2, tokenizer=BinnedTokenizer(16),
-                              token_dtype=dtype, read_threads=threads)
+                              token_dtype=dtype, read_threads=threads, metadata=("cell_id",))
         batches[dtype] = list(StoreDataLoader(StoreDataset(config)))
     for (x64, m64), (x8, m8), (x32, _) in zip(batches["int64"], batches["compact"], batches["int32"]):
         assert x64.dtype == torch.int64 and x8.dtype == torch.uint8 and x32.dtype == torch.int32
@@ -193,7 +194,33 @@ def test_normalized_values_equal_scanpy(store):
     reference = adata[:, hvg_ids].X.toarray()
     for x, meta in loader:
         np.testing.assert_allclose(x.numpy(), reference[meta["row"].numpy()], rtol=1e-5, atol=1e-5)
-        assert meta["cell_id"][0] == adata.obs_names[int(meta["row"][0])]
+        rows = meta["row"].numpy()
+        assert list(loader.dataset.cell_ids(rows)) == list(adata.obs_names[rows])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_metadata_codes_by_default_strings_on_request(store, workers):
+    """Batches carry integer codes by default (the strings are ``dataset.categories``), strings
+    with ``metadata_strings``, cell IDs when asked: each equal to anndata's reading of the store."""
+    obs = scdata.to_anndata(store).obs
+    loader = create_hvg_dataloader(store, batch_size=50, num_workers=workers)
+    strings = create_hvg_dataloader(store, batch_size=50, num_workers=workers, metadata_strings=True,
+                                    metadata=("cell_id", "srx_accession", "umi_count"))
+    categories = loader.dataset.categories["srx_accession"]
+    n = 0
+    for (_, meta), (_, named) in zip(loader, strings):
+        rows = meta["row"].numpy()
+        assert meta["srx_accession"].dtype == torch.int32 and meta["umi_count"].dtype == torch.int64
+        assert "cell_id" not in meta
+        np.testing.assert_array_equal(categories[meta["srx_accession"].numpy()], obs["srx_accession"].values[rows])
+        np.testing.assert_array_equal(meta["umi_count"].numpy(), obs["umi_count"].values[rows])
+        np.testing.assert_array_equal(named["row"].numpy(), rows)
+        assert list(named["srx_accession"]) == list(obs["srx_accession"].values[rows])
+        assert list(named["cell_id"]) == list(obs.index[rows])
+        n += len(rows)
+    assert n == len(obs)
+    with pytest.raises(ValueError, match="not per-cell columns of .*it has: cell_id"):
+        create_hvg_dataloader(store, metadata=("srx_accession", "no_such_column"))
 
 
 def test_filters_and_split(store):
@@ -205,7 +232,7 @@ def test_filters_and_split(store):
     val = StoreDataset(LoaderConfig(store=store, split="val", val_fraction=0.25))
     assert len(set(train.rows) & set(val.rows)) == 0 and len(train.rows) + len(val.rows) == manifest.n_committed
     x, meta = next(iter(StoreDataLoader(val)))
-    assert set(meta["srx_accession"]) <= {e["accession"] for e in manifest.experiments
+    assert set(val.categories["srx_accession"][meta["srx_accession"].numpy()]) <= {e["accession"] for e in manifest.experiments
                                           if e["row_start"] in set(val.rows)}
 
 
