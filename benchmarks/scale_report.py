@@ -59,8 +59,8 @@ def write_report(a, runs, before_runs, identical, identical_before, d, sim_bench
         f"~{b / gib:.1f} GiB with {n} workers" for n, b in driver_memory["release_bytes"].items())
         + f" ({driver_memory['base_bytes'] / gib:.2f} GiB measured, + "
         f"{driver_memory['bytes_per_experiment'] / 1024:.1f} KiB per experiment held in its manifest and seeded order, "
-        f"+ {driver_memory['summary_bytes_per_cell']:.0f} bytes per cell of the loaded experiments whose summaries "
-        "wait for their commit, at the simulation's peak: " + ", ".join(
+        f"+ {driver_memory['summary_bytes_per_cell']:.0f} bytes per cell of the experiments whose per-cell columns "
+        "a commit is writing, at the simulation's peak: " + ", ".join(
             f"{p['peak_cells_on_driver'] / 1e6:.1f}M cells with {p['workers']} workers" for p in projection
             if p["policy"] == "load window") + ").\n\n")
     table += "Assumptions:\n\n" + "\n".join(f"- {k}: {v}" for k, v in ASSUMPTIONS.items())

@@ -128,8 +128,6 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
         for key in [k for k, t in loads.items() if t["done"] and not t.get("seen")]:
             loads[key]["seen"] = True
             window.loaded(key)
-            on_driver += cells[key]  # its summary (barcodes, per-cell counts) until its commit
-            peak_on_driver = max(peak_on_driver, on_driver)
         in_flight.append(window.loading)
         while (keys := window.take_unit()) is not None:
             plan = plan_round(next_row, [cells[k] for k in keys], chunk)
@@ -162,6 +160,10 @@ def simulate_window(cells: list[int], n_workers: int, d: Durations, worker_memor
                                                                  window.policy))]
             rows = group[-1][1].stop - group[0][1].start
             committing = (sim.now + Durations._at(d.commit, rows), [u[0] for u in group])
+            # the group's per-cell columns (barcodes, counts) come to the driver for its commit only:
+            # until then they wait on the workers (``ingest.worker_tasks.cell_columns_task``)
+            on_driver += sum(cells[k] for u in group for k in u[0])
+            peak_on_driver = max(peak_on_driver, on_driver)
             continue
         if committing is not None and (not sim.running or sim.running[0][0] > committing[0]) and not (
                 sim.ready and sim.free):
@@ -278,22 +280,21 @@ def measure_commit(store: str, sizes=(1_000, 10_000, 50_000, 200_000), per_exper
 
 
 def summary_bytes_per_cell(n: int = 20_000) -> float:
-    """Driver memory per cell of a loaded experiment's summary (``tasks.ExperimentSummary``: 10x
-    barcodes, per-cell counts, one annotation column), held from its load until its commit;
-    measured with tracemalloc."""
+    """Driver memory per cell of an experiment's per-cell columns (``worker_tasks.CellColumns``:
+    10x barcodes, per-cell counts, one annotation column), held by the driver while its commit
+    writes them; measured with tracemalloc."""
     import tracemalloc
 
-    from scdata.ingest.worker_tasks import ExperimentSummary
+    from scdata.ingest.worker_tasks import CellColumns
 
     rng = np.random.default_rng(0)
     barcodes = [f"{''.join(rng.choice(list('ACGT'), 16))}-1" for _ in range(n)]
     labels = np.asarray(["T cell", "B cell", "NK cell"], dtype=object)  # unpickled: one object per distinct value
     tracemalloc.start()
-    summary = ExperimentSummary(  # as summarize_task makes it
-        accession="SRX0", n_cells=n, barcodes=np.asarray(barcodes, dtype=np.dtypes.StringDType()),
-        umi_count=rng.integers(500, 9000, n), total_counts=rng.integers(500, 9000, n), gene_count=rng.integers(200, 3000, n),
-        annotations=pd.DataFrame({"cell_type": labels[rng.integers(0, 3, n)]}), repairs={}, nnz=0,
-        rows_digest="", file_size=0, file_digest="", warnings=())
+    summary = CellColumns(  # as cell_columns_task makes them
+        barcodes=np.asarray(barcodes, dtype=np.dtypes.StringDType()), umi_count=rng.integers(500, 9000, n),
+        total_counts=rng.integers(500, 9000, n), gene_count=rng.integers(200, 3000, n),
+        annotations=pd.DataFrame({"cell_type": labels[rng.integers(0, 3, n)]}))
     size = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     del summary

@@ -135,6 +135,20 @@ class DaskProcesses:
         with self.client() as client:
             client.wait_for_workers(len(self.workers), timeout=60)
 
+    def restart_scheduler(self) -> None:
+        """``kill -9`` of the scheduler, then a new one on the same address and new workers (a
+        worker does not register with a scheduler that replaced its own), as a supervisor
+        restarting a cluster does."""
+        port = int(self.address.rsplit(":", 1)[1])
+        os.killpg(self.scheduler.pid, signal.SIGKILL)
+        self.scheduler.wait()
+        _stop(list(self.workers.values()))
+        self.scheduler = _start_scheduler(port, self.tls)
+        _wait_port(port, self.scheduler)
+        for name in list(self.workers):
+            self.add_worker(name, wait=False)
+        self.wait_for_workers()
+
     def kill_worker(self, name: str) -> None:
         """``kill -9`` of the worker: its nanny and its worker process, no goodbye to the scheduler."""
         proc = self.workers.pop(name)
@@ -149,10 +163,7 @@ def dask_processes(n_workers: int = 2, env: dict[str, str] | None = None,
     ``env`` added to their environment, over TLS when ``tls`` is given."""
     port = free_port()
     protocol = "tls" if tls else "tcp"
-    args = ["--protocol", "tls", *tls.cli_args()] if tls else []
-    scheduler = subprocess.Popen(
-        [_bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    scheduler = _start_scheduler(port, tls)
     cluster = DaskProcesses(f"{protocol}://127.0.0.1:{port}", scheduler, env, tls)
     try:
         _wait_port(port, scheduler)
@@ -161,7 +172,14 @@ def dask_processes(n_workers: int = 2, env: dict[str, str] | None = None,
         cluster.wait_for_workers()
         yield cluster
     finally:
-        _stop([scheduler, *cluster.workers.values()])
+        _stop([cluster.scheduler, *cluster.workers.values()])
+
+
+def _start_scheduler(port: int, tls: TLSFiles | None) -> subprocess.Popen:
+    args = ["--protocol", "tls", *tls.cli_args()] if tls else []
+    return subprocess.Popen(
+        [_bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 @contextlib.contextmanager

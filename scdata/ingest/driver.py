@@ -55,7 +55,7 @@ from ..source.bucket import (
 )
 from ..store.writer import STRINGS, ObsPart, StoreWriter
 from ..store.layout import StoreLayout, create_store, gene_axis_digest, open_root, truncate
-from .worker_tasks import load_task, rows_task, summarize_task, write_own_task, write_seam_task
+from .worker_tasks import cell_columns_task, load_task, rows_task, summarize_task, write_own_task, write_seam_task
 from .load_window import Capacity, EarlyStarts, LoadWindow, WindowPolicy, commit_group
 
 log = logging.getLogger(__name__)
@@ -186,13 +186,14 @@ def _plan_store(client, experiments: list[Experiment], config: IngestConfig, ech
     return manifest
 
 
-def obs_part(exp: Experiment, summary) -> ObsPart:
-    """The experiment's obs rows: cell ids ``<accession>:<barcode>`` and the per-cell columns; its
-    accession and sample metadata as one value each (per-cell annotations of the same name win)."""
-    barcodes = np.asarray(summary.barcodes, dtype=STRINGS)
+def obs_part(exp: Experiment, cells) -> ObsPart:
+    """The experiment's obs rows (``cells``: its ``CellColumns``): cell ids ``<accession>:<barcode>``
+    and the per-cell columns; its accession and sample metadata as one value each (per-cell
+    annotations of the same name win)."""
+    barcodes = np.asarray(cells.barcodes, dtype=STRINGS)
     columns = {"_index": np.strings.add(f"{exp.accession}:", barcodes), "barcode": barcodes,
-               "umi_count": summary.umi_count, "total_counts": summary.total_counts, "gene_count": summary.gene_count,
-               **{column: summary.annotations[column].to_numpy() for column in summary.annotations.columns}}
+               "umi_count": cells.umi_count, "total_counts": cells.total_counts, "gene_count": cells.gene_count,
+               **{column: cells.annotations[column].to_numpy() for column in cells.annotations.columns}}
     constants = {"srx_accession": exp.accession,
                  **{column: exp.metadata[column] for column in CELL_METADATA_COLUMNS if column in exp.metadata}}
     return ObsPart(len(barcodes), columns, constants)
@@ -217,6 +218,8 @@ class _Unit:
     keys: list[int]
     kept: list
     """(experiment, summary) of the unit's loaded experiments, in order."""
+    cells_of: list
+    """Futures of their ``CellColumns``, held on the workers until the commit reads them."""
     rejected: list[dict]
     plan: RoundPlan
     writes: list
@@ -253,9 +256,11 @@ def _plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, _
         after = tail if seam.pieces[0].owner == COMMITTED else None
         writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, after, **priority))
         last = writes[-1] if seam.stop == plan.stop else last
+    # the per-cell columns are taken out beside the writes and wait on the workers for the commit
+    cells_of = [client.submit(cell_columns_task, m.load, **priority) for m in kept]
     # Only the writers hold the loaded experiments now: each is freed on its worker as soon as its
-    # own writes are done, not when the unit commits.
-    return _Unit(keys, [(m.exp, m.result) for m in kept], rejected, plan, writes, last,
+    # own writes (and its cell columns) are done, not when the unit commits.
+    return _Unit(keys, [(m.exp, m.result) for m in kept], cells_of, rejected, plan, writes, last,
                  sum(m.exp.obs_count for m in members))
 
 
@@ -278,9 +283,17 @@ def _commit_units(config: IngestConfig, manifest: Manifest, writer: StoreWriter,
     for unit in units:
         _check_written(manifest, unit)
     kept = [(member, rows) for unit in units for member, rows in zip(unit.kept, unit.plan.experiment_rows)]
+    cells_of = [future for unit in units for future in unit.cells_of]
     stop = units[-1].plan.stop
-    if kept:
-        manifest.categories = writer.write_obs_rows(units[0].plan.start, [obs_part(exp, s) for (exp, s), _ in kept])
+    if kept:  # the group's per-cell columns come to the driver now, for this commit only
+        try:
+            parts = [obs_part(exp, future.result()) for ((exp, _), _), future in zip(kept, cells_of)]
+        except Exception as exc:  # the worker holding them died and their recomputation failed
+            raise IngestError(f"reading the per-cell columns of rows {units[0].plan.start:,}-{stop:,}: "
+                              f"{type(exc).__name__}: {exc}; {manifest.n_committed:,} committed cells are intact, "
+                              "rerun to resume") from exc
+        manifest.categories = writer.write_obs_rows(units[0].plan.start, parts)
+        del parts
         writer.grow_rows(stop)
     entries = []
     for (exp, s), (lo, hi) in kept:
@@ -407,7 +420,14 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
             {"started": _now(), "source": config.source.source, "cell_count": config.cell_count, "seed": config.seed,
              "filters": config.filters, "selected": len(selected), "retry_rejected": config.retry_rejected}
         )
-        added, rejected = _run_units(client, config, manifest, selection, gene_ids_future, echo)
+        try:
+            added, rejected = _run_units(client, config, manifest, selection, gene_ids_future, echo)
+        except futures.CancelledError as exc:  # the scheduler went away (or cancelled our tasks) mid-run
+            lost = "connection" in str(exc).lower()
+            raise IngestError(
+                ("lost the connection to the Dask scheduler" if lost else "the Dask scheduler cancelled the run's tasks")
+                + f" ({type(exc).__name__}); {manifest.n_committed:,} committed cells in {remote.redact(config.store)} "
+                "are intact: rerun to resume once the cluster is back") from exc
         chosen = {e.accession for e in selected}
         top_ups = [a for a in added if a not in chosen]
         # Run bookkeeping only: the version counts data commits, so derived data stays fresh.
@@ -506,7 +526,7 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
                 tail = tail if unit.tail is None else unit.tail
                 units.append(unit)
             for unit in units:
-                if not unit.written and all(f.done() for f in unit.writes):
+                if not unit.written and all(f.done() for f in [*unit.writes, *unit.cells_of]):
                     unit.written = True
                     window.written(unit.keys)  # the workers hold its experiments no more
             if committing is not None and committing[1].done():
@@ -534,7 +554,7 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
             if not units and not loads and committing is None and selection.peek() is None:
                 break
             waiting = [m.summary for m in [*loading.values(), *started.values()]] + [
-                f for u in units if not u.written for f in u.writes]
+                f for u in units if not u.written for f in [*u.writes, *u.cells_of]]
             if waiting:
                 with contextlib.suppress(TimeoutError):  # a commit in progress is polled
                     wait(waiting, timeout=COMMIT_POLL_S if committing else WINDOW_REFRESH_S, return_when="FIRST_COMPLETED")

@@ -63,17 +63,13 @@ def load_task(
 
 @dataclass(frozen=True, slots=True)
 class ExperimentSummary:
-    """Everything the driver needs from a loaded experiment except its count matrix. The driver
-    holds it from the load until the commit (tens of millions of cells on a large cluster), so
-    barcodes are one string array, not a Python string per cell."""
+    """What the driver needs from a loaded experiment to plan and record it: sizes, digests and
+    counters, a few hundred bytes whatever its cell count. Its per-cell columns (``CellColumns``)
+    stay on a worker until the experiment's unit commits: the driver of a large cluster would
+    otherwise hold tens of millions of cells' barcodes and counts for the loads in its window."""
 
     accession: str
     n_cells: int
-    barcodes: np.ndarray
-    umi_count: np.ndarray
-    total_counts: np.ndarray
-    gene_count: np.ndarray
-    annotations: pd.DataFrame
     repairs: dict
     nnz: int
     rows_digest: str
@@ -82,16 +78,23 @@ class ExperimentSummary:
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class CellColumns:
+    """An experiment's per-cell obs columns, as its commit writes them (barcodes as one string
+    array, not a Python string per cell)."""
+
+    barcodes: np.ndarray
+    umi_count: np.ndarray
+    total_counts: np.ndarray
+    gene_count: np.ndarray
+    annotations: pd.DataFrame
+
+
 def summarize_task(loaded: LoadedExperiment) -> ExperimentSummary:
     counts = loaded.counts
     return ExperimentSummary(
         accession=loaded.accession,
         n_cells=loaded.n_cells,
-        barcodes=np.asarray(loaded.barcodes, dtype=np.dtypes.StringDType()),  # 35 bytes a barcode, not 75
-        umi_count=counts.umi_count,
-        total_counts=counts.total_counts,
-        gene_count=counts.gene_count,
-        annotations=loaded.annotations,
         repairs=counts.repairs.as_dict(),
         nnz=int(counts.matrix.nnz),
         rows_digest=counts.checksum(),
@@ -99,6 +102,14 @@ def summarize_task(loaded: LoadedExperiment) -> ExperimentSummary:
         file_digest=loaded.file_digest,
         warnings=tuple(loaded.warnings),
     )
+
+
+def cell_columns_task(loaded: LoadedExperiment) -> CellColumns:
+    """Submitted with the experiment's writes; its result waits on the worker for the commit."""
+    counts = loaded.counts
+    return CellColumns(barcodes=np.asarray(loaded.barcodes, dtype=np.dtypes.StringDType()),  # 35 bytes a barcode, not 75
+                       umi_count=counts.umi_count, total_counts=counts.total_counts, gene_count=counts.gene_count,
+                       annotations=loaded.annotations)
 
 
 def rows_task(loaded: LoadedExperiment, start: int, stop: int) -> sp.csr_matrix:

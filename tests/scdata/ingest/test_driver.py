@@ -247,3 +247,30 @@ def test_info_json_fields(demo_bucket, tmp_path, capsys):
                 "max_expression_value", "sparsity", "samples", "bytes_on_disk", "bytes_per_cell"):
         assert key in info
     assert len(info["gene_list"]) == info["n_genes"]
+
+
+def test_loads_send_the_driver_no_per_cell_columns(demo_bucket, tmp_path, monkeypatch):
+    """A finished load sends the driver a few hundred bytes however many cells it has: its
+    barcodes and per-cell counts wait on the workers for its unit's commit, so the driver's
+    memory does not grow with the cells in the load window. The store is the same."""
+    import pickle
+
+    from scdata.ingest import driver
+
+    sizes = []
+    real = driver._finish_load
+
+    def measured(config, manifest, window, selection, key, m, *rest):
+        summary = m.summary.result()  # what came to the driver
+        sizes.append((summary.n_cells, len(pickle.dumps(summary))))
+        return real(config, manifest, window, selection, key, m, *rest)
+
+    monkeypatch.setattr(driver, "_finish_load", measured)
+    store = str(tmp_path / "store.zarr")
+    config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
+                           cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
+    scdata.ingest(config, echo=lambda *_: None)
+    cells = [n for n, _ in sizes]
+    assert len(sizes) == 8 and max(cells) >= 2 * min(cells)
+    assert max(size for _, size in sizes) < 2048, sizes  # 10x barcodes alone are ~17 bytes a cell
+    assert_store_matches_sources(store)

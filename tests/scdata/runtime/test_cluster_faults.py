@@ -31,7 +31,7 @@ ATTEMPTS = 2
 that a persistent fault is reported within minutes."""
 CELL_COUNT = 2000
 """Four of the demo bucket's experiments, one round each."""
-WORK_TASKS = ("load_task", "summarize_task", "rows_task", "write_own_task", "write_seam_task")
+WORK_TASKS = ("load_task", "summarize_task", "cell_columns_task", "rows_task", "write_own_task", "write_seam_task")
 
 
 @dataclass
