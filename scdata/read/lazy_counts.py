@@ -34,7 +34,7 @@ def _positions(key, size: int) -> tuple[np.ndarray | slice, bool]:
         return slice(k, k + 1), True
     if isinstance(key, slice):
         start, stop, step = key.indices(size)
-        return (slice(start, stop) if step == 1 else np.arange(start, stop, step)), False
+        return (slice(start, max(start, stop)) if step == 1 else np.arange(start, stop, step)), False
     arr = np.asarray(key)
     if arr.dtype == bool:
         return np.flatnonzero(arr), False
@@ -84,35 +84,46 @@ class DirectX:
 
     def _read(self, rows: np.ndarray | slice, genes: np.ndarray | slice) -> np.ndarray:
         """(len(rows), len(genes)) int16, filled gene-major from each overlapping chunk."""
-        row_pos = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
         gene_pos = np.arange(genes.start, genes.stop) if isinstance(genes, slice) else genes
-        if len(row_pos) and (row_pos.min() < 0 or row_pos.max() >= self.shape[0]):
+        n_rows = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+        if n_rows and (rows.start < 0 or rows.stop > self.shape[0] if isinstance(rows, slice)
+                       else rows.min() < 0 or rows.max() >= self.shape[0]):
             raise IndexError(f"cell positions out of range for {self.shape[0]} committed cells")
         if len(gene_pos) and (gene_pos.min() < 0 or gene_pos.max() >= self.shape[1]):
             raise IndexError(f"gene positions out of range for {self.shape[1]} genes")
-        out_t = np.zeros((len(gene_pos), len(row_pos)), dtype=self.dtype)  # gene-major, like the chunks
-        if not len(row_pos) or not len(gene_pos):
+        out_t = np.zeros((len(gene_pos), n_rows), dtype=self.dtype)  # gene-major, like the chunks
+        if not n_rows or not len(gene_pos):
             return out_t.T
         crow, cgene = self.chunks
         reader = self.reader
-        row_groups = list(_groups(row_pos // crow))
+        row_groups = _row_groups(rows, crow)
         for j, g_out in _groups(gene_pos // cgene):
             g_in = gene_pos[g_out] - j * cgene
             g_src, g_dst = _compact(g_in), _compact(g_out)
-            chunks = reader.chunks_of_genes([i for i, _ in row_groups], j, g_in)
-            for (i, r_out), chunk in zip(row_groups, chunks):
+            chunks = reader.chunks_of_genes([i for i, _, _ in row_groups], j, g_in)
+            for (i, r_src, r_dst), chunk in zip(row_groups, chunks):
                 if chunk is None:
                     continue  # never written: all zeros
                 if not reader.writer.transpose:
                     chunk = chunk.T
-                r_in = row_pos[r_out] - i * crow
-                r_src, r_dst = _compact(r_in), _compact(r_out)
                 block = chunk[g_src][:, r_src]  # (genes, rows) of this chunk, a copy or a view
                 if isinstance(g_dst, slice) or isinstance(r_dst, slice):
                     out_t[g_dst, r_dst] = block
                 else:
                     out_t[np.ix_(g_dst, r_dst)] = block
         return out_t.T
+
+
+def _row_groups(rows: np.ndarray | slice, crow: int) -> list[tuple[int, np.ndarray | slice, np.ndarray | slice]]:
+    """``(chunk row, positions within it, positions in the output)`` for each chunk row that
+    ``rows`` touch; a run of rows (a slice) by arithmetic alone, so a task of hundreds of chunk
+    rows does no per-chunk array work."""
+    if isinstance(rows, slice):
+        start, stop = rows.start, rows.stop
+        return [(i, slice(max(start, i * crow) - i * crow, min(stop, (i + 1) * crow) - i * crow),
+                 slice(max(start, i * crow) - start, min(stop, (i + 1) * crow) - start))
+                for i in range(start // crow, (stop - 1) // crow + 1)]
+    return [(i, _compact(rows[r_out] - i * crow), _compact(r_out)) for i, r_out in _groups(rows // crow)]
 
 
 def _groups(keys: np.ndarray):
@@ -146,6 +157,53 @@ and larger tasks than one per chunk row: one gene over ten million cells is 9,76
 and the scheduler's ~0.1-0.2 ms per task would cost more than reading the gene."""
 
 
+class CountsArray(da.Array):
+    """X, or an orthogonal selection of it, as a dask array whose indexing by integers, slices,
+    and integer or boolean arrays (what xarray's ``isel`` and ``sel`` pass down) reads X's
+    chunks directly (``subset``): one gene across ten million cells becomes a few dozen tasks
+    that decode only that gene's Blosc blocks, where dask's own slicing would make one task per
+    block of X (1,164 at 9.5M cells, whose scheduling cost more than the decoding). Any other key
+    (None, Ellipsis, dask arrays) and every computation on it are plain dask."""
+
+    def __getitem__(self, index):
+        parsed = _orthogonal_key(index, self.shape)
+        fast = None if parsed is None else subset(self, parsed[0], parsed[1])
+        if fast is None:
+            return super().__getitem__(index)
+        dropped = tuple(0 if drop else slice(None) for drop in parsed[2])
+        return da.Array.__getitem__(fast, dropped) if any(parsed[2]) else fast
+
+
+def _orthogonal_key(index, shape: tuple[int, int]):
+    """``(rows, genes, (drop rows?, drop genes?))`` for a key of ints, slices and 1-D integer or
+    boolean arrays (positions, None for a whole axis), or None for any other key."""
+    key = index if isinstance(index, tuple) else (index,)
+    if len(key) > 2:
+        return None
+    key = key + (slice(None),) * (2 - len(key))
+    picked, drops = [], []
+    for k, n in zip(key, shape):
+        if isinstance(k, slice):
+            picked.append(None if k == slice(None) else np.arange(n)[k])
+            drops.append(False)
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            picked.append(np.arange(n)[[k]])  # IndexError when out of range, as numpy's
+            drops.append(True)
+        elif isinstance(k, (list, np.ndarray)) and np.ndim(k) == 1:
+            arr = np.asarray(k)
+            if arr.dtype == bool:
+                if len(arr) != n:
+                    raise IndexError(f"boolean index of length {len(arr)} for an axis of {n}")
+                arr = np.flatnonzero(arr)
+            elif arr.dtype.kind not in "iu" and len(arr):
+                return None
+            picked.append(np.arange(n)[arr.astype(np.int64)])
+            drops.append(False)
+        else:
+            return None
+    return picked[0], picked[1], tuple(drops)
+
+
 def as_dask(x: DirectX, rows: np.ndarray | None = None, genes: np.ndarray | None = None) -> da.Array:
     """X, or its orthogonal selection ``rows`` x ``genes`` (positions), as a dask array.
 
@@ -159,19 +217,24 @@ def as_dask(x: DirectX, rows: np.ndarray | None = None, genes: np.ndarray | None
     crow, cgene = x.chunks
     if rows is None and genes is None:
         per_block = max(1, min(_TASK_BYTES // (2 * crow * cgene), -(-x.shape[0] // crow) // _MIN_TASKS))
-        arr = da.from_array(x, chunks=(crow * per_block, cgene), asarray=False,
-                            name=f"sczarr-X-{tokenize(x.store, x.path, x.n, x.shape)}")
+        plain = da.from_array(x, chunks=(crow * per_block, cgene), asarray=False,
+                              name=f"sczarr-X-{tokenize(x.store, x.path, x.n, x.shape)}")
+        arr = CountsArray(plain.dask, plain.name, plain.chunks, meta=plain._meta)
     else:
-        rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         genes = np.arange(x.shape[1]) if genes is None else np.asarray(genes, dtype=np.int64)
         gene_runs = [(0, len(genes))] if len(genes) <= _MAX_GENES_PER_TASK else _runs(genes // cgene)
-        row_runs = _tasks(_runs(rows // crow), 2 * max(g1 - g0 for g0, g1 in gene_runs))
-        name = f"sczarr-sel-{tokenize(x.store, x.path, x.n, rows, genes)}"
-        graph = {(name, i, j): (_read_block, x, rows[r0:r1], genes[g0:g1])
+        span = _span(rows, x.shape[0])
+        runs = _chunk_runs(*span, crow) if span is not None else _runs(rows // crow)
+        row_runs = _tasks(runs, 2 * max(g1 - g0 for g0, g1 in gene_runs))
+        # a run of rows travels to its tasks as slices: no positions to hash, hold or index
+        take = (lambda r0, r1: slice(span[0] + r0, span[0] + r1)) if span is not None else (lambda r0, r1: rows[r0:r1])
+        name = f"sczarr-sel-{tokenize(x.store, x.path, x.n, span if span is not None else rows, genes)}"
+        graph = {(name, i, j): (_read_block, x, take(r0, r1), genes[g0:g1])
                  for i, (r0, r1) in enumerate(row_runs) for j, (g0, g1) in enumerate(gene_runs)}
         chunks = (tuple(r1 - r0 for r0, r1 in row_runs), tuple(g1 - g0 for g0, g1 in gene_runs))
-        arr = da.Array(HighLevelGraph.from_collections(name, graph, dependencies=()), name, chunks=chunks,
-                       dtype=x.dtype, meta=np.empty((0, 0), dtype=x.dtype))
+        arr = CountsArray(HighLevelGraph.from_collections(name, graph, dependencies=()), name, chunks=chunks,
+                          dtype=x.dtype, meta=np.empty((0, 0), dtype=x.dtype))
     _REGISTRY[arr.name] = (x, rows, genes)
     while len(_REGISTRY) > _REGISTRY_SIZE:
         _REGISTRY.pop(next(iter(_REGISTRY)))
@@ -214,6 +277,23 @@ def _tasks(runs: list[tuple[int, int]], row_bytes: int) -> list[tuple[int, int]]
     return tasks
 
 
+def _span(rows: np.ndarray | None, n: int) -> tuple[int, int] | None:
+    """``(start, stop)`` when ``rows`` (None: every row) is one run of consecutive rows, else None."""
+    if rows is None:
+        return 0, n
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+        return int(rows[0]), int(rows[-1]) + 1
+    return None
+
+
+def _chunk_runs(start: int, stop: int, crow: int) -> list[tuple[int, int]]:
+    """``_runs(np.arange(start, stop) // crow)`` by arithmetic: positions of the span within each chunk row."""
+    if stop <= start:
+        return [(0, 0)]
+    edges = np.arange((start // crow + 1) * crow, stop, crow) - start
+    return list(zip([0, *edges.tolist()], [*edges.tolist(), stop - start]))
+
+
 def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
     """``[start, stop)`` of each run of equal consecutive values; one empty run for no values."""
     if not len(keys):
@@ -224,8 +304,11 @@ def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), stops.tolist()))
 
 
-def _read_block(x: DirectX, rows: np.ndarray, genes: np.ndarray) -> np.ndarray:
-    return x[_compact(rows), _compact(genes)] if len(rows) and len(genes) else np.zeros((len(rows), len(genes)), x.dtype)
+def _read_block(x: DirectX, rows: np.ndarray | slice, genes: np.ndarray) -> np.ndarray:
+    n_rows = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+    if not n_rows or not len(genes):
+        return np.zeros((n_rows, len(genes)), x.dtype)
+    return x[rows if isinstance(rows, slice) else _compact(rows), _compact(genes)]
 
 
 def registered(arr: da.Array) -> tuple[DirectX, np.ndarray | None, np.ndarray | None] | None:

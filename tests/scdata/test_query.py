@@ -208,6 +208,32 @@ def test_selections_compose_and_read_directly(store, dense):
         isel(ds, gene=["ENSG_NOPE"])
 
 
+def test_xarray_s_own_indexing_reads_x_directly(store, dense):
+    """``sel``/``isel``/``[]`` as a notebook writes them reach X's chunks (a few tasks for one
+    gene, not one per block of X) and give numpy's values for every kind of key."""
+    from scdata.read.lazy_counts import registered
+
+    ds = scdata.open_store(store)
+    gene = ds.gene.values[1500]
+    one = ds.counts.sel(gene=gene)
+    np.testing.assert_array_equal(one.values, dense[:, 1500])
+    names = {str(k[0] if isinstance(k, tuple) else k) for k in one.data.__dask_graph__().keys()}
+    assert any(n.startswith("sczarr-sel-") for n in names) and not any(n.startswith("sczarr-X-") for n in names)
+    pair = ds.counts.isel(cell=slice(100, 2900), gene=[1023, 5])
+    assert registered(pair.data) is not None
+    np.testing.assert_array_equal(pair.values, dense[100:2900][:, [1023, 5]])
+    np.testing.assert_array_equal(pair.isel(cell=[7, 0]).values, dense[[107, 100]][:, [1023, 5]])
+    mask = ds.umi_count.values > np.median(ds.umi_count.values)
+    np.testing.assert_array_equal(ds.counts.where(ds.umi_count > np.median(ds.umi_count.values), drop=True)
+                                  .isel(gene=[3]).values, dense[mask][:, [3]])
+    np.testing.assert_array_equal(ds.counts[-1, 10:20].values, dense[-1, 10:20])
+    np.testing.assert_array_equal(ds.counts[::7, -3].values, dense[::7, -3])
+    np.testing.assert_array_equal(ds.counts.data[:5, None].compute()[:, 0], dense[:5])  # other keys: dask's own
+    np.testing.assert_array_equal((ds.counts[:50] + 1).values, dense[:50] + 1)
+    with pytest.raises(IndexError):
+        ds.counts.data[len(dense), 0]
+
+
 def test_to_anndata_sparse_path(store, dense):
     ds = scdata.open_store(store)
     rows = np.array([3100, 0, 1, 640, 129])
