@@ -437,6 +437,11 @@ def sparse_rows(x: DirectX, rows: np.ndarray | None, genes: np.ndarray | None, t
         out_pos = np.flatnonzero(chunk_of == i)
         return _chunk_row_csc(x, i, rows[out_pos] - i * crow, genes), out_pos
 
+    # chunk columns read (nearly) whole: ask the disk for all their files at once
+    cgene = x.chunks[1]
+    per_column = np.bincount((np.arange(x.shape[1]) if genes is None else genes) // cgene)
+    x.reader.advise_chunks(touched.tolist(), np.flatnonzero(per_column >= cgene // 2).tolist())
+
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:

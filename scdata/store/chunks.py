@@ -26,6 +26,8 @@ from .blosc_blocks import decode_files, decode_runs, read_blocks
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _THREAD_BUFFERS = threading.local()
+_ADVISE_MOST = 1024
+"""Chunk files a whole-chunk read asks the kernel for up front, at most (``advise_chunks``)."""
 
 
 def thread_buffer(purpose: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -208,6 +210,28 @@ class ChunkReader:
             return self.decode(raw, out)
         decode_runs(raw, starts, self.chunk_rows, out, lambda data, target: self.writer.blosc.decode(data, out=target))
         return out.view("<i2").reshape(self.chunk_genes, self.chunk_rows)
+
+    def advise_chunks(self, rows: list[int], columns, most: int | None = None) -> None:
+        """Tell the kernel that the chunk files of ``rows`` x ``columns`` will be read whole
+        (``POSIX_FADV_WILLNEED``, queued and not waited for), so a cold read of a few chunk rows
+        keeps the disk busy with all their files instead of one per reading thread. Only for a
+        local store and at most ``most`` files (a larger read is bound by decoding, and would
+        only push other pages out of the cache)."""
+        if self._local_root is None or not hasattr(os, "posix_fadvise"):
+            return
+        columns = list(columns)
+        if len(rows) * len(columns) > (_ADVISE_MOST if most is None else most):
+            return
+        for i in rows:
+            for j in columns:
+                try:
+                    fd = os.open(os.path.join(self._local_root, self.writer.key(i, j)), os.O_RDONLY)
+                except OSError:  # never written (all zeros), or unreadable: the read reports it
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
 
     def chunks_of_genes(self, rows: list[int], j: int, genes: np.ndarray) -> Iterator[np.ndarray | None]:
         """``chunk_of_genes(i, j, genes, ...)`` for each chunk row ``i`` of ``rows`` in turn (each view

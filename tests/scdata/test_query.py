@@ -234,6 +234,29 @@ def test_xarray_s_own_indexing_reads_x_directly(store, dense):
         ds.counts.data[len(dense), 0]
 
 
+def test_whole_rows_ask_the_disk_for_their_chunk_files_first(store, dense, monkeypatch):
+    """``to_anndata`` of whole rows advises the kernel of every chunk file it will read (one
+    call per file, before the first decode), and of none past ``_ADVISE_MOST``; same values."""
+    import os
+
+    import scdata.store.chunks as chunks
+
+    advised = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: advised.append(os.readlink(
+        f"/proc/self/fd/{fd}")) if advice == os.POSIX_FADV_WILLNEED else None)
+    ds = scdata.open_store(store)
+    crow, cgene = ds.attrs["chunk_shape"]
+    view = scdata.to_anndata(ds, cells=slice(crow - 5, 2 * crow + 3))
+    np.testing.assert_array_equal(view.X.toarray(), dense[crow - 5:2 * crow + 3])
+    expected = {os.path.realpath(os.path.join(store, "X", "c", str(i), str(j))) for i in (0, 1, 2)
+                for j in range(-(-dense.shape[1] // cgene))}
+    assert set(advised) == {p for p in expected if os.path.exists(p)} and len(advised) == len(set(advised))
+    advised.clear()
+    monkeypatch.setattr(chunks, "_ADVISE_MOST", 4)
+    scdata.to_anndata(scdata.open_store(store), cells=slice(0, 3 * crow))
+    assert advised == []
+
+
 def test_to_anndata_sparse_path(store, dense):
     ds = scdata.open_store(store)
     rows = np.array([3100, 0, 1, 640, 129])
