@@ -42,6 +42,7 @@ _MOVED = {  # names the module scdata.ingest held before 0.2, and where they are
     "_check_written": "scdata.ingest.driver",
     "_commit_units": "scdata.ingest.driver",
     "_Selection": "scdata.ingest.driver",
+    "ExperimentSelection": "scdata.ingest.selection",
     "_start_selection": "scdata.ingest.driver",
     "_stops_cleanly": "scdata.ingest.driver",
     "cluster_capacity": "scdata.ingest.driver",
