@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--no-progress", action="store_true")
     ing.set_defaults(func=_ingest)
 
-    from .hvg.flavors import FLAVORS
+    from .hvg.flavor_names import FLAVORS
 
     hvg = sub.add_parser("hvg", help="gene statistics and highly variable genes (scanpy's flavors, out of core)")
     hvg.add_argument("--store", default="data/scRNA/store.zarr")

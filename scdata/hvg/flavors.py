@@ -25,10 +25,10 @@ import pandas as pd
 from ..stats.moments import mean as mean_of
 from ..stats.moments import variance
 from ..stats.reduction import GeneStats
+from .flavor_names import FLAVORS
 
 log = logging.getLogger(__name__)
 
-FLAVORS = ("dispersion", "seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
 
 
 @dataclass(frozen=True, kw_only=True)

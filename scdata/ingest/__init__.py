@@ -31,7 +31,6 @@ _EXPORTS = {
 _MOVED = {  # names the module scdata.ingest held before 0.2, and where they are now
     "log": "scdata.ingest.driver",
     "WINDOW_REFRESH_S": "scdata.ingest.driver",
-    "COMMIT_POLL_S": "scdata.ingest.driver",
     "_now": "scdata.ingest.driver",
     "_read_tables": "scdata.ingest.driver",
     "_plan_store": "scdata.ingest.driver",

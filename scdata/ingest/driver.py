@@ -42,6 +42,7 @@ import numpy as np
 from ..runtime import remote
 from .gene_axis import PLAN_TABLES, axis_from_tables, read_genes_file
 from ..runtime.cluster import ClusterConfig, dask_client, recomputable
+from ..runtime.wakeup import Wakeup
 from ..source.h5ad import ExperimentError, gene_table_task
 from ..store.manifest import Manifest, read_manifest, rejection_kind, write_manifest
 from .write_plan import COMMITTED, RoundPlan, plan_round
@@ -62,8 +63,6 @@ from .load_window import Capacity, EarlyStarts, LoadWindow, WindowPolicy, commit
 log = logging.getLogger(__name__)
 WINDOW_REFRESH_S = 5.0
 """How often the driver asks the scheduler for its workers (the window follows the cluster)."""
-COMMIT_POLL_S = 0.05
-"""How often the driver looks at a commit under way (the committer thread is not a Dask future)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -402,8 +401,6 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
     a time on a committer thread, while this loop keeps the window full (a commit's obs rows and
     manifest take the driver seconds at scale). The next experiments are chosen after each
     rejection is known, so top-ups follow at once."""
-    from distributed import wait
-
     added, rejected = [], []
     window = LoadWindow(config.policy, cluster_capacity(client))
     loads: dict[int, _Load] = {}
@@ -414,6 +411,8 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
     committing = None
     """(units, future) of the commit under way on the committer thread."""
     committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sczarr-commit")
+    wakeup = Wakeup()
+    """Set when any load, summary, write or commit finishes: the loop sleeps until then."""
     refreshed = time.monotonic()
     initial = selection.todo()
     bar = _progress(config.progress, initial)
@@ -426,7 +425,9 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
     def submit_load(exp: Experiment, priority: int) -> _Load:
         load = client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir,
                              pure=False, priority=-priority)
-        return _Load(exp, load, client.submit(summarize_task, load, pure=False, priority=-priority))
+        summary = client.submit(summarize_task, load, pure=False, priority=-priority)
+        wakeup.watch(summary)  # a failed load fails its summary too
+        return _Load(exp, load, summary)
 
     try:
         while True:
@@ -462,6 +463,7 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
                 fatal = _finish_load(config, manifest, window, selection, key, loading.pop(key), fatal, echo)
             while (keys := window.take_unit(stop_before=fatal)) is not None:
                 unit = _plan_unit(client, config, keys, loads, next_row, tail)
+                wakeup.watch(*unit.writes, *unit.cells_of)
                 next_row = unit.plan.stop
                 tail = tail if unit.tail is None else unit.tail
                 units.append(unit)
@@ -488,18 +490,13 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
                 written = [u.plan.stop - u.plan.start for u in itertools.takewhile(lambda u: u.written, units)]
                 group = [units.popleft() for _ in range(commit_group(written, window.policy))]
                 committing = (group, committer.submit(_commit_units, config, manifest, writer, group))
+                wakeup.watch(committing[1])
                 continue
             if fatal is not None and not units and committing is None and next(iter(loads), None) == fatal:
                 raise IngestError(f"{loads[fatal].error} (committed rounds are intact; fix or filter it out and rerun)")
             if not units and not loads and committing is None and selection.peek() is None:
                 break
-            waiting = [m.summary for m in [*loading.values(), *started.values()]] + [
-                f for u in units if not u.written for f in [*u.writes, *u.cells_of]]
-            if waiting:
-                with contextlib.suppress(TimeoutError):  # a commit in progress is polled
-                    wait(waiting, timeout=COMMIT_POLL_S if committing else WINDOW_REFRESH_S, return_when="FIRST_COMPLETED")
-            elif committing is not None:
-                futures.wait([committing[1]], timeout=WINDOW_REFRESH_S)
+            wakeup.wait(WINDOW_REFRESH_S)  # until a watched future finishes (or the window's refresh)
     finally:
         for m in started.values():  # a run stopped with loads started ahead: they are not needed
             m.summary.cancel()

@@ -274,3 +274,45 @@ def test_loads_send_the_driver_no_per_cell_columns(demo_bucket, tmp_path, monkey
     assert len(sizes) == 8 and max(cells) >= 2 * min(cells)
     assert max(size for _, size in sizes) < 2048, sizes  # 10x barcodes alone are ~17 bytes a cell
     assert_store_matches_sources(store)
+
+
+def test_the_driver_sleeps_until_a_task_or_commit_finishes(demo_bucket, tmp_path, monkeypatch):
+    """The driver's loop runs once per finished future (load summary, write, cell columns,
+    commit), not on a timer: polling the in-flight futures every 50 ms while a commit ran cost
+    the driver process a quarter of a core, taken from the workers on a 2-core machine. Commits
+    are made slow here, so a polling loop would go round ~20 times per commit."""
+    import time
+
+    from scdata.ingest import driver
+    from scdata.ingest.load_window import LoadWindow
+    from scdata.runtime.wakeup import Wakeup
+
+    rounds, watched, commits = [0], [0], [0]
+    take_unit, watch, commit_units = LoadWindow.take_unit, Wakeup.watch, driver._commit_units
+
+    def counted_take_unit(self, *args, **kwargs):
+        unit = take_unit(self, *args, **kwargs)
+        rounds[0] += unit is None  # the loop asks until there is none: once per round
+        return unit
+
+    def counted_watch(self, *futures):
+        watched[0] += len(futures)
+        return watch(self, *futures)
+
+    def slow_commit(*args):
+        commits[0] += 1
+        time.sleep(0.5)
+        return commit_units(*args)
+
+    monkeypatch.setattr(LoadWindow, "take_unit", counted_take_unit)
+    monkeypatch.setattr(Wakeup, "watch", counted_watch)
+    monkeypatch.setattr(driver, "_commit_units", slow_commit)
+    store = str(tmp_path / "store.zarr")
+    config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
+                           cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
+    scdata.ingest(config, echo=lambda *_: None)
+    assert commits[0] >= 2 and watched[0] > commits[0]
+    # a round per finished future at most, two more per commit (the loop goes round again at once
+    # after starting one and after recording one), and the first; a polling loop: ~10 per commit
+    assert rounds[0] <= watched[0] + 2 * commits[0] + 1, (rounds[0], watched[0], commits[0])
+    assert_store_matches_sources(store)
