@@ -188,7 +188,7 @@ def open_store(store: str) -> xr.Dataset:
     coordinates read on first use, so ``ds.sel(gene=ds.highly_variable)`` works. ``attrs``
     carry the manifest version.
     """
-    root, manifest = open_committed(store)
+    root, manifest = open_committed(store, lists=False)  # the head is all a view needs
     n = manifest.n_committed
     _OBS_CACHE.setdefault(_version_key(store, manifest), {}).setdefault(_ROOT, root)
     var = root["var"]
