@@ -185,9 +185,12 @@ def best_soma(results: dict, query: str, kind: str) -> tuple[str, float]:
     return tool, median(tool)
 
 
-def worker(tool: str, path: str, params: dict, queries: list[str], repeats: int) -> dict:
-    """Run in a fresh process: open the store, then each query ``repeats`` times. The tool's
-    modules are imported first (a cold query measures reading the store, not importing Python)."""
+def worker(tool: str, path: str, params: dict, queries: list[str], repeats: int, warmup: int = 0) -> dict:
+    """Run in a fresh process: open the store, then each query ``warmup`` times untimed and
+    ``repeats`` times timed. The tool's modules are imported first (a cold query measures reading
+    the store, not importing Python). Warm runs take one untimed run first: the run before them
+    drops the page cache, and with 3 repeats a cold first run would make the median the slower
+    of the two warm ones."""
     import importlib
 
     def peak() -> int:
@@ -204,6 +207,8 @@ def worker(tool: str, path: str, params: dict, queries: list[str], repeats: int)
     opened = time.perf_counter() - t0
     out = {"open_s": opened, "peak_rss_imported": imported, "peak_rss_opened": peak(), "queries": {}}
     for name in queries:
+        for _ in range(warmup):
+            getattr(handle, name)(params)
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
@@ -336,7 +341,7 @@ def report_tiled(a, built: dict, manifest, params: dict, queries: list[str]) -> 
     """sczarr alone on the tiled store (TileDB-SOMA cannot be built at this size here), beside
     TileDB-SOMA's times at 1M projected linearly in cells, from ``bench_query_1000000.json``."""
     store = built["sczarr"]["path"]
-    warm = run_worker("sczarr", store, params, queries, a.repeats)
+    warm = run_worker("sczarr", store, params, queries, a.repeats, warmup=1)
     cold, peaks = {}, {}
     for q in queries:
         cold[q], peaks[q] = [], []
@@ -370,7 +375,8 @@ def report_tiled(a, built: dict, manifest, params: dict, queries: list[str]) -> 
         "not results. TileDB-SOMA is not built at this size (its 1M-cell build took "
         f"{million['built']['tiledbsoma']['build_s']:,.0f} s); its times are its 1M-cell times (the faster of its settings) from "
         "`bench_query_1000000.json` scaled by the ratio of cells, a projection that assumes it scales linearly, as it did "
-        f"from 100k to 1M. Warm: median of {a.repeats} runs in one process; cold: median of {a.cold_repeats} fresh "
+        f"from 100k to 1M. Warm: median of {a.repeats} runs in one process after an untimed first run; "
+        f"cold: median of {a.cold_repeats} fresh "
         f"processes. Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
     )
     write_results(f"bench_query_{a.cells}", {"cells": manifest.n_committed, "params": {k: v for k, v in params.items() if k != "genes"},
@@ -388,8 +394,8 @@ def drop_caches() -> bool:
         return False
 
 
-def run_worker(tool: str, path: str, params: dict, queries: list[str], repeats: int) -> dict:
-    m = run_checked([PY, __file__, "--worker", json.dumps([tool, path, params, queries, repeats])])
+def run_worker(tool: str, path: str, params: dict, queries: list[str], repeats: int, warmup: int = 0) -> dict:
+    m = run_checked([PY, __file__, "--worker", json.dumps([tool, path, params, queries, repeats, warmup])])
     return json.loads(m.output.strip().splitlines()[-1])
 
 
@@ -448,7 +454,7 @@ def main() -> None:
         return
     results: dict = {tool: {"warm": {}, "cold": {}} for tool in tools}
     for tool in tools:
-        warm = run_worker(tool, path_of[tool], params, queries, a.repeats)
+        warm = run_worker(tool, path_of[tool], params, queries, a.repeats, warmup=1)
         results[tool]["open_s"] = warm["open_s"]
         results[tool]["warm"] = warm["queries"]
         print(tool, "warm", {q: statistics.median(v["seconds"]) for q, v in warm["queries"].items()}, flush=True)
@@ -493,8 +499,8 @@ def main() -> None:
         "(the default is 32 MiB). Each ratio is against the faster of the two for that query."
         + "\n\n" + md_table(["tool", "build (s)", "bytes on disk", "bytes/cell", "open (ms, warm)"], build_rows)
         + f"\n\n{saturation_note(manifest, params['experiment'])}"
-        + f"\n\nWarm: median of {a.repeats} runs in one process; cold: median of {a.cold_repeats} fresh processes. "
-        f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
+        + f"\n\nWarm: median of {a.repeats} runs in one process after an untimed first run; "
+        f"cold: median of {a.cold_repeats} fresh processes. Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
     )
     write_results(f"bench_query_{a.cells}", {"cells": n_cells, "params": {k: v for k, v in params.items() if k != "genes"},
                                   "n_genes_queried": len(params["genes"]), "cold": cold_kind, "load_avg": load,
