@@ -93,24 +93,37 @@ def test_a_chunk_file_is_read_only_where_the_genes_blocks_lie(tmp_path):
     assert read_blocks(str(tmp_path / "missing"), np.asarray([0]), ROWS, buffer) is None
 
 
+def _chunk_files(directory, chunks, blocksizes, missing_at: int | None = None) -> list[str]:
+    """One chunk file per chunk (as X's chunks are stored), and a path never written at
+    ``missing_at`` (a chunk of zeros)."""
+    paths = []
+    for k, (chunk, blocksize) in enumerate(zip(chunks, blocksizes)):
+        path = directory / str(k)
+        path.write_bytes(_encode(chunk, blocksize)[1])
+        paths.append(str(path))
+    if missing_at is not None:
+        paths.insert(missing_at, str(directory / "never-written"))
+    return paths
+
+
+def _decode_column(paths: list[str], genes: np.ndarray) -> list[np.ndarray | None]:
+    """``decode_files`` over ``paths``: each file's values of ``genes`` (None for a missing file)."""
+    from scdata.store.blosc_blocks import decode_files
+
+    codec = Blosc(cname="zstd", clevel=1, shuffle=Blosc.BITSHUFFLE)
+    out = np.zeros(GENES * ROWS, dtype=np.int16)
+    buffer = np.zeros(out.nbytes + 4096, dtype=np.uint8)
+    return [None if o is None else o.reshape(GENES, ROWS)[genes].copy()
+            for o in decode_files(paths, genes * ROWS, ROWS, out, lambda d, t: codec.decode(d, out=t), buffer)]
+
+
 def test_a_column_of_chunk_files_decodes_like_each_file_alone(tmp_path):
     """decode_files plans the blocks from the first file; a missing file gives None and a file
     with another block size takes the general path, with the same values."""
-    from scdata.store.blosc_blocks import decode_files
-
     chunks = [_chunk(s) for s in range(4)]
-    paths = []
-    for k, (chunk, blocksize) in enumerate(zip(chunks, [256, 256, 1000, 256])):
-        path = tmp_path / str(k)
-        path.write_bytes(_encode(chunk, blocksize)[1])
-        paths.append(str(path))
-    paths.insert(2, str(tmp_path / "never-written"))
+    paths = _chunk_files(tmp_path, chunks, [256, 256, 1000, 256], missing_at=2)
     genes = np.asarray([1, 17, 40])
-    codec = Blosc(cname="zstd", clevel=1, shuffle=Blosc.BITSHUFFLE)
-    out = np.zeros(chunks[0].size, dtype=np.int16)
-    buffer = np.zeros(chunks[0].nbytes + 4096, dtype=np.uint8)
-    got = [None if o is None else o.reshape(GENES, ROWS)[genes].copy()
-           for o in decode_files(paths, genes * ROWS, ROWS, out, lambda d, t: codec.decode(d, out=t), buffer)]
+    got = _decode_column(paths, genes)
     assert got[2] is None
     for chunk, values in zip(chunks, got[:2] + got[3:]):
         np.testing.assert_array_equal(values, chunk[genes])
@@ -120,26 +133,15 @@ def test_a_cold_first_read_reads_the_other_files_ahead(tmp_path, monkeypatch):
     """When the first file's read waits (here: any read counts as waiting), the remaining files'
     blocks are read ahead on the pool, in jobs that cover every remaining file once; the values
     are those of the files, missing and differently encoded files included."""
-    from scdata.store.blosc_blocks import decode_files
-
     monkeypatch.setattr(blosc_blocks, "_COLD_READ_S", -1.0)
     monkeypatch.setattr(blosc_blocks, "_READ_AHEAD_FILES", 3)
     covered = []
     real = blosc_blocks._read_ahead
     monkeypatch.setattr(blosc_blocks, "_read_ahead", lambda paths, *rest: (covered.extend(paths), real(paths, *rest)))
     chunks = [_chunk(s) for s in range(12)]
-    paths = []
-    for k, chunk in enumerate(chunks):
-        path = tmp_path / str(k)
-        path.write_bytes(_encode(chunk, 1000 if k == 7 else 256)[1])
-        paths.append(str(path))
-    paths.insert(5, str(tmp_path / "never-written"))
+    paths = _chunk_files(tmp_path, chunks, [1000 if k == 7 else 256 for k in range(12)], missing_at=5)
     genes = np.asarray([2, 30])
-    codec = Blosc(cname="zstd", clevel=1, shuffle=Blosc.BITSHUFFLE)
-    out = np.zeros(chunks[0].size, dtype=np.int16)
-    buffer = np.zeros(chunks[0].nbytes + 4096, dtype=np.uint8)
-    got = [None if o is None else o.reshape(GENES, ROWS)[genes].copy()
-           for o in decode_files(paths, genes * ROWS, ROWS, out, lambda d, t: codec.decode(d, out=t), buffer)]
+    got = _decode_column(paths, genes)
     assert got[5] is None
     for chunk, values in zip(chunks, got[:5] + got[6:]):
         np.testing.assert_array_equal(values, chunk[genes])
@@ -147,17 +149,9 @@ def test_a_cold_first_read_reads_the_other_files_ahead(tmp_path, monkeypatch):
 
 
 def test_a_warm_first_read_reads_nothing_ahead(tmp_path, monkeypatch):
-    from scdata.store.blosc_blocks import decode_files
-
     monkeypatch.setattr(blosc_blocks, "_COLD_READ_S", 60.0)
     monkeypatch.setattr(blosc_blocks, "_read_ahead", lambda *_: pytest.fail("read ahead of a warm column"))
     chunk = _chunk(3)
-    paths = []
-    for k in range(40):
-        (tmp_path / str(k)).write_bytes(_encode(chunk, 256)[1])
-        paths.append(str(tmp_path / str(k)))
-    codec = Blosc(cname="zstd", clevel=1, shuffle=Blosc.BITSHUFFLE)
-    out = np.zeros(chunk.size, dtype=np.int16)
-    buffer = np.zeros(chunk.nbytes + 4096, dtype=np.uint8)
-    for o in decode_files(paths, np.asarray([9]) * ROWS, ROWS, out, lambda d, t: codec.decode(d, out=t), buffer):
-        np.testing.assert_array_equal(o.reshape(GENES, ROWS)[9], chunk[9])
+    paths = _chunk_files(tmp_path, [chunk] * 40, [256] * 40)
+    for values in _decode_column(paths, np.asarray([9])):
+        np.testing.assert_array_equal(values[0], chunk[9])
