@@ -33,6 +33,16 @@ def _commit(manifest: Manifest, store: str, k: int, per_commit: int = 5, reject:
     write_manifest(store, manifest)
 
 
+def _forbid_the_log(monkeypatch, what: str) -> None:
+    """Make any opening of the manifest's log array fail the test, naming ``what`` opened it."""
+    from scdata.store import manifest as manifest_module
+
+    def no_log(*args, **kwargs):
+        raise AssertionError(f"{what} opened the manifest log")
+
+    monkeypatch.setattr(manifest_module, "_log_array", no_log)
+
+
 def _lists(m: Manifest):
     return m.version, m.n_committed, m.experiments, m.rejected, m.retried, m.runs
 
@@ -94,19 +104,13 @@ def test_the_head_alone_is_read_without_the_log_and_cannot_be_written(tmp_path, 
     """``read_manifest(lists=False)``: the head's fields as the full read gives them, the log not
     opened (one read per commit saved for a reader that needs only the head), and no way to write
     it back over the store's lists."""
-    from scdata.store import manifest as manifest_module
-
     store = _store(tmp_path)
     manifest = read_manifest(store)
     manifest.runs.append({"started": "now"})
     for k in range(3):
         _commit(manifest, store, k, reject=("SRXA",))
     full = read_manifest(store)
-
-    def no_log(*args, **kwargs):
-        raise AssertionError("the log was opened")
-
-    monkeypatch.setattr(manifest_module, "_log_array", no_log)
+    _forbid_the_log(monkeypatch, "read_manifest(lists=False)")
     head = read_manifest(store, lists=False)
     assert head.head() == full.head() and head.n_committed == 15 and head.runs == [{"started": "now"}]
     assert head.experiments == [] and head.rejected == []
@@ -125,7 +129,6 @@ def test_open_store_reads_the_manifest_head_only(demo_bucket, tmp_path, monkeypa
     head; replaying the log read one chunk per commit (0.13 s of a fresh process at 954k cells)."""
     import anndata as ad
 
-    from scdata.store import manifest as manifest_module
     from tests.conftest import ingest_config
 
     store = str(tmp_path / "store.zarr")
@@ -134,10 +137,7 @@ def test_open_store_reads_the_manifest_head_only(demo_bucket, tmp_path, monkeypa
     scdata.ingest(config, echo=lambda *_: None)
     assert read_manifest(store).log_length >= 2
 
-    def no_log(*args, **kwargs):
-        raise AssertionError("open_store opened the manifest log")
-
-    monkeypatch.setattr(manifest_module, "_log_array", no_log)
+    _forbid_the_log(monkeypatch, "open_store")
     ds = scdata.open_store(store)
     reference = ad.read_zarr(store)
     assert ds.sizes["cell"] == reference.n_obs
