@@ -24,6 +24,8 @@ already there); content rejections stay out unless ``retry_rejected``.
 
 from __future__ import annotations
 
+import asyncio
+
 import contextlib
 import dataclasses
 import datetime as dt
@@ -213,7 +215,14 @@ class _Load:
 
 @dataclass(slots=True)
 class _Unit:
-    """A commit unit whose writes are submitted."""
+    """A commit unit whose writes are submitted.
+
+    No future of a finished write is kept: the loop records its row count and lets it go
+    (``harvest``). A write the driver still held would be rerun by Dask if the worker holding
+    its result died, and the unit's last write shares its chunk with the next unit's first
+    seam, which rewrites that chunk with the next unit's rows appended: a rerun after the seam
+    would put back the chunk without them. So the seam is submitted only once the write before
+    it is finished and let go (``held``), and nothing can rerun it."""
 
     keys: list[int]
     kept: list
@@ -223,27 +232,73 @@ class _Unit:
     rejected: list[dict]
     plan: RoundPlan
     writes: list
+    """Futures of the submitted writes that have not finished."""
     tail: object
-    """The write of the chunk that holds the unit's last row (None when it has no rows)."""
+    """The write of the chunk that holds the unit's last row, until it finishes (None after, or
+    when the unit has no rows, or when that write is the held seam)."""
+    held: tuple | None
+    """(seam, parts) of the first seam, when it re-reads rows whose write had not finished when
+    the unit was planned: submitted by ``release_held`` once ``before``'s tail is done."""
+    before: _Unit | None
+    """The unit whose tail the held seam waits for."""
     cells: int
     """Cells by metadata of the unit's experiments, rejected ones included (for the progress bar)."""
+    rows_written: int = 0
+    write_error: BaseException | None = None
     written: bool = False
+
+    @property
+    def tail_pending(self) -> bool:
+        """The write of the unit's last chunk may still run (a later seam must wait for it)."""
+        return self.tail is not None or self.held is not None
+
+    def harvest(self) -> bool:
+        """Record the finished writes and drop their futures; True if any finished."""
+        done = [f for f in self.writes if f.done()]
+        for future in done:
+            self.writes.remove(future)
+            try:
+                self.rows_written += future.result()
+            except Exception as exc:  # reported when the unit commits (committed rows stay intact)
+                self.write_error = self.write_error or exc
+            if future is self.tail:
+                self.tail = None
+            future.release()  # now: its message to the scheduler is queued before any later submit's
+        return bool(done)
+
+    def release_held(self, client, config: IngestConfig, watch) -> None:
+        """Submit the held seam once the write before it has finished and been let go."""
+        if self.held is None or (self.before is not None and self.before.tail_pending):
+            return
+        seam, parts = self.held
+        self.held = self.before = None
+        # The client sends its messages from its event loop in the order they were queued there; a
+        # released future queues its release in two steps. Once this no-op has run on the loop,
+        # the releases are queued ahead of the seam's submission: the scheduler forgets the
+        # earlier write before the seam can run.
+        client.sync(asyncio.sleep, 0)
+        future = client.submit(write_seam_task, config.store, seam, parts, self.plan.stop, pure=False, priority=1)
+        watch(future)
+        self.writes.append(future)
+        if seam.stop == self.plan.stop:
+            self.tail = future
 
 
 def _rejection(exp: Experiment, exc: ExperimentError) -> dict:
     return {"accession": exp.accession, "url": exp.url, "reason": exc.problem, "kind": exc.kind, "at": _now()}
 
 
-def _plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, _Load], start: int, tail) -> _Unit:
+def _plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, _Load], start: int,
+               before: _Unit | None) -> _Unit:
     """Submit one writer per chunk the unit touches, past X's committed shape (the commit grows it).
 
-    A seam that shares a chunk with the unit before (``COMMITTED`` rows: the rows before
-    ``start``) runs after that unit's write of the chunk, which it re-reads."""
+    A seam that shares a chunk with the unit ``before`` (``COMMITTED`` rows: the rows before
+    ``start``) re-reads that unit's rows, so it waits, unsubmitted, until their write is done."""
     members = [loads.pop(k) for k in keys]
     kept = [m for m in members if m.error is None]
     rejected = [_rejection(m.exp, m.error) for m in members if m.error is not None]
     plan = plan_round(start, [m.result.n_cells for m in kept], config.layout.chunk_cells)
-    writes, last = [], None
+    writes, last, held = [], None, None
     priority = {"pure": False, "priority": 1}  # before queued loads: writes free worker memory
     for m, own in zip(kept, plan.own_writes):
         for w in own:
@@ -253,28 +308,28 @@ def _plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, _
         parts = [None if p.owner == COMMITTED else client.submit(rows_task, kept[p.owner].load, p.src_start,
                                                                  p.src_stop, **priority)
                  for p in seam.pieces]
-        after = tail if seam.pieces[0].owner == COMMITTED else None
-        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, after, **priority))
+        if seam.pieces[0].owner == COMMITTED:
+            held = (seam, parts)  # submitted by release_held, at once if the rows before are written
+            continue
+        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, **priority))
         last = writes[-1] if seam.stop == plan.stop else last
     # the per-cell columns are taken out beside the writes and wait on the workers for the commit
     cells_of = [client.submit(cell_columns_task, m.load, **priority) for m in kept]
     # Only the writers hold the loaded experiments now: each is freed on its worker as soon as its
     # own writes (and its cell columns) are done, not when the unit commits.
-    return _Unit(keys, [(m.exp, m.result) for m in kept], cells_of, rejected, plan, writes, last,
-                 sum(m.exp.obs_count for m in members))
+    return _Unit(keys, [(m.exp, m.result) for m in kept], cells_of, rejected, plan, writes, last, held,
+                 before if held is not None else None, sum(m.exp.obs_count for m in members))
 
 
 def _check_written(manifest: Manifest, unit: _Unit) -> None:
     """The unit's writes are done and cover its plan, or the run stops (committed rows intact)."""
-    plan = unit.plan
-    try:
-        written = sum(f.result() for f in unit.writes)
-    except Exception as exc:  # a write failed on its worker (I/O after retries, or the worker died too often)
+    plan, exc = unit.plan, unit.write_error
+    if exc is not None:  # a write failed on its worker (I/O after retries, or the worker died too often)
         raise IngestError(f"writing rows {plan.start:,}-{plan.stop:,}: {type(exc).__name__}: {exc}; "
                           f"{manifest.n_committed:,} committed cells are intact, rerun to resume") from exc
     expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if unit.kept else 0
-    if written != expected:
-        raise IngestError(f"commit unit wrote {written} rows but the plan covers {expected}")
+    if unit.rows_written != expected:
+        raise IngestError(f"commit unit wrote {unit.rows_written} rows but the plan covers {expected}")
 
 
 def _commit_units(config: IngestConfig, manifest: Manifest, writer: StoreWriter, units: list[_Unit]) -> list[str]:
@@ -407,7 +462,9 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
     loading: dict[int, _Load] = {}
     units: deque[_Unit] = deque()
     writer = StoreWriter(config.store)
-    next_row, tail, fatal, seq = manifest.n_committed, None, None, 0
+    next_row, fatal, seq = manifest.n_committed, None, 0
+    last: _Unit | None = None
+    """The latest unit with rows: the next unit's first seam may re-read its last chunk."""
     committing = None
     """(units, future) of the commit under way on the committer thread."""
     committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sczarr-commit")
@@ -462,13 +519,15 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
             for key in [k for k, m in loading.items() if m.summary.done()]:
                 fatal = _finish_load(config, manifest, window, selection, key, loading.pop(key), fatal, echo)
             while (keys := window.take_unit(stop_before=fatal)) is not None:
-                unit = _plan_unit(client, config, keys, loads, next_row, tail)
+                unit = _plan_unit(client, config, keys, loads, next_row, last)
                 wakeup.watch(*unit.writes, *unit.cells_of)
                 next_row = unit.plan.stop
-                tail = tail if unit.tail is None else unit.tail
+                last = unit if unit.kept else last
                 units.append(unit)
-            for unit in units:
-                if not unit.written and all(f.done() for f in [*unit.writes, *unit.cells_of]):
+            for unit in units:  # in order: a held seam goes out once the unit before has written its tail
+                unit.harvest()
+                unit.release_held(client, config, wakeup.watch)
+                if not unit.written and not unit.writes and unit.held is None and all(f.done() for f in unit.cells_of):
                     unit.written = True
                     window.written(unit.keys)  # the workers hold its experiments no more
             if committing is not None and committing[1].done():
@@ -477,6 +536,7 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
                 added += future.result()
                 for unit in group:
                     rejected += unit.rejected
+                    unit.cells_of = []  # read by the commit: the workers may free them
                     window.committed(unit.keys)
                 if bar is not None:
                     bar.update(sum(unit.cells for unit in group))

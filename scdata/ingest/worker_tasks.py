@@ -135,12 +135,11 @@ def write_own_task(loaded: LoadedExperiment, write: Write, store_url: str, n_row
     return write.stop - write.start
 
 
-def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | None], n_rows: int,
-                    after: int | None = None) -> int:
+def write_seam_task(store_url: str, write: Write, parts: list[sp.csr_matrix | None], n_rows: int) -> int:
     """Write one chunk shared by several contributors (committed rows are re-read first).
 
-    ``after`` is the result of the write that put the rows before the unit into this chunk
-    (the unit before may not have committed yet): passing it makes Dask run this task after it.
+    Rows before the unit are re-read from the store: the driver submits this task only after
+    the write that put them there has finished (the unit before may not have committed yet).
 
     The pieces are stacked as sparse rows so the chunk takes the writer's sparse path (densified
     once, straight into the chunk's memory order) like every other chunk of the round.

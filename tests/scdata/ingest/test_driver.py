@@ -316,3 +316,70 @@ def test_the_driver_sleeps_until_a_task_or_commit_finishes(demo_bucket, tmp_path
     # after starting one and after recording one), and the first; a polling loop: ~10 per commit
     assert rounds[0] <= watched[0] + 2 * commits[0] + 1, (rounds[0], watched[0], commits[0])
     assert_store_matches_sources(store)
+
+
+class _LoseWritesWhenASeamFinishes:
+    """A scheduler plugin that, the first time each seam write finishes, makes the scheduler
+    lose every other finished write (as it does when the worker holding them dies): Dask reruns
+    a lost task whose future a client still holds. Built lazily so that importing the module
+    needs no scheduler."""
+
+    WRITES = ("write_own_task", "write_seam_task")
+
+    def __new__(cls):
+        from distributed.diagnostics.plugin import SchedulerPlugin
+        from distributed.utils import key_split
+
+        class Plugin(SchedulerPlugin):
+            name = "lose-writes-when-a-seam-finishes"
+
+            async def start(self, scheduler):
+                self.scheduler, self.seen, self.lost = scheduler, set(), 0
+
+            def transition(self, key, start, finish, *args, **kwargs):
+                if finish != "memory" or key_split(key) != "write_seam_task" or key in self.seen:
+                    return
+                self.seen.add(key)
+                others = [k for k, ts in self.scheduler.tasks.items()
+                          if k != key and ts.state == "memory" and key_split(k) in cls.WRITES]
+                if others:  # not from inside a transition: on the scheduler's loop, next
+                    self.scheduler.loop.add_callback(self.lose, others)
+
+            def lose(self, keys):
+                keys = [k for k in keys if k in self.scheduler.tasks and self.scheduler.tasks[k].state == "memory"]
+                self.lost += len(keys)
+                self.scheduler.transitions({k: "released" for k in keys}, stimulus_id="test-lose-writes")
+
+        return Plugin()
+
+
+def test_a_lost_write_never_reruns_after_the_seam_that_rewrote_its_chunk(demo_bucket, tmp_path, monkeypatch):
+    """A unit's last, partial chunk is rewritten by the next unit's first seam (with the next
+    unit's rows appended). If the worker holding the earlier write's result dies after that
+    seam ran, and the driver still held the earlier write's future, Dask would rerun the write
+    and put back the chunk without the later rows. Here every finished write is lost each time
+    a seam finishes, and commits are slow (so units wait to commit with their writes done): the
+    store must still equal its sources."""
+    import time
+
+    from scdata.ingest import driver
+
+    plugins, run_units, commit_units = [], driver._run_units, driver._commit_units
+
+    def with_plugin(client, *args):
+        client.register_plugin(_LoseWritesWhenASeamFinishes())
+        plugins.append(client.cluster.scheduler.plugins["lose-writes-when-a-seam-finishes"])  # in this process
+        return run_units(client, *args)
+
+    def slow_commit(*args):
+        time.sleep(0.3)
+        return commit_units(*args)
+
+    monkeypatch.setattr(driver, "_run_units", with_plugin)
+    monkeypatch.setattr(driver, "_commit_units", slow_commit)
+    store = str(tmp_path / "store.zarr")
+    config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
+                           cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
+    scdata.ingest(config, echo=lambda *_: None)
+    assert plugins[0].lost > 0  # writes were lost, and rerun if anyone still wanted them
+    assert_store_matches_sources(store)
