@@ -68,16 +68,21 @@ def drive(out: str, args: list[str]) -> None:
     sys.path.insert(0, os.environ["PYTHONPATH"].split(os.pathsep)[0])  # the tree under test, not this checkout
     from scdata.cli import main
 
-    ingest_module = importlib.import_module("scdata.ingest")  # the package's ``ingest`` attribute is the function
+    # the module whose loop calls the commit, and from which the CLI imports ``ingest`` at call
+    # time: scdata.ingest.driver, or in a tree from before the subpackages, the module scdata.ingest
+    try:
+        ingest_module = importlib.import_module("scdata.ingest.driver")
+    except ModuleNotFoundError:
+        ingest_module = importlib.import_module("scdata.ingest")
 
     commits, span = [], {}
-    name = next(n for n in ("_commit_units", "_commit_unit", "_commit_round") if hasattr(ingest_module, n))
+    name = next(n for n in ("commit_units", "_commit_units", "_commit_unit", "_commit_round") if hasattr(ingest_module, n))
     commit = getattr(ingest_module, name)
 
     def timed_commit(*a, **k):
         start = time.time()
         result = commit(*a, **k)
-        units = a[3] if name == "_commit_units" else [a[3]]  # the units' plans (a round is its own plan)
+        units = a[3] if name.endswith("units") else [a[3]]  # the units' plans (a round is its own plan)
         first, last = [getattr(u, "plan", u) for u in (units[0], units[-1])]
         commits.append({"start": start, "end": time.time(), "cells": last.stop - first.start})
         return result

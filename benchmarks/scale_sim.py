@@ -240,11 +240,11 @@ def measured_durations(run: dict, commit: tuple[float, float]) -> Durations:
 
 def measure_commit(store: str, sizes=(1_000, 10_000, 50_000, 200_000), per_experiment: int = 8_000) -> dict:
     """The driver's commit into ``store`` (a new local path or ``gs://`` URL) for units of
-    ``sizes`` cells (what ``ingest._commit_units`` does after the writes, through a run's
+    ``sizes`` cells (what ``commit_unit.commit_units`` does after the writes, through a run's
     ``StoreWriter``: obs rows, shapes, manifest head and log entry, consolidated metadata), after
     a few dozen commits are in the store. Returns the linear fit and the points."""
     from scdata.store.writer import StoreWriter
-    from scdata.ingest.driver import obs_part
+    from scdata.ingest.commit_unit import obs_part
     from scdata.store.manifest import Manifest, write_manifest
     from scdata.source.bucket import CELL_METADATA_COLUMNS
     from scdata.store.layout import StoreLayout, create_store

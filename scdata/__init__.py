@@ -18,7 +18,7 @@ from .runtime import remote as _remote  # noqa: F401  (sets gcsfs's environment 
 
 _EXPORTS = {
     "IngestConfig": "ingest.driver",
-    "IngestError": "ingest.driver",
+    "IngestError": "ingest.errors",
     "IngestReport": "ingest.driver",
     "ClusterConfig": "runtime.cluster",
     "open_store": "read.xarray_view",
@@ -93,7 +93,8 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .ingest.driver import IngestConfig, IngestError, IngestReport, ingest
+    from .ingest.driver import IngestConfig, IngestReport, ingest
+    from .ingest.errors import IngestError
     from .hvg.flavors import HVGConfig
     from .hvg.job import HVGJob, run_hvg_job
     from .hvg.results import load_hvg, open_hvg_matrix

@@ -15,7 +15,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "IngestConfig": "driver",
-    "IngestError": "driver",
+    "IngestError": "errors",
     "IngestReport": "driver",
     "ingest": "driver",
     "RoundPlan": "write_plan",
@@ -31,15 +31,8 @@ _EXPORTS = {
 _MOVED = {  # names the module scdata.ingest held before 0.2, and where they are now
     "log": "scdata.ingest.driver",
     "WINDOW_REFRESH_S": "scdata.ingest.driver",
-    "_now": "scdata.ingest.driver",
     "_read_tables": "scdata.ingest.driver",
     "_plan_store": "scdata.ingest.driver",
-    "_Load": "scdata.ingest.driver",
-    "_Unit": "scdata.ingest.driver",
-    "_rejection": "scdata.ingest.driver",
-    "_plan_unit": "scdata.ingest.driver",
-    "_check_written": "scdata.ingest.driver",
-    "_commit_units": "scdata.ingest.driver",
     "_Selection": "scdata.ingest.driver",
     "ExperimentSelection": "scdata.ingest.selection",
     "_start_selection": "scdata.ingest.driver",
@@ -62,7 +55,8 @@ class _IngestPackage(types.ModuleType):
 sys.modules[__name__].__class__ = _IngestPackage
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .driver import IngestConfig, IngestError, IngestReport, ingest
+    from .driver import IngestConfig, IngestReport, ingest
+    from .errors import IngestError
     from .write_plan import RoundPlan, Write, plan_round
     from .load_window import Capacity, LoadWindow, WindowPolicy
     from .gene_axis import GeneAxis, axis_from_tables, read_genes_file

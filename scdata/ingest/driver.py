@@ -5,12 +5,15 @@
 2. Loads: one task per experiment fetches (verified), reads and converts it onto the gene axis;
    the result stays in the worker's memory. A window (``window.LoadWindow``) keeps as many loads
    in flight as the cluster's threads and memory allow, in selection order.
-3. Commit units: the finished experiments at the head of the window, in selection order. The
-   driver plans chunk-aligned writes from their row counts (``plan``): each experiment writes the
-   chunks it fills alone, one seam task writes each shared chunk (after the unit before has
-   written it). One unit writes while the one before commits.
-4. Commit: the driver writes the unit's obs rows, grows X's and obs' shapes over the new rows and
-   appends to the manifest.
+3. Commit units (``commit_unit``): the finished experiments at the head of the window, in
+   selection order. The driver plans chunk-aligned writes from their row counts (``write_plan``):
+   each experiment writes the chunks it fills alone, one seam task writes each shared chunk (after
+   the unit before has written it). One unit writes while the one before commits.
+4. Commit (``commit_unit.commit_units``): the driver writes the unit's obs rows, grows X's and
+   obs' shapes over the new rows and appends to the manifest.
+
+This module is the loop that decides when: loads through the window, units planned, commits one
+at a time on a committer thread.
 
 Rows are written past the committed shape and the shapes grow only in the commit, so a reader of
 any array sees committed rows only. A killed run leaves at most scratch past ``n_committed``; the
@@ -24,11 +27,8 @@ already there); content rejections stay out unless ``retry_rejected``.
 
 from __future__ import annotations
 
-import asyncio
-
 import contextlib
 import dataclasses
-import datetime as dt
 import itertools
 import logging
 import os
@@ -47,7 +47,6 @@ from ..runtime.cluster import ClusterConfig, dask_client, recomputable
 from ..runtime.wakeup import Wakeup
 from ..source.h5ad import ExperimentError, gene_table_task
 from ..store.manifest import Manifest, read_manifest, rejection_kind, write_manifest
-from .write_plan import COMMITTED, RoundPlan, plan_round
 from ..source.bucket import (
     CELL_METADATA_COLUMNS,
     Experiment,
@@ -56,10 +55,12 @@ from ..source.bucket import (
     seeded_order,
     take_budget,
 )
-from ..store.writer import STRINGS, ObsPart, StoreWriter
+from ..store.writer import StoreWriter
 from ..store.layout import StoreLayout, create_store, gene_axis_digest, open_root, truncate
 from .selection import ExperimentSelection as _Selection
-from .worker_tasks import cell_columns_task, load_task, rows_task, summarize_task, write_own_task, write_seam_task
+from .worker_tasks import load_task, summarize_task
+from .commit_unit import CommitUnit, Load, commit_units, plan_unit, utc_now
+from .errors import IngestError
 from .load_window import Capacity, EarlyStarts, LoadWindow, WindowPolicy, commit_group
 
 log = logging.getLogger(__name__)
@@ -135,17 +136,6 @@ class IngestReport:
     """Committed this run past the budget's seeded selection, in place of rejected experiments."""
 
 
-class IngestError(RuntimeError):
-    """The ingest stopped; committed rounds are intact and a rerun resumes."""
-
-    def __init__(self, message: str):
-        super().__init__(remote.redact(message))  # URLs in it may carry credentials
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _read_tables(client, config: IngestConfig):
     """``axis_from_tables``'s reader: one gene-table task per experiment of a batch, on the cluster."""
 
@@ -188,190 +178,6 @@ def _plan_store(client, experiments: list[Experiment], config: IngestConfig, ech
     return manifest
 
 
-def obs_part(exp: Experiment, cells) -> ObsPart:
-    """The experiment's obs rows (``cells``: its ``CellColumns``): cell ids ``<accession>:<barcode>``
-    and the per-cell columns; its accession and sample metadata as one value each (per-cell
-    annotations of the same name win)."""
-    barcodes = np.asarray(cells.barcodes, dtype=STRINGS)
-    columns = {"_index": np.strings.add(f"{exp.accession}:", barcodes), "barcode": barcodes,
-               "umi_count": cells.umi_count, "total_counts": cells.total_counts, "gene_count": cells.gene_count,
-               **{column: cells.annotations[column].to_numpy() for column in cells.annotations.columns}}
-    constants = {"srx_accession": exp.accession,
-                 **{column: exp.metadata[column] for column in CELL_METADATA_COLUMNS if column in exp.metadata}}
-    return ObsPart(len(barcodes), columns, constants)
-
-
-@dataclass(slots=True)
-class _Load:
-    """One experiment from its submission to its commit unit."""
-
-    exp: Experiment
-    load: object
-    """The future of the loaded experiment (held on a worker until its writes are done)."""
-    summary: object
-    result: object = None
-    error: ExperimentError | None = None
-
-
-@dataclass(slots=True)
-class _Unit:
-    """A commit unit whose writes are submitted.
-
-    No future of a finished write is kept: the loop records its row count and lets it go
-    (``harvest``). A write the driver still held would be rerun by Dask if the worker holding
-    its result died, and the unit's last write shares its chunk with the next unit's first
-    seam, which rewrites that chunk with the next unit's rows appended: a rerun after the seam
-    would put back the chunk without them. So the seam is submitted only once the write before
-    it is finished and let go (``held``), and nothing can rerun it."""
-
-    keys: list[int]
-    kept: list
-    """(experiment, summary) of the unit's loaded experiments, in order."""
-    cells_of: list
-    """Futures of their ``CellColumns``, held on the workers until the commit reads them."""
-    rejected: list[dict]
-    plan: RoundPlan
-    writes: list
-    """Futures of the submitted writes that have not finished."""
-    tail: object
-    """The write of the chunk that holds the unit's last row, until it finishes (None after, or
-    when the unit has no rows, or when that write is the held seam)."""
-    held: tuple | None
-    """(seam, parts) of the first seam, when it re-reads rows whose write had not finished when
-    the unit was planned: submitted by ``release_held`` once ``before``'s tail is done."""
-    before: _Unit | None
-    """The unit whose tail the held seam waits for."""
-    cells: int
-    """Cells by metadata of the unit's experiments, rejected ones included (for the progress bar)."""
-    rows_written: int = 0
-    write_error: BaseException | None = None
-    written: bool = False
-
-    @property
-    def tail_pending(self) -> bool:
-        """The write of the unit's last chunk may still run (a later seam must wait for it)."""
-        return self.tail is not None or self.held is not None
-
-    def harvest(self) -> bool:
-        """Record the finished writes and drop their futures; True if any finished."""
-        done = [f for f in self.writes if f.done()]
-        for future in done:
-            self.writes.remove(future)
-            try:
-                self.rows_written += future.result()
-            except Exception as exc:  # reported when the unit commits (committed rows stay intact)
-                self.write_error = self.write_error or exc
-            if future is self.tail:
-                self.tail = None
-            future.release()  # now: its message to the scheduler is queued before any later submit's
-        return bool(done)
-
-    def release_held(self, client, config: IngestConfig, watch) -> None:
-        """Submit the held seam once the write before it has finished and been let go."""
-        if self.held is None or (self.before is not None and self.before.tail_pending):
-            return
-        seam, parts = self.held
-        self.held = self.before = None
-        # The client sends its messages from its event loop in the order they were queued there; a
-        # released future queues its release in two steps. Once this no-op has run on the loop,
-        # the releases are queued ahead of the seam's submission: the scheduler forgets the
-        # earlier write before the seam can run.
-        client.sync(asyncio.sleep, 0)
-        future = client.submit(write_seam_task, config.store, seam, parts, self.plan.stop, pure=False, priority=1)
-        watch(future)
-        self.writes.append(future)
-        if seam.stop == self.plan.stop:
-            self.tail = future
-
-
-def _rejection(exp: Experiment, exc: ExperimentError) -> dict:
-    return {"accession": exp.accession, "url": exp.url, "reason": exc.problem, "kind": exc.kind, "at": _now()}
-
-
-def _plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, _Load], start: int,
-               before: _Unit | None) -> _Unit:
-    """Submit one writer per chunk the unit touches, past X's committed shape (the commit grows it).
-
-    A seam that shares a chunk with the unit ``before`` (``COMMITTED`` rows: the rows before
-    ``start``) re-reads that unit's rows, so it waits, unsubmitted, until their write is done."""
-    members = [loads.pop(k) for k in keys]
-    kept = [m for m in members if m.error is None]
-    rejected = [_rejection(m.exp, m.error) for m in members if m.error is not None]
-    plan = plan_round(start, [m.result.n_cells for m in kept], config.layout.chunk_cells)
-    writes, last, held = [], None, None
-    priority = {"pure": False, "priority": 1}  # before queued loads: writes free worker memory
-    for m, own in zip(kept, plan.own_writes):
-        for w in own:
-            writes.append(client.submit(write_own_task, m.load, w, config.store, plan.stop, **priority))
-            last = writes[-1] if w.stop == plan.stop else last
-    for seam in plan.seam_writes:
-        parts = [None if p.owner == COMMITTED else client.submit(rows_task, kept[p.owner].load, p.src_start,
-                                                                 p.src_stop, **priority)
-                 for p in seam.pieces]
-        if seam.pieces[0].owner == COMMITTED:
-            held = (seam, parts)  # submitted by release_held, at once if the rows before are written
-            continue
-        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, **priority))
-        last = writes[-1] if seam.stop == plan.stop else last
-    # the per-cell columns are taken out beside the writes and wait on the workers for the commit
-    cells_of = [client.submit(cell_columns_task, m.load, **priority) for m in kept]
-    # Only the writers hold the loaded experiments now: each is freed on its worker as soon as its
-    # own writes (and its cell columns) are done, not when the unit commits.
-    return _Unit(keys, [(m.exp, m.result) for m in kept], cells_of, rejected, plan, writes, last, held,
-                 before if held is not None else None, sum(m.exp.obs_count for m in members))
-
-
-def _check_written(manifest: Manifest, unit: _Unit) -> None:
-    """The unit's writes are done and cover its plan, or the run stops (committed rows intact)."""
-    plan, exc = unit.plan, unit.write_error
-    if exc is not None:  # a write failed on its worker (I/O after retries, or the worker died too often)
-        raise IngestError(f"writing rows {plan.start:,}-{plan.stop:,}: {type(exc).__name__}: {exc}; "
-                          f"{manifest.n_committed:,} committed cells are intact, rerun to resume") from exc
-    expected = plan.stop - (plan.start // plan.chunk_rows) * plan.chunk_rows if unit.kept else 0
-    if unit.rows_written != expected:
-        raise IngestError(f"commit unit wrote {unit.rows_written} rows but the plan covers {expected}")
-
-
-def _commit_units(config: IngestConfig, manifest: Manifest, writer: StoreWriter, units: list[_Unit]) -> list[str]:
-    """Wait for the writes of consecutive units, write their obs rows, grow the shapes, append to
-    the manifest, all as one commit: after this the rows are the store."""
-    for unit in units:
-        _check_written(manifest, unit)
-    kept = [(member, rows) for unit in units for member, rows in zip(unit.kept, unit.plan.experiment_rows)]
-    cells_of = [future for unit in units for future in unit.cells_of]
-    stop = units[-1].plan.stop
-    if kept:  # the group's per-cell columns come to the driver now, for this commit only
-        try:
-            parts = [obs_part(exp, future.result()) for ((exp, _), _), future in zip(kept, cells_of)]
-        except Exception as exc:  # the worker holding them died and their recomputation failed
-            raise IngestError(f"reading the per-cell columns of rows {units[0].plan.start:,}-{stop:,}: "
-                              f"{type(exc).__name__}: {exc}; {manifest.n_committed:,} committed cells are intact, "
-                              "rerun to resume") from exc
-        manifest.categories = writer.write_obs_rows(units[0].plan.start, parts)
-        del parts
-        writer.grow_rows(stop)
-    entries = []
-    for (exp, s), (lo, hi) in kept:
-        entries.append(
-            {
-                "accession": exp.accession, "row_start": lo, "row_stop": hi, "n_cells": s.n_cells,
-                "source_url": exp.url, "release": config.source.release, "feature_type": config.source.feature_type,
-                "organism": config.source.organism, "seed": config.seed, "requested_cells": config.cell_count,
-                "file_size": s.file_size, "file_digest": s.file_digest, "rows_digest": s.rows_digest,
-                "nnz": s.nnz, "counters": s.repairs, "warnings": list(s.warnings), "metadata": exp.metadata,
-                "committed_at": _now(),
-            }
-        )
-        manifest.nnz += s.nnz
-        manifest.max_value = max(manifest.max_value, s.repairs["max_value"])
-    manifest.record_commits(entries)
-    manifest.record_rejections([r for unit in units for r in unit.rejected])
-    manifest.n_committed = stop
-    manifest.version += 1
-    write_manifest(config.store, manifest, writer)
-    return [e["accession"] for e in entries]
-
-
 def _start_selection(config: IngestConfig, order: list[Experiment], manifest: Manifest, echo) -> _Selection:
     """The run's selection, after saying what an earlier run left (committed, rejected, to retry)."""
     committed = manifest.committed_accessions()
@@ -411,7 +217,7 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
         gene_ids = np.asarray([str(g) for g in root["var/_index"][:]])
         gene_ids_future = recomputable(client, gene_ids)
         manifest.runs.append(
-            {"started": _now(), "source": config.source.source, "cell_count": config.cell_count, "seed": config.seed,
+            {"started": utc_now(), "source": config.source.source, "cell_count": config.cell_count, "seed": config.seed,
              "filters": config.filters, "selected": len(selected), "retry_rejected": config.retry_rejected}
         )
         try:
@@ -425,7 +231,7 @@ def ingest(config: IngestConfig, echo=print) -> IngestReport:
         chosen = {e.accession for e in selected}
         top_ups = [a for a in added if a not in chosen]
         # Run bookkeeping only: the version counts data commits, so derived data stays fresh.
-        manifest.runs[-1].update({"finished": _now(), "top_ups": top_ups})
+        manifest.runs[-1].update({"finished": utc_now(), "top_ups": top_ups})
         write_manifest(config.store, manifest)
     echo(f"Committed {manifest.n_committed:,} cells from {len(manifest.experiments)} experiments "
          f"(+{len(added)} this run, {len(top_ups)} of them top-ups for rejected ones; {len(rejected)} rejected) "
@@ -458,12 +264,12 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
     rejection is known, so top-ups follow at once."""
     added, rejected = [], []
     window = LoadWindow(config.policy, cluster_capacity(client))
-    loads: dict[int, _Load] = {}
-    loading: dict[int, _Load] = {}
-    units: deque[_Unit] = deque()
+    loads: dict[int, Load] = {}
+    loading: dict[int, Load] = {}
+    units: deque[CommitUnit] = deque()
     writer = StoreWriter(config.store)
     next_row, fatal, seq = manifest.n_committed, None, 0
-    last: _Unit | None = None
+    last: CommitUnit | None = None
     """The latest unit with rows: the next unit's first seam may re-read its last chunk."""
     committing = None
     """(units, future) of the commit under way on the committer thread."""
@@ -476,15 +282,15 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
     planned = {e.accession for e in initial}  # later ones are top-ups: the bar's total grows
 
     early = EarlyStarts([e.obs_count for e in selection.order], window.policy)
-    started: dict[str, _Load] = {}
+    started: dict[str, Load] = {}
     """Loads started ahead of their turn, by accession."""
 
-    def submit_load(exp: Experiment, priority: int) -> _Load:
+    def submit_load(exp: Experiment, priority: int) -> Load:
         load = client.submit(load_task, exp, gene_ids_future, config.keep_dir, config.scratch_dir,
                              pure=False, priority=-priority)
         summary = client.submit(summarize_task, load, pure=False, priority=-priority)
         wakeup.watch(summary)  # a failed load fails its summary too
-        return _Load(exp, load, summary)
+        return Load(exp, load, summary)
 
     try:
         while True:
@@ -519,7 +325,7 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
             for key in [k for k, m in loading.items() if m.summary.done()]:
                 fatal = _finish_load(config, manifest, window, selection, key, loading.pop(key), fatal, echo)
             while (keys := window.take_unit(stop_before=fatal)) is not None:
-                unit = _plan_unit(client, config, keys, loads, next_row, last)
+                unit = plan_unit(client, config, keys, loads, next_row, last)
                 wakeup.watch(*unit.writes, *unit.cells_of)
                 next_row = unit.plan.stop
                 last = unit if unit.kept else last
@@ -549,7 +355,7 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
                 # at the head (up to the policy's group), so commits keep up with the writes
                 written = [u.plan.stop - u.plan.start for u in itertools.takewhile(lambda u: u.written, units)]
                 group = [units.popleft() for _ in range(commit_group(written, window.policy))]
-                committing = (group, committer.submit(_commit_units, config, manifest, writer, group))
+                committing = (group, committer.submit(commit_units, config, manifest, writer, group))
                 wakeup.watch(committing[1])
                 continue
             if fatal is not None and not units and committing is None and next(iter(loads), None) == fatal:
@@ -571,7 +377,7 @@ def _run_units(client, config: IngestConfig, manifest: Manifest, selection: _Sel
 
 
 def _finish_load(config: IngestConfig, manifest: Manifest, window: LoadWindow, selection: _Selection, key: int,
-                 m: _Load, fatal, echo):
+                 m: Load, fatal, echo):
     """Record a finished load in the window; returns the key of the first experiment that stops
     the run (``on_error='raise'``), if any."""
     try:

@@ -288,7 +288,7 @@ def test_the_driver_sleeps_until_a_task_or_commit_finishes(demo_bucket, tmp_path
     from scdata.runtime.wakeup import Wakeup
 
     rounds, watched, commits = [0], [0], [0]
-    take_unit, watch, commit_units = LoadWindow.take_unit, Wakeup.watch, driver._commit_units
+    take_unit, watch, commit_units = LoadWindow.take_unit, Wakeup.watch, driver.commit_units
 
     def counted_take_unit(self, *args, **kwargs):
         unit = take_unit(self, *args, **kwargs)
@@ -306,7 +306,7 @@ def test_the_driver_sleeps_until_a_task_or_commit_finishes(demo_bucket, tmp_path
 
     monkeypatch.setattr(LoadWindow, "take_unit", counted_take_unit)
     monkeypatch.setattr(Wakeup, "watch", counted_watch)
-    monkeypatch.setattr(driver, "_commit_units", slow_commit)
+    monkeypatch.setattr(driver, "commit_units", slow_commit)
     store = str(tmp_path / "store.zarr")
     config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
                            cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
@@ -364,7 +364,7 @@ def test_a_lost_write_never_reruns_after_the_seam_that_rewrote_its_chunk(demo_bu
 
     from scdata.ingest import driver
 
-    plugins, run_units, commit_units = [], driver._run_units, driver._commit_units
+    plugins, run_units, commit_units = [], driver._run_units, driver.commit_units
 
     def with_plugin(client, *args):
         client.register_plugin(_LoseWritesWhenASeamFinishes())
@@ -376,10 +376,13 @@ def test_a_lost_write_never_reruns_after_the_seam_that_rewrote_its_chunk(demo_bu
         return commit_units(*args)
 
     monkeypatch.setattr(driver, "_run_units", with_plugin)
-    monkeypatch.setattr(driver, "_commit_units", slow_commit)
+    monkeypatch.setattr(driver, "commit_units", slow_commit)
     store = str(tmp_path / "store.zarr")
     config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
                            cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
     scdata.ingest(config, echo=lambda *_: None)
-    assert plugins[0].lost > 0  # writes were lost, and rerun if anyone still wanted them
+    # seams ran, and each made the scheduler lose the finished writes it still had (the old driver
+    # held every write of a unit until its commit, so the last one was always among them; now the
+    # driver lets writes go as they finish, so there may be none)
+    assert len(plugins[0].seen) >= 4, plugins[0].seen
     assert_store_matches_sources(store)
