@@ -1,12 +1,17 @@
 """Generated cells by the generative-model field's protocol: our models beside scVI and the
 no-model baselines, on the same held-out cells in one run.
 
-    python benchmarks/bench_generation.py --store benchmarks/.work/generation/store.zarr
     bash benchmarks/baselines/setup_scvi.sh      # once: scvi-tools in its own venv
+    python benchmarks/bench_generation.py                   # held-out experiments
+    python benchmarks/bench_generation.py --split cell      # the field's split: held-out cells
+
+The store (``benchmarks/.work/generation/store.zarr`` unless ``--store``) is built on first use,
+from a synthetic bucket that is not the demo's: ``scdata demo-bucket`` with 12 experiments of
+1,000-3,000 cells (seed 12), every cell ingested, 2,000 seurat_v3 HVGs materialized.
 
 For each model of ``--models`` (a ``python -m scmodel.train`` preset plus overrides) the script
-trains it on the store's training experiments, samples cells with ``python -m scmodel.generate``
-at three seeds, and scores them against real cells of the run's held-out experiments, beside:
+trains it on the store's training cells, samples cells with ``python -m scmodel.generate`` at
+three seeds, and scores them against real held-out cells, beside:
 
 * scVI (scvi-tools 1.4.2, its defaults; trained on the same training cells and genes, once per
   seed): cells from its prior (z ~ N(0, I), library sizes of training cells, count draws), and its
@@ -14,15 +19,18 @@ at three seeds, and scores them against real cells of the run's held-out experim
 * per-gene marginals: every gene's count drawn independently from the training cells' counts;
 * gene-shuffled: held-out cells with every gene permuted across cells (co-expression removed);
 * real: the other half of the held-out cells (the floor: two samples of one distribution);
-* real training cells: what a model that reproduced its training experiments exactly would score.
-  The held-out experiments differ from the training ones (tissues, technologies, depth), so this
-  row, not the floor, is the best a model trained on the training experiments can be expected to do.
+* real training cells: what a model that reproduced its training cells exactly would score.
+  With ``--split experiment`` (whole experiments held out) the held-out experiments differ from the
+  training ones (tissues, technologies, depth), so this row, not the floor, is the best a model of
+  the training experiments can be expected to do. With ``--split cell`` (a share of every
+  experiment's cells held out: how scVI, CFGen and scLDM are scored) it is near the floor.
 
 Every set is raw counts over the model's genes; all are normalized the same way (each cell to
 1e4 over those genes, log1p) and projected on 30 PCs fitted on training cells, where
 ``scmodel.evaluate.distribution`` computes 1-NN leave-one-out accuracy (0.5: indistinguishable),
 W1/W2, CFGen's RBF MMD and precision / recall / density / coverage. Each set has as many cells
-as the reference half. Results: ``benchmarks/results/bench_generation.{json,md}``.
+as the reference half. Results: ``benchmarks/results/bench_generation.{json,md}`` (held-out
+experiments) and ``bench_generation_cells.{json,md}`` (held-out cells).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks.common import WORK, md_table, run_measured, write_results  # noqa: E402
+from benchmarks.common import WORK, md_table, run_checked, run_measured, write_results  # noqa: E402
 
 MODELS = {  # name -> (preset, --set overrides, training steps)
     "mini-tiny": ("mini-tiny", [], 400),  # the demo's recipe
@@ -48,6 +56,30 @@ ANCHORS = {  # published 1-NN leave-one-out accuracies, each on its own data (th
     "CFGen (Palma et al., ICLR 2025)": {"dentate gyrus": 0.86, "Tabula Muris": 0.77, "HLCA": 0.76},
 }
 METRICS = ("nn1_accuracy", "w1", "w2", "mmd_rbf", "precision", "recall", "density", "coverage")
+
+
+GENERATION_BUCKET = {"experiments": 12, "min_cells": 1000, "max_cells": 3000, "seed": 12}
+"""The synthetic bucket the default store is built from (not the demo's)."""
+N_HVGS = 2000
+
+
+def ensure_store(store: str, work: str) -> str:
+    """The benchmark's store, built once: the synthetic bucket, every cell ingested, 2,000
+    seurat_v3 HVGs materialized (what ``bench_train`` reads too)."""
+    if os.path.exists(os.path.join(store, "obsm", "X_hvg")):
+        return store
+    b = GENERATION_BUCKET
+    bucket = os.path.join(work, "bucket")
+    release = os.path.join(bucket, "scbasecount", "2025-02-25")
+    if not os.path.exists(os.path.join(release, "metadata")):
+        run_checked([sys.executable, "-m", "scdata", "demo-bucket", bucket, "--experiments", str(b["experiments"]),
+                     "--min-cells", str(b["min_cells"]), "--max-cells", str(b["max_cells"]), "--seed", str(b["seed"]),
+                     "--release", "2025-02-25"])
+    if not os.path.exists(os.path.join(store, "uns")):
+        run_checked([sys.executable, "-m", "scdata", "ingest", "--source", release, "--store", store,
+                     "--cell-count", str(b["experiments"] * b["max_cells"]), "--no-progress"])
+    run_checked([sys.executable, "-m", "scdata", "hvg", "--store", store, "--n-hvgs", str(N_HVGS), "--materialize"])
+    return store
 
 
 def _train(store: str, name: str, preset: str, overrides: list[str], steps: int, work: str) -> dict:
@@ -121,7 +153,7 @@ def _real_cells(checkpoint: str, max_train: int, seed: int):
 
     def rows(split: str) -> np.ndarray:
         return StoreDataset(LoaderConfig(store=run.store, features="hvg", n_hvgs=n, split=split,
-                                         val_fraction=run.val_fraction, seed=run.seed)).rows
+                                         split_by=run.split_by, val_fraction=run.val_fraction, seed=run.seed)).rows
 
     rng = np.random.default_rng(seed)
     train = rows("train")
@@ -176,7 +208,10 @@ def _summary(runs: list[dict]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default=os.path.join(WORK, "generation", "store.zarr"))
+    p.add_argument("--store", default=None, help="a store with materialized HVGs (default: the benchmark's own, "
+                                                  "built on first use)")
+    p.add_argument("--split", choices=("experiment", "cell"), default="experiment",
+                   help="held-out experiments, or a share of every experiment's cells (the field's split)")
     p.add_argument("--models", nargs="*", default=list(MODELS), help=f"of {', '.join(MODELS)}")
     p.add_argument("--steps", type=int, help="training steps of every model (default: each model's own)")
     p.add_argument("--sample-steps", type=int, help="reverse-process steps (default: the run's)")
@@ -187,18 +222,23 @@ def main() -> None:
     p.add_argument("--scvi-epochs", type=int, help="scVI's max_epochs (default: scvi-tools' own rule)")
     p.add_argument("--no-scvi", action="store_true")
     p.add_argument("--work", default=os.path.join(WORK, "generation"))
-    p.add_argument("--results", default="bench_generation")
+    p.add_argument("--results", help="results name (default: bench_generation, or bench_generation_cells "
+                                      "with --split cell)")
     a = p.parse_args()
+    a.results = a.results or ("bench_generation" if a.split == "experiment" else "bench_generation_cells")
+    a.store = a.store or ensure_store(os.path.join(WORK, "generation", "store.zarr"), os.path.join(WORK, "generation"))
     from benchmarks.baselines import scvi_peer
     from scmodel.evaluate.distribution import protocol_metrics, protocol_space
 
     os.makedirs(a.work, exist_ok=True)
     rows_out, payload_models, shown = [], {}, set()
+    split = [] if a.split == "experiment" else [f"split_by={a.split}"]
     for name in a.models:
         preset, overrides, steps = MODELS[name]
         steps = a.steps or steps
-        trained = _train(a.store, name, preset, overrides, steps, a.work)
-        checkpoint = os.path.join(a.work, "runs", _slug(name), "checkpoint.pt")
+        run_name = name if a.split == "experiment" else f"{name}, {a.split} split"
+        trained = _train(a.store, run_name, preset, overrides + split, steps, a.work)
+        checkpoint = os.path.join(a.work, "runs", _slug(run_name), "checkpoint.pt")
         gene_ids, train, val = _real_cells(checkpoint, a.max_train, seed=0)
         rng = np.random.default_rng(0)
         order = rng.permutation(len(val))
@@ -212,7 +252,7 @@ def main() -> None:
         def score(label: str, counts: np.ndarray) -> None:
             sets.setdefault(label, []).append(protocol_metrics(space, ref, log_normalized(counts)))
 
-        data = os.path.join(a.work, "cells", _slug(name))
+        data = os.path.join(a.work, "cells", _slug(run_name))
         os.makedirs(data, exist_ok=True)
         for temperature in a.temperatures:
             label = f"sczarr {name} ({steps} steps), temperature {temperature:g}"
@@ -233,7 +273,7 @@ def main() -> None:
             scvi_seconds = []
             for seed in a.seeds:
                 # keyed by the genes, not the model: models over the same genes share scVI's runs
-                done = scvi_peer.run_scvi(os.path.join(a.work, "scvi", f"hvg{train.shape[1]}", f"seed{seed}"),
+                done = scvi_peer.run_scvi(os.path.join(a.work, "scvi", f"{a.split}-hvg{train.shape[1]}", f"seed{seed}"),
                                           train_h5ad, heldout_h5ad,
                                           n_samples=n, seed=seed, max_epochs=a.scvi_epochs)
                 score("scVI prior samples", _read_counts(done["prior_samples"]))
@@ -245,7 +285,8 @@ def main() -> None:
                 "settings": scvi_seconds[0].get("settings")}
         for seed in a.seeds:
             r = np.random.default_rng(100 + seed)
-            score("real training cells (a perfect model of the training experiments)",
+            score("real training cells (a perfect model of the training "
+                  + ("experiments)" if a.split == "experiment" else "cells)"),
                   train[np.sort(r.choice(len(train), n, replace=False))])
             score("per-gene marginals (training cells)", _marginal_cells(train, n, r))
             score("gene-shuffled held-out cells", _shuffled(floor, r))
@@ -262,12 +303,13 @@ def main() -> None:
                                             else f"{s[k]['mean']:.3g}" for k in METRICS),
                              f"{cost['train_seconds']:.0f}" if "train_seconds" in cost else "",
                              f"{cost['sample_seconds']:.0f}" if "sample_seconds" in cost else ""])
-    table = ("Generated vs real held-out cells (30 PCs of training cells; mean ± sd over seeds "
+    held = "held-out experiments" if a.split == "experiment" else "held-out cells of the training experiments"
+    table = (f"Generated vs real cells of {held} (30 PCs of training cells; mean ± sd over seeds "
              f"{', '.join(map(str, a.seeds))}; 1-NN accuracy 0.5 = indistinguishable)\n\n"
              + md_table(["model", "cells", *METRICS, "train s", "sample s"], rows_out)
              + "\n\nPublished anchors, 1-NN accuracy on their own data (not comparable cell for cell): "
              + "; ".join(f"{m}: " + ", ".join(f"{d} {v:.2f}" for d, v in by.items()) for m, by in ANCHORS.items()))
-    write_results(a.results, {"store": os.path.abspath(a.store), "seeds": a.seeds, "steps": a.steps,
+    write_results(a.results, {"store": os.path.abspath(a.store), "split": a.split, "seeds": a.seeds, "steps": a.steps,
                               "temperatures": a.temperatures, "models": payload_models, "published_anchors": ANCHORS,
                               "protocol": "scmodel.evaluate.distribution: 30 PCs fitted on training cells (log1p of "
                                           "counts per 1e4 over the model's genes); equal counts per set"}, table)

@@ -115,7 +115,7 @@ class Generator:
         from scdata.store.layout import open_root
 
         self.loader_config = LoaderConfig(store=run.store, features="hvg", n_hvgs=len(self.positions), split="train",
-                                          val_fraction=run.val_fraction, seed=run.seed)
+                                          split_by=run.split_by, val_fraction=run.val_fraction, seed=run.seed)
         rows = StoreDataset(self.loader_config).rows
         totals = np.asarray(open_root(run.store)["obs/total_counts"][:], dtype=np.float64)[rows]
         totals = totals[totals > 0]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NORMALIZATIONS = ("none", "log1p", "log_cpm")
+SPLITS = ("experiment", "cell")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +38,11 @@ class LoaderConfig:
     experiments: tuple[str, ...] | None = None
     obs_filters: dict = field(default_factory=dict)
     split: str | None = None
-    """"train" / "val": a seeded split by experiment (``val_fraction`` of them for validation)."""
+    """"train" / "val": a seeded split (``val_fraction`` held out for validation), by ``split_by``."""
+    split_by: str = "experiment"
+    """"experiment": whole experiments held out (a model of experiments it has not seen);
+    "cell": ``val_fraction`` of every experiment's cells held out (the generative-model field's
+    split: held-out cells of the datasets trained on)."""
     rows: np.ndarray | None = field(default=None, compare=False)
     """Only these global rows (e.g. a perturbation store's per-cell split), with the other filters."""
     val_fraction: float = 0.1
@@ -67,6 +72,9 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if self.features not in ("hvg", "all", "genes"):
             raise ValueError(f"features must be 'hvg', 'all' or 'genes', got {self.features!r}")
+        if self.split not in (None, "train", "val") or self.split_by not in SPLITS:
+            raise ValueError(f"split must be 'train', 'val' or None and split_by one of {SPLITS}, got "
+                             f"{self.split!r}, {self.split_by!r}")
         if self.features == "genes" and not self.genes:
             raise ValueError("features='genes' needs a list of gene IDs")
         if self.normalize not in NORMALIZATIONS:

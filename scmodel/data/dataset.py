@@ -26,7 +26,7 @@ from .partition import (EpochPlan, complement, n_batches, n_positions, positions
                         served_per_role, sub_intervals, worker_range)
 from .ranks import rank_and_world, worker_and_count
 from .reader import SegmentReader
-from .selection import selected_rows, split_experiments
+from .selection import selected_rows, split_cells, split_experiments
 from .transform import token_dtype_of
 
 
@@ -53,12 +53,15 @@ class StoreDataset(IterableDataset):
         self.manifest_version = manifest.version
         self.block_rows = root["X"].chunks[0]
         experiments = config.experiments
-        if config.split is not None:
+        if config.split is not None and config.split_by == "experiment":
             train, val = split_experiments(manifest, config.val_fraction, config.seed)
             chosen = train if config.split == "train" else val
             chosen = set(chosen)
             experiments = chosen if experiments is None else [e for e in experiments if e in chosen]
         self.rows = selected_rows(root, manifest, experiments, config.obs_filters)
+        if config.split is not None and config.split_by == "cell":
+            train_rows, val_rows = split_cells(manifest, config.val_fraction, config.seed)
+            self.rows = np.intersect1d(self.rows, train_rows if config.split == "train" else val_rows)
         if config.rows is not None:
             self.rows = np.intersect1d(self.rows, np.asarray(config.rows, dtype=np.int64))
         self.n_committed = manifest.n_committed

@@ -23,6 +23,30 @@ def split_experiments(manifest: Manifest, val_fraction: float, seed: int) -> tup
     return [a for a in accessions if a not in held_out], val
 
 
+def split_cells(manifest: Manifest, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for training and validation: a seeded ``val_fraction`` of every experiment's cells
+    held out (rounded, at least one where an experiment has two or more cells), so both sides
+    hold cells of every experiment.
+
+    This is the generative-model field's split (scVI, CFGen and scLDM score generated cells
+    against held-out cells of the datasets they trained on); ``split_experiments`` asks more, a
+    model of cells from experiments it has never seen."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    train, val = [], []
+    for e in manifest.experiments:
+        lo, hi = int(e["row_start"]), int(e["row_stop"])
+        rng = np.random.default_rng([seed, 11, lo])  # one stream per experiment: stable as the store grows
+        n_val = min(max(int(round(val_fraction * (hi - lo))), 1 if val_fraction > 0 else 0), max(hi - lo - 1, 0))
+        held = np.zeros(hi - lo, dtype=bool)
+        held[rng.choice(hi - lo, n_val, replace=False)] = True
+        val.append(lo + np.flatnonzero(held))
+        train.append(lo + np.flatnonzero(~held))
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.sort(np.concatenate(train)).astype(np.int64) if train else empty,
+            np.sort(np.concatenate(val)).astype(np.int64) if val else empty)
+
+
 def selected_rows(root, manifest: Manifest, experiments=None, obs_filters: dict | None = None) -> np.ndarray:
     """Sorted global rows of the committed cells that pass the filters."""
     n = manifest.n_committed

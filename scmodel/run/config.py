@@ -42,6 +42,10 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     val_fraction: float = 0.15
+    split_by: str = "experiment"
+    """How an atlas store's cells are held out (``LoaderConfig.split_by``): "experiment", whole
+    experiments (a model of experiments it has not seen); "cell", ``val_fraction`` of every
+    experiment's cells (the generative-model field's split)."""
     log_every: int = 10
     eval_every: int = 200
     eval_batches: int = 4
@@ -98,6 +102,8 @@ class TrainConfig:
         if self.programs_cells < 0 or self.programs_genes < 0 or self.programs_components < 1:
             raise ValueError(f"programs_cells and programs_genes must be >= 0 and programs_components >= 1, got "
                              f"{self.programs_cells}, {self.programs_genes}, {self.programs_components}")
+        if self.split_by not in ("experiment", "cell"):
+            raise ValueError(f"split_by must be 'experiment' or 'cell', got {self.split_by!r}")
         if self.bf16 not in ("auto", "on", "off"):
             raise ValueError("bf16 must be auto, on or off")
         if self.sample_order not in ("random", "confidence") or self.sample_steps <= 0:

@@ -33,6 +33,7 @@ def build_loaders(config: TrainConfig, tokenizer):
     common = dict(store=config.store, features="hvg", n_hvgs=n_hvgs, batch_size=config.batch_size, seed=config.seed,
                   tokenizer=tokenizer, val_fraction=config.val_fraction, drop_last=True, token_dtype="compact")
     if not is_perturbation_store(config.store):
+        common["split_by"] = config.split_by
         train = StoreDataLoader(StoreDataset(LoaderConfig(split="train", **common)), num_workers=config.num_workers)
         val = StoreDataLoader(StoreDataset(LoaderConfig(split="val", shuffle=False, **{**common, "drop_last": False})))
         return train, val

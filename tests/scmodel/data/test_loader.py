@@ -236,6 +236,29 @@ def test_filters_and_split(store):
                                           if e["row_start"] in set(val.rows)}
 
 
+def test_split_by_cell_holds_out_a_share_of_every_experiment(store):
+    """The field's split: every experiment on both sides, ``val_fraction`` of its cells held out
+    (rounded), the same rows for the same seed, other rows for another; batches come from the
+    side asked for."""
+    manifest = scdata.read_manifest(store)
+    config = dict(store=store, split_by="cell", val_fraction=0.2, seed=3)
+    train = StoreDataset(LoaderConfig(split="train", **config)).rows
+    val = StoreDataset(LoaderConfig(split="val", **config)).rows
+    assert not set(train) & set(val) and len(train) + len(val) == manifest.n_committed
+    for e in manifest.experiments:
+        n = e["row_stop"] - e["row_start"]
+        held = ((val >= e["row_start"]) & (val < e["row_stop"])).sum()
+        assert held == round(0.2 * n) and 0 < held < n, (e["accession"], held, n)
+    again = StoreDataset(LoaderConfig(split="val", **config)).rows
+    other = StoreDataset(LoaderConfig(split="val", **{**config, "seed": 4})).rows
+    np.testing.assert_array_equal(val, again)
+    assert len(other) == len(val) and not np.array_equal(other, val)
+    _, meta = next(iter(StoreDataLoader(StoreDataset(LoaderConfig(split="val", batch_size=16, **config)))))
+    assert set(meta["row"].numpy()) <= set(val)
+    with pytest.raises(ValueError, match="split_by"):
+        LoaderConfig(store=store, split="train", split_by="donor")
+
+
 def test_gene_selection_reads_x(store):
     ds = scdata.open_store(store)
     genes = tuple(ds.gene.values[[5, 17, 300]])
