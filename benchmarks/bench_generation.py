@@ -303,8 +303,8 @@ def main() -> None:
                                             else f"{s[k]['mean']:.3g}" for k in METRICS),
                              f"{cost['train_seconds']:.0f}" if "train_seconds" in cost else "",
                              f"{cost['sample_seconds']:.0f}" if "sample_seconds" in cost else ""])
-    held = "held-out experiments" if a.split == "experiment" else "held-out cells of the training experiments"
-    table = (f"Generated vs real cells of {held} (30 PCs of training cells; mean ± sd over seeds "
+    held = "held-out cells" if a.split == "experiment" else "held-out cells of the training experiments"
+    table = (f"Generated vs real {held} (30 PCs of training cells; mean ± sd over seeds "
              f"{', '.join(map(str, a.seeds))}; 1-NN accuracy 0.5 = indistinguishable)\n\n"
              + md_table(["model", "cells", *METRICS, "train s", "sample s"], rows_out)
              + "\n\nPublished anchors, 1-NN accuracy on their own data (not comparable cell for cell): "
