@@ -17,7 +17,7 @@ from ._lazy import install_redirects, lazy_exports
 from .runtime import remote as _remote  # noqa: F401  (sets gcsfs's environment before anything imports it)
 
 _EXPORTS = {
-    "IngestConfig": "ingest.driver",
+    "IngestConfig": "ingest.config",
     "IngestError": "ingest.errors",
     "IngestReport": "ingest.driver",
     "ClusterConfig": "runtime.cluster",
@@ -93,7 +93,8 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .ingest.driver import IngestConfig, IngestReport, ingest
+    from .ingest.config import IngestConfig
+    from .ingest.driver import IngestReport, ingest
     from .ingest.errors import IngestError
     from .hvg.flavors import HVGConfig
     from .hvg.job import HVGJob, run_hvg_job

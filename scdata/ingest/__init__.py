@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "IngestConfig": "driver",
+    "IngestConfig": "config",
     "IngestError": "errors",
     "IngestReport": "driver",
     "ingest": "driver",
@@ -55,7 +55,8 @@ class _IngestPackage(types.ModuleType):
 sys.modules[__name__].__class__ = _IngestPackage
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .driver import IngestConfig, IngestReport, ingest
+    from .config import IngestConfig
+    from .driver import IngestReport, ingest
     from .errors import IngestError
     from .write_plan import RoundPlan, Write, plan_round
     from .load_window import Capacity, LoadWindow, WindowPolicy

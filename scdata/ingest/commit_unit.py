@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,12 +19,10 @@ from ..source.bucket import CELL_METADATA_COLUMNS, Experiment
 from ..source.h5ad import ExperimentError
 from ..store.manifest import Manifest, write_manifest
 from ..store.writer import STRINGS, ObsPart, StoreWriter
+from .config import IngestConfig
 from .errors import IngestError
 from .worker_tasks import cell_columns_task, rows_task, write_own_task, write_seam_task
 from .write_plan import COMMITTED, RoundPlan, plan_round
-
-if TYPE_CHECKING:
-    from .driver import IngestConfig
 
 
 def utc_now() -> str:
