@@ -25,6 +25,10 @@ from .worker_tasks import cell_columns_task, rows_task, write_own_task, write_se
 from .write_plan import COMMITTED, RoundPlan, plan_round
 
 
+WRITE_OPTIONS = {"pure": False, "priority": 1}
+"""How a unit's tasks are submitted: every time (not deduplicated), before queued loads, because
+writes free worker memory."""
+
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -118,7 +122,7 @@ class CommitUnit:
         # the releases are queued ahead of the seam's submission: the scheduler forgets the
         # earlier write before the seam can run.
         client.sync(asyncio.sleep, 0)
-        future = client.submit(write_seam_task, config.store, seam, parts, self.plan.stop, pure=False, priority=1)
+        future = client.submit(write_seam_task, config.store, seam, parts, self.plan.stop, **WRITE_OPTIONS)
         watch(future)
         self.writes.append(future)
         if seam.stop == self.plan.stop:
@@ -140,22 +144,21 @@ def plan_unit(client, config: IngestConfig, keys: list[int], loads: dict[int, Lo
     rejected = [rejection(m.exp, m.error) for m in members if m.error is not None]
     plan = plan_round(start, [m.result.n_cells for m in kept], config.layout.chunk_cells)
     writes, last, held = [], None, None
-    priority = {"pure": False, "priority": 1}  # before queued loads: writes free worker memory
     for m, own in zip(kept, plan.own_writes):
         for w in own:
-            writes.append(client.submit(write_own_task, m.load, w, config.store, plan.stop, **priority))
+            writes.append(client.submit(write_own_task, m.load, w, config.store, plan.stop, **WRITE_OPTIONS))
             last = writes[-1] if w.stop == plan.stop else last
     for seam in plan.seam_writes:
         parts = [None if p.owner == COMMITTED else client.submit(rows_task, kept[p.owner].load, p.src_start,
-                                                                 p.src_stop, **priority)
+                                                                 p.src_stop, **WRITE_OPTIONS)
                  for p in seam.pieces]
         if seam.pieces[0].owner == COMMITTED:
             held = (seam, parts)  # submitted by release_held, at once if the rows before are written
             continue
-        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, **priority))
+        writes.append(client.submit(write_seam_task, config.store, seam, parts, plan.stop, **WRITE_OPTIONS))
         last = writes[-1] if seam.stop == plan.stop else last
     # the per-cell columns are taken out beside the writes and wait on the workers for the commit
-    cells_of = [client.submit(cell_columns_task, m.load, **priority) for m in kept]
+    cells_of = [client.submit(cell_columns_task, m.load, **WRITE_OPTIONS) for m in kept]
     # Only the writers hold the loaded experiments now: each is freed on its worker as soon as its
     # own writes (and its cell columns) are done, not when the unit commits.
     return CommitUnit(keys, [(m.exp, m.result) for m in kept], cells_of, rejected, plan, writes, last, held,

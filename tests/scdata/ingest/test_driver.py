@@ -249,6 +249,33 @@ def test_info_json_fields(demo_bucket, tmp_path, capsys):
     assert len(info["gene_list"]) == info["n_genes"]
 
 
+def _slow_commits(monkeypatch, seconds: float) -> list[int]:
+    """Make every commit of the driver take ``seconds`` longer; returns a counter of commits."""
+    import time
+
+    from scdata.ingest import driver
+
+    commits, commit_units = [0], driver.commit_units
+
+    def slow_commit(*args):
+        commits[0] += 1
+        time.sleep(seconds)
+        return commit_units(*args)
+
+    monkeypatch.setattr(driver, "commit_units", slow_commit)
+    return commits
+
+
+def _ingest_every_experiment_on_threads(demo_bucket, tmp_path) -> str:
+    """Ingest every demo experiment, one per commit unit, on an in-process cluster of two workers
+    (so a test's patches and plugins reach the driver and the scheduler); returns the store."""
+    store = str(tmp_path / "store.zarr")
+    config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
+                           cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
+    scdata.ingest(config, echo=lambda *_: None)
+    return store
+
+
 def test_loads_send_the_driver_no_per_cell_columns(demo_bucket, tmp_path, monkeypatch):
     """A finished load sends the driver a few hundred bytes however many cells it has: its
     barcodes and per-cell counts wait on the workers for its unit's commit, so the driver's
@@ -266,10 +293,7 @@ def test_loads_send_the_driver_no_per_cell_columns(demo_bucket, tmp_path, monkey
         return real(config, manifest, window, selection, key, m, *rest)
 
     monkeypatch.setattr(driver, "_finish_load", measured)
-    store = str(tmp_path / "store.zarr")
-    config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
-                           cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
-    scdata.ingest(config, echo=lambda *_: None)
+    store = _ingest_every_experiment_on_threads(demo_bucket, tmp_path)
     cells = [n for n, _ in sizes]
     assert len(sizes) == 8 and max(cells) >= 2 * min(cells)
     assert max(size for _, size in sizes) < 2048, sizes  # 10x barcodes alone are ~17 bytes a cell
@@ -281,14 +305,11 @@ def test_the_driver_sleeps_until_a_task_or_commit_finishes(demo_bucket, tmp_path
     commit), not on a timer: polling the in-flight futures every 50 ms while a commit ran cost
     the driver process a quarter of a core, taken from the workers on a 2-core machine. Commits
     are made slow here, so a polling loop would go round ~20 times per commit."""
-    import time
-
-    from scdata.ingest import driver
     from scdata.ingest.load_window import LoadWindow
     from scdata.runtime.wakeup import Wakeup
 
-    rounds, watched, commits = [0], [0], [0]
-    take_unit, watch, commit_units = LoadWindow.take_unit, Wakeup.watch, driver.commit_units
+    rounds, watched = [0], [0]
+    take_unit, watch = LoadWindow.take_unit, Wakeup.watch
 
     def counted_take_unit(self, *args, **kwargs):
         unit = take_unit(self, *args, **kwargs)
@@ -299,18 +320,10 @@ def test_the_driver_sleeps_until_a_task_or_commit_finishes(demo_bucket, tmp_path
         watched[0] += len(futures)
         return watch(self, *futures)
 
-    def slow_commit(*args):
-        commits[0] += 1
-        time.sleep(0.5)
-        return commit_units(*args)
-
     monkeypatch.setattr(LoadWindow, "take_unit", counted_take_unit)
     monkeypatch.setattr(Wakeup, "watch", counted_watch)
-    monkeypatch.setattr(driver, "commit_units", slow_commit)
-    store = str(tmp_path / "store.zarr")
-    config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
-                           cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
-    scdata.ingest(config, echo=lambda *_: None)
+    commits = _slow_commits(monkeypatch, 0.5)
+    store = _ingest_every_experiment_on_threads(demo_bucket, tmp_path)
     assert commits[0] >= 2 and watched[0] > commits[0]
     # a round per finished future at most, two more per commit (the loop goes round again at once
     # after starting one and after recording one), and the first; a polling loop: ~10 per commit
@@ -360,27 +373,18 @@ def test_a_lost_write_never_reruns_after_the_seam_that_rewrote_its_chunk(demo_bu
     and put back the chunk without the later rows. Here every finished write is lost each time
     a seam finishes, and commits are slow (so units wait to commit with their writes done): the
     store must still equal its sources."""
-    import time
-
     from scdata.ingest import driver
 
-    plugins, run_units, commit_units = [], driver._run_units, driver.commit_units
+    plugins, run_units = [], driver._run_units
 
     def with_plugin(client, *args):
         client.register_plugin(_LoseWritesWhenASeamFinishes())
         plugins.append(client.cluster.scheduler.plugins["lose-writes-when-a-seam-finishes"])  # in this process
         return run_units(client, *args)
 
-    def slow_commit(*args):
-        time.sleep(0.3)
-        return commit_units(*args)
-
     monkeypatch.setattr(driver, "_run_units", with_plugin)
-    monkeypatch.setattr(driver, "commit_units", slow_commit)
-    store = str(tmp_path / "store.zarr")
-    config = ingest_config(demo_bucket, store, cell_count=10**9, batch_size=1,
-                           cluster=scdata.ClusterConfig(workers=2, processes=False, dashboard=False))
-    scdata.ingest(config, echo=lambda *_: None)
+    _slow_commits(monkeypatch, 0.3)
+    store = _ingest_every_experiment_on_threads(demo_bucket, tmp_path)
     # seams ran, and each made the scheduler lose the finished writes it still had (the old driver
     # held every write of a unit until its commit, so the last one was always among them; now the
     # driver lets writes go as they finish, so there may be none)
