@@ -17,6 +17,9 @@ three seeds, and scores them against real held-out cells, beside:
   seed): cells from its prior (z ~ N(0, I), library sizes of training cells, count draws), and its
   posterior-predictive reconstructions of the held-out cells (the optimistic row: scVI sees them);
 * per-gene marginals: every gene's count drawn independently from the training cells' counts;
+* a model's cell states alone (models with ``n_states``): a state drawn by its training frequency,
+  then every gene drawn independently from the training cells of that state: the mixture the
+  model is conditioned on, without the model (what the diffusion model adds is the difference);
 * gene-shuffled: held-out cells with every gene permuted across cells (co-expression removed);
 * real: the other half of the held-out cells (the floor: two samples of one distribution);
 * real training cells: what a model that reproduced its training cells exactly would score.
@@ -46,10 +49,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.common import WORK, md_table, run_checked, run_measured, write_results  # noqa: E402
 
-MODELS = {  # name -> (preset, --set overrides, training steps)
+MODELS = {  # name -> (preset, --set overrides, training steps[, sampler temperatures, a row each; default 1])
     "mini-tiny": ("mini-tiny", [], 400),  # the demo's recipe
     "mini-tiny, 3000 steps": ("mini-tiny", [], 3000),  # longer training alone
-    "gen-cpu": ("gen-cpu", [], 3000),  # longer training and 16 bins
+    # the previous gen-cpu: longer training and 16 bins, no cell states, fp32
+    "gen-cpu, no states": ("gen-cpu", ["n_states=0", "bf16=off", "programs_cells=50000"], 3000),
+    "gen-cpu, states without depth": ("gen-cpu", ["state_depth_bins=1"], 2500),  # + 64 cell states, bf16
+    "gen-cpu": ("gen-cpu", [], 2500, (1.0, 0.9)),  # + 8 depth bins crossed with the states
 }
 ANCHORS = {  # published 1-NN leave-one-out accuracies, each on its own data (the issue's sources)
     "scLDM (Palla et al. 2025)": {"dentate gyrus": 0.71, "Tabula Muris": 0.60, "HLCA": 0.61},
@@ -85,7 +91,8 @@ def ensure_store(store: str, work: str) -> str:
 def _train(store: str, name: str, preset: str, overrides: list[str], steps: int, work: str) -> dict:
     """Train ``preset`` (cached: a finished run with the same arguments is reused)."""
     out = os.path.join(work, "runs", _slug(name))
-    args = {"store": os.path.abspath(store), "preset": preset, "overrides": overrides, "steps": steps}
+    args = {"store": os.path.abspath(store), "preset": preset, "overrides": overrides, "steps": steps,
+            "config": _preset_fields(preset)}
     marker = os.path.join(out, "bench_run.json")
     if os.path.exists(marker):
         with open(marker) as f:
@@ -106,6 +113,23 @@ def _train(store: str, name: str, preset: str, overrides: list[str], steps: int,
     with open(marker, "w") as f:
         json.dump(done, f, indent=1)
     return done
+
+
+def _temperatures(model: str, given: list[float] | None) -> list[float]:
+    """The sampler temperatures of a model's rows: ``--temperatures`` if given, else its own."""
+    return list(given or (MODELS[model][3] if len(MODELS[model]) > 3 else (1.0,)))
+
+
+def _preset_fields(preset: str) -> dict:
+    """The preset's settings that shape the trained weights (so that a cached run is retrained
+    when they change; not where it is written, nor how its closing evaluation samples)."""
+    import dataclasses
+
+    from scmodel.run.presets import CONFIGS
+
+    fields = dataclasses.asdict(CONFIGS[preset])
+    return json.loads(json.dumps({k: v for k, v in fields.items() if k not in ("out", "store")
+                                  and not k.startswith("sample_")}))
 
 
 def _final_evaluation(metrics: str) -> dict:
@@ -141,7 +165,8 @@ def _generate_cached(cmd: list[str], out: str) -> float:
 
 
 def _real_cells(checkpoint: str, max_train: int, seed: int):
-    """(gene ids, training-cell counts, held-out counts) over the run's genes, from its own split."""
+    """(gene ids, training-cell counts, held-out counts, training cells' total counts over every
+    gene) over the run's genes, from its own split."""
     from scdata.hvg.results import open_hvg_matrix
     from scdata.store.layout import open_root, read_strings
     from scmodel.data import LoaderConfig, StoreDataset
@@ -161,8 +186,10 @@ def _real_cells(checkpoint: str, max_train: int, seed: int):
         train = np.sort(rng.choice(train, max_train, replace=False))
     val = rows("val")
     read = lambda r: np.asarray(matrix.get_orthogonal_selection((r, slice(0, n))), dtype=np.int64)  # noqa: E731
-    gene_ids = read_strings(open_root(run.store)["var/_index"])[np.asarray(positions[:n])]
-    return gene_ids, read(train), read(val)
+    root = open_root(run.store)
+    gene_ids = read_strings(root["var/_index"])[np.asarray(positions[:n])]
+    totals = np.asarray(root["obs/total_counts"][:], dtype=np.float64)[train]
+    return gene_ids, read(train), read(val), totals
 
 
 def _write_counts(path: str, counts: np.ndarray, gene_ids: np.ndarray) -> None:
@@ -193,6 +220,37 @@ def _marginal_cells(train: np.ndarray, n: int, rng: np.random.Generator) -> np.n
     return np.stack([train[rng.integers(0, len(train), n), j] for j in range(train.shape[1])], axis=1)
 
 
+def _state_marginal_cells(checkpoint: str, train: np.ndarray, totals: np.ndarray, n: int,
+                          rng: np.random.Generator) -> np.ndarray | None:
+    """The model's own cell states with nothing else: a state drawn by the training cells'
+    frequencies, then every gene's count drawn independently from the training cells of that
+    state (None: the model has no states). What the diffusion model adds is the rest."""
+    import torch
+
+    from scmodel.data.perturbation import log1p_rows
+    from scmodel.models.states import CellStates
+    from scmodel.run.checkpoint import load_run
+    from scmodel.tokenize import BinnedTokenizer
+
+    run, state = load_run(checkpoint)
+    if not run.n_states:
+        return None
+    states = CellStates(run.n_states, train.shape[1], run.n_tokens, run.tokenizer_max, depth_bins=run.state_depth_bins)
+    states.load_state_dict({k.removeprefix("cell_states."): v for k, v in state["model"].items()
+                            if k.startswith("cell_states.")})
+    tokenizer = BinnedTokenizer(n_tokens=run.n_tokens, max_value=run.tokenizer_max)
+    labels = states.assign(tokenizer.tokenize(torch.from_numpy(log1p_rows(train, totals)))).numpy()
+    drawn = rng.choice(states.n_states, size=n, p=states.counts.numpy() / float(states.counts.sum()))
+    out = np.zeros((n, train.shape[1]), dtype=train.dtype)
+    for s in np.unique(drawn):
+        members, cells = np.nonzero(labels == s)[0], np.nonzero(drawn == s)[0]
+        if not len(members):  # a state none of these training cells falls in: any training cell
+            members = np.arange(len(train))
+        for j in range(train.shape[1]):
+            out[cells, j] = train[rng.choice(members, len(cells)), j]
+    return out
+
+
 def _shuffled(cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = cells.copy()
     for j in range(out.shape[1]):
@@ -215,7 +273,8 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=list(MODELS), help=f"of {', '.join(MODELS)}")
     p.add_argument("--steps", type=int, help="training steps of every model (default: each model's own)")
     p.add_argument("--sample-steps", type=int, help="reverse-process steps (default: the run's)")
-    p.add_argument("--temperatures", type=float, nargs="*", default=[1.0], help="sampler temperatures, a row each")
+    p.add_argument("--temperatures", type=float, nargs="*", help="sampler temperatures, a row each, of every model "
+                                                                 "(default: each model's own, see MODELS)")
     p.add_argument("--cells", type=int, default=1000, help="reference cells (and cells per compared set), at most")
     p.add_argument("--max-train", type=int, default=20_000, help="training cells for scVI, the PCA and the marginals")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
@@ -234,12 +293,13 @@ def main() -> None:
     rows_out, payload_models, shown = [], {}, set()
     split = [] if a.split == "experiment" else [f"split_by={a.split}"]
     for name in a.models:
-        preset, overrides, steps = MODELS[name]
+        preset, overrides, steps = MODELS[name][:3]
+        temperatures = _temperatures(name, a.temperatures)
         steps = a.steps or steps
         run_name = name if a.split == "experiment" else f"{name}, {a.split} split"
         trained = _train(a.store, run_name, preset, overrides + split, steps, a.work)
         checkpoint = os.path.join(a.work, "runs", _slug(run_name), "checkpoint.pt")
-        gene_ids, train, val = _real_cells(checkpoint, a.max_train, seed=0)
+        gene_ids, train, val, train_totals = _real_cells(checkpoint, a.max_train, seed=0)
         rng = np.random.default_rng(0)
         order = rng.permutation(len(val))
         n = min(a.cells, len(val) // 2)
@@ -254,7 +314,7 @@ def main() -> None:
 
         data = os.path.join(a.work, "cells", _slug(run_name))
         os.makedirs(data, exist_ok=True)
-        for temperature in a.temperatures:
+        for temperature in temperatures:
             label = f"sczarr {name} ({steps} steps), temperature {temperature:g}"
             seconds = []
             for seed in a.seeds:
@@ -289,6 +349,9 @@ def main() -> None:
                   + ("experiments)" if a.split == "experiment" else "cells)"),
                   train[np.sort(r.choice(len(train), n, replace=False))])
             score("per-gene marginals (training cells)", _marginal_cells(train, n, r))
+            by_state = _state_marginal_cells(checkpoint, train, train_totals, n, r)
+            if by_state is not None:
+                score(f"the model's cell states alone ({name}), genes independent within each", by_state)
             score("gene-shuffled held-out cells", _shuffled(floor, r))
         score("real held-out cells (the other half)", floor)
         summary = {label: _summary(runs) for label, runs in sets.items()}
@@ -310,7 +373,8 @@ def main() -> None:
              + "\n\nPublished anchors, 1-NN accuracy on their own data (not comparable cell for cell): "
              + "; ".join(f"{m}: " + ", ".join(f"{d} {v:.2f}" for d, v in by.items()) for m, by in ANCHORS.items()))
     write_results(a.results, {"store": os.path.abspath(a.store), "split": a.split, "seeds": a.seeds, "steps": a.steps,
-                              "temperatures": a.temperatures, "models": payload_models, "published_anchors": ANCHORS,
+                              "temperatures": {name: _temperatures(name, a.temperatures) for name in a.models},
+                              "models": payload_models, "published_anchors": ANCHORS,
                               "protocol": "scmodel.evaluate.distribution: 30 PCs fitted on training cells (log1p of "
                                           "counts per 1e4 over the model's genes); equal counts per set"}, table)
 

@@ -133,7 +133,11 @@ def sample(model, n_cells: int, n_genes: int, steps: int, mask_id: int, temperat
     per step). ``init``: a partly observed cell batch (``mask_id`` where unknown) to complete
     instead of starting fully masked. ``conditioning`` goes to the model as is (``gene_index`` for
     a subset of positions, perturbation inputs for the conditional model). The random draws use
-    ``generator`` on the CPU, so a seed gives the same cells on any device."""
+    ``generator`` on the CPU, so a seed gives the same cells on any device.
+
+    A model with cell states (``model.cell_states``) generates each cell from a state drawn with the
+    training cells' state frequencies (``state`` in ``conditioning`` picks them instead); completing
+    a partly observed cell (``init``) uses its unconditional ("no state") mode."""
     if order not in SAMPLE_ORDERS:
         raise ValueError(f"order must be one of {SAMPLE_ORDERS}, got {order!r}")
     if steps <= 0:
@@ -144,6 +148,9 @@ def sample(model, n_cells: int, n_genes: int, steps: int, mask_id: int, temperat
         tokens = init.to(device=device, dtype=torch.long).clone()
         if tokens.shape != (n_cells, n_genes):
             raise ValueError(f"init has shape {tuple(tokens.shape)}, expected {(n_cells, n_genes)}")
+    states = getattr(model, "cell_states", None)
+    if states is not None and init is None and "state" not in conditioning:
+        conditioning["state"] = states.draw(n_cells, generator).to(tokens.device)
     masked = tokens == mask_id
     times, rates = _reveal_schedule(schedule, steps)
     min_t = schedule.min_t if schedule is not None else 1e-3

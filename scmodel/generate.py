@@ -14,7 +14,9 @@ the file holds, per generated cell:
   denominator), so the cell's HVG counts sum to less than it, as in a real cell.
 * ``layers["model_log1p"]``: the model's own values, the bin centres of its tokens (float32).
 * ``layers["tokens"]``: the tokens (uint8 / int16).
-* ``obs``: ``library_size`` (the drawn total) and ``n_counts`` (the sum of the cell's X row).
+* ``obs``: ``library_size`` (the drawn total), ``n_counts`` (the sum of the cell's X row) and, for
+  a model with cell states (``--set n_states=K`` in training, as ``gen-cpu``), ``cell_state``: the
+  state each cell was generated from, drawn with the training cells' state frequencies.
 * ``var``: the store's gene ids (index) and ``gene_symbol``, in the model's gene order.
 * ``uns["generation"]``: the checkpoint, its step and model, the store and the sampler settings.
 
@@ -82,7 +84,7 @@ class Generator:
         from scdata.hvg.results import open_hvg_matrix
         from scdata.store.layout import open_root, read_strings
 
-        from .models import MODELS
+        from .models import build_model
         from .run.checkpoint import load_run
         from .run.loaders import is_perturbation_store
         from .tokenize import BinnedTokenizer
@@ -104,7 +106,8 @@ class Generator:
         self.gene_ids, self.symbols = gene_ids[self.positions], symbols[self.positions]
         self.tokenizer = BinnedTokenizer(n_tokens=run.n_tokens, max_value=run.tokenizer_max)
         self.device = torch.device(config.device)
-        self.model = MODELS[run.model](n_genes=n, n_tokens=run.n_tokens).to(self.device)
+        self.model = build_model(run.model, n, run.n_tokens, n_states=run.n_states, depth_bins=run.state_depth_bins,
+                                 tokenizer_max=run.tokenizer_max).to(self.device)
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.training_totals = self._training_totals(run)
@@ -123,19 +126,25 @@ class Generator:
             raise ValueError(f"{run.store}: the run's training cells have no counts to draw library sizes from")
         return totals
 
-    def sample_tokens(self) -> torch.Tensor:
+    def sample_tokens(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(tokens, cell states or None): a state model's cells each come from a drawn state."""
         from .diffusion import sample
 
         config, run = self.config, self.run
         generator = torch.Generator().manual_seed(config.seed)
-        out = []
+        states = getattr(self.model, "cell_states", None)
+        out, drawn = [], []
         with torch.no_grad():
             for start in range(0, config.n_cells, config.batch_size):
                 n = min(config.batch_size, config.n_cells - start)
+                extra = {}
+                if states is not None:
+                    drawn.append(states.draw(n, generator))
+                    extra["state"] = drawn[-1].to(self.device)
                 out.append(sample(self.model, n, len(self.positions), self.steps, run.n_tokens,
                                   temperature=self.temperature, generator=generator, device=self.device,
-                                  order=self.order, schedule=run.diffusion).cpu())
-        return torch.cat(out)
+                                  order=self.order, schedule=run.diffusion, **extra).cpu())
+        return torch.cat(out), (torch.cat(drawn) if drawn else None)
 
     @property
     def steps(self) -> int:
@@ -155,7 +164,7 @@ class Generator:
         import pandas as pd
         import scipy.sparse as sp
 
-        tokens = self.sample_tokens()
+        tokens, states = self.sample_tokens()
         rng = np.random.default_rng(self.config.seed)
         totals = rng.choice(self.training_totals, size=len(tokens), replace=True)
         values = dequantized_values(tokens.numpy(), self.run.n_tokens, self.run.tokenizer_max, rng)
@@ -165,6 +174,8 @@ class Generator:
         token_dtype = np.uint8 if n_tokens <= 256 else np.int32
         obs = pd.DataFrame({"library_size": totals.astype(np.int64), "n_counts": counts.sum(axis=1).astype(np.int64)},
                            index=[f"generated-{i}" for i in range(len(tokens))])
+        if states is not None:
+            obs["cell_state"] = pd.Categorical(states.numpy())
         var = pd.DataFrame({"gene_symbol": self.symbols.astype(str)}, index=pd.Index(self.gene_ids.astype(str), name="gene_id"))
         adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var,
                            layers={"model_log1p": self.tokenizer.detokenize(tokens).numpy().astype(np.float32),
@@ -174,6 +185,7 @@ class Generator:
             "store": self.run.store, "seed": self.config.seed, "sample_steps": self.steps,
             "temperature": float(self.temperature), "sample_order": self.order, "n_tokens": n_tokens,
             "tokenizer_max": float(self.run.tokenizer_max), "target_sum": float(target_sum),
+            "n_states": int(self.run.n_states), "state_depth_bins": int(self.run.state_depth_bins),
             "library_size": "drawn with replacement from the training cells' total_counts",
             "counts": "max(1, round(expm1(v) * library_size / target_sum)), v uniform within each token's bin",
         }

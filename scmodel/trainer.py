@@ -29,9 +29,10 @@ from .engines.state import rng_state, set_rng_state
 from .evaluate.evaluator import HeldOutEvaluator
 from .evaluate.heldout import summary_line
 from .evaluate.sample_plots import plot_samples
-from .models import MODELS, count_parameters
+from .models import build_model, count_parameters
 from .run.checkpoint import check_init_from
 from .run.programs import fit_run_programs, inherited_programs
+from .run.states import fit_run_states
 from .run.config import TrainConfig
 from .run.loaders import build_loaders, is_perturbation_store
 from .tokenize import BinnedTokenizer
@@ -55,8 +56,14 @@ class Trainer:
         self.train_loader, self.val_loader = build_loaders(config, self.tokenizer)
         self.conditional_batches = hasattr(self.train_loader, "conditioning")  # a perturbation store's loader
         n_genes = self.train_loader.dataset.n_features
-        options = {"ep_size": config.ep_size} if config.ep_size > 1 else {}
-        model = MODELS[config.model](n_genes=n_genes, n_tokens=config.n_tokens, **options).to(self.device)
+        if config.n_states and self.conditional_batches:
+            raise ValueError(f"n_states: {config.store} is a perturbation store; cell states condition the atlas "
+                             "models' unconditional generation")
+        model = build_model(config.model, n_genes, config.n_tokens, n_states=config.n_states, depth_bins=config.state_depth_bins,
+                            tokenizer_max=config.tokenizer_max, ep_size=config.ep_size)
+        if config.n_states and not resume and not config.init_from:  # a resumed or fine-tuned run loads its own
+            model.cell_states.load_codebook(fit_run_states(config, self.train_loader.dataset.rows, n_genes, self.tokenizer))
+        model = model.to(self.device)
         if config.freeze_base:
             if not hasattr(model, "freeze_base"):
                 raise ValueError(f"freeze_base: {config.model} has no perturbation-only parameters to train alone")
@@ -136,6 +143,8 @@ class Trainer:
             tokens, conditioning = batch if isinstance(batch, tuple) else (batch, {})
             conditioning = {k: v.to(self.device, non_blocking=True) for k, v in conditioning.items()}
             tokens = tokens.to(self.device, non_blocking=True).long()  # compact (uint8) on the wire
+            if self.config.n_states:  # each cell's state, from its clean tokens over every modelled gene
+                conditioning["state"] = self.model.cell_states.assign(tokens)
             gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + self.step * 131 + i + 7919 * self.rank)
             gene_index = None
             if cfg.context_genes and cfg.context_genes < tokens.shape[1]:

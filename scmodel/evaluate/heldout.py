@@ -124,7 +124,9 @@ def evaluate(model, batches: list[torch.Tensor], marginals: torch.Tensor, diffus
             tokens = tokens.to(device)
             t = torch.full((tokens.shape[0],), ratio, device=device)
             noisy, mask = corrupt(tokens, t, fixed, mask_id, gen)
-            logits = model(noisy, t, gene_index=gene_index).float()
+            states = getattr(model, "cell_states", None)  # a state model is scored given each cell's own state
+            extra = {"state": states.assign(tokens)} if states is not None and gene_index is None else {}
+            logits = model(noisy, t, gene_index=gene_index, **extra).float()
             losses.append(float(diffusion_loss(logits, tokens, mask, t, fixed)))
             guess = logits.argmax(-1)
             correct += int(((guess == tokens) & mask).sum())

@@ -7,12 +7,16 @@ from .mini import MiniConfig, MiniDiffusionModel
 from .moe import MoEConfig, MoEDiffusionModel
 
 
-def mini(n_genes: int = 2000, n_tokens: int = 64):
-    return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=512, n_heads=8, n_layers=6))
+def mini(n_genes: int = 2000, n_tokens: int = 64, n_states: int = 0, depth_bins: int = 1, tokenizer_max: float = 8.0):
+    return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=512, n_heads=8, n_layers=6,
+                                         n_states=n_states, depth_bins=depth_bins, tokenizer_max=tokenizer_max))
 
 
-def mini_tiny(n_genes: int = 2000, n_tokens: int = 64):
-    return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=128, n_heads=4, n_kv_heads=4, n_layers=3, mlp_ratio=2.0))
+def mini_tiny(n_genes: int = 2000, n_tokens: int = 64, n_states: int = 0, depth_bins: int = 1,
+              tokenizer_max: float = 8.0):
+    return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=128, n_heads=4, n_kv_heads=4, n_layers=3,
+                                         mlp_ratio=2.0, n_states=n_states, depth_bins=depth_bins,
+                                         tokenizer_max=tokenizer_max))
 
 
 def conditional(n_genes: int = 2000, n_tokens: int = 64):
@@ -44,14 +48,31 @@ def conditional_seed(n_genes: int = 2000, n_tokens: int = 64):
         backbone=MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=384, n_heads=8, n_kv_heads=1, n_layers=3), control_layers=0))
 
 
+STATE_MODELS = ("mini", "mini-tiny")
+"""The models that take ``n_states`` (cell-state conditioning, ``states.CellStates``)."""
+
 MODELS = {"mini": mini, "mini-tiny": mini_tiny, "conditional": conditional, "conditional-tiny": conditional_tiny,
           "conditional-seed": conditional_seed, "moe17b": moe17b, "moe17b-tiny": moe17b_tiny}
+
+
+def build_model(name: str, n_genes: int, n_tokens: int, n_states: int = 0, depth_bins: int = 1,
+                tokenizer_max: float = 8.0, ep_size: int = 1):
+    """``MODELS[name]`` with the options only some models take (cell states, expert parallelism)
+    passed only when set, and a clear error when the model has no such option."""
+    options: dict = {}
+    if n_states:
+        if name not in STATE_MODELS:
+            raise ValueError(f"n_states={n_states}: {name} takes no cell states (only {', '.join(STATE_MODELS)})")
+        options.update(n_states=n_states, depth_bins=depth_bins, tokenizer_max=tokenizer_max)
+    if ep_size > 1:
+        options["ep_size"] = ep_size
+    return MODELS[name](n_genes=n_genes, n_tokens=n_tokens, **options)
 
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "ConditionalConfig", "ConditionalDiffusionModel", "MiniConfig", "MiniDiffusionModel",
+__all__ = ["MODELS", "STATE_MODELS", "build_model", "ConditionalConfig", "ConditionalDiffusionModel", "MiniConfig", "MiniDiffusionModel",
            "MoEConfig", "MoEDiffusionModel",
            "count_parameters"]

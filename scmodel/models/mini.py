@@ -1,5 +1,7 @@
 """The mini discrete diffusion transformer: one token per gene position (HVGs), gene identity +
-value token + timestep, predicting the original value token at masked positions."""
+value token + timestep, predicting the original value token at masked positions; optionally
+conditioned on a cell state (``n_states``: ``states.CellStates``), drawn before the genes when it
+generates."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from .layers import Block, BlockConfig, timestep_embedding
+from .states import CellStates
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -23,6 +26,15 @@ class MiniConfig:
     n_layers: int = 6
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    n_states: int = 0
+    """Cell-state clusters the model is conditioned on (0: none, an unconditional model)."""
+    depth_bins: int = 1
+    """Depth bins (genes detected) crossed with the clusters: ``n_states * depth_bins`` states."""
+    state_dropout: float = 0.1
+    """Share of training cells shown without their state, so that the model also learns the
+    unconditional distribution (its "no state" embedding) for calls that pass none."""
+    tokenizer_max: float = 8.0
+    """The fixed log1p bins' top (``BinnedTokenizer.max_value``), for the states' bin centres."""
 
     @property
     def mask_id(self) -> int:
@@ -75,6 +87,32 @@ class MiniDiffusionModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = Backbone(cfg)
+        if cfg.n_states:
+            self.cell_states = CellStates(cfg.n_states, cfg.n_genes, cfg.n_tokens, cfg.tokenizer_max,
+                                     depth_bins=cfg.depth_bins)
+            # a state's cluster and depth bin have an embedding each (summed), the last of each: no state
+            self.cluster_emb = nn.Embedding(cfg.n_states + 1, cfg.dim)
+            self.depth_emb = nn.Embedding(cfg.depth_bins + 1, cfg.dim)
+            nn.init.normal_(self.cluster_emb.weight, std=0.02)
+            nn.init.normal_(self.depth_emb.weight, std=0.02)
 
-    def forward(self, tokens: torch.Tensor, t: torch.Tensor, gene_index: torch.Tensor | None = None, **_: object) -> torch.Tensor:
-        return self.backbone(tokens, t, gene_index=gene_index)
+    def forward(self, tokens: torch.Tensor, t: torch.Tensor, gene_index: torch.Tensor | None = None,
+                state: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        """``state`` (B,): each cell's state (``cell_states.assign`` of its clean tokens when training,
+        ``cell_states.draw`` when generating); None on a state model: the "no state" embedding. In
+        training mode a ``state_dropout`` share of the given states is replaced by "no state"."""
+        condition = None
+        if self.cfg.n_states:
+            none = torch.full((tokens.shape[0],), self.cell_states.n_states, dtype=torch.long, device=tokens.device)
+            if state is None:
+                state = none
+            elif self.training and self.cfg.state_dropout > 0:
+                drop = torch.rand(state.shape, device=state.device) < self.cfg.state_dropout
+                state = torch.where(drop, none, state)
+            state = state.to(tokens.device)
+            cluster = torch.where(state == none, self.cfg.n_states, state // self.cfg.depth_bins)
+            depth = torch.where(state == none, self.cfg.depth_bins, state % self.cfg.depth_bins)
+            condition = self.cluster_emb(cluster) + self.depth_emb(depth)
+        elif state is not None:
+            raise ValueError("this model has no cell states (n_states=0); it takes no state")
+        return self.backbone(tokens, t, gene_index=gene_index, condition=condition)

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..diffusion import DiffusionConfig
-from ..models import MODELS
+from ..models import MODELS, STATE_MODELS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +85,17 @@ class TrainConfig:
     an unseen knockdown's effect reaches genes outside the HVGs. 0: the model's genes only."""
     programs_components: int = 128
     """Programs kept (principal directions of the atlas's within-state covariance)."""
+    n_states: int = 0
+    """Cell states (k-means clusters of the training cells, ``scmodel.models.states``) the model is
+    conditioned on and generates from: a state drawn by its frequency first, then the genes given
+    it. Fitted before training from up to ``states_cells`` training cells, saved with the weights.
+    0: an unconditional model. The mini models only."""
+    state_depth_bins: int = 1
+    """Crossed with the clusters: quantile bins of the cells' detected genes (their depth), so that
+    a generated cell's depth is drawn with its cluster instead of inferred from its own genes as
+    they are sampled (``n_states * state_depth_bins`` states)."""
+    states_cells: int = 20_000
+    """Training cells the cell states are fitted on."""
     engine: str = "plain"
     """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
     deepspeed_config: str | None = None
@@ -102,6 +113,14 @@ class TrainConfig:
         if self.programs_cells < 0 or self.programs_genes < 0 or self.programs_components < 1:
             raise ValueError(f"programs_cells and programs_genes must be >= 0 and programs_components >= 1, got "
                              f"{self.programs_cells}, {self.programs_genes}, {self.programs_components}")
+        if self.n_states < 0 or self.n_states == 1 or (self.n_states and self.model not in STATE_MODELS):
+            raise ValueError(f"n_states={self.n_states}: 0 (no cell states) or at least 2, on a model of "
+                             f"{', '.join(STATE_MODELS)} (model {self.model!r})")
+        if self.state_depth_bins < 1:
+            raise ValueError(f"state_depth_bins must be at least 1, got {self.state_depth_bins}")
+        if self.n_states and self.states_cells < 10 * self.n_states:
+            raise ValueError(f"states_cells={self.states_cells}: {self.n_states} cell states need at least "
+                             f"{10 * self.n_states} cells to be fitted on")
         if self.split_by not in ("experiment", "cell"):
             raise ValueError(f"split_by must be 'experiment' or 'cell', got {self.split_by!r}")
         if self.bf16 not in ("auto", "on", "off"):

@@ -82,6 +82,9 @@ def load_model(config: str | None, checkpoint: str | None = None) -> Loaded:
     n_genes = _n_genes_from_state(MODELS[name], state["model"], n_tokens) or train.get("n_hvgs")
     if n_genes:
         kwargs["n_genes"] = n_genes
+    if train.get("n_states"):  # a model with cell states: its codebook comes back with the weights
+        kwargs.update(n_states=train["n_states"], depth_bins=train.get("state_depth_bins", 1),
+                      tokenizer_max=train.get("tokenizer_max", 8.0))
     _check_size(name, MODELS[name], **kwargs)
     model = MODELS[name](**kwargs)
     model.load_state_dict(state["model"])

@@ -103,3 +103,67 @@ def test_a_missing_checkpoint_is_named(tmp_path):
     done = subprocess.run([sys.executable, "-m", "scmodel.generate", "--checkpoint", str(tmp_path / "nope.pt"),
                            "--n-cells", "5", "--out", str(tmp_path / "x.h5ad")], capture_output=True, text=True)
     assert done.returncode == 1 and "nope.pt: no such file" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def state_run(run, tmp_path_factory):
+    """A mini-tiny trained with 4 cell states on the same store (every training cell in the codebook)."""
+    store, _ = run
+    out = str(tmp_path_factory.mktemp("states") / "run")
+    assert train_main(["--config", "mini-tiny", "--store", store, "--max-steps", "3", "--out", out, "--batch-size", "16",
+                       "--set", "eval_every=100", "--set", "sample_steps=4", "--set", "n_states=4",
+                       "--set", "states_cells=100000", "--set", "programs_cells=0"]) == 0
+    return store, out
+
+
+def test_a_state_model_s_codebook_is_fitted_on_its_training_batches_and_survives_a_resume(state_run):
+    from scmodel.engines.state import safe_load
+    from scmodel.run.checkpoint import load_run
+    from scmodel.run.loaders import build_loaders
+    from scmodel.tokenize import BinnedTokenizer
+
+    store, out = state_run
+    checkpoint = os.path.join(out, "checkpoint.pt")
+    config, state = load_run(checkpoint)
+    weights = state["model"]
+    tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
+    train, _ = build_loaders(config, tokenizer)
+    # every training cell counted once; the PCA mean is the mean of the loader's own tokens (bin
+    # centres): the codebook sees cells exactly as training batches show them
+    assert int(weights["cell_states.counts"].sum()) == len(train.dataset.rows)
+    seen = torch_cat(tokenizer.detokenize(tokens.long()) for tokens, _ in _one_epoch(train))
+    assert len(seen) > len(train.dataset.rows) * 0.9  # drop_last loses less than a batch
+    np.testing.assert_allclose(weights["cell_states.mean"].numpy(), seen.mean(0).numpy(), atol=0.05)
+
+    assert train_main(["--config", "mini-tiny", "--store", store, "--max-steps", "5", "--out", out, "--batch-size", "16",
+                       "--set", "eval_every=100", "--set", "sample_steps=4", "--set", "n_states=4",
+                       "--set", "states_cells=100000", "--set", "programs_cells=0", "--resume"]) == 0
+    resumed = safe_load(checkpoint)["model"]
+    assert resumed is not weights and all(torch_equal(resumed[k], weights[k]) for k in weights if k.startswith("cell_states."))
+
+
+def test_a_state_model_generates_each_cell_from_a_drawn_state(state_run, tmp_path):
+    _, out = state_run
+    from scmodel.generate import GenerateConfig, generate
+
+    adata = generate(GenerateConfig(checkpoint=os.path.join(out, "checkpoint.pt"), n_cells=40,
+                                    out=str(tmp_path / "cells.h5ad"), steps=4, seed=1), echo=lambda *_: None)
+    assert adata.uns["generation"]["n_states"] == 4
+    assert set(adata.obs["cell_state"].astype(int)) <= {0, 1, 2, 3} and adata.obs["cell_state"].nunique() > 1
+
+
+def _one_epoch(loader):
+    loader.set_epoch(0)
+    return list(loader)
+
+
+def torch_cat(tensors):
+    import torch
+
+    return torch.cat(list(tensors))
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

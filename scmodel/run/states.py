@@ -1,0 +1,38 @@
+"""The cell states of a run (``scmodel.models.states``): fitted before training from the training
+split's cells, read from the store as the loader would tokenize them, and put into the model's
+codebook (saved with its weights).
+
+Here, with the rest of a run's set-up, because it reads the store; the clustering itself is pure
+and lives in ``scmodel.models.states``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+
+
+def fit_run_states(config: TrainConfig, rows: np.ndarray, n_genes: int, tokenizer) -> dict[str, np.ndarray]:
+    """The codebook of up to ``config.states_cells`` of the training ``rows`` (a seeded sample),
+    over the model's ``n_genes`` HVGs: each cell normalized and tokenized like the loader's
+    batches, its tokens' bin centres clustered and its detected genes binned (``fit_states``)."""
+    from scdata.hvg.results import open_hvg_matrix
+    from scdata.store.layout import open_root
+
+    from ..data.perturbation import log1p_rows
+    from ..models.states import fit_states
+
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    if len(rows) > config.states_cells:
+        rows = np.sort(np.random.default_rng([config.seed, 71]).choice(rows, size=config.states_cells, replace=False))
+    x_hvg, _ = open_hvg_matrix(config.store)
+    totals = np.asarray(open_root(config.store)["obs/total_counts"][:])[rows]
+    values = log1p_rows(np.asarray(x_hvg.get_orthogonal_selection((rows, slice(0, n_genes)))), totals)
+    tokens = tokenizer.tokenize(torch.from_numpy(values))
+    try:
+        return fit_states(tokenizer.detokenize(tokens).numpy(), config.n_states, seed=config.seed,
+                          depth_bins=config.state_depth_bins)
+    except ValueError as exc:
+        raise ValueError(f"{config.store}: {exc}") from None

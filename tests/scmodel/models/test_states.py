@@ -1,0 +1,146 @@
+"""Cell states (``scmodel.models.states``): the codebook finds planted cell types, a cell's state
+comes from its own tokens, states are drawn in proportion to the training cells of each, and the
+model is conditioned on them (with a learned "no state" for calls without)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scmodel.diffusion import sample
+from scmodel.models import build_model
+from scmodel.models.states import CellStates, fit_states
+from scmodel.tokenize import BinnedTokenizer
+
+N_GENES, N_TOKENS, MAX = 24, 8, 7.0  # bins of width 1: token k covers [k - 1, k)
+
+
+def planted_tokens(counts=(60, 30, 10), seed=0) -> tuple[torch.Tensor, np.ndarray]:
+    """Three cell types, each expressing its own third of the genes at a high level."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    values = rng.uniform(0, 0.9, size=(len(labels), N_GENES))
+    for k in range(len(counts)):
+        values[labels == k, k * 8:(k + 1) * 8] += 4.0
+    tokenizer = BinnedTokenizer(n_tokens=N_TOKENS, max_value=MAX)
+    return tokenizer.tokenize(torch.from_numpy(values)), labels
+
+
+def fitted(tokens: torch.Tensor, n_states: int = 3) -> CellStates:
+    states = CellStates(n_states, N_GENES, N_TOKENS, MAX, n_components=5)
+    values = BinnedTokenizer(n_tokens=N_TOKENS, max_value=MAX).detokenize(tokens).numpy()
+    states.load_codebook(fit_states(values, n_states, n_components=5))
+    return states
+
+
+def test_the_codebook_finds_planted_cell_types_and_assigns_each_cell_by_its_own_tokens():
+    tokens, labels = planted_tokens()
+    states = fitted(tokens)
+    assigned = states.assign(tokens).numpy()
+    # one state per planted type (the numbering is k-means'), every cell in its type's state
+    mapping = {k: set(assigned[labels == k]) for k in range(3)}
+    assert all(len(v) == 1 for v in mapping.values()) and len(set.union(*mapping.values())) == 3
+    np.testing.assert_array_equal(np.sort(states.counts.numpy()), [10, 30, 60])
+
+
+def test_states_are_drawn_in_proportion_to_their_training_cells():
+    states = fitted(planted_tokens()[0])
+    drawn = states.draw(30_000, torch.Generator().manual_seed(0)).numpy()
+    share = np.bincount(drawn, minlength=3) / len(drawn)
+    np.testing.assert_allclose(share, states.counts.numpy() / 100, atol=0.01)
+    again = states.draw(50, torch.Generator().manual_seed(0))
+    assert torch.equal(again, states.draw(50, torch.Generator().manual_seed(0)))
+
+
+def test_a_codebook_of_another_shape_or_too_few_cells_is_refused():
+    states = CellStates(3, N_GENES, N_TOKENS, MAX)
+    with pytest.raises(RuntimeError, match="codebook is empty"):
+        states.assign(torch.zeros(2, N_GENES, dtype=torch.long))
+    codebook = fit_states(np.random.default_rng(0).random((40, N_GENES + 1)), 3, n_components=5)
+    with pytest.raises(ValueError, match="mean has shape"):
+        CellStates(3, N_GENES, N_TOKENS, MAX, n_components=5).load_codebook(codebook)
+    with pytest.raises(ValueError, match="need at least 40 training cells"):
+        fit_states(np.zeros((39, N_GENES)), 4)
+
+
+def test_the_model_is_conditioned_on_the_state_and_has_a_no_state_mode():
+    torch.manual_seed(0)
+    model = build_model("mini-tiny", N_GENES, N_TOKENS, n_states=3, tokenizer_max=MAX).eval()
+    with torch.no_grad():  # as after training: adaLN's zero-initialized modulation would hide the condition
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    tokens, t = torch.full((2, N_GENES), N_TOKENS), torch.full((2,), 0.5)
+    with torch.no_grad():
+        a = model(tokens, t, state=torch.tensor([0, 0]))
+        b = model(tokens, t, state=torch.tensor([1, 1]))
+        none = model(tokens, t)
+        explicit_none = model(tokens, t, state=torch.tensor([3, 3]))
+    assert not torch.allclose(a, b) and not torch.allclose(a, none)
+    assert torch.equal(none, explicit_none)  # no state is the last embedding
+    with pytest.raises(ValueError, match="takes no state"):
+        build_model("mini-tiny", N_GENES, N_TOKENS)(tokens, t, state=torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="takes no cell states"):
+        build_model("conditional-tiny", N_GENES, N_TOKENS, n_states=3)
+
+
+class Recording(torch.nn.Module):
+    """Uniform predictions; records the states each step is given."""
+
+    def __init__(self, states: CellStates):
+        super().__init__()
+        self.cell_states, self.seen = states, []
+
+    def forward(self, tokens, t, state=None, **_):
+        self.seen.append(state)
+        return torch.zeros(*tokens.shape, N_TOKENS + 1)
+
+
+def test_the_sampler_draws_one_state_per_cell_and_keeps_it_through_every_step():
+    states = fitted(planted_tokens()[0])
+    model = Recording(states)
+    sample(model, 7, N_GENES, 5, N_TOKENS, generator=torch.Generator().manual_seed(2))
+    assert len(model.seen) == 5 and all(torch.equal(s, model.seen[0]) for s in model.seen)
+    assert torch.equal(model.seen[0], states.draw(7, torch.Generator().manual_seed(2)))  # the sampler's first draw
+    model.seen.clear()
+    given = torch.tensor([2, 2, 1])
+    sample(model, 3, N_GENES, 2, N_TOKENS, state=given)
+    assert all(torch.equal(s, given) for s in model.seen)
+    model.seen.clear()
+    sample(model, 3, N_GENES, 2, N_TOKENS, init=torch.full((3, N_GENES), N_TOKENS))  # completing: no state
+    assert all(s is None for s in model.seen)
+
+
+def test_depth_bins_split_each_cluster_by_the_genes_a_cell_expresses():
+    tokens, labels = planted_tokens()
+    tokens[::2, 16:] = 0  # every other cell expresses fewer genes: a shallower cell
+    states = CellStates(3, N_GENES, N_TOKENS, MAX, n_components=5, depth_bins=2)
+    values = BinnedTokenizer(n_tokens=N_TOKENS, max_value=MAX).detokenize(tokens).numpy()
+    states.load_codebook(fit_states(values, 3, n_components=5, depth_bins=2))
+    assert states.n_states == 6
+    detected = (tokens > 0).sum(1)
+    assert float(states.depth_edges[0]) == float(np.median(detected.numpy()))  # the quantile edge
+    assigned = states.assign(tokens)
+    np.testing.assert_array_equal((assigned % 2).numpy(), (detected >= states.depth_edges[0]).long().numpy())
+    assert torch.equal(states.counts, torch.bincount(assigned, minlength=6).float())  # joint frequencies
+    # the model embeds a state's cluster and depth bin, and "no state" (the index after the last) for each
+    model = build_model("mini-tiny", N_GENES, N_TOKENS, n_states=3, depth_bins=2, tokenizer_max=MAX).eval()
+    assert model.cluster_emb.num_embeddings == 4 and model.depth_emb.num_embeddings == 3
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+        t = torch.full((6,), 0.5)
+        out = model(torch.full((6, N_GENES), N_TOKENS), t, state=torch.arange(6))
+        assert all(not torch.allclose(out[i], out[j]) for i in range(6) for j in range(i))
+        assert torch.equal(model(tokens[:1], t[:1]), model(tokens[:1], t[:1], state=torch.tensor([6])))
+
+
+def test_a_codebook_saved_before_depth_bins_loads_as_one_bin():
+    states = fitted(planted_tokens()[0])
+    saved = {k: v for k, v in states.state_dict().items() if k != "depth_edges"}
+    again = CellStates(3, N_GENES, N_TOKENS, MAX, n_components=5)
+    again.load_state_dict(saved)
+    tokens = planted_tokens(seed=1)[0]
+    assert torch.equal(again.assign(tokens), states.assign(tokens))
+    with pytest.raises(RuntimeError, match="depth_edges"):
+        CellStates(3, N_GENES, N_TOKENS, MAX, n_components=5, depth_bins=2).load_state_dict(saved)
