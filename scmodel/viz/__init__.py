@@ -121,8 +121,10 @@ def visualize(config: str | None, out: str, checkpoint: str | None = None, store
     tokenizer = BinnedTokenizer(n_tokens=a.n_tokens, max_value=train.get("tokenizer_max", 8.0))
     cells = ids = None
     if store:
+        split = {"split": "val", "val_fraction": train.get("val_fraction", 0.15), "seed": train.get("seed", 0),
+                 "split_by": train.get("split_by", "experiment")} if checkpoint else {}
         cells, ids = store_cells(store, min(a.n_genes, sample_genes), a.n_tokens, sample_cells,
-                                 tokenizer_max=tokenizer.max_value, split="val" if checkpoint else None)
+                                 tokenizer_max=tokenizer.max_value, **split)
         a.extra["store"] = {"path": store, "cells_shown": ids, "gene_positions": int(cells.shape[1])}
     paths = write_text_files(a, out)
     paths += write_diagrams(a, out)

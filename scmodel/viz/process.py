@@ -45,9 +45,11 @@ class Trajectory:
 
 
 def store_cells(store: str, n_genes: int, n_tokens: int, n_cells: int, tokenizer_max: float = 8.0,
-                split: str | None = None) -> tuple[torch.Tensor, list[str]]:
+                split: str | None = None, val_fraction: float = 0.15, split_by: str = "experiment",
+                seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """The first ``n_cells`` cells of the store's materialized HVGs (up to ``n_genes`` of them), tokenized
-    as training tokenizes them; returns (tokens, cell IDs)."""
+    as training tokenizes them; returns (tokens, cell IDs). ``split`` ("train" / "val") picks them
+    from a run's split, which ``val_fraction``, ``split_by`` and ``seed`` (the run's) define."""
     from scmodel.data import LoaderConfig, StoreDataset
     from scmodel.tokenize import BinnedTokenizer
 
@@ -56,7 +58,7 @@ def store_cells(store: str, n_genes: int, n_tokens: int, n_cells: int, tokenizer
     available = len(open_hvg_matrix(store)[1])
     config = LoaderConfig(store=store, features="hvg", n_hvgs=min(n_genes, available), batch_size=n_cells, shuffle=False,
                           tokenizer=BinnedTokenizer(n_tokens=n_tokens, max_value=tokenizer_max), split=split,
-                          read_threads=0)
+                          val_fraction=val_fraction, split_by=split_by, seed=seed, read_threads=0)
     dataset = StoreDataset(config)
     tokens, meta = next(iter(dataset))
     return tokens.long(), [str(i) for i in dataset.cell_ids(meta["row"])]

@@ -150,7 +150,8 @@ def test_conditional_seed_preset_is_near_the_seed():
 
 @pytest.fixture(scope="module")
 def trained(demo_bucket, tmp_path_factory):
-    """A materialized store and a two-step mini-tiny checkpoint."""
+    """A materialized store and a two-step mini-tiny checkpoint (held-out cells of every experiment,
+    not the loader's default split: the figures must show the run's own held-out cells)."""
     from scmodel.train import main as train
     from tests.conftest import materialized_store
 
@@ -158,7 +159,7 @@ def trained(demo_bucket, tmp_path_factory):
     store = materialized_store(demo_bucket, root, n_hvgs=32)
     run = str(root / "run")
     assert train(["--config", "mini-tiny", "--store", store, "--max-steps", "2", "--out", run, "--batch-size", "8",
-                  "--set", "eval_every=100"]) == 0
+                  "--set", "eval_every=100", "--set", "split_by=cell", "--set", "val_fraction=0.3"]) == 0
     return store, os.path.join(run, "checkpoint.pt")
 
 
@@ -173,5 +174,9 @@ def test_checkpoint_and_store(trained, tmp_path):
     assert config["config"]["n_genes"] == state["model"]["backbone.gene_emb.weight"].shape[0] == 32
     assert config["checkpoint"]["step"] == 2 and config["store"]["gene_positions"] == 32
     assert len(config["store"]["cells_shown"]) == 2
+    from scmodel.data import LoaderConfig, StoreDataset
+
+    held_out = StoreDataset(LoaderConfig(store=store, features="hvg", split="val", split_by="cell", val_fraction=0.3))
+    assert set(config["store"]["cells_shown"]) <= {str(i) for i in held_out.cell_ids(held_out.rows)}
     with pytest.raises(SystemExit):
         main(["--config", "conditional-tiny", "--checkpoint", checkpoint, "--out", out])
