@@ -116,16 +116,17 @@ def evaluate(model, batches: list[torch.Tensor], marginals: torch.Tensor, diffus
     log_marginals = torch.log(marginals).float()
     by_ratio = {}
     fixed = DiffusionConfig(schedule="linear", max_mask=1.0)
+    states = getattr(model, "cell_states", None)  # a state model is scored given each cell's own state,
+    cell_states = [{"state": states.assign(b.to(device))} if states is not None and gene_index is None else {}
+                   for b in batches]  # assigned once, not once per mask ratio
     for ratio in MASK_RATIOS:
         correct = base = total = 0
         base_nll = 0.0
         losses, truths, preds = [], [], []
-        for tokens in batches:
+        for tokens, extra in zip(batches, cell_states):
             tokens = tokens.to(device)
             t = torch.full((tokens.shape[0],), ratio, device=device)
             noisy, mask = corrupt(tokens, t, fixed, mask_id, gen)
-            states = getattr(model, "cell_states", None)  # a state model is scored given each cell's own state
-            extra = {"state": states.assign(tokens)} if states is not None and gene_index is None else {}
             logits = model(noisy, t, gene_index=gene_index, **extra).float()
             losses.append(float(diffusion_loss(logits, tokens, mask, t, fixed)))
             guess = logits.argmax(-1)

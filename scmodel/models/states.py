@@ -13,7 +13,7 @@ a cell's state is a function of its own clean tokens, so training needs no label
 The codebook lives in the model as buffers (saved with the weights): the bin centre of every
 token, the PCA mean and components, the centroids and the training cells per state.
 ``assign`` maps clean token cells to states (training), ``draw`` samples states for generation.
-The model also learns a "no state" embedding (``StateConfig.dropout`` of training cells): a call
+The model also learns a "no state" embedding (``MiniConfig.state_dropout`` of training cells): a call
 without states (a figure, a held-out loss) is the unconditional model.
 """
 
@@ -69,7 +69,8 @@ class CellStates(nn.Module):
             raise ValueError(f"n_states must be at least 2 and depth_bins at least 1, got {n_states}, {depth_bins}")
         self.n_clusters, self.depth_bins = n_states, depth_bins
         self.n_states = n_states * depth_bins
-        # bin centres of the fixed log1p bins (``BinnedTokenizer.detokenize``), the mask token last (never assigned)
+        # bin centres of the fixed log1p bins, as ``BinnedTokenizer.detokenize`` gives them (the networks
+        # sit beside the tokenizer, not above it, so it is not imported); the mask token last, never assigned
         bounds = torch.linspace(0, max_value, n_tokens)
         centres = torch.cat([torch.zeros(1), (bounds[:-1] + bounds[1:]) / 2, torch.zeros(1)])
         self.register_buffer("centres", centres)

@@ -144,3 +144,10 @@ def test_a_codebook_saved_before_depth_bins_loads_as_one_bin():
     assert torch.equal(again.assign(tokens), states.assign(tokens))
     with pytest.raises(RuntimeError, match="depth_edges"):
         CellStates(3, N_GENES, N_TOKENS, MAX, n_components=5, depth_bins=2).load_state_dict(saved)
+
+
+def test_the_codebook_reads_tokens_as_the_tokenizer_detokenizes_them():
+    states = CellStates(2, N_GENES, N_TOKENS, MAX)
+    tokens = torch.arange(N_TOKENS)
+    np.testing.assert_allclose(states.centres[tokens].numpy(),
+                               BinnedTokenizer(n_tokens=N_TOKENS, max_value=MAX).detokenize(tokens).numpy())
