@@ -49,14 +49,27 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.common import WORK, md_table, run_checked, run_measured, write_results  # noqa: E402
 
-MODELS = {  # name -> (preset, --set overrides, training steps[, sampler temperatures, a row each; default 1])
+MODELS = {  # name -> (preset, --set overrides, training steps[, samplers, a row each; default: the run's own])
     "mini-tiny": ("mini-tiny", [], 400),  # the demo's recipe
     "mini-tiny, 3000 steps": ("mini-tiny", [], 3000),  # longer training alone
-    # the previous gen-cpu: longer training and 16 bins, no cell states, fp32
-    "gen-cpu, no states": ("gen-cpu", ["n_states=0", "bf16=off", "programs_cells=50000"], 3000),
-    "gen-cpu, states without depth": ("gen-cpu", ["state_depth_bins=1"], 2500),  # + 64 cell states, bf16
-    "gen-cpu": ("gen-cpu", [], 2500, (1.0, 0.9)),  # + 8 depth bins crossed with the states
+    # the earlier gen-cpu recipes, each a step of the current one (see docs/generation.md):
+    # longer training and 16 bins, no cell states, fp32
+    "gen-cpu, no states": ("gen-cpu", ["n_states=0", "state_prior=false", "bf16=off", "programs_cells=50000"], 3000,
+                           ("bf16=off",)),
+    # + 64 cell states, bf16 training (sampled in fp32, as generate did before it followed the run)
+    "gen-cpu, states without depth": ("gen-cpu", ["state_depth_bins=1", "state_prior=false"], 2500, ("bf16=off",)),
+    # + 8 depth bins crossed with the states
+    "gen-cpu, without state prior": ("gen-cpu", ["state_prior=false"], 2500,
+                                     ("bf16=off", "bf16=off,temperature=0.9")),
+    # + each state's per-gene token frequencies added to the logits: the current recipe
+    "gen-cpu": ("gen-cpu", [], 2500),
 }
+SAMPLER_OPTIONS = {"temperature": float, "top_p": float, "remask": float, "guidance": float, "steps": int,
+                   "bf16": str, "float64": bool}
+"""A sampler spec is ``key=value,...`` of these (``python -m scmodel.generate`` flags); "" is the run's own."""
+TUNING_SAMPLERS = ("", "temperature=0.9", "top_p=0.9", "float64", "remask=0.02", "remask=0.05",
+                   "guidance=0.5", "guidance=1")
+"""What ``--tune`` screens by default (one row each, against the tuning cells)."""
 ANCHORS = {  # published 1-NN leave-one-out accuracies, each on its own data (the issue's sources)
     "scLDM (Palla et al. 2025)": {"dentate gyrus": 0.71, "Tabula Muris": 0.60, "HLCA": 0.61},
     "CFGen (Palma et al., ICLR 2025)": {"dentate gyrus": 0.86, "Tabula Muris": 0.77, "HLCA": 0.76},
@@ -115,9 +128,36 @@ def _train(store: str, name: str, preset: str, overrides: list[str], steps: int,
     return done
 
 
-def _temperatures(model: str, given: list[float] | None) -> list[float]:
-    """The sampler temperatures of a model's rows: ``--temperatures`` if given, else its own."""
-    return list(given or (MODELS[model][3] if len(MODELS[model]) > 3 else (1.0,)))
+def _samplers(model: str, given: list[str] | None) -> list[str]:
+    """The sampler specs of a model's rows: ``--samplers`` if given, else its own."""
+    return list(given if given is not None else (MODELS[model][3] if len(MODELS[model]) > 3 else ("",)))
+
+
+def sampler_flags(spec: str) -> list[str]:
+    """``python -m scmodel.generate`` flags of a sampler spec ("temperature=0.9,float64" ->
+    ``--temperature 0.9 --float64``); a clear error for an unknown key or a bad value."""
+    flags = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        key, _, value = item.partition("=")
+        if key not in SAMPLER_OPTIONS:
+            raise SystemExit(f"sampler spec {spec!r}: unknown option {key!r} (known: {', '.join(SAMPLER_OPTIONS)})")
+        kind = SAMPLER_OPTIONS[key]
+        flag = "--" + key.replace("_", "-")
+        if kind is bool:
+            if value:
+                raise SystemExit(f"sampler spec {spec!r}: {key} takes no value")
+            flags.append(flag)
+            continue
+        try:
+            kind(value)
+        except ValueError:
+            raise SystemExit(f"sampler spec {spec!r}: {key} needs a {kind.__name__}, got {value!r}") from None
+        flags += [flag, value]
+    return flags
+
+
+def _sampler_slug(spec: str) -> str:
+    return spec.replace(",", "-") or "defaults"
 
 
 def _preset_fields(preset: str) -> dict:
@@ -235,7 +275,8 @@ def _state_marginal_cells(checkpoint: str, train: np.ndarray, totals: np.ndarray
     run, state = load_run(checkpoint)
     if not run.n_states:
         return None
-    states = CellStates(run.n_states, train.shape[1], run.n_tokens, run.tokenizer_max, depth_bins=run.state_depth_bins)
+    states = CellStates(run.n_states, train.shape[1], run.n_tokens, run.tokenizer_max, depth_bins=run.state_depth_bins,
+                        prior=run.state_prior)
     states.load_state_dict({k.removeprefix("cell_states."): v for k, v in state["model"].items()
                             if k.startswith("cell_states.")})
     tokenizer = BinnedTokenizer(n_tokens=run.n_tokens, max_value=run.tokenizer_max)
@@ -273,8 +314,12 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=list(MODELS), help=f"of {', '.join(MODELS)}")
     p.add_argument("--steps", type=int, help="training steps of every model (default: each model's own)")
     p.add_argument("--sample-steps", type=int, help="reverse-process steps (default: the run's)")
-    p.add_argument("--temperatures", type=float, nargs="*", help="sampler temperatures, a row each, of every model "
-                                                                 "(default: each model's own, see MODELS)")
+    p.add_argument("--samplers", nargs="*", help="sampler specs, a row each, of every model: key=value,... of "
+                                                  f"{', '.join(SAMPLER_OPTIONS)} ('' = the run's own; default: each "
+                                                  "model's own, see MODELS; with --tune: TUNING_SAMPLERS)")
+    p.add_argument("--tune", action="store_true",
+                   help="score against tuning cells (held-out cells apart from the reference and the floor: "
+                        "choose sampler settings here, report them on the reference)")
     p.add_argument("--cells", type=int, default=1000, help="reference cells (and cells per compared set), at most")
     p.add_argument("--max-train", type=int, default=20_000, help="training cells for scVI, the PCA and the marginals")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
@@ -285,6 +330,11 @@ def main() -> None:
                                       "with --split cell)")
     a = p.parse_args()
     a.results = a.results or ("bench_generation" if a.split == "experiment" else "bench_generation_cells")
+    if a.tune:
+        a.results += "_tuning"
+        a.no_scvi = True  # scVI is not tuned here; its reconstructions are of the reference cells
+        if a.samplers is None:
+            a.samplers = list(TUNING_SAMPLERS)
     a.store = a.store or ensure_store(os.path.join(WORK, "generation", "store.zarr"), os.path.join(WORK, "generation"))
     from benchmarks.baselines import scvi_peer
     from scmodel.evaluate.distribution import protocol_metrics, protocol_space
@@ -294,7 +344,7 @@ def main() -> None:
     split = [] if a.split == "experiment" else [f"split_by={a.split}"]
     for name in a.models:
         preset, overrides, steps = MODELS[name][:3]
-        temperatures = _temperatures(name, a.temperatures)
+        samplers = _samplers(name, a.samplers)
         steps = a.steps or steps
         run_name = name if a.split == "experiment" else f"{name}, {a.split} split"
         trained = _train(a.store, run_name, preset, overrides + split, steps, a.work)
@@ -304,6 +354,11 @@ def main() -> None:
         order = rng.permutation(len(val))
         n = min(a.cells, len(val) // 2)
         reference, floor = val[order[:n]], val[order[n: 2 * n]]
+        if a.tune:  # the third share: never the reference the results are reported on
+            if len(val) < 3 * n:
+                raise SystemExit(f"--tune needs 3 x {n} held-out cells, the store's split has {len(val)}; "
+                                 "lower --cells")
+            reference = val[order[2 * n: 3 * n]]
         space = protocol_space(log_normalized(train), seed=0)
         ref = log_normalized(reference)
         sets: dict[str, list[dict]] = {}
@@ -314,13 +369,13 @@ def main() -> None:
 
         data = os.path.join(a.work, "cells", _slug(run_name))
         os.makedirs(data, exist_ok=True)
-        for temperature in temperatures:
-            label = f"sczarr {name} ({steps} steps), temperature {temperature:g}"
+        for spec in samplers:
+            label = f"sczarr {name} ({steps} steps), sampler: {spec or 'as trained'}"
             seconds = []
             for seed in a.seeds:
-                out = os.path.join(data, f"generated-t{temperature:g}-s{seed}.h5ad")
+                out = os.path.join(data, f"generated-{_sampler_slug(spec)}-s{seed}.h5ad")
                 cmd = [sys.executable, "-m", "scmodel.generate", "--checkpoint", checkpoint, "--n-cells", str(n),
-                       "--out", out, "--seed", str(seed), "--temperature", str(temperature)]
+                       "--out", out, "--seed", str(seed), *sampler_flags(spec)]
                 if a.sample_steps:
                     cmd += ["--steps", str(a.sample_steps)]
                 seconds.append(_generate_cached(cmd, out))
@@ -363,17 +418,21 @@ def main() -> None:
             shown.add((label, n, train.shape[1]))
             cost = costs.get(label, {})
             rows_out.append([name, label, *(f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}" if k == "nn1_accuracy"
-                                            else f"{s[k]['mean']:.3g}" for k in METRICS),
-                             f"{cost['train_seconds']:.0f}" if "train_seconds" in cost else "",
-                             f"{cost['sample_seconds']:.0f}" if "sample_seconds" in cost else ""])
+                                            else f"{s[k]['mean']:.3g}" for k in METRICS)]
+                            + ([] if a.tune else [f"{cost['train_seconds']:.0f}" if "train_seconds" in cost else "",
+                                                  f"{cost['sample_seconds']:.0f}" if "sample_seconds" in cost else ""]))
     held = "held-out cells" if a.split == "experiment" else "held-out cells of the training experiments"
+    if a.tune:
+        held = "tuning cells (held-out cells apart from the reference the other results use)"
     table = (f"Generated vs real {held} (30 PCs of training cells; mean ± sd over seeds "
              f"{', '.join(map(str, a.seeds))}; 1-NN accuracy 0.5 = indistinguishable)\n\n"
-             + md_table(["model", "cells", *METRICS, "train s", "sample s"], rows_out)
+             + md_table(["model", "cells", *METRICS, *([] if a.tune else ["train s", "sample s"])], rows_out)
+             + ("\n\nTuning runs share the cores with other work: their timings (in the JSON) are not "
+                "measurements." if a.tune else "")
              + "\n\nPublished anchors, 1-NN accuracy on their own data (not comparable cell for cell): "
              + "; ".join(f"{m}: " + ", ".join(f"{d} {v:.2f}" for d, v in by.items()) for m, by in ANCHORS.items()))
     write_results(a.results, {"store": os.path.abspath(a.store), "split": a.split, "seeds": a.seeds, "steps": a.steps,
-                              "temperatures": {name: _temperatures(name, a.temperatures) for name in a.models},
+                              "tuning": a.tune, "samplers": {name: _samplers(name, a.samplers) for name in a.models},
                               "models": payload_models, "published_anchors": ANCHORS,
                               "protocol": "scmodel.evaluate.distribution: 30 PCs fitted on training cells (log1p of "
                                           "counts per 1e4 over the model's genes); equal counts per set"}, table)

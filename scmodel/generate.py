@@ -2,6 +2,13 @@
 
     python -m scmodel.generate --checkpoint runs/mini-tiny/checkpoint.pt --n-cells 2000 --out cells.h5ad
     python -m scmodel.generate --checkpoint ... --n-cells 2000 --out cells.h5ad --steps 128 --temperature 0.9 --seed 1
+    python -m scmodel.generate --checkpoint ... --n-cells 2000 --out cells.h5ad --guidance 1 --top-p 0.95 --remask 0.02
+
+The sampler options (``scmodel.diffusion.sample``): ``--temperature`` and ``--top-p`` (nucleus),
+``--guidance`` (classifier-free guidance on the cell state, for models with cell states),
+``--remask`` (ReMDM remasking), ``--float64`` (double-precision draws), ``--bf16 on/off`` (the
+forward passes; default as the run trained). ``benchmarks/bench_generation.py --tune`` measures
+each on held-out cells kept apart from the benchmark's reference cells.
 
 The model samples tokens for every gene it models (the run's HVGs, all of them in one context);
 the file holds, per generated cell:
@@ -48,6 +55,17 @@ class GenerateConfig:
     """Reverse-process steps (default: the run's ``sample_steps``)."""
     temperature: float | None = None
     order: str | None = None
+    top_p: float = 1.0
+    """Nucleus sampling: draw from the most likely tokens holding this much probability (1: all)."""
+    remask: float = 0.0
+    """ReMDM remasking cap (``scmodel.diffusion.sample``; 0: none)."""
+    guidance: float = 0.0
+    """Classifier-free guidance weight on the cell state (a model with cell states; 0: none)."""
+    float64: bool = False
+    """Draw tokens from double-precision probabilities."""
+    bf16: str | None = None
+    """"on"/"off": the forward passes under bf16 autocast; default: as the run trained
+    (``bf16="on"``, or "auto" on a GPU that supports it)."""
     seed: int = 0
     batch_size: int = 256
     """Cells sampled at once (memory grows with batch x genes x tokens)."""
@@ -58,6 +76,8 @@ class GenerateConfig:
             raise ValueError(f"--n-cells must be positive, got {self.n_cells}")
         if self.batch_size <= 0:
             raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.bf16 not in (None, "on", "off"):
+            raise ValueError(f"--bf16 must be on or off, got {self.bf16!r}")
 
 
 def dequantized_values(tokens: np.ndarray, n_tokens: int, max_value: float, rng: np.random.Generator) -> np.ndarray:
@@ -84,7 +104,7 @@ class Generator:
         from scdata.hvg.results import open_hvg_matrix
         from scdata.store.layout import open_root, read_strings
 
-        from .models import build_model
+        from .run.network import build_run_model
         from .run.checkpoint import load_run
         from .run.loaders import is_perturbation_store
         from .tokenize import BinnedTokenizer
@@ -106,8 +126,7 @@ class Generator:
         self.gene_ids, self.symbols = gene_ids[self.positions], symbols[self.positions]
         self.tokenizer = BinnedTokenizer(n_tokens=run.n_tokens, max_value=run.tokenizer_max)
         self.device = torch.device(config.device)
-        self.model = build_model(run.model, n, run.n_tokens, n_states=run.n_states, depth_bins=run.state_depth_bins,
-                                 tokenizer_max=run.tokenizer_max).to(self.device)
+        self.model = build_run_model(run, n).to(self.device)
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.training_totals = self._training_totals(run)
@@ -134,7 +153,7 @@ class Generator:
         generator = torch.Generator().manual_seed(config.seed)
         states = getattr(self.model, "cell_states", None)
         out, drawn = [], []
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             for start in range(0, config.n_cells, config.batch_size):
                 n = min(config.batch_size, config.n_cells - start)
                 extra = {}
@@ -143,7 +162,8 @@ class Generator:
                     extra["state"] = drawn[-1].to(self.device)
                 out.append(sample(self.model, n, len(self.positions), self.steps, run.n_tokens,
                                   temperature=self.temperature, generator=generator, device=self.device,
-                                  order=self.order, schedule=run.diffusion, **extra).cpu())
+                                  order=self.order, schedule=run.diffusion, top_p=config.top_p, remask=config.remask,
+                                  guidance=config.guidance, float64=config.float64, **extra).cpu())
         return torch.cat(out), (torch.cat(drawn) if drawn else None)
 
     @property
@@ -153,6 +173,14 @@ class Generator:
     @property
     def temperature(self) -> float:
         return self.run.sample_temperature if self.config.temperature is None else self.config.temperature
+
+    @property
+    def bf16(self) -> bool:
+        """Autocast the forward passes to bf16: as asked, else as the run trained."""
+        if self.config.bf16 is not None:
+            return self.config.bf16 == "on"
+        return self.run.bf16 == "on" or (self.run.bf16 == "auto" and self.device.type == "cuda"
+                                         and torch.cuda.is_bf16_supported())
 
     @property
     def order(self) -> str:
@@ -183,7 +211,9 @@ class Generator:
         adata.uns["generation"] = {
             "checkpoint": os.path.abspath(self.config.checkpoint), "step": int(self.step or 0), "model": self.run.model,
             "store": self.run.store, "seed": self.config.seed, "sample_steps": self.steps,
-            "temperature": float(self.temperature), "sample_order": self.order, "n_tokens": n_tokens,
+            "temperature": float(self.temperature), "sample_order": self.order, "top_p": float(self.config.top_p),
+            "remask": float(self.config.remask), "guidance": float(self.config.guidance),
+            "float64": bool(self.config.float64), "bf16": bool(self.bf16), "n_tokens": n_tokens,
             "tokenizer_max": float(self.run.tokenizer_max), "target_sum": float(target_sum),
             "n_states": int(self.run.n_states), "state_depth_bins": int(self.run.state_depth_bins),
             "library_size": "drawn with replacement from the training cells' total_counts",
@@ -212,13 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="reverse-process steps (default: the run's sample_steps)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the run's)")
     p.add_argument("--order", choices=("random", "confidence"), help="reveal order (default: the run's)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    p.add_argument("--remask", type=float, default=0.0, help="ReMDM remasking cap eta (default 0: off)")
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="classifier-free guidance on the cell state (a model with cell states; default 0: off)")
+    p.add_argument("--float64", action="store_true", help="draw tokens from double-precision probabilities")
+    p.add_argument("--bf16", choices=("on", "off"), help="bf16 forward passes (default: as the run trained)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     try:
         generate(GenerateConfig(checkpoint=args.checkpoint, n_cells=args.n_cells, out=args.out, store=args.store,
-                                steps=args.steps, temperature=args.temperature, order=args.order, seed=args.seed,
+                                steps=args.steps, temperature=args.temperature, order=args.order, top_p=args.top_p,
+                                remask=args.remask, guidance=args.guidance, float64=args.float64, bf16=args.bf16,
+                                seed=args.seed,
                                 batch_size=args.batch_size, device=args.device))
     except (ValueError, FileNotFoundError) as exc:
         print(f"python -m scmodel.generate: {exc}", file=sys.stderr)

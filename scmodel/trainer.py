@@ -29,7 +29,8 @@ from .engines.state import rng_state, set_rng_state
 from .evaluate.evaluator import HeldOutEvaluator
 from .evaluate.heldout import summary_line
 from .evaluate.sample_plots import plot_samples
-from .models import build_model, count_parameters
+from .models import count_parameters
+from .run.network import build_run_model
 from .run.checkpoint import check_init_from
 from .run.programs import fit_run_programs, inherited_programs
 from .run.states import fit_run_states
@@ -59,8 +60,7 @@ class Trainer:
         if config.n_states and self.conditional_batches:
             raise ValueError(f"n_states: {config.store} is a perturbation store; cell states condition the atlas "
                              "models' unconditional generation")
-        model = build_model(config.model, n_genes, config.n_tokens, n_states=config.n_states, depth_bins=config.state_depth_bins,
-                            tokenizer_max=config.tokenizer_max, ep_size=config.ep_size)
+        model = build_run_model(config, n_genes)
         if config.n_states and not resume and not config.init_from:  # a resumed or fine-tuned run loads its own
             model.cell_states.load_codebook(fit_run_states(config, self.train_loader.dataset.rows, n_genes, self.tokenizer))
         model = model.to(self.device)

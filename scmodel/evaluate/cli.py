@@ -27,7 +27,7 @@ import sys
 
 import torch
 
-from ..models import build_model
+from ..run.network import build_run_model
 from ..run.checkpoint import load_run
 from ..run.loaders import build_loaders
 from ..tokenize import BinnedTokenizer
@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(config, **overrides)
     tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
     train, val = build_loaders(config, tokenizer)
-    model = build_model(config.model, train.dataset.n_features, config.n_tokens, n_states=config.n_states,
-                        depth_bins=config.state_depth_bins,
-                        tokenizer_max=config.tokenizer_max).to(args.device)
+    model = build_run_model(config, train.dataset.n_features).to(args.device)
     model.load_state_dict(state["model"])
     evaluator = HeldOutEvaluator(config, train.dataset.config, val.dataset.config, tokenizer, torch.device(args.device))
     seeds = args.seeds or [config.seed, config.seed + 1, config.seed + 2]

@@ -7,16 +7,18 @@ from .mini import MiniConfig, MiniDiffusionModel
 from .moe import MoEConfig, MoEDiffusionModel
 
 
-def mini(n_genes: int = 2000, n_tokens: int = 64, n_states: int = 0, depth_bins: int = 1, tokenizer_max: float = 8.0):
+def mini(n_genes: int = 2000, n_tokens: int = 64, n_states: int = 0, depth_bins: int = 1, tokenizer_max: float = 8.0,
+         state_prior: bool = False):
     return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=512, n_heads=8, n_layers=6,
-                                         n_states=n_states, depth_bins=depth_bins, tokenizer_max=tokenizer_max))
+                                         n_states=n_states, depth_bins=depth_bins, tokenizer_max=tokenizer_max,
+                                         state_prior=state_prior))
 
 
 def mini_tiny(n_genes: int = 2000, n_tokens: int = 64, n_states: int = 0, depth_bins: int = 1,
-              tokenizer_max: float = 8.0):
+              tokenizer_max: float = 8.0, state_prior: bool = False):
     return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=128, n_heads=4, n_kv_heads=4, n_layers=3,
                                          mlp_ratio=2.0, n_states=n_states, depth_bins=depth_bins,
-                                         tokenizer_max=tokenizer_max))
+                                         tokenizer_max=tokenizer_max, state_prior=state_prior))
 
 
 def conditional(n_genes: int = 2000, n_tokens: int = 64):
@@ -56,7 +58,7 @@ MODELS = {"mini": mini, "mini-tiny": mini_tiny, "conditional": conditional, "con
 
 
 def build_model(name: str, n_genes: int, n_tokens: int, n_states: int = 0, depth_bins: int = 1,
-                tokenizer_max: float = 8.0, ep_size: int = 1):
+                tokenizer_max: float = 8.0, ep_size: int = 1, state_prior: bool = False):
     """``MODELS[name]`` with the options only some models take (cell states, expert parallelism)
     passed only when set, and a clear error when the model has no such option."""
     options: dict = {}
@@ -64,6 +66,10 @@ def build_model(name: str, n_genes: int, n_tokens: int, n_states: int = 0, depth
         if name not in STATE_MODELS:
             raise ValueError(f"n_states={n_states}: {name} takes no cell states (only {', '.join(STATE_MODELS)})")
         options.update(n_states=n_states, depth_bins=depth_bins, tokenizer_max=tokenizer_max)
+        if state_prior:
+            options["state_prior"] = True
+    elif state_prior:
+        raise ValueError("state_prior needs cell states (n_states > 0)")
     if ep_size > 1:
         options["ep_size"] = ep_size
     return MODELS[name](n_genes=n_genes, n_tokens=n_tokens, **options)

@@ -33,6 +33,10 @@ class MiniConfig:
     state_dropout: float = 0.1
     """Share of training cells shown without their state, so that the model also learns the
     unconditional distribution (its "no state" embedding) for calls that pass none."""
+    state_prior: bool = False
+    """Add the drawn state's token log-frequencies of each gene (``CellStates.log_prior``) to the
+    logits: the network starts from the mixture of independent genes within states and learns the
+    rest (a state model only)."""
     tokenizer_max: float = 8.0
     """The fixed log1p bins' top (``BinnedTokenizer.max_value``), for the states' bin centres."""
 
@@ -89,7 +93,7 @@ class MiniDiffusionModel(nn.Module):
         self.backbone = Backbone(cfg)
         if cfg.n_states:
             self.cell_states = CellStates(cfg.n_states, cfg.n_genes, cfg.n_tokens, cfg.tokenizer_max,
-                                     depth_bins=cfg.depth_bins)
+                                          depth_bins=cfg.depth_bins, prior=cfg.state_prior)
             # a state's cluster and depth bin have an embedding each (summed), the last of each: no state
             self.cluster_emb = nn.Embedding(cfg.n_states + 1, cfg.dim)
             self.depth_emb = nn.Embedding(cfg.depth_bins + 1, cfg.dim)
@@ -115,4 +119,7 @@ class MiniDiffusionModel(nn.Module):
             condition = self.cluster_emb(cluster) + self.depth_emb(depth)
         elif state is not None:
             raise ValueError("this model has no cell states (n_states=0); it takes no state")
-        return self.backbone(tokens, t, gene_index=gene_index, condition=condition)
+        logits = self.backbone(tokens, t, gene_index=gene_index, condition=condition)
+        if self.cfg.state_prior and self.cfg.n_states:
+            logits = logits + self.cell_states.log_prior(state, gene_index).to(logits.dtype)
+        return logits

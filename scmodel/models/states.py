@@ -11,7 +11,10 @@ cells on their principal components (what the field calls cell types, found with
 a cell's state is a function of its own clean tokens, so training needs no labels either.
 
 The codebook lives in the model as buffers (saved with the weights): the bin centre of every
-token, the PCA mean and components, the centroids and the training cells per state.
+token, the PCA mean and components, the centroids and the training cells per state; with
+``prior``, also each state's token frequencies per gene (``token_log_prior``), which a model with
+``MiniConfig.state_prior`` adds to its logits, so that the network learns only what a state's
+independent per-gene distributions miss (co-expression within the state).
 ``assign`` maps clean token cells to states (training), ``draw`` samples states for generation.
 The model also learns a "no state" embedding (``MiniConfig.state_dropout`` of training cells): a call
 without states (a figure, a held-out loss) is the unconditional model.
@@ -24,14 +27,22 @@ import torch
 import torch.nn as nn
 
 
+PRIOR_PSEUDOCELLS = 5.0
+"""Smoothing of a state's token frequencies towards all cells' (in cells' worth of weight): a state
+of few cells does not get probability 0 for a token its cells happen not to show."""
+
+
 def fit_states(values: np.ndarray, n_states: int, n_components: int = 30, seed: int = 0,
-               depth_bins: int = 1) -> dict[str, np.ndarray]:
+               depth_bins: int = 1, tokens: np.ndarray | None = None, n_tokens: int = 0) -> dict[str, np.ndarray]:
     """The codebook of ``values`` (cells, genes; the bin centres of the cells' tokens): PCA
     (``n_components``) then k-means (``n_states`` clusters, at least 10 cells per cluster), and the
     ``depth_bins`` quantile bins of the cells' detected genes. Returns the arrays
     ``CellStates.load_codebook`` takes: ``mean`` (genes,), ``components`` (n_components, genes),
     ``centroids`` (n_states, n_components), ``depth_edges`` (depth_bins - 1,) and ``counts``
-    (n_states * depth_bins,), the cells of each (cluster, depth bin)."""
+    (n_states * depth_bins,), the cells of each (cluster, depth bin). Given the cells' ``tokens``
+    (< ``n_tokens``), also ``token_log_prior`` (n_states * depth_bins + 1, genes, n_tokens): the log
+    frequency of each token of each gene among the state's cells, smoothed towards all cells'
+    (``PRIOR_PSEUDOCELLS``); the last row, all cells' (the "no state" prior)."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -47,9 +58,31 @@ def fit_states(values: np.ndarray, n_states: int, n_components: int = 30, seed: 
     detected = (values > 0).sum(axis=1)
     depth_edges = np.quantile(detected, np.arange(1, depth_bins) / depth_bins)
     depth = np.searchsorted(depth_edges, detected, side="right")
-    return {"mean": pca.mean_, "components": np.pad(pca.components_, ((0, pad), (0, 0))),
-            "centroids": np.pad(kmeans.cluster_centers_, ((0, 0), (0, pad))), "depth_edges": depth_edges,
-            "counts": np.bincount(kmeans.labels_ * depth_bins + depth, minlength=n_states * depth_bins).astype(np.float64)}
+    labels = kmeans.labels_ * depth_bins + depth
+    codebook = {"mean": pca.mean_, "components": np.pad(pca.components_, ((0, pad), (0, 0))),
+                "centroids": np.pad(kmeans.cluster_centers_, ((0, 0), (0, pad))), "depth_edges": depth_edges,
+                "counts": np.bincount(labels, minlength=n_states * depth_bins).astype(np.float64)}
+    if tokens is not None:
+        codebook["token_log_prior"] = token_log_prior(np.asarray(tokens), labels, n_states * depth_bins, n_tokens)
+    return codebook
+
+
+def token_log_prior(tokens: np.ndarray, labels: np.ndarray, n_states: int, n_tokens: int,
+                    pseudocells: float = PRIOR_PSEUDOCELLS) -> np.ndarray:
+    """(n_states + 1, genes, n_tokens) log frequencies of each gene's tokens among each state's
+    cells, ``(count + pseudocells * overall) / (cells + pseudocells)``; the last row is the overall
+    frequency (every cell)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n, genes = tokens.shape
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= n_tokens):
+        raise ValueError(f"token_log_prior: tokens must lie in [0, {n_tokens}), got {tokens.min()}..{tokens.max()}")
+    # one bincount over (state, gene, token) triples
+    flat = (labels[:, None] * genes + np.arange(genes)[None, :]) * n_tokens + tokens
+    counts = np.bincount(flat.ravel(), minlength=n_states * genes * n_tokens).reshape(n_states, genes, n_tokens)
+    overall = counts.sum(axis=0) / max(n, 1)  # (genes, n_tokens)
+    cells = counts.sum(axis=2, keepdims=True)  # (n_states, genes, 1): the state's cells
+    per_state = (counts + pseudocells * overall) / (cells + pseudocells)
+    return np.log(np.concatenate([per_state, overall[None]], axis=0).clip(1e-8)).astype(np.float32)
 
 
 class CellStates(nn.Module):
@@ -63,7 +96,7 @@ class CellStates(nn.Module):
     than real ones; given the depth, it need not infer it."""
 
     def __init__(self, n_states: int, n_genes: int, n_tokens: int, max_value: float, n_components: int = 30,
-                 depth_bins: int = 1):
+                 depth_bins: int = 1, prior: bool = False):
         super().__init__()
         if n_states < 2 or depth_bins < 1:
             raise ValueError(f"n_states must be at least 2 and depth_bins at least 1, got {n_states}, {depth_bins}")
@@ -79,6 +112,9 @@ class CellStates(nn.Module):
         self.register_buffer("centroids", torch.zeros(n_states, n_components))
         self.register_buffer("depth_edges", torch.zeros(depth_bins - 1))
         self.register_buffer("counts", torch.zeros(n_states * depth_bins))
+        self.prior = prior
+        if prior:  # (states + "no state", genes, value tokens): each state's token log-frequencies
+            self.register_buffer("token_log_prior", torch.zeros(self.n_states + 1, n_genes, n_tokens))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "depth_edges"  # a codebook saved before depth bins existed had none (one bin)
@@ -92,7 +128,10 @@ class CellStates(nn.Module):
 
     def load_codebook(self, codebook: dict[str, np.ndarray]) -> None:
         """Fill the buffers from ``fit_states``'s arrays (their shapes must match this model's)."""
-        for name in ("mean", "components", "centroids", "depth_edges", "counts"):
+        names = ("mean", "components", "centroids", "depth_edges", "counts") + (("token_log_prior",) if self.prior else ())
+        for name in names:
+            if name not in codebook:
+                raise ValueError(f"cell-state codebook: no {name} (a state prior needs the cells' tokens)")
             buffer = getattr(self, name)
             value = torch.as_tensor(np.asarray(codebook[name]), dtype=buffer.dtype)
             if value.shape != buffer.shape:
@@ -111,6 +150,12 @@ class CellStates(nn.Module):
         cluster = torch.cdist(scores, self.centroids).argmin(dim=1)
         detected = (tokens > 0).sum(dim=1).to(self.depth_edges.dtype)
         return cluster * self.depth_bins + torch.bucketize(detected, self.depth_edges, right=True)
+
+    def log_prior(self, state: torch.Tensor, gene_index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, n_tokens) the states' token log-frequencies (``state`` = ``n_states``: no state),
+        at the ``gene_index`` positions (default: every gene)."""
+        prior = self.token_log_prior[state]
+        return prior if gene_index is None else prior[:, gene_index]
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n,) states drawn with the training cells' state frequencies (on the CPU, like the

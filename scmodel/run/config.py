@@ -96,6 +96,10 @@ class TrainConfig:
     they are sampled (``n_states * state_depth_bins`` states)."""
     states_cells: int = 20_000
     """Training cells the cell states are fitted on."""
+    state_prior: bool = False
+    """Add each state's per-gene token log-frequencies (of the cells the states are fitted on) to
+    the model's logits (``MiniConfig.state_prior``): the network learns what independent genes
+    within a state miss. Needs ``n_states``."""
     engine: str = "plain"
     """"plain": one process or torch DDP; "deepspeed": DeepSpeed (ZeRO, expert parallelism)."""
     deepspeed_config: str | None = None
@@ -118,6 +122,8 @@ class TrainConfig:
                              f"{', '.join(STATE_MODELS)} (model {self.model!r})")
         if self.state_depth_bins < 1:
             raise ValueError(f"state_depth_bins must be at least 1, got {self.state_depth_bins}")
+        if self.state_prior and not self.n_states:
+            raise ValueError("state_prior needs cell states: set n_states too")
         if self.n_states and self.states_cells < 10 * self.n_states:
             raise ValueError(f"states_cells={self.states_cells}: {self.n_states} cell states need at least "
                              f"{10 * self.n_states} cells to be fitted on")

@@ -17,7 +17,8 @@ from .config import TrainConfig
 def fit_run_states(config: TrainConfig, rows: np.ndarray, n_genes: int, tokenizer) -> dict[str, np.ndarray]:
     """The codebook of up to ``config.states_cells`` of the training ``rows`` (a seeded sample),
     over the model's ``n_genes`` HVGs: each cell normalized and tokenized like the loader's
-    batches, its tokens' bin centres clustered and its detected genes binned (``fit_states``)."""
+    batches, its tokens' bin centres clustered and its detected genes binned (``fit_states``);
+    with ``state_prior``, each state's token frequencies too."""
     from scdata.hvg.results import open_hvg_matrix
     from scdata.store.layout import open_root
 
@@ -33,6 +34,7 @@ def fit_run_states(config: TrainConfig, rows: np.ndarray, n_genes: int, tokenize
     tokens = tokenizer.tokenize(torch.from_numpy(values))
     try:
         return fit_states(tokenizer.detokenize(tokens).numpy(), config.n_states, seed=config.seed,
-                          depth_bins=config.state_depth_bins)
+                          depth_bins=config.state_depth_bins, tokens=tokens.numpy() if config.state_prior else None,
+                          n_tokens=config.n_tokens)
     except ValueError as exc:
         raise ValueError(f"{config.store}: {exc}") from None

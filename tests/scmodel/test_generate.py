@@ -152,6 +152,55 @@ def test_a_state_model_generates_each_cell_from_a_drawn_state(state_run, tmp_pat
     assert set(adata.obs["cell_state"].astype(int)) <= {0, 1, 2, 3} and adata.obs["cell_state"].nunique() > 1
 
 
+def test_sampler_options_reach_the_sampler_and_are_recorded(state_run, tmp_path):
+    _, out = state_run
+    from scmodel.generate import GenerateConfig, generate
+
+    checkpoint = os.path.join(out, "checkpoint.pt")
+    base = dict(checkpoint=checkpoint, n_cells=24, steps=4, seed=3)
+    plain = generate(GenerateConfig(out=str(tmp_path / "a.h5ad"), **base), echo=lambda *_: None)
+    assert plain.uns["generation"]["bf16"] is False  # the run trained in fp32 on a CPU
+    tuned = generate(GenerateConfig(out=str(tmp_path / "b.h5ad"), guidance=1.0, remask=0.05, top_p=0.9, float64=True,
+                                    bf16="on", **base), echo=lambda *_: None)
+    g = tuned.uns["generation"]
+    assert (g["guidance"], g["remask"], g["top_p"], g["float64"], g["bf16"]) == (1.0, 0.05, 0.9, True, True)
+    # the same seed draws the same states; the sampler options change the cells
+    assert list(tuned.obs["cell_state"]) == list(plain.obs["cell_state"])
+    assert not np.array_equal(tuned.layers["tokens"], plain.layers["tokens"])
+    done = subprocess.run([sys.executable, "-m", "scmodel.generate", "--checkpoint", checkpoint, "--n-cells", "4",
+                           "--out", str(tmp_path / "c.h5ad"), "--remask", "0.1", "--order", "confidence"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "remask" in done.stderr
+
+
+def test_a_state_prior_run_keeps_its_training_cells_token_frequencies_and_generates(run, tmp_path):
+    import torch
+
+    from scmodel.engines.state import safe_load
+    from scmodel.generate import GenerateConfig, generate
+    from scmodel.run.checkpoint import load_run
+    from scmodel.run.loaders import build_loaders
+    from scmodel.tokenize import BinnedTokenizer
+
+    store, _ = run
+    out = str(tmp_path / "prior")
+    assert train_main(["--config", "mini-tiny", "--store", store, "--max-steps", "2", "--out", out, "--batch-size", "16",
+                       "--set", "eval_every=100", "--set", "sample_steps=4", "--set", "n_states=4",
+                       "--set", "states_cells=100000", "--set", "programs_cells=0", "--set", "state_prior=true"]) == 0
+    checkpoint = os.path.join(out, "checkpoint.pt")
+    config, _ = load_run(checkpoint)
+    prior = safe_load(checkpoint)["model"]["cell_states.token_log_prior"].exp()
+    tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)
+    train, _ = build_loaders(config, tokenizer)
+    seen = torch_cat(tokens.long() for tokens, _ in _one_epoch(train))
+    overall = torch.stack([torch.bincount(seen[:, g], minlength=config.n_tokens) for g in range(seen.shape[1])]).float()
+    # the "no state" row is every training cell's token frequencies, as the loader's batches show them
+    torch.testing.assert_close(prior[-1], overall / len(seen), atol=0.03, rtol=0)
+    adata = generate(GenerateConfig(checkpoint=checkpoint, n_cells=16, out=str(tmp_path / "cells.h5ad"), steps=4),
+                     echo=lambda *_: None)
+    assert adata.n_obs == 16 and "cell_state" in adata.obs
+
+
 def _one_epoch(loader):
     loader.set_epoch(0)
     return list(loader)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from scmodel.diffusion import DiffusionConfig, sample
+from scmodel.diffusion import DiffusionConfig, _guided_logits, sample, token_probs
 from scmodel.evaluate.metrics import (
     classifier_auc,
     fit_pca,
@@ -76,6 +76,80 @@ def test_init_keeps_observed_tokens_and_bad_arguments_are_refused():
         sample(FixedMarginals(_probs()), 5, 3, 4, MASK, order="best-first")
     with pytest.raises(ValueError, match="shape"):
         sample(FixedMarginals(_probs()), 5, 3, 4, MASK, init=torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_token_probs_top_p_keeps_the_smallest_head_holding_p_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05, 0.9]]))  # the last is the mask token
+    # the mask is excluded first: [0.5, 0.3, 0.15, 0.05] / 1; top_p 0.7 keeps 0.5 and 0.3
+    torch.testing.assert_close(token_probs(logits.clone(), MASK, top_p=0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(token_probs(logits.clone(), MASK, top_p=0.5), torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(token_probs(logits.clone(), MASK), torch.tensor([[0.5, 0.3, 0.15, 0.05, 0.0]]))
+    # temperature divides the log-probabilities: t=0.5 squares them before renormalizing
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
+    torch.testing.assert_close(token_probs(logits.clone(), MASK, temperature=0.5)[0, :4], p / p.sum())
+    assert token_probs(logits.clone(), MASK, float64=True).dtype == torch.float64
+
+
+class StateLogits(torch.nn.Module):
+    """Logits that depend on the state (a fixed table per state; "no state" = index 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.log(torch.tensor([[0.6, 0.2, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6], [0.25, 0.25, 0.25, 0.25]]))
+
+    def forward(self, tokens, t, state=None, **_):
+        index = torch.full((tokens.shape[0],), 2) if state is None else state
+        return self.table[index].unsqueeze(1).expand(-1, tokens.shape[1], -1)
+
+
+def test_guidance_is_the_classifier_free_combination_by_hand():
+    model, tokens, t = StateLogits(), torch.full((2, 3), MASK), torch.ones(2)
+    state = torch.tensor([0, 1])
+    plain = _guided_logits(model, tokens, t, 0.0, {"state": state})
+    torch.testing.assert_close(plain, model.table[state].unsqueeze(1).expand(-1, 3, -1))
+    guided = _guided_logits(model, tokens, t, 1.0, {"state": state})
+    log_c, log_u = torch.log_softmax(model.table[0], -1), torch.log_softmax(model.table[2], -1)
+    torch.testing.assert_close(guided[0, 0], log_u + 2.0 * (log_c - log_u))
+    # guidance sharpens a state's distribution: its most likely token gains
+    assert float(torch.softmax(guided[0, 0], -1)[0]) > 0.6
+    with pytest.raises(ValueError, match="cell states"):
+        sample(FixedMarginals(_probs()), 4, 3, 2, MASK, guidance=1.0)
+
+
+def test_remasking_keeps_the_schedule_and_the_marginals_and_corrects_revealed_tokens():
+    probs = _probs()
+    model = FixedMarginals(probs)
+    steps, n = 10, 6000
+    remasked = []
+
+    class Watch(torch.nn.Module):  # records which revealed tokens come back masked
+        def __init__(self):
+            super().__init__()
+            self.last = None
+
+        def forward(self, tokens, t, **kw):
+            if self.last is not None:
+                remasked.append(int(((self.last != MASK) & (tokens == MASK)).sum()))
+            self.last = tokens.clone()
+            return model(tokens, t)
+
+    cells = sample(Watch(), n, 3, steps, MASK, generator=torch.Generator().manual_seed(2), remask=0.05)
+    assert bool((cells != MASK).all()) and sum(remasked) > 0.01 * n * 3
+    # ReMDM's reveal probability keeps the share masked at each step on the schedule
+    expected = torch.linspace(1, 0, steps + 1)[:-1]
+    torch.testing.assert_close(torch.tensor(model.masked_fractions), expected, atol=0.02, rtol=0)
+    sigma = torch.sqrt(probs * (1 - probs) / n)
+    assert torch.all((_frequencies(cells) - probs).abs() <= 4.5 * sigma)
+    # given tokens are never remasked
+    init = torch.full((50, 3), MASK)
+    init[:, 0] = 3
+    out = sample(FixedMarginals(probs), 50, 3, steps, MASK, generator=torch.Generator().manual_seed(0), init=init,
+                 remask=0.2)
+    assert torch.equal(out[:, 0], init[:, 0])
+    with pytest.raises(ValueError, match="random"):
+        sample(FixedMarginals(probs), 5, 3, 4, MASK, remask=0.1, order="confidence")
+    with pytest.raises(ValueError, match="top_p"):
+        sample(FixedMarginals(probs), 5, 3, 4, MASK, top_p=0.0)
 
 
 def _mmd_by_loops(x, y, bandwidth):

@@ -151,3 +151,45 @@ def test_the_codebook_reads_tokens_as_the_tokenizer_detokenizes_them():
     tokens = torch.arange(N_TOKENS)
     np.testing.assert_allclose(states.centres[tokens].numpy(),
                                BinnedTokenizer(n_tokens=N_TOKENS, max_value=MAX).detokenize(tokens).numpy())
+
+
+def test_token_log_prior_is_each_state_s_smoothed_token_frequency_by_hand():
+    from scmodel.models.states import token_log_prior
+
+    tokens = np.array([[0, 1], [0, 1], [1, 1], [2, 0]])  # 4 cells, 2 genes, tokens < 3
+    labels = np.array([0, 0, 0, 1])
+    prior = np.exp(token_log_prior(tokens, labels, n_states=2, n_tokens=3, pseudocells=1.0))
+    overall_gene0 = np.array([2, 1, 1]) / 4
+    # state 0, gene 0: counts (2, 1, 0) of 3 cells, plus one pseudo-cell of the overall frequencies
+    np.testing.assert_allclose(prior[0, 0], (np.array([2, 1, 0]) + overall_gene0) / 4, rtol=1e-6)
+    np.testing.assert_allclose(prior[1, 0], (np.array([0, 0, 1]) + overall_gene0) / 2, rtol=1e-6)
+    np.testing.assert_allclose(prior[2, 0], overall_gene0, rtol=1e-6)  # the last row: no state
+    np.testing.assert_allclose(prior.sum(axis=2), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, 3\)"):
+        token_log_prior(tokens + 1, labels, 2, 3)
+
+
+def test_a_state_prior_model_adds_its_state_s_log_frequencies_to_the_network_s_logits():
+    tokens, _ = planted_tokens()
+    values = BinnedTokenizer(n_tokens=N_TOKENS, max_value=MAX).detokenize(tokens).numpy()
+    model = build_model("mini-tiny", N_GENES, N_TOKENS, n_states=3, tokenizer_max=MAX, state_prior=True).eval()
+    codebook = fit_states(values, 3, n_components=30, tokens=tokens.numpy(), n_tokens=N_TOKENS)
+    model.cell_states.load_codebook(codebook)
+    with torch.no_grad():  # a network that says nothing: the logits are the prior
+        model.backbone.head.weight.zero_()
+        model.backbone.head.bias.zero_()
+        x, t = torch.full((2, N_GENES), N_TOKENS), torch.full((2,), 0.5)
+        state = model.cell_states.assign(tokens[:2])
+        torch.testing.assert_close(model(x, t, state=state), model.cell_states.token_log_prior[state])
+        torch.testing.assert_close(model(x, t)[0], model.cell_states.token_log_prior[-1])  # no state: all cells'
+        subset = torch.tensor([3, 9])
+        torch.testing.assert_close(model(x[:, :2], t, state=state, gene_index=subset),
+                                   model.cell_states.token_log_prior[state][:, subset])
+    # a state's type shows in its prior: its own genes are high, the others low
+    s = int(state[0])
+    high = model.cell_states.token_log_prior[s].argmax(dim=1)
+    assert int((high >= 4).sum()) == 8
+    with pytest.raises(ValueError, match="needs the cells' tokens"):
+        model.cell_states.load_codebook(fit_states(values, 3, n_components=30))
+    with pytest.raises(ValueError, match="state_prior needs cell states"):
+        build_model("mini-tiny", N_GENES, N_TOKENS, state_prior=True)
