@@ -61,14 +61,15 @@ MODELS = {  # name -> (preset, --set overrides, training steps[, samplers, a row
     # + 8 depth bins crossed with the states
     "gen-cpu, without state prior": ("gen-cpu", ["state_prior=false"], 2500,
                                      ("bf16=off", "bf16=off,temperature=0.9")),
-    # + each state's per-gene token frequencies added to the logits: the current recipe
-    "gen-cpu": ("gen-cpu", [], 2500),
+    # + each state's per-gene token frequencies added to the logits: the current recipe, whose
+    # temperature (0.8) was picked on the tuning cells (--tune; bench_generation_cells_tuning.md)
+    "gen-cpu": ("gen-cpu", [], 2500, ("temperature=1", "temperature=0.8")),
 }
 SAMPLER_OPTIONS = {"temperature": float, "top_p": float, "remask": float, "guidance": float, "steps": int,
                    "bf16": str, "float64": bool}
 """A sampler spec is ``key=value,...`` of these (``python -m scmodel.generate`` flags); "" is the run's own."""
-TUNING_SAMPLERS = ("", "temperature=0.9", "top_p=0.9", "float64", "remask=0.02", "remask=0.05",
-                   "guidance=0.5", "guidance=1")
+TUNING_SAMPLERS = ("", "temperature=0.9", "temperature=0.8", "top_p=0.9", "temperature=0.9,top_p=0.9", "float64",
+                   "remask=0.05", "guidance=1", "bf16=off")
 """What ``--tune`` screens by default (one row each, against the tuning cells)."""
 ANCHORS = {  # published 1-NN leave-one-out accuracies, each on its own data (the issue's sources)
     "scLDM (Palla et al. 2025)": {"dentate gyrus": 0.71, "Tabula Muris": 0.60, "HLCA": 0.61},

@@ -55,8 +55,9 @@ class GenerateConfig:
     """Reverse-process steps (default: the run's ``sample_steps``)."""
     temperature: float | None = None
     order: str | None = None
-    top_p: float = 1.0
-    """Nucleus sampling: draw from the most likely tokens holding this much probability (1: all)."""
+    top_p: float | None = None
+    """Nucleus sampling: draw from the most likely tokens holding this much probability (1: all;
+    default: the run's ``sample_top_p``)."""
     remask: float = 0.0
     """ReMDM remasking cap (``scmodel.diffusion.sample``; 0: none)."""
     guidance: float = 0.0
@@ -162,7 +163,7 @@ class Generator:
                     extra["state"] = drawn[-1].to(self.device)
                 out.append(sample(self.model, n, len(self.positions), self.steps, run.n_tokens,
                                   temperature=self.temperature, generator=generator, device=self.device,
-                                  order=self.order, schedule=run.diffusion, top_p=config.top_p, remask=config.remask,
+                                  order=self.order, schedule=run.diffusion, top_p=self.top_p, remask=config.remask,
                                   guidance=config.guidance, float64=config.float64, **extra).cpu())
         return torch.cat(out), (torch.cat(drawn) if drawn else None)
 
@@ -173,6 +174,10 @@ class Generator:
     @property
     def temperature(self) -> float:
         return self.run.sample_temperature if self.config.temperature is None else self.config.temperature
+
+    @property
+    def top_p(self) -> float:
+        return self.run.sample_top_p if self.config.top_p is None else self.config.top_p
 
     @property
     def bf16(self) -> bool:
@@ -211,7 +216,7 @@ class Generator:
         adata.uns["generation"] = {
             "checkpoint": os.path.abspath(self.config.checkpoint), "step": int(self.step or 0), "model": self.run.model,
             "store": self.run.store, "seed": self.config.seed, "sample_steps": self.steps,
-            "temperature": float(self.temperature), "sample_order": self.order, "top_p": float(self.config.top_p),
+            "temperature": float(self.temperature), "sample_order": self.order, "top_p": float(self.top_p),
             "remask": float(self.config.remask), "guidance": float(self.config.guidance),
             "float64": bool(self.config.float64), "bf16": bool(self.bf16), "n_tokens": n_tokens,
             "tokenizer_max": float(self.run.tokenizer_max), "target_sum": float(target_sum),
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="reverse-process steps (default: the run's sample_steps)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the run's)")
     p.add_argument("--order", choices=("random", "confidence"), help="reveal order (default: the run's)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (default: the run's, 1 unless set)")
     p.add_argument("--remask", type=float, default=0.0, help="ReMDM remasking cap eta (default 0: off)")
     p.add_argument("--guidance", type=float, default=0.0,
                    help="classifier-free guidance on the cell state (a model with cell states; default 0: off)")

@@ -184,7 +184,7 @@ class Predictor:
         with torch.no_grad():
             tokens = sample(self.model, n, len(self.hvg_positions), self.config.sample_steps or run.sample_steps,
                             run.n_tokens, temperature=run.sample_temperature, generator=generator, device=self.device,
-                            order=run.sample_order, schedule=run.diffusion, **cond)
+                            order=run.sample_order, schedule=run.diffusion, top_p=run.sample_top_p, **cond)
         return torch.expm1(self.tokenizer.detokenize(tokens.cpu()))
 
     def _expected(self, conditioning: dict, n: int) -> torch.Tensor:

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-steps", type=int, help="reverse-process steps (default: the run's)")
     p.add_argument("--sample-order", choices=("random", "confidence"), help="reveal order (default: the run's)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the run's)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (default: the run's)")
     p.add_argument("--eval-batches", type=int, help="held-out batches to read (default: the run's)")
     p.add_argument("--seeds", type=int, nargs="+",
                    help="sampling seeds: metrics are their mean, evaluation.json adds the spread (default: the run's "
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--checkpoint {args.checkpoint}: no such file")
     config, state = load_run(args.checkpoint, args.store, args.device)
     overrides = {k: v for k, v in (("sample_steps", args.sample_steps), ("sample_order", args.sample_order),
-                                   ("sample_temperature", args.temperature), ("eval_batches", args.eval_batches))
+                                   ("sample_temperature", args.temperature), ("sample_top_p", args.top_p),
+                                   ("eval_batches", args.eval_batches))
                  if v is not None}
     config = dataclasses.replace(config, **overrides)
     tokenizer = BinnedTokenizer(n_tokens=config.n_tokens, max_value=config.tokenizer_max)

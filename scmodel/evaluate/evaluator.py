@@ -82,7 +82,8 @@ class HeldOutEvaluator:
             marginals, train_cells = marginals[gene_index], train_cells[:, gene_index]
             gene_index = gene_index.to(self.device)
         if with_samples and sampling is None:
-            sampling = SampleConfig(steps=cfg.sample_steps, order=cfg.sample_order, temperature=cfg.sample_temperature)
+            sampling = SampleConfig(steps=cfg.sample_steps, order=cfg.sample_order, temperature=cfg.sample_temperature,
+                                    top_p=cfg.sample_top_p)
         elif not with_samples:
             sampling = None
         return evaluate(model, val, marginals, cfg.diffusion, cfg.n_tokens, self.tokenizer,

@@ -44,6 +44,7 @@ class SampleConfig:
     """Reverse-process steps (the random-order sampler is exact as steps grows; 64 is near it on 256 genes)."""
     order: str = "random"
     temperature: float = 1.0
+    top_p: float = 1.0
     n_permutations: int = 200
 
 
@@ -73,7 +74,7 @@ def sample_quality(model, held_out: torch.Tensor, train_cells: torch.Tensor, mar
     n_genes = held_out.shape[1]
     was_training = model.training
     model.eval()
-    generated = sample(model, n, n_genes, config.steps, mask_id, temperature=config.temperature, generator=gen,
+    generated = sample(model, n, n_genes, config.steps, mask_id, temperature=config.temperature, top_p=config.top_p, generator=gen,
                        device=device, order=config.order, schedule=diffusion, gene_index=gene_index).cpu()
     model.train(was_training)
     detok = lambda tokens: tokenizer.detokenize(tokens.cpu()).numpy().astype(np.float64)  # noqa: E731
@@ -86,7 +87,8 @@ def sample_quality(model, held_out: torch.Tensor, train_cells: torch.Tensor, mar
     protocol = protocol_space(train, seed=seed) if n > PRDC_K else None
     ref_z = pca.project(reference)
     result: dict = {"n_sample_cells": n, "sample_steps": config.steps, "sample_order": config.order,
-                    "sample_temperature": config.temperature, "sample_unmasked": bool((generated != mask_id).all()),
+                    "sample_temperature": config.temperature, "sample_top_p": config.top_p,
+                    "sample_unmasked": bool((generated != mask_id).all()),
                     "zero_fraction_reference": float((reference == 0).mean())}
     for name in SAMPLE_SETS:
         z = pca.project(cells[name])

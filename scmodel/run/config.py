@@ -65,6 +65,9 @@ class TrainConfig:
     sample_order: str = "random"
     """"random": the ancestral masked-diffusion sampler; "confidence": most confident first (MaskGIT)."""
     sample_temperature: float = 1.0
+    sample_top_p: float = 1.0
+    """Nucleus sampling mass of the run's sampler (1: every token); ``python -m scmodel.generate``
+    and the evaluation use it unless told otherwise."""
     sample_every: int | None = None
     """Also sample (the costly part of an evaluation) at evaluations on multiples of this step;
     the final evaluation always samples."""
@@ -131,6 +134,8 @@ class TrainConfig:
             raise ValueError(f"split_by must be 'experiment' or 'cell', got {self.split_by!r}")
         if self.bf16 not in ("auto", "on", "off"):
             raise ValueError("bf16 must be auto, on or off")
+        if not 0.0 < self.sample_top_p <= 1.0:
+            raise ValueError(f"sample_top_p must be in (0, 1], got {self.sample_top_p}")
         if self.sample_order not in ("random", "confidence") or self.sample_steps <= 0:
             raise ValueError(f"sample_order must be random or confidence and sample_steps positive, got "
                              f"{self.sample_order!r}, {self.sample_steps}")

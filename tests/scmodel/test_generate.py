@@ -160,6 +160,7 @@ def test_sampler_options_reach_the_sampler_and_are_recorded(state_run, tmp_path)
     base = dict(checkpoint=checkpoint, n_cells=24, steps=4, seed=3)
     plain = generate(GenerateConfig(out=str(tmp_path / "a.h5ad"), **base), echo=lambda *_: None)
     assert plain.uns["generation"]["bf16"] is False  # the run trained in fp32 on a CPU
+    assert plain.uns["generation"]["top_p"] == 1.0  # the run's sample_top_p
     tuned = generate(GenerateConfig(out=str(tmp_path / "b.h5ad"), guidance=1.0, remask=0.05, top_p=0.9, float64=True,
                                     bf16="on", **base), echo=lambda *_: None)
     g = tuned.uns["generation"]
