@@ -4,6 +4,7 @@ no-model baselines, on the same held-out cells in one run.
     bash benchmarks/baselines/setup_scvi.sh      # once: scvi-tools in its own venv
     python benchmarks/bench_generation.py                   # held-out experiments
     python benchmarks/bench_generation.py --split cell      # the field's split: held-out cells
+    python benchmarks/bench_generation.py --split cell --models gen-cpu --tune --seeds 0   # sampler screen
 
 The store (``benchmarks/.work/generation/store.zarr`` unless ``--store``) is built on first use,
 from a synthetic bucket that is not the demo's: ``scdata demo-bucket`` with 12 experiments of
@@ -11,7 +12,8 @@ from a synthetic bucket that is not the demo's: ``scdata demo-bucket`` with 12 e
 
 For each model of ``--models`` (a ``python -m scmodel.train`` preset plus overrides) the script
 trains it on the store's training cells, samples cells with ``python -m scmodel.generate`` at
-three seeds, and scores them against real held-out cells, beside:
+three seeds (a row per sampler spec, ``key=value,...`` of ``SAMPLER_OPTIONS``: the model's own in
+``MODELS``, or ``--samplers``), and scores them against real held-out cells, beside:
 
 * scVI (scvi-tools 1.4.2, its defaults; trained on the same training cells and genes, once per
   seed): cells from its prior (z ~ N(0, I), library sizes of training cells, count draws), and its
@@ -34,6 +36,10 @@ Every set is raw counts over the model's genes; all are normalized the same way 
 W1/W2, CFGen's RBF MMD and precision / recall / density / coverage. Each set has as many cells
 as the reference half. Results: ``benchmarks/results/bench_generation.{json,md}`` (held-out
 experiments) and ``bench_generation_cells.{json,md}`` (held-out cells).
+
+``--tune`` scores against a third share of the held-out cells instead (the tuning cells, apart
+from the reference and the floor; ``TUNING_SAMPLERS`` by default, no scVI) and writes
+``..._tuning.{json,md}``: sampler settings are chosen there and reported on the reference.
 """
 
 from __future__ import annotations
