@@ -131,7 +131,8 @@ def token_probs(logits: torch.Tensor, mask_id: int, temperature: float = 1.0, to
     (2024) found 32-bit categorical sampling lowers the effective temperature of masked diffusion
     models with large vocabularies; ``bench_generation`` measures it on our 16-64 token ones."""
     logits = logits.double() if float64 else logits.float()
-    logits[..., mask_id:] = -torch.inf  # never predict the mask token
+    beyond = torch.arange(logits.shape[-1], device=logits.device) >= mask_id
+    logits = logits.masked_fill(beyond, -torch.inf)  # never predict the mask token (the caller's logits kept)
     probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
     if top_p < 1.0:
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)

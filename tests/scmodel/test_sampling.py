@@ -88,6 +88,9 @@ def test_token_probs_top_p_keeps_the_smallest_head_holding_p_by_hand():
     p = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
     torch.testing.assert_close(token_probs(logits.clone(), MASK, temperature=0.5)[0, :4], p / p.sum())
     assert token_probs(logits.clone(), MASK, float64=True).dtype == torch.float64
+    kept = logits.clone()
+    token_probs(logits, MASK)
+    assert torch.equal(logits, kept)  # the caller's logits are not changed
 
 
 class StateLogits(torch.nn.Module):
