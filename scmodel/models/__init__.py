@@ -7,18 +7,16 @@ from .mini import MiniConfig, MiniDiffusionModel
 from .moe import MoEConfig, MoEDiffusionModel
 
 
-def mini(n_genes: int = 2000, n_tokens: int = 64, n_states: int = 0, depth_bins: int = 1, tokenizer_max: float = 8.0,
-         state_prior: bool = False):
-    return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=512, n_heads=8, n_layers=6,
-                                         n_states=n_states, depth_bins=depth_bins, tokenizer_max=tokenizer_max,
-                                         state_prior=state_prior))
+def mini(n_genes: int = 2000, n_tokens: int = 64, **states):
+    """``states``: the cell-state options of ``MiniConfig`` (``n_states``, ``depth_bins``,
+    ``tokenizer_max``, ``state_prior``)."""
+    return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=512, n_heads=8, n_layers=6, **states))
 
 
-def mini_tiny(n_genes: int = 2000, n_tokens: int = 64, n_states: int = 0, depth_bins: int = 1,
-              tokenizer_max: float = 8.0, state_prior: bool = False):
+def mini_tiny(n_genes: int = 2000, n_tokens: int = 64, **states):
+    """``states``: as ``mini``'s."""
     return MiniDiffusionModel(MiniConfig(n_genes=n_genes, n_tokens=n_tokens, dim=128, n_heads=4, n_kv_heads=4, n_layers=3,
-                                         mlp_ratio=2.0, n_states=n_states, depth_bins=depth_bins,
-                                         tokenizer_max=tokenizer_max, state_prior=state_prior))
+                                         mlp_ratio=2.0, **states))
 
 
 def conditional(n_genes: int = 2000, n_tokens: int = 64):

@@ -113,6 +113,7 @@ class CellStates(nn.Module):
         self.register_buffer("depth_edges", torch.zeros(depth_bins - 1))
         self.register_buffer("counts", torch.zeros(n_states * depth_bins))
         self.prior = prior
+        self._fitted = False  # kept on the host: a check per training step must not wait on the device
         if prior:  # (states + "no state", genes, value tokens): each state's token log-frequencies
             self.register_buffer("token_log_prior", torch.zeros(self.n_states + 1, n_genes, n_tokens))
 
@@ -121,10 +122,11 @@ class CellStates(nn.Module):
         if key not in state_dict and self.depth_bins == 1:
             state_dict[key] = torch.zeros(0)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._fitted = bool(self.counts.sum() > 0)
 
     @property
     def fitted(self) -> bool:
-        return bool(self.counts.sum() > 0)
+        return self._fitted
 
     def load_codebook(self, codebook: dict[str, np.ndarray]) -> None:
         """Fill the buffers from ``fit_states``'s arrays (their shapes must match this model's)."""
@@ -138,6 +140,7 @@ class CellStates(nn.Module):
                 raise ValueError(f"cell-state codebook: {name} has shape {tuple(value.shape)}, the model expects "
                                  f"{tuple(buffer.shape)}")
             buffer.copy_(value.to(buffer.device))
+        self._fitted = bool(self.counts.sum() > 0)
 
     @torch.no_grad()
     def assign(self, tokens: torch.Tensor) -> torch.Tensor:

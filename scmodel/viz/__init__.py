@@ -84,7 +84,7 @@ def load_model(config: str | None, checkpoint: str | None = None) -> Loaded:
         kwargs["n_genes"] = n_genes
     if train.get("n_states"):  # a model with cell states: its codebook comes back with the weights
         kwargs.update(n_states=train["n_states"], depth_bins=train.get("state_depth_bins", 1),
-                      tokenizer_max=train.get("tokenizer_max", 8.0))
+                      tokenizer_max=train.get("tokenizer_max", 8.0), state_prior=train.get("state_prior", False))
     _check_size(name, MODELS[name], **kwargs)
     model = MODELS[name](**kwargs)
     model.load_state_dict(state["model"])

@@ -200,6 +200,10 @@ def test_a_state_prior_run_keeps_its_training_cells_token_frequencies_and_genera
     adata = generate(GenerateConfig(checkpoint=checkpoint, n_cells=16, out=str(tmp_path / "cells.h5ad"), steps=4),
                      echo=lambda *_: None)
     assert adata.n_obs == 16 and "cell_state" in adata.obs
+    from scmodel.viz import load_model
+
+    loaded = load_model(None, checkpoint)  # the figures' loader rebuilds it with its prior
+    assert torch.equal(loaded.model.cell_states.token_log_prior, safe_load(checkpoint)["model"]["cell_states.token_log_prior"])
 
 
 def _one_epoch(loader):

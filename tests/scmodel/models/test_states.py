@@ -193,3 +193,14 @@ def test_a_state_prior_model_adds_its_state_s_log_frequencies_to_the_network_s_l
         model.cell_states.load_codebook(fit_states(values, 3, n_components=30))
     with pytest.raises(ValueError, match="state_prior needs cell states"):
         build_model("mini-tiny", N_GENES, N_TOKENS, state_prior=True)
+
+
+def test_fitted_is_known_without_reading_the_buffers_and_follows_a_loaded_state_dict():
+    states = fitted(planted_tokens()[0])
+    assert states.fitted
+    blank = CellStates(3, N_GENES, N_TOKENS, MAX, n_components=5)
+    assert not blank.fitted
+    blank.load_state_dict(states.state_dict())
+    assert blank.fitted and torch.equal(blank.assign(planted_tokens()[0]), states.assign(planted_tokens()[0]))
+    blank.load_state_dict(CellStates(3, N_GENES, N_TOKENS, MAX, n_components=5).state_dict())
+    assert not blank.fitted
