@@ -21,6 +21,7 @@ import numpy as np
 from ..coexpression import ProgramsConfig, WithinStateCovariance, cell_states
 from ..engines.state import safe_load
 from .config import TrainConfig
+from .training_cells import hvg_log1p, sample_training_rows
 
 BLOCK_CELLS = 4096
 """Cells read (all program genes) and added to the covariance at a time."""
@@ -48,14 +49,12 @@ def fit_run_programs(config: TrainConfig, rows: np.ndarray, n_genes: int) -> dic
 
     from ..data.perturbation import log1p_rows
 
-    rows = np.sort(np.asarray(rows, dtype=np.int64))
-    if len(rows) > config.programs_cells:
-        rows = np.sort(np.random.default_rng([config.seed, 53]).choice(rows, size=config.programs_cells, replace=False))
+    rows = sample_training_rows(rows, config.programs_cells, config.seed, stream=53)
     root = open_root(config.store)
-    x_hvg, hvg_positions = open_hvg_matrix(config.store)
-    totals = np.asarray(root["obs/total_counts"][:])[rows]
+    _, hvg_positions = open_hvg_matrix(config.store)
+    values, totals = hvg_log1p(config.store, rows, n_genes)
     programs_config = ProgramsConfig(components=config.programs_components, seed=config.seed)
-    states = cell_states(log1p_rows(x_hvg.get_orthogonal_selection((rows, slice(0, n_genes))), totals), programs_config)
+    states = cell_states(values, programs_config)
     positions = program_genes(root, np.asarray(hvg_positions)[:n_genes], config.programs_genes)
     covariance = WithinStateCovariance(len(positions))
     x = DirectX(config.store, open_committed(config.store)[1].n_committed)  # each chunk decoded once, its non-zeros kept

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
+from .training_cells import hvg_log1p, sample_training_rows
 
 
 def fit_run_states(config: TrainConfig, rows: np.ndarray, n_genes: int, tokenizer) -> dict[str, np.ndarray]:
@@ -19,18 +20,10 @@ def fit_run_states(config: TrainConfig, rows: np.ndarray, n_genes: int, tokenize
     over the model's ``n_genes`` HVGs: each cell normalized and tokenized like the loader's
     batches, its tokens' bin centres clustered and its detected genes binned (``fit_states``);
     with ``state_prior``, each state's token frequencies too."""
-    from scdata.hvg.results import open_hvg_matrix
-    from scdata.store.layout import open_root
-
-    from ..data.perturbation import log1p_rows
     from ..models.states import fit_states
 
-    rows = np.sort(np.asarray(rows, dtype=np.int64))
-    if len(rows) > config.states_cells:
-        rows = np.sort(np.random.default_rng([config.seed, 71]).choice(rows, size=config.states_cells, replace=False))
-    x_hvg, _ = open_hvg_matrix(config.store)
-    totals = np.asarray(open_root(config.store)["obs/total_counts"][:])[rows]
-    values = log1p_rows(np.asarray(x_hvg.get_orthogonal_selection((rows, slice(0, n_genes)))), totals)
+    rows = sample_training_rows(rows, config.states_cells, config.seed, stream=71)
+    values, _ = hvg_log1p(config.store, rows, n_genes)
     tokens = tokenizer.tokenize(torch.from_numpy(values))
     try:
         return fit_states(tokenizer.detokenize(tokens).numpy(), config.n_states, seed=config.seed,
